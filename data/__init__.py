@@ -1,0 +1,1 @@
+"""Data: MQAR and the other synthetic recall probes; the text pipeline; tokenizers."""

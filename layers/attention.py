@@ -1,0 +1,64 @@
+"""Causal multi-head softmax attention with rotary positions: the baseline mixer."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layers.registry import register_mixer
+from layers.rotary import RotaryEmbedding
+from layers.state import KVCache
+
+
+def split_heads(d_model: int, num_heads: int, mixer: str) -> int:
+    """Head dimension of ``d_model`` over ``num_heads``; a clear error when they do not divide."""
+    if num_heads < 1 or d_model % num_heads:
+        raise ValueError(f"{mixer}: num_heads={num_heads} must be ≥ 1 and divide d_model={d_model}")
+    return d_model // num_heads
+
+
+@register_mixer("attention")
+class Attention(nn.Module):
+    """softmax(q kᵀ / √D + causal mask) v per head, q and k rotated by RoPE, via SDPA.
+
+    Decoding state: a KV cache ``KVCache(k, v)`` of shape [B, T_seen, H, D], so the state grows
+    with the context: ``state_size(seq_len) = 2 · seq_len · d_model``.
+    x: [B, T, d_model] -> y: [B, T, d_model].
+    """
+
+    def __init__(self, d_model: int, num_heads: int = 1, rotary_base: float = 10000.0, bias: bool = False):
+        super().__init__()
+        self.d_model, self.num_heads = d_model, num_heads
+        self.head_dim = split_heads(d_model, num_heads, "attention")
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.out = nn.Linear(d_model, d_model, bias=bias)
+        self.rotary = RotaryEmbedding(self.head_dim, base=rotary_base)
+
+    def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache | None]:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)
+        past = 0 if state is None else state.length
+        q, k = self.rotary(q, offset=past), self.rotary(k, offset=past)
+        new_state = None
+        if state is not None:
+            k = torch.cat([state.k, k.to(state.k.dtype)], dim=1)
+            v = torch.cat([state.v, v.to(state.v.dtype)], dim=1)
+            new_state = KVCache(k, v)
+        q, k, v = (t.transpose(1, 2) for t in (q, k.to(q.dtype), v.to(q.dtype)))  # [B, H, T, D]
+        if past == 0:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:
+            o = F.scaled_dot_product_attention(q, k, v)
+        else:  # new queries sit at absolute positions past..past+T-1 and see every key up to their own
+            allowed = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        y = self.out(o.transpose(1, 2).reshape(B, T, self.d_model))
+        return y, new_state
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> KVCache:
+        empty = torch.zeros(batch_size, 0, self.num_heads, self.head_dim, device=device, dtype=dtype)
+        return KVCache(empty, empty.clone())
+
+    def state_size(self, seq_len: int = 1) -> int:
+        """Numbers held per sequence after ``seq_len`` tokens (the KV cache grows linearly)."""
+        return 2 * seq_len * self.d_model

@@ -1,0 +1,50 @@
+"""Channel mixers that fill the MLP slot of a block."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SwiGLU(nn.Module):
+    """``W_down(silu(W_gate x) * W_up x)``; hidden size defaults to 8/3·d rounded up to a multiple of 64.
+
+    x: [B, T, d_model] -> [B, T, d_model]
+    """
+
+    def __init__(self, d_model: int, hidden_size: int | None = None, multiple_of: int = 64):
+        super().__init__()
+        if hidden_size is None:
+            hidden_size = multiple_of * -(-int(8 * d_model / 3) // multiple_of)
+        self.gate_up = nn.Linear(d_model, 2 * hidden_size, bias=False)
+        self.down = nn.Linear(hidden_size, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU}
+
+
+def register_mlp(name: str):
+    """Class decorator for modules that fill a block's MLP slot. A stateful one (e.g. RWKV-6
+    channel-mix with its token shift) follows the mixer protocol: forward(x, state) -> (y, state),
+    init_state and state_size."""
+
+    def decorate(cls):
+        if name in MLPS or name == "none":
+            raise ValueError(f"mlp {name!r} is registered twice")
+        MLPS[name] = cls
+        return cls
+
+    return decorate
+
+
+def build_mlp(name: str, d_model: int, **kwargs) -> nn.Module | None:
+    """The MLP slot of a block: a registered channel mixer, or None for ``"none"`` (Zoology's MQAR models)."""
+    if name == "none":
+        return None
+    if name not in MLPS:
+        raise ValueError(f"unknown mlp {name!r}; known: none, {', '.join(sorted(MLPS))}")
+    return MLPS[name](d_model, **kwargs)

@@ -1,0 +1,109 @@
+"""DecoderLM: embedding → pre-norm blocks (mixer, optional MLP) → final norm → tied LM head."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from layers import build_mixer
+from layers.mlp import build_mlp
+from layers.norms import RMSNorm
+from models.config import ModelConfig
+from models.state import ModelState
+
+
+@dataclass
+class LMOutput:
+    """logits: [B, T, vocab]; state: the decoding state after the last token (None in training);
+    aux_loss: a scalar of auxiliary losses returned by mixers (e.g. MoM load balancing), or 0."""
+
+    logits: torch.Tensor
+    state: ModelState | None
+    aux_loss: torch.Tensor
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then x + mlp(norm(x)) when the block has an MLP."""
+
+    def __init__(self, mixer_name: str, config: ModelConfig):
+        super().__init__()
+        self.mixer_name = mixer_name
+        self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mixer = build_mixer(mixer_name, config.d_model, **config.mixer_kwargs.get(mixer_name, {}))
+        self.mlp = build_mlp(config.mlp, config.d_model, **config.mlp_kwargs)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps) if self.mlp is not None else None
+
+    @property
+    def mlp_is_stateful(self) -> bool:
+        return self.mlp is not None and hasattr(self.mlp, "init_state")
+
+    def forward(self, x, mixer_state=None, mlp_state=None):
+        mixed, mixer_state = self.mixer(self.mixer_norm(x), mixer_state)
+        x = x + mixed
+        if self.mlp is not None:
+            if self.mlp_is_stateful:
+                out, mlp_state = self.mlp(self.mlp_norm(x), mlp_state)
+            else:
+                out = self.mlp(self.mlp_norm(x))
+            x = x + out
+        return x, mixer_state, mlp_state
+
+
+class DecoderLM(nn.Module):
+    """A decoder language model over any registered mixers (see ModelConfig)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(name, config) for name in config.layer_mixers())
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.apply(self._init_generic)
+        for module in self.modules():  # mixers with their own initialisation (e.g. RWKV-6) apply it last
+            if module is not self and hasattr(module, "reset_mixer_parameters"):
+                module.reset_mixer_parameters()
+        if config.tie_embeddings:
+            self.head.weight = self.embedding.weight
+
+    def _init_generic(self, module: nn.Module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None) -> LMOutput:
+        """input_ids: [B, T] -> LMOutput. Pass ``state`` (from ``init_state``) to prefill or decode."""
+        x = self.embedding(input_ids)
+        new_mixers, new_mlps = [], []
+        for i, block in enumerate(self.blocks):
+            x, mixer_state, mlp_state = block(
+                x,
+                None if state is None else state.mixers[i],
+                None if state is None else state.mlps[i],
+            )
+            new_mixers.append(mixer_state)
+            new_mlps.append(mlp_state)
+        logits = self.head(self.norm(x))
+        aux = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None]
+        aux_loss = torch.stack(aux).sum() if aux else logits.new_zeros(())
+        return LMOutput(logits, None if state is None else ModelState(new_mixers, new_mlps), aux_loss)
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ModelState:
+        mixers = [b.mixer.init_state(batch_size, device, dtype) for b in self.blocks]
+        mlps = [b.mlp.init_state(batch_size, device, dtype) if b.mlp_is_stateful else None for b in self.blocks]
+        return ModelState(mixers, mlps)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        total = sum(p.numel() for p in self.parameters())  # tied weights are counted once
+        return total - self.embedding.weight.numel() if exclude_embeddings else total
+
+    def state_size(self, seq_len: int = 1) -> int:
+        """Numbers held per sequence while decoding after ``seq_len`` tokens (KV caches grow with it)."""
+        total = 0
+        for block in self.blocks:
+            total += block.mixer.state_size(seq_len)
+            if block.mlp_is_stateful:
+                total += block.mlp.state_size(seq_len)
+        return total

@@ -1,0 +1,129 @@
+"""LanguageModelTask: the one LightningModule — owns a DecoderLM, its loss, optimiser and metrics.
+
+It sees batches of ``(input_ids, labels)`` with labels already aligned to the next token (-100 is
+ignored), so it serves MQAR and text alike.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from models.config import ModelConfig
+from models.decoder import DecoderLM
+
+IGNORE_INDEX = -100
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """LR multiplier: linear warm-up from 0 to 1 over ``warmup_steps``, then cosine down to ``min_lr_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def per_example_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """logits [B, T, V], labels [B, T] -> [B]: fraction of labelled positions predicted right per example."""
+    mask = labels != IGNORE_INDEX
+    correct = (logits.argmax(-1) == labels) & mask
+    return correct.sum(-1).float() / mask.sum(-1).clamp(min=1).float()
+
+
+class LanguageModelTask(L.LightningModule):
+    """Next-token training of a DecoderLM with AdamW, warm-up + cosine LR, and recall accuracy.
+
+    Args:
+        model: the ModelConfig of the DecoderLM.
+        lr, weight_decay, betas: AdamW (decay applies to matrices and embeddings, not to norms/biases).
+        warmup_steps: linear warm-up steps (an int, or a fraction of all steps when < 1).
+        min_lr_ratio: the cosine ends at lr · min_lr_ratio.
+        aux_loss_weight: multiplies the mixers' auxiliary losses (e.g. MoM load balancing).
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: float = 0.1,
+        min_lr_ratio: float = 0.1,
+        aux_loss_weight: float = 1.0,
+    ):
+        super().__init__()
+        if isinstance(model, dict):
+            model = ModelConfig(**model)
+        # Plain types only in the checkpoint, so it loads with torch.load(weights_only=True).
+        self.save_hyperparameters({
+            "model": asdict(model), "lr": lr, "weight_decay": weight_decay, "betas": list(betas),
+            "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio, "aux_loss_weight": aux_loss_weight,
+        })
+        self.config = model
+        self.model = DecoderLM(model)
+        self._val_sums: dict[int, torch.Tensor] = {}
+
+    def forward(self, input_ids: torch.Tensor):
+        return self.model(input_ids)
+
+    def _loss(self, batch):
+        input_ids, labels = batch
+        out = self.model(input_ids)
+        loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return loss, out
+
+    def training_step(self, batch, batch_idx):
+        loss, out = self._loss(batch)
+        total = loss + self.hparams.aux_loss_weight * out.aux_loss
+        self.log("train/loss", loss, prog_bar=True)
+        if out.aux_loss.requires_grad:
+            self.log("train/aux_loss", out.aux_loss)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return total
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        loss, out = self._loss(batch)
+        acc = per_example_accuracy(out.logits, batch[1])
+        sums = self._val_sums.setdefault(dataloader_idx, torch.zeros(3, device=self.device, dtype=torch.float64))
+        sums += torch.stack([acc.sum().double(), torch.tensor(float(acc.numel()), device=self.device).double(),
+                             loss.detach().double() * acc.numel()])
+
+    def val_slice_names(self) -> list[str]:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, "val_slice_names", None)
+        return list(names) if names else [f"set{i}" for i in range(max(self._val_sums, default=-1) + 1)]
+
+    def on_validation_epoch_end(self):
+        names = self.val_slice_names()
+        sums = torch.stack([self._val_sums.get(i, torch.zeros(3, device=self.device, dtype=torch.float64))
+                            for i in range(len(names))])
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum") if self.trainer.world_size > 1 else sums
+        self._val_sums = {}
+        for name, (correct, count, loss) in zip(names, sums.tolist()):
+            if count:
+                self.log(f"val/acc/{name}", correct / count, add_dataloader_idx=False, sync_dist=False)
+                self.log(f"val/loss/{name}", loss / count, add_dataloader_idx=False, sync_dist=False)
+        total = sums.sum(0)
+        if total[1] > 0:
+            self.log("val/acc", (total[0] / total[1]).item(), prog_bar=True, add_dataloader_idx=False)
+            self.log("val/loss", (total[2] / total[1]).item(), add_dataloader_idx=False)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr, betas=tuple(hp.betas),
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(hp.warmup_steps * total) if hp.warmup_steps < 1 else int(hp.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, max(1, warmup), total, hp.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,100 @@
+"""The mixer protocol, checked for every registered mixer: causality, chunked == token by token,
+state continuation, and state_size() == the numbers actually held in the state."""
+import pytest
+import torch
+
+from layers import MIXERS, build_mixer
+from tests.layers.mixer_cases import D_MODEL, MIXER_CASES, all_cases, case_id
+
+CASES = all_cases()
+
+
+def make(name, kwargs, seed=0):
+    torch.manual_seed(seed)
+    mixer = build_mixer(name, D_MODEL, **kwargs)
+    with torch.no_grad():  # fixed random weights everywhere, including zero-initialised ones
+        for p in mixer.parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if p.ndim == 1 else 0.0))
+    return mixer.eval()
+
+
+def test_every_mixer_has_a_case():
+    assert set(MIXERS) == set(MIXER_CASES), "add the new mixer's constructor arguments to mixer_cases.py"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_causal(case):
+    mixer = make(*case)
+    x = torch.randn(2, 23, D_MODEL)
+    y, _ = mixer(x)
+    for t in (0, 7, 22):
+        x2 = x.clone()
+        x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :]) * 3
+        y2, _ = mixer(x2)
+        torch.testing.assert_close(y2[:, : t + 1], y[:, : t + 1], atol=1e-5, rtol=1e-5)
+        if t < 22:
+            assert not torch.allclose(y2[:, t + 1 :], y[:, t + 1 :]), "inputs after t must matter"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_chunked_equals_token_by_token(case):
+    mixer = make(*case)
+    B, T = 2, 19
+    x = torch.randn(B, T, D_MODEL)
+    y_full, _ = mixer(x)
+    state = mixer.init_state(B, x.device, x.dtype)
+    steps = []
+    for t in range(T):
+        y_t, state = mixer(x[:, t : t + 1], state)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.cat(steps, 1), y_full, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_prefill_then_continue(case):
+    """A chunked prefill, then a second chunk and single tokens from the returned state."""
+    mixer = make(*case)
+    x = torch.randn(2, 30, D_MODEL)
+    y_full, _ = mixer(x)
+    state = mixer.init_state(2, x.device, x.dtype)
+    y1, state = mixer(x[:, :13], state)
+    y2, state = mixer(x[:, 13:27], state)
+    y3, state = mixer(x[:, 27:28], state)
+    y4, state = mixer(x[:, 28:], state)
+    torch.testing.assert_close(torch.cat([y1, y2, y3, y4], 1), y_full, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_state_size_matches_state(case):
+    mixer = make(*case)
+    T = 11
+    state = mixer.init_state(3, None, torch.float32)
+    _, state = mixer(torch.randn(3, T, D_MODEL), state)
+    assert mixer.state_size(T) == state.numel_per_sequence()
+    moved = state.to("cpu")
+    assert type(moved) is type(state) and moved.numel_per_sequence() == state.numel_per_sequence()
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_gradients_reach_every_parameter(case):
+    mixer = make(*case)
+    y, _ = mixer(torch.randn(2, 9, D_MODEL))
+    y.square().mean().backward()
+    for name, p in mixer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_unknown_mixer_lists_known_ones():
+    with pytest.raises(ValueError, match="unknown mixer 'nope'.*attention"):
+        build_mixer("nope", 32)
+
+
+def test_unknown_argument_is_named():
+    with pytest.raises(ValueError, match="num_head"):
+        build_mixer("attention", 32, num_head=2)
+
+
+@pytest.mark.parametrize("name", ["attention", "linear_attention"])
+def test_heads_must_divide_d_model(name):
+    with pytest.raises(ValueError, match="num_heads=3 .*d_model=32"):
+        build_mixer(name, 32, num_heads=3)

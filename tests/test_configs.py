@@ -1,0 +1,31 @@
+"""Every training YAML in configs/ parses, builds its model and data, and the model runs."""
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+
+CONFIGS = sorted(p for p in (Path(train.ROOT) / "configs").rglob("*.yaml") if "sweeps" not in p.parts and not p.name.startswith("_"))
+
+
+def test_there_are_configs():
+    names = {p.relative_to(train.ROOT / "configs").as_posix() for p in CONFIGS}
+    assert {"quickstart.yaml", "mqar/attention.yaml", "mqar/linear_attention.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(train.ROOT / "configs").as_posix())
+def test_config_builds(path, tmp_path):
+    cli = train.main(["--config", str(path), f"--trainer.default_root_dir={tmp_path}"], run=False)
+    model = cli.model.model
+    assert model.config.vocab_size == getattr(cli.datamodule, "vocab_size", model.config.vocab_size)
+    ids = torch.randint(0, model.config.vocab_size, (1, 16))
+    assert model(ids).logits.shape == (1, 16, model.config.vocab_size)
+
+
+def test_bad_yaml_key_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((train.ROOT / "configs/quickstart.yaml").read_text().replace("n_layers:", "n_layayers:"))
+    with pytest.raises(SystemExit):
+        train.main(["--config", str(bad)], run=False)
+    assert "n_layayers" in capsys.readouterr().err

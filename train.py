@@ -1,0 +1,87 @@
+"""Training entry point (LightningCLI): ``python train.py fit --config configs/<...>.yaml``.
+
+With no arguments it runs ``configs/quickstart.yaml``. The same command scales out with
+``torchrun --nproc_per_node=N train.py fit --config ... --trainer.devices N``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+def use_wandb_offline_unless_logged_in():
+    """W&B logs online only for a logged-in user; otherwise offline (never hang without network)."""
+    if "WANDB_MODE" in os.environ or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path.home() / ".netrc"
+    logged_in = netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    if not logged_in:
+        os.environ["WANDB_MODE"] = "offline"
+
+
+def default_run_dir(config_paths) -> str:
+    """runs/<config path without .yaml>, e.g. runs/mqar/attention for configs/mqar/attention.yaml."""
+    if not config_paths:
+        return "runs/default"
+    path = Path(str(config_paths[-1])).resolve()
+    try:
+        path = path.relative_to(ROOT / "configs")
+    except ValueError:
+        path = Path(path.name)
+    return str(Path("runs") / path.with_suffix(""))
+
+
+def main(args: list[str] | None = None, run: bool = True):
+    """Parse ``args`` (default: the command line) and run the subcommand; ``run=False`` only builds
+    the model, data and trainer from ``--config`` (no subcommand), for tests and tools."""
+    args = sys.argv[1:] if args is None else args
+    if run and not args:
+        args = ["fit", "--config", str(QUICKSTART)]
+    use_wandb_offline_unless_logged_in()
+
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.loggers import CSVLogger, Logger
+
+    from models.lightning_module import LanguageModelTask
+    import data.mqar_datamodule  # noqa: F401  (registers the MQAR DataModule for class_path lookup)
+    from lightning import LightningDataModule
+
+    class CLI(LightningCLI):
+        def before_instantiate_classes(self):
+            config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+            if config.trainer.default_root_dir is None:
+                config.trainer.default_root_dir = default_run_dir(config.get("config"))
+
+        def instantiate_trainer(self, **kwargs):
+            trainer_config = self._get(self.config_init, "trainer", default={})
+            root = trainer_config.get("default_root_dir") or "runs"
+            loggers = trainer_config.get("logger")
+            if loggers is True or loggers is None:
+                loggers = []
+            elif isinstance(loggers, Logger):
+                loggers = [loggers]
+            if loggers is not False and not any(isinstance(lg, CSVLogger) for lg in loggers):
+                loggers = [CSVLogger(root, name="csv", version="")] + list(loggers)
+            trainer = super().instantiate_trainer(logger=loggers, **kwargs)
+            for checkpoint in trainer.checkpoint_callbacks:  # a fixed place, so `--ckpt_path last` finds it
+                if checkpoint.dirpath is None:
+                    checkpoint.dirpath = os.path.join(root, "checkpoints")
+                    checkpoint.save_last = True
+            return trainer
+
+    return CLI(
+        LanguageModelTask,
+        LightningDataModule,
+        subclass_mode_data=True,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main()
