@@ -51,7 +51,7 @@ class TaylorFeatureMap(nn.Module):
         outer = x[..., :, None] * x[..., None, :]  # [..., d, d]
         if self.symmetric:
             rows, cols = torch.triu_indices(d, d, device=x.device)
-            weight = torch.where(rows == cols, 1.0, math.sqrt(2.0)).to(x.dtype)
+            weight = torch.where(rows == cols, 1.0, 2.0).to(x.dtype).sqrt()
             quadratic = outer[..., rows, cols] * weight
         else:
             quadratic = outer.flatten(-2)

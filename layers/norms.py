@@ -6,7 +6,8 @@ from torch import nn
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm over the last dimension, computed in fp32: ``x / rms(x) * weight``."""
+    """Root-mean-square norm over the last dimension: ``x / rms(x) * weight``, computed in fp32 at
+    least (fp64 inputs stay fp64)."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -14,6 +15,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        xf = x.to(dtype)
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.to(dtype)).to(x.dtype)

@@ -1,13 +1,14 @@
 """DecoderLM: embedding → pre-norm blocks (mixer, optional MLP) → final norm → tied LM head."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from layers import build_mixer
-from layers.mlp import build_mlp
+from layers import MIXERS, build_mixer
+from layers.mlp import MLPS, build_mlp
 from layers.norms import RMSNorm
 from models.config import ModelConfig
 from models.state import ModelState
@@ -23,15 +24,26 @@ class LMOutput:
     aux_loss: torch.Tensor
 
 
+def _accepted(cls, kwargs: dict) -> dict:
+    """The entries of ``kwargs`` that ``cls.__init__`` names (e.g. layer_idx / n_layers for RWKV-6's init)."""
+    if cls is None:
+        return {}
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
 class Block(nn.Module):
     """x + mixer(norm(x)), then x + mlp(norm(x)) when the block has an MLP."""
 
-    def __init__(self, mixer_name: str, config: ModelConfig):
+    def __init__(self, mixer_name: str, config: ModelConfig, layer_idx: int = 0):
         super().__init__()
         self.mixer_name = mixer_name
         self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.mixer = build_mixer(mixer_name, config.d_model, **config.mixer_kwargs.get(mixer_name, {}))
-        self.mlp = build_mlp(config.mlp, config.d_model, **config.mlp_kwargs)
+        where = {"layer_idx": layer_idx, "n_layers": config.n_layers}  # the block's place wins over YAML
+        mixer_kwargs = {**config.mixer_kwargs.get(mixer_name, {}), **_accepted(MIXERS.get(mixer_name), where)}
+        self.mixer = build_mixer(mixer_name, config.d_model, **mixer_kwargs)
+        mlp_kwargs = {**config.mlp_kwargs, **_accepted(MLPS.get(config.mlp), where)}
+        self.mlp = build_mlp(config.mlp, config.d_model, **mlp_kwargs)
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps) if self.mlp is not None else None
 
     @property
@@ -57,7 +69,7 @@ class DecoderLM(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.blocks = nn.ModuleList(Block(name, config) for name in config.layer_mixers())
+        self.blocks = nn.ModuleList(Block(name, config, i) for i, name in enumerate(config.layer_mixers()))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(self._init_generic)
@@ -89,6 +101,12 @@ class DecoderLM(nn.Module):
         aux = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None]
         aux_loss = torch.stack(aux).sum() if aux else logits.new_zeros(())
         return LMOutput(logits, None if state is None else ModelState(new_mixers, new_mlps), aux_loss)
+
+    def generate(self, input_ids, max_new_tokens: int, **kwargs):
+        """Sample continuations; see ``models.generation.generate`` for the arguments."""
+        from models.generation import generate
+
+        return generate(self, input_ids, max_new_tokens, **kwargs)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ModelState:
         mixers = [b.mixer.init_state(batch_size, device, dtype) for b in self.blocks]

@@ -11,6 +11,21 @@ MIXER_CASES: dict[str, list[dict]] = {
         {"num_heads": 2, "feature_map": "taylor", "feature_dim": 4},
         {"num_heads": 1, "feature_map": "identity", "normalize": False},
     ],
+    "based": [{"num_heads": 2, "feature_dim": 4}, {"num_heads": 1, "feature_dim": 3, "symmetric": False}],
+    "base_conv": [{"kernel_size": 3}, {"kernel_size": 4, "expand": 4, "activation": None, "bias": False}],
+    "swa": [{"num_heads": 2, "window_size": 8}, {"num_heads": 1, "window_size": 64}],
+    "mom": [
+        {"num_heads": 2},
+        {"num_memories": 3, "top_k": 1, "shared_memory": False, "output_gate": False, "expand_v": 2},
+        {"num_memories": 3, "top_k": 3},
+        {"num_memories": 1, "top_k": 1, "shared_memory": False},
+        {"num_heads": 2, "short_conv": True, "conv_size": 3},
+    ],
+    "retnet": [{"num_heads": 2}, {"num_heads": 4, "expand_k": 0.5, "expand_v": 1.0}],
+    # chunk_size 16: the random 1-D parameters (≈ 1) make decays of up to e^15 per token, where the chunked
+    # fp32 kernel's round-off grows with the chunk length (fp64 tests in test_rwkv6.py use chunk 64 too)
+    "rwkv6": [{"head_size": 16, "mix_lora_rank": 4, "decay_lora_rank": 8, "layer_idx": 1, "n_layers": 2,
+               "chunk_size": 16}],
 }
 
 

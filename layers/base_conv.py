@@ -1,0 +1,51 @@
+"""BASED's short gated convolution (BaseConv): the local token mixer of the BASED hybrid."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from layers.registry import register_mixer
+from layers.short_conv import ConvState, ShortConvolution
+
+
+@register_mixer("base_conv")
+class BaseConv(nn.Module):
+    """y = W_out( act(conv(a)) ⊙ b ),  [a, b] = W_in x split in two halves of width E = expand·d_model/2.
+
+    The gated short convolution of BASED (Arora et al., 2024, "Simple linear attention language
+    models balance the recall-throughput tradeoff"; HazyResearch/based ``BaseConv``): a depthwise
+    causal convolution of ``kernel_size`` taps (3 by default) over one half of the input projection,
+    gated by the other half, then projected back. As in the BASED reference, both projections have
+    biases and the convolution output goes through SiLU (``activation=None`` gives Zoology's
+    un-activated gate); the reference 360M model uses ``expand=4``.
+    Decoding state: the last kernel_size - 1 inputs of the convolution (``ConvState`` [B, K - 1, E]).
+    x: [B, T, d_model] -> y: [B, T, d_model].
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        kernel_size: int = 3,
+        expand: int = 2,
+        bias: bool = True,
+        activation: str | None = "silu",
+    ):
+        super().__init__()
+        if expand < 1 or (expand * d_model) % 2:
+            raise ValueError(f"base_conv: expand={expand} must be ≥ 1 with expand·d_model={expand * d_model} even")
+        self.d_model = d_model
+        self.inner = expand * d_model // 2
+        self.in_proj = nn.Linear(d_model, 2 * self.inner, bias=bias)
+        self.conv = ShortConvolution(self.inner, kernel_size, activation=activation)
+        self.out_proj = nn.Linear(self.inner, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor, state: ConvState | None = None) -> tuple[torch.Tensor, ConvState | None]:
+        a, b = self.in_proj(x).chunk(2, dim=-1)
+        a, new_state = self.conv(a, state)
+        return self.out_proj(a * b), new_state
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvState:
+        return self.conv.init_state(batch_size, device, dtype)
+
+    def state_size(self, seq_len: int = 1) -> int:
+        return self.conv.state_size(seq_len)

@@ -1,0 +1,61 @@
+"""A short causal depthwise convolution over time, with a decoding state: a building block of mixers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layers.state import MixerState
+
+ACTIVATIONS = {None: lambda x: x, "silu": F.silu}
+
+
+@dataclass
+class ConvState(MixerState):
+    """The last ``kernel_size - 1`` inputs of a short convolution, oldest first. x: [B, kernel_size - 1, D]."""
+
+    x: torch.Tensor
+
+
+class ShortConvolution(nn.Module):
+    """y_t = act(b + Σ_{i=0}^{K-1} w_i ⊙ x_{t-K+1+i}) per channel, with x_s = 0 before the first token.
+
+    A depthwise (one filter per channel) causal convolution of kernel size K, as in H3/Hyena's short
+    filters and BASED's BaseConv; the weight is a depthwise nn.Conv1d's ([D, 1, K], last tap = current
+    token), initialised as PyTorch does. Decoding keeps the last K - 1 inputs (``ConvState``), so a
+    chunk continues exactly where the previous one stopped.
+    x: [B, T, D] -> y: [B, T, D]; ``activation``: None or "silu".
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 3, bias: bool = False, activation: str | None = None):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"ShortConvolution: dim must be ≥ 1, got {dim}")
+        if kernel_size < 1:
+            raise ValueError(f"ShortConvolution: kernel_size must be ≥ 1, got {kernel_size}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"ShortConvolution: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+        self.dim, self.kernel_size, self.activation = dim, kernel_size, activation
+        self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, state: ConvState | None = None) -> tuple[torch.Tensor, ConvState | None]:
+        B, T, D = x.shape
+        if D != self.dim:
+            raise ValueError(f"ShortConvolution: x has {D} channels, expected dim={self.dim}")
+        if state is None:
+            padded = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # [B, D, K - 1 + T]
+            new_state = None
+        else:
+            history = torch.cat([state.x.to(x.dtype), x], dim=1)  # [B, K - 1 + T, D]
+            padded = history.transpose(1, 2)
+            new_state = ConvState(history[:, history.shape[1] - (self.kernel_size - 1) :].to(state.x.dtype))
+        y = F.conv1d(padded, self.conv.weight, self.conv.bias, groups=self.dim).transpose(1, 2)
+        return ACTIVATIONS[self.activation](y), new_state
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvState:
+        return ConvState(torch.zeros(batch_size, self.kernel_size - 1, self.dim, device=device, dtype=dtype))
+
+    def state_size(self, seq_len: int = 1) -> int:
+        return (self.kernel_size - 1) * self.dim

@@ -1,0 +1,79 @@
+"""Autoregressive generation: chunked prefill, then O(1)-per-token decoding with each mixer's state.
+
+Prompts of different lengths are decoded in lock-step without padding: all prompts are prefilled
+together up to the shortest length (one chunked call per layer), then every sequence advances one
+token per step, fed from its own prompt while it lasts (teacher forcing) and from its own samples
+afterwards. Each sequence therefore sees exactly its own tokens, for every kind of mixer state.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """logits [B, V] -> token ids [B]. Greedy when temperature is 0."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, input_ids, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, eos_token_id: int | None = None, seed: int | None = None):
+    """Generate up to ``max_new_tokens`` after each prompt.
+
+    input_ids: a LongTensor [B, T] (equal-length prompts) or a list of 1-D LongTensors (any lengths).
+    Returns a list of B 1-D LongTensors: prompt followed by its generated tokens (ending at
+    ``eos_token_id`` when it is produced).
+    """
+    prompts = list(input_ids) if not torch.is_tensor(input_ids) else list(input_ids.unbind(0))
+    if not prompts or any(p.ndim != 1 or p.numel() == 0 for p in prompts):
+        raise ValueError("generate: input_ids must be [B, T] with T ≥ 1, or a list of non-empty 1-D tensors")
+    if max_new_tokens < 0 or temperature < 0:
+        raise ValueError("generate: max_new_tokens and temperature must be ≥ 0")
+    device = next(model.parameters()).device
+    prompts = [p.to(device) for p in prompts]
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+    B = len(prompts)
+    lengths = torch.tensor([p.numel() for p in prompts], device=device)
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    # Tokens of every sequence in one [B, longest + max_new_tokens] buffer; prompts fill the start.
+    tokens = torch.zeros(B, longest + max_new_tokens, dtype=torch.long, device=device)
+    for b, p in enumerate(prompts):
+        tokens[b, : p.numel()] = p
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    ends = lengths + max_new_tokens  # exclusive end of each sequence
+
+    was_training = model.training
+    model.eval()
+    state = model.init_state(B, device=device)
+    out = model(tokens[:, :shortest], state)
+    logits, state = out.logits[:, -1], out.state
+    for position in range(shortest, int(ends.max())):
+        next_token = sample_next(logits, temperature, top_k, top_p, generator)
+        generating = (position >= lengths) & (position < ends) & ~finished
+        tokens[:, position] = torch.where(generating, next_token, tokens[:, position])
+        if eos_token_id is not None:
+            newly = generating & (next_token == eos_token_id)
+            ends = torch.where(newly, position + 1, ends)
+            finished |= newly
+        if bool(((position + 1 >= ends) | finished).all()):
+            break
+        out = model(tokens[:, position : position + 1], state)
+        logits, state = out.logits[:, -1], out.state
+    model.train(was_training)
+    return [tokens[b, : int(ends[b])] for b in range(B)]
