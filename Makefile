@@ -28,6 +28,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m evals.bench_kernels
+	$(PY) -m evals.bench_swa
 
 clean:
 	rm -rf $(VENV) lightning_logs runs

@@ -28,10 +28,19 @@ def query_slot_probabilities(space: int, power_a: float) -> np.ndarray:
 
 
 def _sample_without_replacement(rng: np.random.Generator, num_rows: int, weights: np.ndarray, k: int) -> np.ndarray:
-    """k distinct indices per row drawn successively ∝ ``weights`` (Efraimidis–Spirakis keys u^(1/w))."""
-    u = rng.random((num_rows, weights.shape[0]))
-    keys = np.log(u) / weights  # larger is more likely; the top-k order is that of successive draws
-    return np.argsort(-keys, axis=1)[:, :k]
+    """k distinct indices per row drawn successively ∝ ``weights`` (Efraimidis–Spirakis: the k largest
+    keys log(u)/w, in decreasing order, are distributed as k successive weighted draws). Rows are
+    processed in blocks so that memory stays bounded at Zoology's sizes (100k rows × 4095 keys)."""
+    n = weights.shape[0]
+    out = np.empty((num_rows, k), dtype=np.int64)
+    block = max(1, (1 << 22) // n)
+    for start in range(0, num_rows, block):
+        rows = min(block, num_rows - start)
+        keys = np.log(rng.random((rows, n))) / weights
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (rows, 1))
+        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
+        out[start : start + rows] = np.take_along_axis(top, order, axis=1)
+    return out
 
 
 def validate_mqar_arguments(vocab_size: int, input_seq_len: int, num_kv_pairs: int, num_passes: int = 1):

@@ -68,7 +68,7 @@ def run_all(configs: list[Path], jobs: int, extra: list[str]) -> list[dict]:
             raise RuntimeError(f"{config} failed (exit {code}); see {log}")
         return json.loads(out.read_text())
 
-    with ThreadPoolExecutor(jobs) as pool:
+    with ThreadPoolExecutor(jobs) as pool:  # in the order given: put the slowest configs first
         return list(pool.map(launch, configs))
 
 

@@ -1,0 +1,274 @@
+"""Kernel benchmarks: ``python -m evals.bench_kernels [--T 512 2048 8192] [--repeats 3]``.
+
+Prints a markdown table and writes it to ``evals/results/bench_kernels_{cpu,cuda}.md``. Each family is a
+"section": a function ``(Settings) -> list[Row]`` appended to ``SECTIONS`` (gated linear attention here;
+sliding-window attention adds its own). Times are the median of ``repeats`` runs after ``warmup`` runs,
+in milliseconds; "fwd+bwd" is one forward plus ``backward()`` of a random projection of the output.
+"""
+from __future__ import annotations
+
+import os
+
+# Idle OpenMP workers sleep instead of spinning: on a shared CPU, spinning workers steal the core of the
+# main thread and make every short op wait (5x slower chunked kernels here). Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    T: list[int]
+    B: int = 4
+    H: int = 4
+    D: int = 64
+    repeats: int = 3
+    warmup: int = 1
+    recurrent_T: int = 512  # the token loop is only timed at this length
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+@dataclass
+class Row:
+    section: str
+    op: str
+    impl: str
+    T: int
+    dtype: str
+    fwd_ms: float | None
+    fwdbwd_ms: float | None
+    note: str = ""
+
+
+def timeit(fn, s: Settings) -> float:
+    """Median wall time of ``fn()`` in ms."""
+    sync = torch.cuda.synchronize if s.device.type == "cuda" else (lambda: None)
+    for _ in range(s.warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(s.repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def time_fwd_bwd(make_inputs, call, s: Settings) -> tuple[float, float]:
+    """(forward ms under no_grad, forward+backward ms) of ``call(*inputs)`` returning the output first."""
+    inputs = make_inputs()
+    with torch.no_grad():
+        fwd = timeit(lambda: call(*inputs), s)
+    leaves = [x.detach().requires_grad_() if x is not None and x.is_floating_point() else x for x in inputs]
+    do = torch.randn_like(call(*inputs)[0])
+
+    def step():
+        for x in leaves:
+            if isinstance(x, torch.Tensor) and x.grad is not None:
+                x.grad = None
+        out = call(*leaves)[0]
+        out.backward(do)
+
+    return fwd, timeit(step, s)
+
+
+def _gla_inputs(s: Settings, T: int, gate: str | None, dtype, use_u=False):
+    def make():
+        B, H, D, dev = s.B, s.H, s.D, s.device
+        q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=dtype) for _ in range(3))
+        g = None
+        if gate == "head":
+            g = F.logsigmoid(torch.randn(B, T, H, device=dev)).to(dtype) / 16
+        elif gate == "channel":
+            g = F.logsigmoid(torch.randn(B, T, H, D, device=dev)).to(dtype) / 16
+        u = torch.randn(H, D, device=dev, dtype=dtype) if use_u else None
+        return q, k, v, g, u
+
+    return make
+
+
+def _sdpa_inputs(s: Settings, T: int, dtype):
+    def make():
+        return tuple(torch.randn(s.B, s.H, T, s.D, device=s.device, dtype=dtype) for _ in range(3))
+
+    return make
+
+
+def _sdpa(q, k, v):
+    return (F.scaled_dot_product_attention(q, k, v, is_causal=True),)
+
+
+GATES = {"linear attention (g=None)": None, "per-head g (RetNet)": "head", "per-channel g (GLA)": "channel"}
+
+
+def gla_section(s: Settings) -> list[Row]:
+    """Gated linear attention: our backends against softmax attention (SDPA) and, on CUDA, fla."""
+    from kernels import gated_linear_attention
+
+    rows = []
+    cuda = s.device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    dname = str(dtype).replace("torch.", "")
+    backends = ["triton"] if cuda else ["torch"]
+    for T in s.T:
+        for op, gate in GATES.items():
+            for backend in backends:
+                def call(q, k, v, g, u, _b=backend):
+                    return gated_linear_attention(q, k, v, g, u, backend=_b)
+
+                fwd, fb = time_fwd_bwd(_gla_inputs(s, T, gate, dtype), call, s)
+                rows.append(Row("gla", op, backend, T, dname, fwd, fb))
+        if cuda:
+            rows += _fla_rows(s, T, dtype, dname, rows)
+        fwd, fb = time_fwd_bwd(_sdpa_inputs(s, T, dtype), _sdpa, s)
+        rows.append(Row("gla", "softmax attention (causal)", "torch SDPA", T, dname, fwd, fb))
+        if T == s.recurrent_T:
+            def rec(q, k, v, g, u):
+                return gated_linear_attention(q, k, v, g, u, backend="recurrent")
+
+            fwd, fb = time_fwd_bwd(_gla_inputs(s, T, "head", dtype), rec, s)
+            rows.append(Row("gla", "per-head g (RetNet)", "recurrent (token loop)", T, dname, fwd, fb))
+    return rows
+
+
+def _fla_rows(s: Settings, T: int, dtype, dname: str, ours: list[Row]) -> list[Row]:
+    """fla's chunked Triton kernels at the same shapes, with the ratio fla time / our time."""
+    try:
+        from fla.ops.gla import chunk_gla
+        from fla.ops.rwkv6 import chunk_rwkv6
+        from fla.ops.simple_gla import chunk_simple_gla
+    except Exception as e:  # pragma: no cover - fla is a dependency
+        return [Row("gla", "fla", "unavailable", T, dname, None, None, repr(e)[:60])]
+    from kernels import gated_linear_attention
+
+    cases = [
+        ("per-head g (RetNet)", "head", False, lambda q, k, v, g, u: chunk_simple_gla(q, k, v, g=g)),
+        ("per-channel g (GLA)", "channel", False, lambda q, k, v, g, u: chunk_gla(q, k, v, g)),
+        ("per-channel g + u (RWKV-6)", "channel", True, lambda q, k, v, g, u: chunk_rwkv6(q, k, v, g, u)),
+    ]
+    rows = []
+    for op, gate, use_u, fla_call in cases:
+        make = _gla_inputs(s, T, gate, dtype, use_u)
+        f_fwd, f_fb = time_fwd_bwd(make, fla_call, s)
+        if use_u:
+            o_fwd, o_fb = time_fwd_bwd(make, lambda q, k, v, g, u: gated_linear_attention(q, k, v, g, u), s)
+            rows.append(Row("gla", op, "triton", T, dname, o_fwd, o_fb))
+        else:
+            mine = next(r for r in ours if r.op == op and r.T == T and r.impl == "triton")
+            o_fwd, o_fb = mine.fwd_ms, mine.fwdbwd_ms
+        rows.append(Row("gla", op, "fla", T, dname, f_fwd, f_fb,
+                        f"fla/ours: fwd {f_fwd / o_fwd:.2f}x, fwd+bwd {f_fb / o_fb:.2f}x"))
+    return rows
+
+
+def gla_summary(rows: list[Row], s: Settings) -> list[str]:
+    """The CPU targets at T=2048: torch backend (per-head g) vs SDPA and vs the token recurrence."""
+    lines = []
+    T = 2048 if 2048 in s.T else max(s.T)
+
+    def find(op, impl, t):
+        return next((r for r in rows if r.op == op and r.impl == impl and r.T == t), None)
+
+    ours = find("per-head g (RetNet)", "torch" if s.device.type == "cpu" else "triton", T)
+    sdpa = find("softmax attention (causal)", "torch SDPA", T)
+    rec = find("per-head g (RetNet)", "recurrent (token loop)", s.recurrent_T)
+    if ours and sdpa:
+        lines.append(f"- chunked ({ours.impl}, per-head g) vs SDPA causal at T={T}: forward "
+                     f"{sdpa.fwd_ms / ours.fwd_ms:.1f}x faster, forward+backward {sdpa.fwdbwd_ms / ours.fwdbwd_ms:.1f}x")
+    if ours and rec:
+        factor = T / rec.T
+        lines.append(f"- chunked ({ours.impl}, per-head g) vs the token recurrence at T={T}: forward "
+                     f"{rec.fwd_ms * factor / ours.fwd_ms:.0f}x faster, forward+backward "
+                     f"{rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence measured at T={rec.T} and "
+                     f"extrapolated linearly x{factor:g})")
+    return lines
+
+
+# Each section: (name, run(settings) -> rows, summary(rows, settings) -> lines). Sliding-window attention
+# has its own command, `python -m evals.bench_swa` (both run in `make bench`).
+SECTIONS = [("Gated linear attention", gla_section, gla_summary)]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def to_markdown(rows: list[Row], s: Settings, sections_run, started: float) -> str:
+    dev = torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_model()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    out = [
+        "# Kernel benchmarks", "",
+        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- torch {torch.__version__}, device: {s.device.type} ({dev}), threads: {torch.get_num_threads()}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
+        f"- shapes: B={s.B} H={s.H} D(head)={s.D}; T in {s.T}; median of {s.repeats} after {s.warmup} warm-up; "
+        f"chunk size 64; the token recurrence only at T={s.recurrent_T}",
+        f"- load average at the end (other jobs share this machine): {load[0]:.1f}" if load else "",
+        f"- wall time of the whole benchmark: {time.time() - started:.0f} s", "",
+    ]
+    for name, _, summary in sections_run:
+        section_rows = [r for r in rows if r.section == name]
+        if not section_rows:
+            continue
+        out += [f"## {name}", "", "| op | implementation | T | dtype | forward (ms) | forward+backward (ms) | note |",
+                "|---|---|---:|---|---:|---:|---|"]
+        for r in section_rows:
+            out.append(f"| {r.op} | {r.impl} | {r.T} | {r.dtype} | {_fmt(r.fwd_ms)} | {_fmt(r.fwdbwd_ms)} | {r.note} |")
+        out += [""] + summary(section_rows, s) + [""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sections", nargs="*", default=None, help="section names to run (default: all)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    s = Settings(device=torch.device(args.device), T=args.T, repeats=args.repeats, warmup=args.warmup)
+    torch.set_num_threads(s.threads)
+    started = time.time()
+    chosen = [sec for sec in SECTIONS if args.sections is None or sec[0] in args.sections]
+    rows = []
+    for name, run, _ in chosen:
+        for r in run(s):
+            r.section = name
+            rows.append(r)
+            print(f"{name} | {r.op} | {r.impl} | T={r.T} | fwd {_fmt(r.fwd_ms)} ms | fwd+bwd {_fmt(r.fwdbwd_ms)} ms",
+                  flush=True)
+    text = to_markdown(rows, s, chosen, started)
+    print(text)
+    out = args.out or RESULTS / f"bench_kernels_{s.device.type}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

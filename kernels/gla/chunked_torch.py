@@ -1,0 +1,261 @@
+"""Chunked gated linear attention in PyTorch: the CPU fast path, with a hand-written backward.
+
+Inputs are laid out as chunks ``[BH, NT, C, D]`` (BH = B*H). Inside a chunk ``G`` is the inclusive cumsum
+of g and ``Gq`` what the queries see (G, or G - g with the bonus u). The intra-chunk part is one batched
+matmul over every chunk at once (score matrix ``A``); the inter-chunk state recurrence is a two-level scan
+for scalar gates and a loop over chunks on ``[BH, K, V]`` tensors for per-channel gates. Decays enter
+only as differences with a non-positive exponent. The backward follows the same maths as the Triton
+kernels (see :mod:`kernels.gla.triton_backward`); the autograd Function saves the inputs, ``A`` and the
+chunk states, and re-chunks the inputs in the backward (the forward overwrites its chunked copies).
+"""
+from __future__ import annotations
+
+import torch
+
+from kernels.gla.chunked_torch_intra import apply_scalar_decay_, channel_scores, channel_scores_backward
+from kernels.gla.chunked_torch_scan import scan_scalar, scan_scalar_reverse
+
+
+def _to_chunks(x: torch.Tensor, C: int, dtype: torch.dtype, scale: float | None = None) -> torch.Tensor:
+    """``[B, T, H, *D]`` -> ``[B*H, NT, C, *D]`` in ``dtype`` (one copy, times ``scale`` if given),
+    zero-padded to a multiple of C."""
+    B, T, H = x.shape[:3]
+    nt = -(-T // C)
+    out = torch.empty((B, H, nt * C) + tuple(x.shape[3:]), dtype=dtype, device=x.device)
+    if scale is None:
+        out[:, :, :T] = x.movedim(1, 2)
+    else:
+        torch.mul(x.movedim(1, 2), scale, out=out[:, :, :T])
+    if nt * C > T:
+        out[:, :, T:] = 0
+    return out.view((B * H, nt, C) + tuple(x.shape[3:]))
+
+
+def _from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[B*H, NT, C, *D]`` -> ``[B, T, H, *D]`` in ``dtype``."""
+    BH, nt, C = x.shape[:3]
+    x = x.view((B, BH // B, nt * C) + tuple(x.shape[3:]))[:, :, :T].movedim(1, 2)
+    return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
+
+
+def _causal_mask(C: int, strict: bool, device) -> torch.Tensor:
+    return torch.ones(C, C, dtype=torch.bool, device=device).tril(-1 if strict else 0)
+
+
+class _Chunked:
+    """Chunked inputs of one call and their gate cumsums. Shapes: q, k ``[BH, NT, C, K]``,
+    v ``[BH, NT, C, V]``, g/G/Gq ``[BH, NT, C]`` (per head) or ``[BH, NT, C, K]`` (per channel)."""
+
+    def __init__(self, q, k, v, g, u, scale):
+        self.q, self.k, self.v, self.u, self.scale = q, k, v, u, scale
+        self.strict = u is not None
+        self.gate = None if g is None else ("head" if g.ndim == 3 else "channel")
+        C = q.shape[2]
+        self.mask = _causal_mask(C, self.strict, q.device)
+        if self.gate is None:
+            self.G = self.Gq = None
+            return
+        self.G = g.cumsum(2)
+        self.Gq = self.G - g if self.strict else self.G
+
+    def decays(self, in_place: bool = False):
+        """(q * exp(Gq), k * exp(G_last - G), exp(G_last) as a row scale of the state, or None).
+        ``in_place`` overwrites the chunked q and k."""
+        q, k = self.q, self.k
+        if self.gate is None:
+            return q, k, None
+        if self.gate == "head":
+            Gl = self.G[:, :, -1:]
+            eq, ek = torch.exp(self.Gq)[..., None], torch.exp(Gl - self.G)[..., None]
+            decay = torch.exp(Gl)[..., None]  # [BH, NT, 1, 1]
+        else:
+            Gl = self.G[:, :, -1:, :]
+            eq, ek, decay = torch.exp(self.Gq), torch.exp(Gl - self.G), torch.exp(Gl).transpose(-1, -2)
+        if in_place:
+            return q.mul_(eq), k.mul_(ek), decay
+        return q * eq, k * ek, decay
+
+    def chunk_log_decay(self):
+        """Per-head gates: the log-decay of each whole chunk ``[BH, NT]`` (None without a gate)."""
+        return None if self.gate is None else self.G[:, :, -1]
+
+    def apply_scalar_decay_(self, A):
+        """In place on ``[BH, NT, C, C]``: times exp(Gq_i - G_j) under the causal mask, zero above it."""
+        if self.gate is None:
+            return A.masked_fill_(~self.mask, 0.0)
+        return apply_scalar_decay_(A, self.G, self.Gq, self.strict)
+
+    def bonus_u(self):
+        """u as ``[BH, 1, 1, K]`` (u is per head; BH = B*H with the head fastest)."""
+        BH, K = self.q.shape[0], self.q.shape[-1]
+        H = self.u.shape[0]
+        return self.u.to(self.q.dtype).repeat(BH // H, 1).view(BH, 1, 1, K)
+
+
+def _pass_states(kv, decay, h, reverse: bool = False):
+    """In place: ``kv[:, c]`` (chunk c's contribution) becomes the state at the start of chunk c, and
+    ``h <- decay_c * h + kv_c``; returns the last h. kv ``[BH, NT, K, V]``, h ``[BH, K, V]`` (updated).
+    With ``reverse`` the chunks are visited last to first (the state gradient of the backward)."""
+    tmp = torch.empty_like(h)
+    NT = kv.shape[1]
+    for c in (range(NT - 1, -1, -1) if reverse else range(NT)):
+        slot = kv[:, c]
+        tmp.copy_(slot)
+        slot.copy_(h)
+        if decay is None:
+            h.add_(tmp)
+        else:
+            torch.addcmul(tmp, decay[:, c], h, out=h)
+    return h
+
+
+def _forward(ch: _Chunked, h0, keep_inputs: bool):
+    """Returns o ``[BH, NT, C, V]``, A ``[BH, NT, C, C]`` (scaled, with bonus), chunk-start states
+    ``[BH, NT, K, V]`` and the final state ``[BH, K, V]``. Unless ``keep_inputs``, the chunked q and k
+    are overwritten (they become q * exp(Gq) and k * exp(G_last - G)): large fresh buffers cost page
+    faults on CPU, so the forward allocates as little as it can."""
+    q, k, v = ch.q, ch.k, ch.v
+    BH, NT, C, K = q.shape
+    V = v.shape[-1]
+    if ch.gate == "channel":
+        A = channel_scores(q, k, ch.G, ch.Gq, ch.strict)
+    else:
+        A = ch.apply_scalar_decay_(q @ k.transpose(-1, -2))
+    if ch.strict:
+        A.diagonal(dim1=-2, dim2=-1).add_((q * ch.bonus_u() * k).sum(-1))
+    if ch.scale != 1.0:
+        A.mul_(ch.scale)
+    o = A @ v
+    qd, kd, decay = ch.decays(in_place=not keep_inputs)
+    states = kd.transpose(-1, -2) @ v  # [BH, NT, K, V]: chunk contributions, then chunk-start states
+    h = q.new_zeros(BH, K, V) if h0 is None else h0.to(q.dtype, copy=True)
+    if ch.gate == "channel":
+        final = _pass_states(states, decay, h)
+    else:
+        states, final = scan_scalar(states, ch.chunk_log_decay(), h)
+    o.view(BH * NT, C, V).baddbmm_(qd.reshape(BH * NT, C, K), states.view(BH * NT, K, V), alpha=ch.scale)
+    return o, A, states, final
+
+
+def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: bool = True):
+    """Gradients (dq, dk, dv, dg, du, dh0) in chunk layout from do ``[BH, NT, C, V]``, dht ``[BH, K, V]``."""
+    q, k, v, scale = ch.q, ch.k, ch.v, ch.scale
+    BH, NT, C, K = q.shape
+    V = v.shape[-1]
+    qd, kd, decay = ch.decays()
+    # gradient of the state at each chunk end, in reverse: dh <- exp(G_last) dh + scale (q exp(Gq))^T do
+    U = qd.transpose(-1, -2) @ do  # [BH, NT, K, V], times scale below
+    U.mul_(scale)
+    dh = q.new_zeros(BH, K, V) if dht is None else dht.to(q.dtype, copy=True)
+    if ch.gate == "channel":
+        dh_end = U  # in place: becomes the gradient of the state at each chunk end
+        dh0 = _pass_states(dh_end, decay, dh, reverse=True)
+    else:
+        dh_end, dh0 = scan_scalar_reverse(U, ch.chunk_log_decay(), dh)
+    dA = (do @ v.transpose(-1, -2)).masked_fill_(~_causal_mask(C, False, q.device), 0.0).mul_(scale)
+    dv = A.transpose(-1, -2) @ do
+    dv.view(BH * NT, C, V).baddbmm_(kd.reshape(BH * NT, C, K), dh_end.view(BH * NT, K, V))
+    dq = do @ states.transpose(-1, -2)  # [BH, NT, C, K]
+    dk = v @ dh_end.transpose(-1, -2)
+    if ch.gate is not None:
+        Gl = ch.G[:, :, -1:] if ch.gate == "channel" else ch.G[:, :, -1:, None]
+        dq.mul_(torch.exp(ch.Gq if ch.gate == "channel" else ch.Gq[..., None]))
+        dk.mul_(torch.exp(Gl - (ch.G if ch.gate == "channel" else ch.G[..., None])))
+    dq.mul_(scale)
+    if ch.gate == "channel":
+        dq_intra, dk_intra = channel_scores_backward(q, k, ch.G, ch.Gq, dA, ch.strict)
+        dq += dq_intra
+        dk += dk_intra
+    else:
+        dAD = ch.apply_scalar_decay_(dA.clone())
+        dq += dAD @ k
+        dk += dAD.transpose(-1, -2) @ q
+
+    dg = None
+    if ch.gate is not None and need_dg:
+        # every gate factor is exp(+Gq) on a query or exp(-G) on a key: dg_t = sum_{s>=t} (q dq - k dk)_s
+        # (minus (q dq)_t itself with u, whose queries see G_{t-1}) + the final state's share
+        x_q, x = q * dq, q * dq - k * dk
+        if ch.gate == "head":
+            x_q, x = x_q.sum(-1), x.sum(-1)
+        flat = x.reshape(BH, NT * C, *x.shape[3:])
+        dg = flat.flip(1).cumsum(1).flip(1).view_as(x)
+        if ch.strict:
+            dg -= x_q
+        if dht is not None:
+            share = (final * dht.to(q.dtype)).sum(-1)  # [BH, K]
+            dg += share.sum(-1)[:, None, None] if ch.gate == "head" else share[:, None, None, :]
+    du = None
+    if ch.strict:
+        d = dA.diagonal(dim1=-2, dim2=-1)[..., None]  # [BH, NT, C, 1]
+        u = ch.bonus_u()
+        du = (d * q * k).sum((1, 2)).view(-1, ch.u.shape[0], K).sum(0)
+        dq += d * u * k
+        dk += d * u * q
+    return dq, dk, dv, dg, du, (dh0 if need_dh0 else None)
+
+
+class ChunkGLATorch(torch.autograd.Function):
+    """Chunked forward and hand-written chunked backward, on equal-length sequences ``[B, T, H, D]``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, u, h0, scale, chunk_size):
+        B, T, H, K = q.shape
+        cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        # the forward works on q * scale (then scale = 1); the backward re-chunks the unscaled inputs
+        ch = _Chunked(_to_chunks(q, chunk_size, cdt, scale),
+                      *(None if x is None else _to_chunks(x, chunk_size, cdt) for x in (k, v, g)),
+                      None if u is None else u.to(cdt), 1.0)
+        h0c = None if h0 is None else h0.reshape(B * H, K, -1)
+        o, A, states, final = _forward(ch, h0c, keep_inputs=False)
+        ctx.save_for_backward(q, k, v, g, u, A, states, final)
+        ctx.meta = (B, T, H, scale, chunk_size, q.dtype, None if g is None else g.dtype,
+                    None if u is None else u.dtype, None if h0 is None else h0.dtype)
+        ctx.set_materialize_grads(False)
+        state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        return _from_chunks(o, B, T, q.dtype), final.view(B, H, K, -1).to(state_dtype, copy=True)
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        B, T, H, scale, C, dtype, g_dtype, u_dtype, h0_dtype = ctx.meta
+        q, k, v, g, u, A, states, final = ctx.saved_tensors
+        cdt = A.dtype
+        ch = _Chunked(*(None if x is None else _to_chunks(x, C, cdt) for x in (q, k, v, g)),
+                      None if u is None else u.to(cdt), scale)
+        if do is None:
+            do_c = torch.zeros_like(ch.v)
+        else:
+            do_c = _to_chunks(do, C, ch.q.dtype)
+        dht_c = None if dht is None else dht.reshape(B * H, *dht.shape[2:])
+        dq, dk, dv, dg, du, dh0 = _backward(ch, A, states, final, do_c, dht_c, h0_dtype is not None,
+                                            need_dg=ctx.needs_input_grad[3])
+        out = [_from_chunks(dq, B, T, dtype), _from_chunks(dk, B, T, dtype), _from_chunks(dv, B, T, dtype),
+               None if dg is None else _from_chunks(dg, B, T, g_dtype),
+               None if du is None else du.to(u_dtype),
+               None if dh0 is None else dh0.view(B, H, *dh0.shape[1:]).to(h0_dtype)]
+        return (*out, None, None)
+
+
+def chunk_gla_torch(q, k, v, g=None, u=None, *, scale, initial_state=None, output_final_state=False,
+                    cu_seqlens=None, chunk_size=64):
+    """Chunked backend. Shapes as in :func:`kernels.gated_linear_attention`; packed sequences are
+    scattered into a zero-padded ``[N, T_max]`` batch (zero k, v and g leave the state unchanged)."""
+    if cu_seqlens is None:
+        o, final = ChunkGLATorch.apply(q, k, v, g, u, initial_state, scale, chunk_size)
+    else:
+        offsets = cu_seqlens.tolist()
+        lens = [b - a for a, b in zip(offsets, offsets[1:])]
+        N, t_max = len(lens), max(max(lens), 1)
+        seq_id = torch.repeat_interleave(torch.arange(N, device=q.device),
+                                         torch.tensor(lens, device=q.device))
+        pos = torch.arange(q.shape[1], device=q.device) - torch.tensor(offsets[:-1], device=q.device)[seq_id]
+        flat = seq_id * t_max + pos
+
+        def pad(x):
+            return x.new_zeros(N * t_max, *x.shape[2:]).index_copy(0, flat, x[0]).unflatten(0, (N, t_max))
+
+        o, final = ChunkGLATorch.apply(pad(q), pad(k), pad(v), None if g is None else pad(g), u,
+                                       initial_state,
+                                       scale, chunk_size)
+        o = o.flatten(0, 1).index_select(0, flat)[None]
+    return o, (final if output_final_state else None)

@@ -1,0 +1,100 @@
+"""Intra-chunk work for per-channel gates in PyTorch (forward scores and their backward).
+
+Tensors are chunked ``[BH, NT, C, K]``; ``G`` is the inclusive in-chunk cumsum of g and ``Gq`` the one the
+queries see (G, or G - g with the bonus u, where the diagonal is excluded: ``strict``). The chunk is cut
+into sub-chunks of 16. Blocks below the diagonal use the reference r = last row before the query
+sub-chunk, so both ``exp(Gq_i - G_r)`` and ``exp(G_r - G_j)`` are <= 1 and the block is one matmul.
+Diagonal blocks are exact: for each key column j only rows i >= j (i > j if strict) are formed, so
+every exponent ``Gq_i - G_j`` is <= 0 without any masking.
+"""
+from __future__ import annotations
+
+import torch
+
+SUB_CHUNK = 16
+
+
+def _diag_blocks(x: torch.Tensor, S: int) -> torch.Tensor:
+    """``[BH, NT, C, C]`` -> view of its diagonal S x S blocks ``[BH, NT, S(i), S(j), ns]``."""
+    BH, NT, C, _ = x.shape
+    ns = C // S
+    return torch.diagonal(x.view(BH, NT, ns, S, ns, S), dim1=2, dim2=4)
+
+
+def channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
+    """``A_ij = sum_k q_ik k_jk exp(Gq_ik - G_jk)`` for j <= i (j < i if strict), 0 elsewhere.
+    q, k, G, Gq ``[BH, NT, C, K]`` -> A ``[BH, NT, C, C]`` (no scale, no bonus)."""
+    BH, NT, C, K = q.shape
+    S = min(SUB_CHUNK, C)
+    ns = C // S
+    A = q.new_zeros(BH, NT, C, C)
+    for a in range(1, ns):
+        rows = slice(a * S, (a + 1) * S)
+        ref = G[..., a * S - 1 : a * S, :]
+        qa = q[..., rows, :] * torch.exp(Gq[..., rows, :] - ref)
+        kb = k[..., : a * S, :] * torch.exp(ref - G[..., : a * S, :])
+        A[..., rows, : a * S] = qa @ kb.transpose(-1, -2)
+    qs, ks, Gs, Gqs = (x.view(BH, NT, ns, S, K) for x in (q, k, G, Gq))
+    diag = _diag_blocks(A, S)  # [BH, NT, S(i), S(j), ns]
+    for j in range(S):
+        i0 = j + 1 if strict else j
+        if i0 >= S:
+            continue
+        e = torch.exp(Gqs[..., i0:, :] - Gs[..., j : j + 1, :]).mul_(qs[..., i0:, :])  # [BH, NT, ns, S-i0, K]
+        col = (e @ ks[..., j, :, None]).squeeze(-1)  # [BH, NT, ns, S-i0]
+        diag[:, :, i0:, j, :] = col.movedim(2, -1)
+    return A
+
+
+def channel_scores_backward(q, k, G, Gq, dA, strict: bool):
+    """Gradients of ``sum(dA * channel_scores(q, k, G, Gq))`` w.r.t. q and k (dA ``[BH, NT, C, C]``,
+    zero outside the causal mask). Returns dq, dk ``[BH, NT, C, K]``."""
+    BH, NT, C, K = q.shape
+    S = min(SUB_CHUNK, C)
+    ns = C // S
+    dq, dk = torch.zeros_like(q), torch.zeros_like(k)
+    for a in range(1, ns):
+        rows = slice(a * S, (a + 1) * S)
+        ref = G[..., a * S - 1 : a * S, :]
+        eq = torch.exp(Gq[..., rows, :] - ref)  # [BH, NT, S, K]
+        ek = torch.exp(ref - G[..., : a * S, :])  # [BH, NT, aS, K]
+        dA_a = dA[..., rows, : a * S]
+        dq[..., rows, :] += eq * (dA_a @ (k[..., : a * S, :] * ek))
+        dk[..., : a * S, :] += ek * (dA_a.transpose(-1, -2) @ (q[..., rows, :] * eq))
+    qs, ks, Gs, Gqs = (x.view(BH, NT, ns, S, K) for x in (q, k, G, Gq))
+    dqs, dks = dq.view(BH, NT, ns, S, K), dk.view(BH, NT, ns, S, K)
+    dA_diag = _diag_blocks(dA, S)  # [BH, NT, S(i), S(j), ns]
+    for j in range(S):
+        i0 = j + 1 if strict else j
+        if i0 >= S:
+            continue
+        e = torch.exp(Gqs[..., i0:, :] - Gs[..., j : j + 1, :])  # [BH, NT, ns, S-i0, K]
+        d = dA_diag[:, :, i0:, j, :].movedim(-1, 2).unsqueeze(-1)  # [BH, NT, ns, S-i0, 1]
+        dqs[..., i0:, :] += (d * e) * ks[..., j : j + 1, :]
+        dks[..., j, :] += ((d * e) * qs[..., i0:, :]).sum(-2)
+    return dq, dk
+
+
+def apply_scalar_decay_(A, G, Gq, strict: bool) -> torch.Tensor:
+    """In place: ``A_ij *= exp(Gq_i - G_j)`` for j <= i (j < i if strict), ``A_ij = 0`` elsewhere.
+
+    Per-head gates: A ``[BH, NT, C, C]``, G, Gq ``[BH, NT, C]``. Below-diagonal 16 x 16 blocks get a row
+    scale ``exp(Gq_i - G_r)`` and a column scale ``exp(G_r - G_j)`` (r: row before the query sub-chunk,
+    both <= 1); diagonal blocks get exact ``exp(Gq_i - G_j)`` with the mask applied before the exp.
+    Cheaper than one C x C exp, and never forms a positive exponent."""
+    BH, NT, C, _ = A.shape
+    S = min(SUB_CHUNK, C)
+    ns = C // S
+    for a in range(ns):
+        rows = slice(a * S, (a + 1) * S)
+        if a + 1 < ns:
+            A[..., rows, (a + 1) * S :] = 0.0
+        if a > 0:
+            ref = G[..., a * S - 1 : a * S]
+            row_scale = torch.exp(Gq[..., rows] - ref)[..., :, None]
+            A[..., rows, : a * S] *= row_scale * torch.exp(ref - G[..., : a * S])[..., None, :]
+    Gs, Gqs = G.view(BH, NT, ns, S), Gq.view(BH, NT, ns, S)
+    mask = torch.ones(S, S, dtype=torch.bool, device=A.device).tril(-1 if strict else 0)
+    decay = (Gqs[..., :, None] - Gs[..., None, :]).masked_fill_(~mask, float("-inf")).exp_()  # [BH,NT,ns,S,S]
+    _diag_blocks(A, S).mul_(decay.permute(0, 1, 3, 4, 2))
+    return A

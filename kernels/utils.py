@@ -1,0 +1,82 @@
+"""Small helpers shared by the kernel families: input checks, Triton availability, varlen tables."""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:  # pragma: no cover - triton is a dependency, but keep CPU paths alive without it
+        return False
+    return True
+
+
+def triton_available_for(tensor: torch.Tensor) -> bool:
+    """Whether Triton kernels can run on ``tensor``: CUDA tensors, or CPU tensors under the interpreter."""
+    if not triton_importable():
+        return False
+    if tensor.is_cuda:
+        return True
+    return tensor.device.type == "cpu" and interpreter_enabled()
+
+
+def check_ndim_shape(name: str, tensor, expected: tuple, what: str) -> None:
+    """Raise ``ValueError`` unless ``tensor`` is a tensor of shape ``expected`` (None = any size).
+
+    ``what`` describes the expected layout in words, e.g. ``"[B, T, H, K]"``.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {what}, got {type(tensor).__name__}")
+    if tensor.ndim != len(expected):
+        raise ValueError(f"{name} must have {len(expected)} dims {what}, got shape {tuple(tensor.shape)}")
+    for got, want in zip(tensor.shape, expected):
+        if want is not None and got != want:
+            raise ValueError(f"{name} must have shape {what} = {tuple(expected)}, got {tuple(tensor.shape)}")
+
+
+def check_cu_seqlens(cu_seqlens, batch_size: int, total_len: int) -> list[int]:
+    """Validate packed-sequence offsets ``[N+1]`` and return them as a Python list (one host sync)."""
+    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
+        raise ValueError("cu_seqlens must be a 1-D integer tensor [N+1] of sequence offsets")
+    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool:
+        raise ValueError(f"cu_seqlens must be an integer tensor, got {cu_seqlens.dtype}")
+    if batch_size != 1:
+        raise ValueError(f"cu_seqlens requires packed inputs with batch size B = 1, got B = {batch_size}")
+    offsets = [int(x) for x in cu_seqlens.tolist()]
+    if offsets[0] != 0 or offsets[-1] != total_len:
+        raise ValueError(f"cu_seqlens must start at 0 and end at T = {total_len}, "
+                         f"got {offsets[0]}..{offsets[-1]}")
+    if any(b < a for a, b in zip(offsets, offsets[1:])):
+        raise ValueError("cu_seqlens must be non-decreasing")
+    return offsets
+
+
+def chunk_tables(offsets: list[int], chunk_size: int, device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Chunk-index tables for packed sequences.
+
+    Returns ``chunk_indices`` int32 ``[NT, 2]`` (sequence id, chunk id within that sequence) for every
+    chunk of every sequence, ``chunk_offsets`` int32 ``[N+1]`` (index of each sequence's first chunk),
+    and ``NT`` the total number of chunks. Empty sequences own no chunk.
+    """
+    indices, starts = [], [0]
+    for n, (bos, eos) in enumerate(zip(offsets, offsets[1:])):
+        nt = -(-(eos - bos) // chunk_size)
+        indices.extend((n, i) for i in range(nt))
+        starts.append(starts[-1] + nt)
+    table = torch.tensor(indices if indices else [[0, 0]], dtype=torch.int32, device=device)
+    starts_t = torch.tensor(starts, dtype=torch.int32, device=device)
+    return table[: len(indices)].contiguous(), starts_t, len(indices)
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
