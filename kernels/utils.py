@@ -80,3 +80,20 @@ def chunk_tables(offsets: list[int], chunk_size: int, device) -> tuple[torch.Ten
 
 def next_power_of_2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def loop_over_sequences(fn, q, k, v, g, u, *, scale, initial_state, output_final_state, cu_seqlens):
+    """Varlen by the plainest means, for the reference backends: call ``fn`` (same signature as
+    ``kernels.gated_linear_attention`` minus cu_seqlens) on each packed sequence of ``cu_seqlens`` and
+    concatenate the outputs ``[1, T, H, V]`` and final states ``[N, H, K, V]``."""
+    outs, states = [], []
+    offsets = cu_seqlens.tolist()
+    for n, (bos, eos) in enumerate(zip(offsets, offsets[1:])):
+        o_n, s_n = fn(
+            q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], None if g is None else g[:, bos:eos], u,
+            scale=scale, initial_state=None if initial_state is None else initial_state[n : n + 1],
+            output_final_state=True,
+        )
+        outs.append(o_n)
+        states.append(s_n)
+    return torch.cat(outs, 1), (torch.cat(states, 0) if output_final_state else None)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels.utils import loop_over_sequences
+
 
 def naive_gla(q, k, v, g=None, u=None, *, scale, initial_state=None, output_final_state=False,
               cu_seqlens=None):
@@ -14,17 +16,8 @@ def naive_gla(q, k, v, g=None, u=None, *, scale, initial_state=None, output_fina
     ``[N, H, K, V]`` (fp32, fp64 for fp64 inputs) or None. Differentiable by autograd.
     """
     if cu_seqlens is not None:
-        outs, states = [], []
-        offsets = cu_seqlens.tolist()
-        for n, (bos, eos) in enumerate(zip(offsets, offsets[1:])):
-            o_n, s_n = naive_gla(
-                q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], None if g is None else g[:, bos:eos], u,
-                scale=scale, initial_state=None if initial_state is None else initial_state[n : n + 1],
-                output_final_state=True,
-            )
-            outs.append(o_n)
-            states.append(s_n)
-        return torch.cat(outs, 1), (torch.cat(states, 0) if output_final_state else None)
+        return loop_over_sequences(naive_gla, q, k, v, g, u, scale=scale, initial_state=initial_state,
+                                   output_final_state=output_final_state, cu_seqlens=cu_seqlens)
 
     B, T, H, K = q.shape
     V = v.shape[-1]
