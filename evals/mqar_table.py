@@ -3,6 +3,7 @@
     python -m evals.mqar_table                       # all configs/mqar/*.yaml, one after another
     python -m evals.mqar_table --jobs 2 configs/mqar/attention.yaml configs/mqar/based.yaml
     python -m evals.mqar_table -- --trainer.max_epochs 2      # after --: arguments for every train.py run
+    python -m evals.mqar_table --collect                     # rebuild the table from finished runs
 
 Each config runs as its own ``train.py fit`` process (``--jobs`` at a time, torch threads split
 between them); the table (markdown and CSV under evals/results/) holds the final accuracy per test
@@ -57,19 +58,22 @@ def run_all(configs: list[Path], jobs: int, extra: list[str]) -> list[dict]:
     scratch = RESULTS / "mqar_runs"
     scratch.mkdir(parents=True, exist_ok=True)
 
-    def launch(config: Path) -> dict:
+    def launch(config: Path) -> dict | None:
         out = scratch / (config.stem + ".json")
+        out.unlink(missing_ok=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
         cmd = [sys.executable, "-m", "evals.mqar_table", "--single", str(config), "--json", str(out), "--", *extra]
         log = scratch / (config.stem + ".log")
         with open(log, "w") as fh:
             code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        if code != 0:
-            raise RuntimeError(f"{config} failed (exit {code}); see {log}")
+        if code != 0 or not out.exists():
+            print(f"{config} failed (exit {code}); see {log}", file=sys.stderr, flush=True)
+            return None
         return json.loads(out.read_text())
 
+    # One failing config is reported and skipped; the others still run and make the table.
     with ThreadPoolExecutor(jobs) as pool:  # in the order given: put the slowest configs first
-        return list(pool.map(launch, configs))
+        return [row for row in pool.map(launch, configs) if row is not None]
 
 
 def write_table(rows: list[dict], name: str) -> Path:
@@ -105,6 +109,8 @@ def main():
     parser.add_argument("configs", nargs="*", type=Path, help="default: every configs/mqar/*.yaml")
     parser.add_argument("--jobs", type=int, default=1, help="configs trained at the same time")
     parser.add_argument("--name", default="mqar_cpu", help="output file stem under evals/results/")
+    parser.add_argument("--collect", action="store_true",
+                        help="no training: build the table from the results already in evals/results/mqar_runs/")
     parser.add_argument("--single", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     argv = sys.argv[1:]
@@ -118,9 +124,16 @@ def main():
     missing = [str(c) for c in configs if not c.exists()]
     if missing:
         parser.error(f"config file(s) not found: {missing}")
-    rows = run_all(configs, args.jobs, extra)
-    path = write_table(rows, args.name)
-    print(path.read_text())
+    if args.collect:
+        found = [RESULTS / "mqar_runs" / (c.stem + ".json") for c in configs]
+        rows = [json.loads(p.read_text()) for p in found if p.exists()]
+    else:
+        rows = run_all(configs, args.jobs, extra)
+    if rows:
+        print(write_table(rows, args.name).read_text())
+    if len(rows) < len(configs):
+        what = "have no results yet" if args.collect else "failed"
+        sys.exit(f"{len(configs) - len(rows)} of {len(configs)} configs {what}")
 
 
 if __name__ == "__main__":

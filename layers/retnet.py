@@ -87,7 +87,6 @@ class MultiScaleRetention(nn.Module):
             q, k, v, g, scale=self.head_k_dim ** -0.5,
             initial_state=None if state is None else state.S,
             output_final_state=state is not None, chunk_size=self.chunk_size,
-            backend="recurrent" if T == 1 else "auto",  # one decoding step: no chunk padding
         )
         o = self.head_norm(o).reshape(B, T, self.value_dim) * F.silu(self.g_proj(x))
         y = self.o_proj(o)

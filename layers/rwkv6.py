@@ -135,7 +135,6 @@ class RWKV6TimeMix(nn.Module):
             r, k, v, log_decay, self.time_faaaa, scale=1.0,
             initial_state=None if state is None else state.S,
             output_final_state=state is not None, chunk_size=self.chunk_size,
-            backend="recurrent" if T == 1 else "auto",  # one decoding step: no chunk padding
         )
         o = self.ln_x(o.reshape(B * T, C)).view(B, T, C)
         y = self.output(o * gate)

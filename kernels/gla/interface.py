@@ -46,6 +46,8 @@ def _check_inputs(q, k, v, g, u, initial_state, cu_seqlens, chunk_size, backend)
 
 def _resolve_backend(backend: str, q: torch.Tensor, chunk_size: int) -> str:
     if backend == "auto":
+        if q.shape[1] == 1:  # one decoding step: the token update, not a chunk padded to chunk_size
+            return "recurrent"
         return "triton" if q.is_cuda and triton_available_for(q) and chunk_size <= 64 else "torch"
     if backend == "triton":
         if not triton_available_for(q):
@@ -72,7 +74,8 @@ def gated_linear_attention(q, k, v, g=None, u=None, *, scale=None, initial_state
         output_final_state: also return the state after the last token of each sequence.
         cu_seqlens: int ``[N+1]`` offsets of sequences packed along T (then B must be 1).
         chunk_size: chunk length of the chunked backends (power of two; Triton: 16, 32 or 64).
-        backend: ``"auto"`` (Triton on CUDA tensors when chunk_size <= 64, torch otherwise), ``"triton"``,
+        backend: ``"auto"`` (recurrent for T = 1; Triton on CUDA tensors when chunk_size <= 64; torch
+            otherwise), ``"triton"``,
             ``"torch"``, ``"recurrent"`` or ``"naive"`` (fp64 loop, for tests).
 
     Returns:

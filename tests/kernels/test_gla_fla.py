@@ -3,27 +3,12 @@
 fla's naive files are loaded straight from their paths, without importing the ``fla`` package (whose
 import pulls in every Triton kernel and takes many seconds). They need only torch and einops.
 """
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from kernels import gated_linear_attention
+from tests.fla_files import load_fla_file
 from tests.kernels.gla_testing import make_inputs
-
-
-def _load(relpath: str):
-    spec = importlib.util.find_spec("fla")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("flash-linear-attention is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / relpath
-    if not path.exists():
-        pytest.skip(f"fla has no {relpath}")
-    module_spec = importlib.util.spec_from_file_location(f"_fla_ref_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def _detached(**kw):
@@ -33,7 +18,7 @@ def _detached(**kw):
 
 @pytest.mark.parametrize("backend", ["torch", "recurrent"])
 def test_per_head_matches_fla_simple_gla(backend):
-    ref = _load("ops/simple_gla/naive.py").naive_recurrent_simple_gla
+    ref = load_fla_file("ops/simple_gla/naive.py").naive_recurrent_simple_gla
     x = _detached(B=2, T=37, H=2, K=16, V=8, gate="head")
     o_ref, s_ref = ref(x["q"], x["k"], x["v"], x["g"], scale=0.2, initial_state=x["initial_state"],
                        output_final_state=True)
@@ -45,7 +30,7 @@ def test_per_head_matches_fla_simple_gla(backend):
 
 @pytest.mark.parametrize("backend", ["torch", "recurrent"])
 def test_per_channel_matches_fla_gla(backend):
-    ref = _load("ops/gla/naive.py").naive_recurrent_gla
+    ref = load_fla_file("ops/gla/naive.py").naive_recurrent_gla
     x = _detached(B=2, T=37, H=2, K=16, V=8, gate="channel")
     o_ref, s_ref = ref(x["q"], x["k"], x["v"], x["g"], initial_state=x["initial_state"], output_final_state=True)
     o, s = gated_linear_attention(x["q"], x["k"], x["v"], x["g"], initial_state=x["initial_state"],
@@ -58,7 +43,7 @@ def test_per_channel_matches_fla_gla(backend):
 def test_u_mode_matches_fla_rwkv6(backend):
     # fla's RWKV-6 reference takes [B, H, T, D] tensors, ``w`` as the log-decay itself (state *= exp(w)),
     # reads the state before the update and adds the bonus ``u * k_t v_t``: the same maths as ours.
-    ref = _load("ops/rwkv6/recurrent_naive.py").naive_recurrent_rwkv6
+    ref = load_fla_file("ops/rwkv6/recurrent_naive.py").naive_recurrent_rwkv6
     x = _detached(B=2, T=37, H=2, K=16, V=8, gate="channel", use_u=True)
     bhtd = [x[n].transpose(1, 2) for n in ("q", "k", "v", "g")]
     o_ref, s_ref = ref(*bhtd, x["u"], scale=0.5, initial_state=x["initial_state"], output_final_state=True)

@@ -1,14 +1,13 @@
 """RetNet multi-scale retention: the parallel form with an explicit decay matrix (written here, fp64)
 against the mixer's chunked path and its token-by-token decoding, gradients, long sequences."""
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from layers import build_mixer
+from tests.fla_files import load_fla_file
 
 D_MODEL = 32
 REF_TOL = dict(atol=1e-9, rtol=1e-9)  # fp64 everywhere
@@ -42,18 +41,6 @@ def retention_parallel(q, k, v):
     D = gamma[:, None, None] ** diff.clamp(min=0) * (diff >= 0)  # [H, T, T]
     scores = torch.einsum("bnhd,bmhd->bhnm", q, k) * Dk ** -0.5 * D
     return torch.einsum("bhnm,bmhe->bnhe", scores, v)
-
-
-def load_fla_file(relative_path: str):
-    """One torch-only file of fla, loaded without importing the fla package (which takes tens of seconds)."""
-    spec = importlib.util.find_spec("fla")
-    if spec is None:
-        pytest.skip("fla is not installed")
-    path = Path(spec.submodule_search_locations[0]) / relative_path
-    module_spec = importlib.util.spec_from_file_location(f"_fla_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def retention_fla(q, k, v):

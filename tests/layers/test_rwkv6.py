@@ -1,7 +1,5 @@
 """RWKV-6 time-mix and channel-mix against token loops of the paper's recurrences written here in fp64
 (forward and gradients), decoding with the state, RWKV-LM's initialisation, and an RWKV block model."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +7,7 @@ import torch.nn.functional as F
 
 from layers import build_mixer, build_mlp
 from models import DecoderLM, ModelConfig
+from tests.fla_files import load_fla_file
 
 D_MODEL = 32
 
@@ -47,18 +46,6 @@ def wkv_loop(r, k, v, w, u):
         out.append(torch.einsum("bhi,bhij->bhj", r[:, t], S + u[None, :, :, None] * kv))
         S = torch.exp(-torch.exp(w[:, t]))[..., None] * S + kv
     return torch.stack(out, 1)
-
-
-def load_fla_file(relative_path: str):
-    """One torch-only file of fla, loaded without importing the fla package (which takes tens of seconds)."""
-    spec = importlib.util.find_spec("fla")
-    if spec is None:
-        pytest.skip("fla is not installed")
-    path = Path(spec.submodule_search_locations[0]) / relative_path
-    module_spec = importlib.util.spec_from_file_location(f"_fla_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def wkv_fla(r, k, v, w, u):
