@@ -1,0 +1,37 @@
+"""Load a trained DecoderLM from a Lightning checkpoint (or a run folder) without unpickling code.
+
+Checkpoints written by ``train.py`` hold only plain types, so ``torch.load(weights_only=True)``
+reads them; the model is rebuilt from the ``model`` hyper-parameters (a ModelConfig as a dict).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.config import ModelConfig
+from models.decoder import DecoderLM
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder / its ``checkpoints/`` folder (then ``last.ckpt`` in it)."""
+    path = Path(path)
+    candidates = [path] if path.is_file() else [path / "last.ckpt", path / "checkpoints" / "last.ckpt"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no checkpoint at {path} (looked for {', '.join(map(str, candidates))})")
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[DecoderLM, dict]:
+    """Rebuild the DecoderLM saved at ``path``; returns (model in eval mode, hyper-parameters dict)."""
+    path = resolve_checkpoint(path)
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if "model" not in hparams:
+        raise ValueError(f"{path} has no 'model' hyper-parameters: not a train.py checkpoint")
+    model = DecoderLM(ModelConfig(**hparams["model"]))
+    prefix = "model."
+    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(weights)
+    return model.eval(), hparams
