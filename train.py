@@ -1,7 +1,13 @@
 """Training entry point (LightningCLI): ``python train.py fit --config configs/<...>.yaml``.
 
 With no arguments it runs ``configs/quickstart.yaml``. The same command scales out with
-``torchrun --nproc_per_node=N train.py fit --config ... --trainer.devices N``.
+``torchrun --nproc_per_node=N train.py fit --config ... --trainer.devices N`` (DDP; FSDP with
+``--config configs/strategies/_fsdp.yaml``).
+
+Resuming (``--ckpt_path last``) is exact: checkpoints are written atomically
+(models.checkpoint_io), the training order continues mid-epoch (data.resumable), metrics.csv is
+continued rather than overwritten (models.csv_logger), and a W&B run keeps its id
+(``<run dir>/wandb_run_id``).
 """
 from __future__ import annotations
 
@@ -35,6 +41,19 @@ def default_run_dir(config_paths) -> str:
     return str(Path("runs") / path.with_suffix(""))
 
 
+def stable_wandb_id(root: str, resuming: bool) -> str:
+    """The W&B run id of the run in ``root``: reused when resuming, new (and remembered) otherwise."""
+    path = Path(root) / "wandb_run_id"
+    if resuming and path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    import uuid
+
+    run_id = uuid.uuid4().hex[:8]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 def main(args: list[str] | None = None, run: bool = True):
     """Parse ``args`` (default: the command line) and run the subcommand; ``run=False`` only builds
     the model, data and trainer from ``--config`` (no subcommand), for tests and tools."""
@@ -44,8 +63,11 @@ def main(args: list[str] | None = None, run: bool = True):
     use_wandb_offline_unless_logged_in()
 
     from lightning.pytorch.cli import LightningCLI
-    from lightning.pytorch.loggers import CSVLogger, Logger
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
+    from models.checkpoint_io import AtomicCheckpointIO
+    from models.csv_logger import CSVResume, ResumableCSVLogger
     from models.lightning_module import LanguageModelTask
     import data.mqar_datamodule  # noqa: F401  (registers the MQAR DataModule for class_path lookup)
     from lightning import LightningDataModule
@@ -59,18 +81,31 @@ def main(args: list[str] | None = None, run: bool = True):
         def instantiate_trainer(self, **kwargs):
             trainer_config = self._get(self.config_init, "trainer", default={})
             root = trainer_config.get("default_root_dir") or "runs"
+            subcommand = self.config.get(str(self.subcommand)) if self.subcommand else None
+            resuming = bool(subcommand is not None and subcommand.get("ckpt_path"))
             loggers = trainer_config.get("logger")
             if loggers is True or loggers is None:
                 loggers = []
             elif isinstance(loggers, Logger):
                 loggers = [loggers]
-            if loggers is not False and not any(isinstance(lg, CSVLogger) for lg in loggers):
-                loggers = [CSVLogger(root, name="csv", version="")] + list(loggers)
+            extra_callbacks = []
+            if loggers is not False:
+                if not any(isinstance(lg, CSVLogger) for lg in loggers):
+                    csv_logger = ResumableCSVLogger(root, name="csv", version="")
+                    loggers = [csv_logger] + list(loggers)
+                    extra_callbacks.append(CSVResume(csv_logger))
+                for lg in loggers:
+                    # WandbLogger without an id: a stable one, so `--ckpt_path last` continues the W&B run
+                    if isinstance(lg, WandbLogger) and lg._experiment is None and not lg._wandb_init.get("id"):
+                        lg._id = lg._wandb_init["id"] = stable_wandb_id(root, resuming)
             trainer = super().instantiate_trainer(logger=loggers, **kwargs)
+            trainer.callbacks.extend(extra_callbacks)
             for checkpoint in trainer.checkpoint_callbacks:  # a fixed place, so `--ckpt_path last` finds it
                 if checkpoint.dirpath is None:
                     checkpoint.dirpath = os.path.join(root, "checkpoints")
                     checkpoint.save_last = True
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never a half-written last.ckpt
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             return trainer
 
     return CLI(

@@ -1,7 +1,11 @@
 """Lightning callbacks of the training loop."""
 from __future__ import annotations
 
+import time
+from collections import deque
+
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 
@@ -18,3 +22,60 @@ class RecallReport(L.Callback):
         for key in sorted(metrics, key=lambda k: (k != "val/acc", k)):
             lines.append(f"  {key:<{width}}  {metrics[key]:.4f}")
         print("\n".join(lines), flush=True)
+
+
+class Throughput(L.Callback):
+    """Logs ``perf/tokens_per_s`` (all ranks together) and ``perf/mfu`` every training step.
+
+    Both are measured over the last ``window`` steps (wall time between the ends of consecutive
+    training batches: data loading, forward, backward and optimiser step). MFU = achieved model
+    FLOP/s per device / ``peak_flops`` with the model FLOPs from ``DecoderLM.flops_per_token``
+    (analytic, training = 3 × forward; see models/flops.py). ``peak_flops`` (FLOP/s per device)
+    defaults to the bf16 dense peak of a known GPU (models.flops.PEAK_FLOPS_BF16, e.g. H100/H200
+    989e12, A100 312e12); on CPU or an unknown GPU MFU is not logged unless ``peak_flops`` is given.
+    """
+
+    def __init__(self, peak_flops: float | None = None, window: int = 10):
+        if window < 1:
+            raise ValueError(f"Throughput: window must be ≥ 1, got {window}")
+        if peak_flops is not None and peak_flops <= 0:
+            raise ValueError(f"Throughput: peak_flops must be > 0, got {peak_flops}")
+        self.peak_flops, self.window = peak_flops, window
+        self._times: deque[float] = deque(maxlen=window + 1)
+        self._tokens: deque[int] = deque(maxlen=window)
+        self._flops_cache: dict[int, float] = {}
+
+    def on_train_start(self, trainer, pl_module):
+        if self.peak_flops is None and pl_module.device.type == "cuda":
+            from models.flops import peak_flops_for
+
+            self.peak_flops = peak_flops_for(torch.cuda.get_device_name(pl_module.device))
+        self._times.clear()
+        self._tokens.clear()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not self._times:
+            self._sync(pl_module)
+            self._times.append(time.perf_counter())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        input_ids = batch[0]
+        self._sync(pl_module)
+        self._times.append(time.perf_counter())
+        self._tokens.append(input_ids.numel() * trainer.world_size)
+        elapsed = self._times[-1] - self._times[0]
+        if elapsed <= 0:
+            return
+        tokens_per_s = sum(self._tokens) / elapsed
+        pl_module.log("perf/tokens_per_s", tokens_per_s, on_step=True, on_epoch=False)
+        if self.peak_flops:
+            seq_len = input_ids.shape[-1]
+            if seq_len not in self._flops_cache:
+                self._flops_cache[seq_len] = pl_module.model.flops_per_token(seq_len, training=True)
+            achieved = tokens_per_s * self._flops_cache[seq_len] / trainer.world_size
+            pl_module.log("perf/mfu", achieved / self.peak_flops, on_step=True, on_epoch=False)
+
+    @staticmethod
+    def _sync(pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)

@@ -117,6 +117,12 @@ class DecoderLM(nn.Module):
         total = sum(p.numel() for p in self.parameters())  # tied weights are counted once
         return total - self.embedding.weight.numel() if exclude_embeddings else total
 
+    def flops_per_token(self, seq_len: int, training: bool = False) -> float:
+        """Analytic forward FLOPs per token at length ``seq_len`` (3× with ``training``); see models/flops.py."""
+        from models.flops import model_flops_per_token
+
+        return (3.0 if training else 1.0) * model_flops_per_token(self, seq_len)
+
     def state_size(self, seq_len: int = 1) -> int:
         """Numbers held per sequence while decoding after ``seq_len`` tokens (KV caches grow with it)."""
         total = 0
@@ -124,4 +130,26 @@ class DecoderLM(nn.Module):
             total += block.mixer.state_size(seq_len)
             if block.mlp_is_stateful:
                 total += block.mlp.state_size(seq_len)
+        return total
+
+    def state_bytes(self, seq_len: int = 1, dtype: torch.dtype | None = None) -> int:
+        """Bytes held per sequence while decoding after ``seq_len`` tokens, activations in ``dtype``.
+
+        ``dtype`` (default: the parameters' dtype) is what ``init_state`` gets: KV caches, conv and
+        token-shift states follow it, while recurrent memories stay fp32 (and RetNet's position is an
+        int64). Each layer's ``init_state`` is built on the meta device (no memory) to read the real
+        dtype of every tensor; numbers beyond those in the initial state (a KV cache growing to
+        ``seq_len``) take the element size of the tensors that start empty (the cache).
+        """
+        if dtype is None:
+            dtype = next(self.parameters()).dtype
+        layers = [b.mixer for b in self.blocks] + [b.mlp for b in self.blocks if b.mlp_is_stateful]
+        total = 0
+        for layer in layers:
+            tensors = layer.init_state(1, device="meta", dtype=dtype).tensors()
+            total += sum(t[0].numel() * t.element_size() for t in tensors)
+            grown = layer.state_size(seq_len) - sum(t[0].numel() for t in tensors)
+            if grown:
+                growing = [t.element_size() for t in tensors if t.numel() == 0] or [dtype.itemsize]
+                total += grown * max(growing)
         return total

@@ -33,6 +33,16 @@ def per_example_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return correct.sum(-1).float() / mask.sum(-1).clamp(min=1).float()
 
 
+def clip_grad_norm(module: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Scale all gradients so that their global L2 norm is at most ``max_norm``; returns the norm.
+
+    Works for plain and FSDP2-sharded (DTensor) parameters: the norm is reduced over the shards.
+    """
+    grads = [p for p in module.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(grads, max_norm)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
 class LanguageModelTask(L.LightningModule):
     """Next-token training of a DecoderLM with AdamW, warm-up + cosine LR, and recall accuracy.
 
@@ -42,6 +52,11 @@ class LanguageModelTask(L.LightningModule):
         warmup_steps: linear warm-up steps (an int, or a fraction of all steps when < 1).
         min_lr_ratio: the cosine ends at lr · min_lr_ratio.
         aux_loss_weight: multiplies the mixers' auxiliary losses (e.g. MoM load balancing).
+        compile: ``torch.compile`` each Block in place (``Block.compile()``: state_dict keys unchanged).
+        compile_backend: the torch.compile backend ("inductor"; "aot_eager" compiles fast, for tests).
+
+    Gradient clipping (``trainer.gradient_clip_val``) also works under FSDP: see
+    ``configure_gradient_clipping``.
     """
 
     def __init__(
@@ -53,6 +68,8 @@ class LanguageModelTask(L.LightningModule):
         warmup_steps: float = 0.1,
         min_lr_ratio: float = 0.1,
         aux_loss_weight: float = 1.0,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ):
         super().__init__()
         if isinstance(model, dict):
@@ -61,9 +78,13 @@ class LanguageModelTask(L.LightningModule):
         self.save_hyperparameters({
             "model": asdict(model), "lr": lr, "weight_decay": weight_decay, "betas": list(betas),
             "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio, "aux_loss_weight": aux_loss_weight,
+            "compile": bool(compile), "compile_backend": compile_backend,
         })
         self.config = model
         self.model = DecoderLM(model)
+        if compile:
+            for block in self.model.blocks:
+                block.compile(backend=compile_backend)
         self._val_sums: dict[int, torch.Tensor] = {}
 
     def forward(self, input_ids: torch.Tensor):
@@ -78,7 +99,8 @@ class LanguageModelTask(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss, out = self._loss(batch)
         total = loss + self.hparams.aux_loss_weight * out.aux_loss
-        self.log("train/loss", loss, prog_bar=True)
+        # averaged over ranks, so a data-parallel run logs the loss of its whole global batch
+        self.log("train/loss", loss, prog_bar=True, sync_dist=self._distributed())
         if out.aux_loss.requires_grad:
             self.log("train/aux_loss", out.aux_loss)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
@@ -110,6 +132,33 @@ class LanguageModelTask(L.LightningModule):
         if total[1] > 0:
             self.log("val/acc", (total[0] / total[1]).item(), prog_bar=True, add_dataloader_idx=False)
             self.log("val/loss", (total[2] / total[1]).item(), add_dataloader_idx=False)
+
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Norm clipping that is also correct for sharded parameters.
+
+        Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm="norm"`` (a plain
+        ``clip_grad_norm_`` over local shards would see only this rank's part of the norm). Under FSDP
+        the total norm comes from the root FSDP module's ``clip_grad_norm_`` (FSDP1), or from
+        ``torch.nn.utils.clip_grad_norm_`` over DTensor gradients (FSDP2 ``fully_shard``), which
+        reduces over the shards; everything else takes Lightning's own path.
+        """
+        if not gradient_clip_val:
+            return
+        algorithm = str(gradient_clip_algorithm or "norm")
+        if algorithm == "norm":
+            from lightning.pytorch.strategies import FSDPStrategy
+
+            strategy = self.trainer.strategy
+            if isinstance(strategy, FSDPStrategy):
+                strategy.model.clip_grad_norm_(gradient_clip_val)
+                return
+            if any(type(p).__name__ == "DTensor" for p in self.parameters()):
+                clip_grad_norm(self, gradient_clip_val)
+                return
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=algorithm)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
