@@ -29,6 +29,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m evals.bench_kernels
 	$(PY) -m evals.bench_swa
+	$(PY) -m evals.throughput
 
 clean:
 	rm -rf $(VENV) lightning_logs runs

@@ -1,0 +1,62 @@
+"""evals.throughput: a --quick run writes the CSV / markdown / PNG with the expected columns; state
+memory is flat in context length for recurrent models and linear for attention; the replicated
+batch-1 state decodes exactly like a batch of identical prompts; the memory meter sees allocations."""
+import csv
+
+import pytest
+import torch
+
+from evals.throughput import COLUMNS, MemoryMeter, decode, main, model_config, repeat_state
+from models import DecoderLM
+
+CONTEXTS = (16, 48)
+
+
+def test_quick_run_writes_the_three_files(tmp_path):
+    main(["--quick", "--models", "attention,based", "--contexts", ",".join(map(str, CONTEXTS)),
+          "--batch-sizes", "1,2", "--new-tokens", "2", "--out-dir", str(tmp_path), "--name", "tp"])
+    with open(tmp_path / "tp.csv") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == COLUMNS
+        rows = list(reader)
+    assert len(rows) == 2 * len(CONTEXTS) * 2
+    assert all(float(r["decode_tok_s"]) > 0 for r in rows)
+    assert all(float(r["prefill_tok_s"]) > 0 for r in rows if r["batch"] == "1")
+    state = {(r["model"], int(r["context"])): int(r["state_bytes_per_seq"]) for r in rows}
+    assert len({state["based", L] for L in CONTEXTS}) == 1  # base_conv + based: fixed-size states
+    attention = [state["attention", L] for L in CONTEXTS]
+    assert attention == [attention[0] * L // CONTEXTS[0] for L in CONTEXTS]  # KV cache: exactly linear in L
+    assert attention[0] == 2 * 16 * 64 * 2 * 4  # 2 layers · (K and V) · L · d_model · fp32 bytes
+    text = (tmp_path / "tp.md").read_text()
+    for heading in ("## Models", "## Summary", "## Decode tokens/s, batch 2", "## State per sequence (MiB)",
+                    "## Decode speed-up over attention, batch 1", "command: `python -m evals.throughput"):
+        assert heading in text
+    assert (tmp_path / "tp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", ["attention", "swa", "rwkv6", "mom"])
+def test_replicated_state_decodes_like_identical_prompts(name):
+    torch.manual_seed(0)
+    model = DecoderLM(model_config(name, 64, 2, 50)).eval()
+    prompt = torch.randint(0, 50, (1, 20))
+    with torch.inference_mode():
+        one = model(prompt, model.init_state(1))
+        logits, _ = decode(model, repeat_state(one.state, 3), one.logits[:, -1].expand(3, -1), 4)
+        batch = model(prompt.expand(3, -1), model.init_state(3))
+        want, _ = decode(model, batch.state, batch.logits[:, -1], 4)
+    torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-5)
+
+
+def test_memory_meter_sees_an_allocation():
+    meter = MemoryMeter(torch.device("cpu"))
+    if not meter.available:
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    meter.start()
+    x = torch.ones(16 * 2**20 // 4 * 4)  # 64 MiB, every page touched
+    assert 60 <= meter.peak_mb() < 200
+    del x
+
+
+def test_bad_arguments():
+    with pytest.raises(SystemExit, match="unknown"):
+        main(["--quick", "--models", "transformerxl", "--out-dir", "/nonexistent"])
