@@ -52,7 +52,9 @@ class BlockFSDPStrategy(FSDPStrategy):
         keep = tuple(_import(p) for p in fp32_modules) + (_BatchNorm,)
         mixed = MixedPrecision(param_dtype=_dtype(param_dtype), reduce_dtype=_dtype(reduce_dtype),
                                buffer_dtype=torch.float32, _module_classes_to_ignore=keep)
-        kwargs.setdefault("auto_wrap_policy", {Block})
-        if activation_checkpointing:
-            kwargs.setdefault("activation_checkpointing_policy", {Block})
+        # The CLI passes every FSDPStrategy argument, unset ones as None: fill those, not just missing keys.
+        if kwargs.get("auto_wrap_policy") is None:
+            kwargs["auto_wrap_policy"] = {Block}
+        if activation_checkpointing and kwargs.get("activation_checkpointing_policy") is None:
+            kwargs["activation_checkpointing_policy"] = {Block}
         super().__init__(mixed_precision=mixed, **kwargs)

@@ -151,3 +151,31 @@ def test_fsdp2_fully_shard_per_block_matches_the_unsharded_model(tmp_path):
     assert r["norm"] == pytest.approx(r["ref_norm"], rel=1e-5)  # the global norm, not a shard's
     assert r["ref_norm"] > 0.05  # so clipping did act
     assert r["max_grad_diff"] < 1e-7
+
+
+@pytest.mark.parametrize("fragment", ["_ddp.yaml", "_fsdp.yaml", "_fsdp.yaml+checkpointing"])
+def test_strategy_fragments_combine_with_a_config(fragment, tmp_path):
+    """The GPU fragments parse on top of a model/data config and build their strategy (CPU overrides)."""
+    import train
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from models.decoder import Block
+    from models.fsdp import BlockFSDPStrategy
+
+    fragment, _, checkpointing = fragment.partition("+")
+    extra = ["--trainer.strategy.init_args.activation_checkpointing=true"] if checkpointing else []
+    cli = train.main(["--config", "configs/lm/tiny.yaml", "--config", f"configs/strategies/{fragment}",
+                      "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32",
+                      f"--trainer.default_root_dir={tmp_path}", *extra], run=False)
+    strategy = cli.trainer.strategy
+    if fragment == "_ddp.yaml":
+        assert isinstance(strategy, DDPStrategy)
+        return
+    assert isinstance(strategy, BlockFSDPStrategy)
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {Block}
+    precision = strategy.mixed_precision
+    assert precision.param_dtype == torch.bfloat16 and precision.reduce_dtype == torch.float32
+    kept = {cls.__name__ for cls in precision._module_classes_to_ignore}
+    assert {"RWKV6TimeMix", "MixtureOfMemories"} <= kept
+    recompute = strategy._activation_checkpointing_kwargs.get("auto_wrap_policy")
+    assert (recompute._module_classes == {Block}) if checkpointing else recompute is None
