@@ -1,0 +1,415 @@
+"""Grid sweeps of train.py runs: mixers × d_model × learning rate × any YAML key, best lr per model.
+
+    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --jobs 2     # train what is not done yet
+    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --dry-run    # list the runs and their commands
+    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --collect    # tables and plots from finished runs
+    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --wandb-yaml sweep.yaml   # the grid for W&B agents
+                                                    # (evals/wandb_sweep.py; --torchrun N to launch with torchrun)
+
+A sweep YAML (see configs/sweeps/mqar_cpu.yaml):
+
+    name: mqar_cpu                  # W&B group, runs/sweeps/<name>/, evals/results/sweeps/<name>/
+    base: {attention: configs/mqar/attention.yaml, based: configs/mqar/based.yaml}   # or one config path
+    fixed: {trainer.max_epochs: 4}  # dotted train.py keys set in every run
+    grid:                           # the Cartesian product of these lists
+      mixer: [attention, based]     # picks the base config (only when base is a map)
+      model.model.d_model: [32, 64]
+      model.lr: [1.0e-3, 3.0e-3]
+    exclude: [{mixer: based, model.model.d_model: 32}]   # optional: points matching every key are dropped
+    lr_key: model.lr                # optional (default model.lr): the key best-lr selection runs over
+    project: recall-lm              # optional: the W&B project
+
+Every point is ``train.py fit --config <base> --<key>=<value> ...`` in its own process (``--jobs`` at a
+time, OMP threads split between them; evals/train_runs.py), in runs/sweeps/<name>/<run name>/ with CSV
+logs and a WandbLogger (group = the sweep name, tags = the point's values; offline unless logged in to
+W&B, ``WANDB_MODE`` overrides; ``wandb sync runs/sweeps/<name>/*/wandb/offline-run-*`` uploads them later).
+A run whose result.json exists is done and skipped. As Zoology does, the
+best learning rate of each model (every grid key but ``lr_key``) is the one with the highest final
+validation accuracy. Outputs (evals/results/sweeps/<name>/): results.csv, results.md (every run),
+best_lr.md / best_lr.csv, acc_vs_dmodel.png and acc_vs_state.png (evals/sweep_plots.py).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+from evals.train_runs import ROOT, TrainRun, is_running, read_result, run_many
+
+RESULTS = ROOT / "evals" / "results" / "sweeps"
+RUNS = ROOT / "runs" / "sweeps"
+SWEEP_KEYS = {"name", "base", "fixed", "grid", "exclude", "lr_key", "project", "description"}
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep YAML. ``base`` is one config path or a map mixer → config path; ``grid`` maps a
+    dotted train.py key (or ``mixer``) to its values; ``fixed`` maps dotted keys to one value each."""
+
+    name: str
+    base: str | dict[str, str]
+    grid: dict[str, list]
+    fixed: dict = field(default_factory=dict)
+    exclude: list[dict] = field(default_factory=list)
+    lr_key: str = "model.lr"
+    project: str = "recall-lm"
+    description: str = ""
+    source: Path | None = None
+
+
+@dataclass
+class Point:
+    """One run of a sweep: its name, grid values, base config and train.py arguments (after ``fit``)."""
+
+    name: str
+    values: dict
+    config: str
+    args: list[str]
+
+
+def load_sweep(path: Path | str) -> Sweep:
+    """Read and check a sweep YAML; a bad file raises ValueError/FileNotFoundError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file not found: {path}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a sweep file is a mapping (name, base, grid, ...)")
+    unknown = sorted(set(spec) - SWEEP_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown sweep keys {unknown}; allowed: {sorted(SWEEP_KEYS)}")
+    if "base" not in spec or "grid" not in spec:
+        raise ValueError(f"{path}: a sweep needs 'base' (a config or a mixer → config map) and 'grid'")
+    grid = spec["grid"]
+    if not isinstance(grid, dict) or not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise ValueError(f"{path}: 'grid' maps keys to non-empty lists of values")
+    base = spec["base"]
+    if isinstance(base, dict):
+        if "mixer" not in grid:
+            raise ValueError(f"{path}: 'base' is a mixer → config map, so 'grid' needs a 'mixer' list")
+        missing = [m for m in grid["mixer"] if m not in base]
+        if missing:
+            raise ValueError(f"{path}: grid mixers {missing} have no config in 'base'")
+        configs = list(base.values())
+    elif isinstance(base, str):
+        if "mixer" in grid:
+            raise ValueError(f"{path}: a 'mixer' grid needs 'base' to map each mixer to a config")
+        configs = [base]
+    else:
+        raise ValueError(f"{path}: 'base' is a config path or a map mixer → config path")
+    absent = [c for c in configs if not (ROOT / c).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{path}: base config(s) not found: {absent}")
+    fixed = spec.get("fixed") or {}
+    both = sorted(set(fixed) & set(grid))
+    if both:
+        raise ValueError(f"{path}: keys {both} are both fixed and in the grid")
+    exclude = spec.get("exclude") or []
+    if not isinstance(exclude, list) or any(not isinstance(e, dict) or set(e) - set(grid) for e in exclude):
+        raise ValueError(f"{path}: 'exclude' is a list of maps over grid keys {sorted(grid)}")
+    return Sweep(name=str(spec.get("name", path.stem)), base=base, grid=grid, fixed=fixed, exclude=exclude,
+                 lr_key=spec.get("lr_key", "model.lr"), project=spec.get("project", "recall-lm"),
+                 description=spec.get("description", ""), source=path)
+
+
+def cli_value(value) -> str:
+    """A value as train.py (jsonargparse) reads it on the command line: scalars plainly, lists and
+    maps as JSON (a YAML flow value)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return json.dumps(value)
+
+
+def short_key(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def name_part(key: str, value, values: list) -> str:
+    """``d_model=64``, ``lr=0.003``; list/map values by their index in the grid (``train_slices=1``)."""
+    if isinstance(value, (list, dict)):
+        return f"{short_key(key)}={values.index(value)}"
+    return f"{short_key(key)}={value:g}" if isinstance(value, float) else f"{short_key(key)}={value}"
+
+
+def tags(point_values: dict, grid: dict) -> list[str]:
+    """W&B tags of a run: the mixer name, then ``key=value`` per other grid key (≤ 64 characters)."""
+    out = []
+    for key, value in point_values.items():
+        out.append(str(value) if key == "mixer" else name_part(key, value, grid[key]))
+    return [t[:64] for t in out]
+
+
+def wandb_logger(sweep: Sweep, run_name: str, run_dir: Path, run_tags: list[str]) -> dict:
+    return {"class_path": "lightning.pytorch.loggers.WandbLogger",
+            "init_args": {"project": sweep.project, "group": sweep.name, "name": run_name, "tags": run_tags,
+                          "save_dir": str(run_dir), "job_type": "sweep"}}
+
+
+def expand(sweep: Sweep, runs_dir: Path | None = None, wandb: bool = True) -> list[Point]:
+    """The sweep's points: the Cartesian product of the grid (in the grid's key order, the last key
+    varying fastest), minus the excluded ones. Each point's arguments set the base config, the fixed
+    keys, the grid keys, its run folder and (``wandb``) a WandbLogger."""
+    runs_dir = (RUNS / sweep.name) if runs_dir is None else Path(runs_dir)
+    keys = list(sweep.grid)
+    points = []
+    for combo in itertools.product(*(sweep.grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        if any(all(values[k] == v for k, v in e.items()) for e in sweep.exclude):
+            continue
+        config = sweep.base[values["mixer"]] if isinstance(sweep.base, dict) else sweep.base
+        name = "-".join(str(v) if k == "mixer" else name_part(k, v, sweep.grid[k]) for k, v in values.items())
+        run_dir = runs_dir / name
+        args = ["--config", config]
+        args += [f"--{k}={cli_value(v)}" for k, v in sweep.fixed.items()]
+        args += [f"--{k}={cli_value(v)}" for k, v in values.items() if k != "mixer"]
+        args += [f"--trainer.default_root_dir={run_dir}"]
+        if wandb:
+            logger = wandb_logger(sweep, name, run_dir, tags(values, sweep.grid))
+            args += [f"--trainer.logger={json.dumps([logger])}"]
+        points.append(Point(name, values, config, args))
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sweep {sweep.name}: grid values give repeated run names {names}")
+    return points
+
+
+def train_runs(points: list[Point], runs_dir: Path) -> list[TrainRun]:
+    """Each point as a TrainRun whose result.json (the done marker) and log sit in its run folder."""
+    return [TrainRun(p.args, runs_dir / p.name / "result.json", runs_dir / p.name / "train.log",
+                     meta={"run": p.name, "point": p.values}) for p in points]
+
+
+LOCATION_ARGS = ("--trainer.default_root_dir=", "--trainer.logger=")  # where a run writes, not what it trains
+
+
+def same_settings(run: TrainRun) -> bool:
+    """Whether the finished run's recorded train.py arguments are the ones planned now (so skipping it is
+    right), ignoring only where it wrote its files."""
+    recorded = json.loads(run.result.read_text()).get("train_args")
+    settings = lambda args: [a for a in args if not a.startswith(LOCATION_ARGS)]  # noqa: E731
+    return recorded is not None and settings(recorded) == settings(run.args)
+
+
+# ----- results --------------------------------------------------------------------------------------
+
+def slice_order(name: str) -> tuple[int, int]:
+    """``L64_kv16`` → (64, 16), to sort slices by length then kv pairs."""
+    length, kv = name.split("_")
+    return int(length[1:]), int(kv[2:])
+
+
+def slices_of(rows: list[dict]) -> list[str]:
+    return sorted({k[len("val/acc/"):] for r in rows for k in r["metrics"] if k.startswith("val/acc/")},
+                  key=slice_order)
+
+
+def model_key(row: dict, lr_key: str) -> tuple:
+    """The point without its learning rate: the model whose lr is being chosen."""
+    return tuple((k, json.dumps(v, sort_keys=True)) for k, v in row["point"].items() if k != lr_key)
+
+
+def best_lr(rows: list[dict], lr_key: str = "model.lr") -> list[dict]:
+    """Per model (every grid value but ``lr_key``), the run with the highest final ``val/acc``
+    (Zoology's selection); ties go to the earlier run. NaN accuracies lose to any number. Each
+    returned row gains ``lrs_tried``: how many runs competed."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(model_key(row, lr_key), []).append(row)
+
+    def score(row):
+        acc = row["metrics"].get("val/acc", float("nan"))
+        return -math.inf if math.isnan(acc) else acc
+
+    best = []
+    for group in groups.values():
+        top = max(group, key=score)  # max keeps the first of equal scores
+        best.append({**top, "lrs_tried": len(group)})
+    return best
+
+
+def _fmt_acc(x) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[str], list[list[str]]]:
+    """Header and cells: point values, params, state (at each test length), accuracies, steps, time."""
+    keys = [k for k in sweep.grid if any(k in r["point"] for r in rows)]
+    slices = slices_of(rows)
+    lengths = sorted({int(n) for r in rows for n in r.get("state_sizes", {})})
+    header = ["run", *[short_key(k) for k in keys], "params", *[f"state L={n}" for n in lengths],
+              "val/acc", *[f"acc {s}" for s in slices], "steps", "time (s)", *extra_cols]
+    cells = []
+    for r in rows:
+        m = r["metrics"]
+        point = [r["point"].get(k) for k in keys]
+        point = [f"{v:g}" if isinstance(v, float) else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+                 for v in point]
+        states = [f"{r['state_sizes'][str(n)]:,}" if str(n) in r.get("state_sizes", {}) else "" for n in lengths]
+        cells.append([r["run"], *point, f"{r['params']:,}", *states, _fmt_acc(m.get("val/acc")),
+                      *[_fmt_acc(m.get(f"val/acc/{s}")) for s in slices], str(r["steps"]), str(r["seconds"]),
+                      *[str(r.get(c, "")) for c in extra_cols]])
+    return header, cells
+
+
+def write_csv(path: Path, header: list[str], cells: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(cells)
+    return path
+
+
+def markdown(header: list[str], cells: list[list[str]], preamble: list[str]) -> str:
+    lines = [*preamble, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name")), cpu)
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def write_results(rows: list[dict], sweep: Sweep, out_dir: Path, header_lines: list[str]) -> dict[str, Path]:
+    """results.csv/.md (every run, in sweep order) and best_lr.csv/.md (one row per model)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = [f"Sweep `{sweep.name}`" + (f": {sweep.description}" if sweep.description else ""), "",
+                *header_lines]
+    head, cells = table(rows, sweep)
+    paths = {"results.csv": write_csv(out_dir / "results.csv", head, cells)}
+    (out_dir / "results.md").write_text(markdown(head, cells, [f"# {sweep.name}: every run", "", *settings]))
+    paths["results.md"] = out_dir / "results.md"
+    best = best_lr(rows, sweep.lr_key)
+    head, cells = table(best, sweep, extra_cols=("lrs_tried",))
+    paths["best_lr.csv"] = write_csv(out_dir / "best_lr.csv", head, cells)
+    note = (f"Best `{sweep.lr_key}` per model (every other grid key fixed), chosen by the final validation "
+            "accuracy `val/acc` as Zoology does; `lrs_tried` = runs that competed.")
+    (out_dir / "best_lr.md").write_text(markdown(head, cells, [f"# {sweep.name}: best learning rate per model",
+                                                              "", *settings, "", note]))
+    paths["best_lr.md"] = out_dir / "best_lr.md"
+    return paths
+
+
+# ----- main -----------------------------------------------------------------------------------------
+
+def shown(path: Path) -> str:
+    """A path relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", type=Path, help="a sweep YAML, e.g. configs/sweeps/mqar_cpu.yaml")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (threads split)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, train nothing")
+    parser.add_argument("--collect", action="store_true", help="no training: tables and plots from finished runs")
+    parser.add_argument("--wandb-yaml", type=Path, help="write the grid as a `wandb sweep` YAML and stop")
+    parser.add_argument("--torchrun", type=int, default=0, metavar="N",
+                        help="with --wandb-yaml: launch each run with torchrun on N processes")
+    parser.add_argument("--runs-dir", type=Path, help="default: runs/sweeps/<name>/")
+    parser.add_argument("--out", type=Path, help="tables and plots; default: evals/results/sweeps/<name>/")
+    parser.add_argument("--no-wandb", action="store_true", help="CSV logs only (no WandbLogger)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
+    try:
+        sweep = load_sweep(args.sweep)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    if args.wandb_yaml:
+        from evals.wandb_sweep import wandb_combinations, wandb_sweep_spec
+
+        spec = wandb_sweep_spec(sweep, args.torchrun)
+        args.wandb_yaml.parent.mkdir(parents=True, exist_ok=True)
+        args.wandb_yaml.write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
+        if sweep.exclude:
+            print(f"warning: a W&B grid cannot exclude points; its agents also run the {sweep.exclude} points",
+                  file=sys.stderr)
+        print(f"wrote {args.wandb_yaml}: {len(wandb_combinations(spec))} runs; "
+              f"start with `wandb sweep {args.wandb_yaml}` then `wandb agent <id>`")
+        return
+    runs_dir = args.runs_dir or RUNS / sweep.name
+    out_dir = args.out or RESULTS / sweep.name
+    points = expand(sweep, runs_dir, wandb=not args.no_wandb)
+    runs = train_runs(points, runs_dir)
+    stale = [r.meta["run"] for r in runs if r.result.exists() and not same_settings(r)]
+    if stale:
+        sys.exit(f"sweep {sweep.name}: finished runs {stale} in {runs_dir} were trained with other settings than "
+                 f"{shown(sweep.source)} now asks for; delete those folders (or rename the sweep) to train them again")
+    busy = [r for r in runs if not r.result.exists() and is_running(r)]  # another sweep process has them
+    todo = [r for r in runs if not r.result.exists() and r not in busy]
+    print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo) - len(busy)} done, {len(busy)} running "
+          f"elsewhere, {len(todo)} to train ({args.jobs} at a time)", flush=True)
+    if args.dry_run:
+        for p, r in zip(points, runs):
+            state = "done" if r.result.exists() else "running" if r in busy else "todo"
+            print(f"[{state}] {p.name}\n    python train.py fit " + shlex.join(p.args))
+        return
+    start, load_before = time.time(), load_average()
+    if todo and not args.collect:
+        def report(run, result):
+            acc = "FAILED" if result is None else f"val/acc {result['metrics'].get('val/acc', float('nan')):.3f}"
+            print(f"  {run.meta['run']}: {acc} ({'' if result is None else result['seconds']} s)", flush=True)
+
+        run_many(todo, args.jobs, on_done=report)
+    wall = time.time() - start
+    rows = [r for r in (read_result(run) for run in runs) if r is not None]
+    if not rows:
+        sys.exit(f"sweep {sweep.name}: no finished runs in {runs_dir}")
+    command = "python -m evals.sweep " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    header = [f"Measured {date.today()} on {machine_line()}; tables written by `{command}`.",
+              f"Sweep file: `{shown(sweep.source)}`"
+              f" ({len(runs)} runs; {len(rows)} finished).",
+              "Grid: " + "; ".join(f"`{k}` ∈ {v}" for k, v in sweep.grid.items()) + ".",
+              "Fixed: " + ("; ".join(f"`{k}` = `{cli_value(v)}`" for k, v in sweep.fixed.items()) or "nothing") + "."]
+    log = runs_dir / "invocations.jsonl"  # every training invocation, so --collect can still report them
+    if todo and not args.collect:
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"date": str(date.today()), "command": command, "trained": len(todo),
+                                 "jobs": args.jobs, "wall_min": round(wall / 60, 1), "load_before": load_before,
+                                 "load_after": load_average()}) + "\n")
+    for entry in (json.loads(line) for line in log.read_text().splitlines()) if log.exists() else []:
+        header.append(f"Trained {entry['trained']} runs on {entry['date']} with `{entry['command']}` "
+                      f"(--jobs {entry['jobs']}): {entry['wall_min']} min of wall time; load average "
+                      f"(1/5/15 min) before {entry['load_before']}, after {entry['load_after']}."
+                      + (f" {entry['note']}" if entry.get("note") else ""))
+    paths = write_results(rows, sweep, out_dir, header)
+    from evals import sweep_plots
+
+    paths.update(sweep_plots.plot_all(rows, sweep, out_dir))
+    print((out_dir / "best_lr.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if len(rows) < len(runs):
+        sys.exit(f"{len(runs) - len(rows)} of {len(runs)} runs have no result (failed or not trained)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The sweep runner: grid expansion, skip-done, best-lr selection, tables, plots, the W&B sweep YAML
+(parsed back and fed to train.py's parser), and one real tiny sweep (slow)."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evals import sweep as sw
+from evals import sweep_plots
+from evals import wandb_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "sweeps" / "smoke.yaml"
+
+
+def write_sweep(tmp_path, **spec) -> Path:
+    base = {"name": "t", "base": {"attention": "configs/mqar/attention.yaml", "based": "configs/mqar/based.yaml"},
+            "grid": {"mixer": ["attention", "based"], "model.model.d_model": [32, 64, 128],
+                     "model.lr": [1.0e-3, 3.0e-3]}}
+    base.update(spec)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return path
+
+
+def test_expand_product_names_and_dotted_keys(tmp_path):
+    slices = [[{"input_seq_len": 64, "num_kv_pairs": 4, "num_examples": 64}],
+              [{"input_seq_len": 128, "num_kv_pairs": 8, "num_examples": 64}]]
+    sweep = sw.load_sweep(write_sweep(tmp_path, fixed={"trainer.max_steps": 7},
+                                      grid={"mixer": ["attention", "based"], "model.model.d_model": [32, 64, 128],
+                                            "model.lr": [1.0e-3, 3.0e-3], "data.init_args.train_slices": slices}))
+    points = sw.expand(sweep, tmp_path / "runs")
+    assert len(points) == 2 * 3 * 2 * 2
+    assert len({p.name for p in points}) == len(points)
+    first = points[0]
+    assert first.name == "attention-d_model=32-lr=0.001-train_slices=0"
+    assert points[-1].name == "based-d_model=128-lr=0.003-train_slices=1"
+    assert first.config == "configs/mqar/attention.yaml" and points[-1].config == "configs/mqar/based.yaml"
+    args = first.args
+    assert args[:2] == ["--config", "configs/mqar/attention.yaml"]
+    assert "--trainer.max_steps=7" in args and "--model.model.d_model=32" in args and "--model.lr=0.001" in args
+    assert f"--data.init_args.train_slices={json.dumps(slices[0])}" in args
+    assert f"--trainer.default_root_dir={tmp_path / 'runs' / first.name}" in args
+    logger = json.loads(next(a for a in args if a.startswith("--trainer.logger=")).split("=", 1)[1])[0]
+    assert logger["init_args"]["group"] == "t"
+    assert logger["init_args"]["tags"] == ["attention", "d_model=32", "lr=0.001", "train_slices=0"]
+    # the arguments are what train.py's parser takes (builds without training)
+    import train
+
+    cli = train.main(points[-1].args, run=False)
+    assert cli.model.config.d_model == 128 and cli.model.hparams.lr == 3e-3
+    assert cli.model.config.mixer == ["base_conv", "based"] and cli.trainer.max_steps == 7
+    assert [s.input_seq_len for s in cli.datamodule.train_slices] == [128]
+
+
+def test_exclude_and_bad_files(tmp_path):
+    sweep = sw.load_sweep(write_sweep(tmp_path, exclude=[{"mixer": "based", "model.model.d_model": 128}]))
+    names = [p.name for p in sw.expand(sweep, tmp_path)]
+    assert len(names) == 10 and not any(n.startswith("based-d_model=128") for n in names)
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        sw.load_sweep(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match=r"\['rwkv6'\]"):
+        sw.load_sweep(write_sweep(tmp_path, grid={"mixer": ["rwkv6"], "model.lr": [1e-3]}))
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        sw.load_sweep(write_sweep(tmp_path, base={"attention": "configs/missing.yaml"},
+                                  grid={"mixer": ["attention"]}))
+    with pytest.raises(ValueError, match="both fixed and in the grid"):
+        sw.load_sweep(write_sweep(tmp_path, fixed={"model.lr": 1e-3}))
+
+
+def row(mixer, d, lr, acc, slices=None, state=1000):
+    return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.model.d_model": d, "model.lr": lr},
+            "mixer": mixer, "d_model": d, "params": 10 * d, "state_sizes": {"64": state, "128": 2 * state},
+            "steps": 5, "seconds": 1.0,
+            "metrics": {"val/acc": acc, **{f"val/acc/{k}": v for k, v in (slices or {}).items()}}}
+
+
+def test_best_lr_selection():
+    rows = [row("a", 32, 1e-3, 0.4), row("a", 32, 3e-3, 0.7), row("a", 32, 1e-2, float("nan")),
+            row("a", 64, 1e-3, 0.9), row("a", 64, 3e-3, 0.9),  # a tie keeps the first run
+            row("b", 32, 1e-3, float("nan")), row("b", 32, 3e-3, 0.0)]
+    best = {(r["mixer"], r["d_model"]): r for r in sw.best_lr(rows)}
+    assert set(best) == {("a", 32), ("a", 64), ("b", 32)}
+    assert best[("a", 32)]["point"]["model.lr"] == 3e-3 and best[("a", 32)]["lrs_tried"] == 3
+    assert best[("a", 64)]["point"]["model.lr"] == 1e-3
+    assert best[("b", 32)]["point"]["model.lr"] == 3e-3  # NaN (diverged) loses to 0.0
+
+
+def synthetic_rows():
+    out = []
+    for mixer, base in (("attention", 0.9), ("based", 0.5)):
+        for d in (32, 64):
+            for lr in (1e-3, 3e-3):
+                acc = base + (0.05 if lr == 3e-3 else 0) + (0.02 if d == 64 else 0)
+                out.append(row(mixer, d, lr, acc, {"L64_kv4": acc, "L128_kv16": acc - 0.1, "L64_kv16": acc - 0.05},
+                               state=d * (100 if mixer == "attention" else 10)))
+    return out
+
+
+def test_writers_and_plots(tmp_path):
+    sweep = sw.load_sweep(write_sweep(tmp_path, grid={"mixer": ["attention", "based"], "model.model.d_model": [32, 64],
+                                                      "model.lr": [1e-3, 3e-3]}))
+    paths = sw.write_results(synthetic_rows(), sweep, tmp_path / "out", ["settings line"])
+    lines = paths["results.md"].read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| run"))
+    assert header.index("acc L64_kv4") < header.index("acc L64_kv16") < header.index("acc L128_kv16")
+    assert "| attention-d_model=64-lr=0.003 | attention | 64 | 0.003 | 640 | 6,400 | 12,800 | 0.970 | 0.970 | 0.920 | 0.870 | 5 | 1.0 |" in lines
+    assert "settings line" in lines
+    table = list(csv.reader(open(paths["results.csv"])))
+    assert len(table) == 1 + 8 and table[0][:4] == ["run", "mixer", "d_model", "lr"]
+    best = list(csv.DictReader(open(paths["best_lr.csv"])))
+    assert [(b["mixer"], b["d_model"], b["lr"], b["lrs_tried"]) for b in best] == [
+        ("attention", "32", "0.003", "2"), ("attention", "64", "0.003", "2"),
+        ("based", "32", "0.003", "2"), ("based", "64", "0.003", "2")]
+    pngs = sweep_plots.plot_all(synthetic_rows(), sweep, tmp_path / "out")
+    import matplotlib.image
+
+    for path in pngs.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(path)
+        assert image.shape[1] > 1000 and image.std() > 0.05  # three panels side by side, not blank
+
+
+def test_skip_done_and_collect(tmp_path, monkeypatch, capsys):
+    """Runs with a result.json are skipped; only the others reach the launcher; tables cover all."""
+    sweep_file = write_sweep(tmp_path, grid={"mixer": ["attention", "based"], "model.model.d_model": [32],
+                                             "model.lr": [1e-3, 3e-3]})
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    rows = {r["run"]: r for r in synthetic_rows()}
+    planned = {r.meta["run"]: r for r in sw.train_runs(sw.expand(sw.load_sweep(sweep_file), runs_dir), runs_dir)}
+    done = planned["attention-d_model=32-lr=0.001"]
+    done.result.parent.mkdir(parents=True)
+    done.result.write_text(json.dumps({**rows["attention-d_model=32-lr=0.001"], "train_args": done.args}))
+    launched = []
+
+    def fake_run_many(runs, jobs, on_done=None, env=None):
+        for run in runs:
+            launched.append(run.meta["run"])
+            run.result.parent.mkdir(parents=True, exist_ok=True)
+            run.result.write_text(json.dumps({**rows[run.meta["run"]], "train_args": run.args}))
+        return []
+
+    monkeypatch.setattr(sw, "run_many", fake_run_many)
+    argv = [str(sweep_file), "--runs-dir", str(runs_dir), "--out", str(out), "--jobs", "2"]
+    sw.main(argv + ["--dry-run"])
+    assert "4 runs, 1 done, 0 running elsewhere, 3 to train" in capsys.readouterr().out and not launched
+    sw.main(argv)
+    assert launched == ["attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.001", "based-d_model=32-lr=0.003"]
+    assert len(list(csv.reader(open(out / "results.csv")))) == 5
+    assert "Trained 3 runs" in (out / "results.md").read_text()
+    launched.clear()
+    sw.main(argv)  # everything done: nothing launched, tables rebuilt
+    assert launched == [] and (out / "acc_vs_state.png").exists()
+    # a finished run whose recorded settings differ from the sweep file's is not silently reused
+    stale = json.loads(done.result.read_text())
+    stale["train_args"] = [a.replace("--model.lr=0.001", "--model.lr=0.1") for a in stale["train_args"]]
+    done.result.write_text(json.dumps(stale))
+    with pytest.raises(SystemExit, match="attention-d_model=32-lr=0.001.*other settings"):
+        sw.main(argv)
+    assert launched == []
+
+
+def test_wandb_yaml_round_trip(tmp_path):
+    """The emitted YAML parses; ${args} expanded as the W&B agent does it gives command lines that
+    train.py's parser accepts, with the grid values in the built model."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    import train
+
+    out = tmp_path / "sweep.yaml"
+    sw.main([str(SMOKE), "--wandb-yaml", str(out)])
+    spec = yaml.safe_load(out.read_text())
+    assert spec["method"] == "grid" and spec["program"] == "train.py"
+    assert list(spec["parameters"])[0] == "config"
+    combos = wandb_sweep.wandb_combinations(spec)
+    smoke = sw.load_sweep(SMOKE)
+    assert len(combos) == math.prod(len(v) for v in smoke.grid.values())
+    for combo in combos:
+        flags = create_sweep_command_args({"args": {k: {"value": v} for k, v in combo.items()}})["args"]
+        command = [c for part in spec["command"] for c in (flags if part == "${args}" else [part])]
+        assert command[:3] == ["${env}", "${interpreter}", "${program}"] and command[3] == "fit"
+        assert wandb_sweep.wandb_command(spec, combo) == ["python", "train.py", *command[3:]]
+        cli = train.main(command[4:], run=False)
+        assert cli.model.config.mixer == yaml.safe_load(open(ROOT / combo["config"]))["model"]["model"]["mixer"]
+        assert cli.model.config.d_model == combo["model.model.d_model"]
+        assert cli.model.hparams.lr == combo["model.lr"]
+        assert cli.model.config.vocab_size == 64 and cli.trainer.max_steps == 4  # the fixed keys follow ${args}
+        assert any(type(lg).__name__ == "WandbLogger" for lg in cli.trainer.loggers)
+    torchrun = yaml.safe_load(yaml.safe_dump(wandb_sweep.wandb_sweep_spec(smoke, torchrun=4)))
+    assert torchrun["command"][:4] == ["${env}", "torchrun", "--nproc_per_node=4", "${program}"]
+    assert "--trainer.devices=4" in torchrun["command"]
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end(tmp_path):
+    """configs/sweeps/smoke.yaml for real: two train.py processes of 4 steps, then tables and plots."""
+    env = dict(os.environ, WANDB_MODE="disabled")
+    cmd = [sys.executable, "-m", "evals.sweep", str(SMOKE), "--jobs", "2", "--runs-dir", str(tmp_path / "runs"),
+           "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert sorted(r["mixer"] for r in results) == ["attention", "based"]
+    assert all(r["steps"] == "4" and 0 <= float(r["val/acc"]) <= 1 for r in results)
+    assert {"acc L16_kv2", "acc L32_kv4", "state L=32"} <= set(results[0])
+    for name in ("results.md", "best_lr.md", "acc_vs_dmodel.png", "acc_vs_state.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert "2 done, 0 running elsewhere, 0 to train" in again.stdout
+
+
+def test_running_elsewhere_is_left_alone(tmp_path):
+    """A run whose .running marker names a live process is busy; a dead pid or no marker is not."""
+    from evals.train_runs import TrainRun, is_running
+
+    run = TrainRun([], tmp_path / "r" / "result.json", tmp_path / "r" / "train.log")
+    assert not is_running(run)
+    run.result.parent.mkdir()
+    marker = tmp_path / "r" / "result.running"
+    marker.write_text(f"{os.getpid()}\n")
+    assert is_running(run)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    marker.write_text(f"{finished.pid}\n")
+    assert not is_running(run)
