@@ -10,7 +10,7 @@ language models") repeats the context before the questions, so that a fixed-size
 on its second read, already knows everything that will have to be stored. Here each mixer config
 (model block of configs/mqar/<name>.yaml) is trained twice on the JRT probe's MQAR data
 (configs/probes/_jrt_x1.yaml, _jrt_x2.yaml: vocabulary 256, 8 key-value pairs, the same 48-token
-query region after a context read ``num_passes`` = 1 or 2 times, 400 steps of 64) and the table
+query region after a context read ``num_passes`` = 1 or 2 times, 400 steps of 64 by default) and the table
 reports the validation accuracy of both and the gain. Every run is a ``train.py fit`` subprocess
 (through ``evals.mqar_table --single``) with ``--threads`` torch threads; results land in
 evals/results/probes/jrt_cpu.{csv,md}, per-run JSON and logs in evals/results/probes/jrt_runs/.
@@ -75,13 +75,15 @@ def write_table(rows: dict[tuple[str, int], dict], configs: list[Path], command:
                     if line.startswith("model name")), cpu)
     header = ["config", "mixer", "params", "state x1 (L=64)", "state x2 (L=80)", "acc x1", "acc x2",
               "gain (x2 − x1)", "steps", "time x1 (s)", "time x2 (s)"]
+    steps = "/".join(sorted({str(r.get("steps")) for r in rows.values()})) or "?"
     lines = [
-        f"JRT probe (evals/jrt.py), measured {date.today()} on {cpu}, {os.cpu_count()} cores shared with other "
-        f"work, torch {torch.__version__}, {jobs} jobs at a time with OMP_NUM_THREADS={threads} each.",
+        f"JRT probe (evals/jrt.py), measured {date.today()} on {cpu}, {os.cpu_count()} cores (load average "
+        f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, {jobs} jobs at a time with "
+        f"OMP_NUM_THREADS={threads} each.",
         "",
         "Setting: MQAR, vocabulary 256, 8 key-value pairs, a 48-token query region after the context; the "
         "context is read once (x1, L = 64) or twice (x2, L = 80: `num_passes=2`). Model block of each "
-        "configs/mqar/<name>.yaml (2 layers, d_model 64, no MLP, lr 3e-3), 400 steps of 64 examples "
+        f"configs/mqar/<name>.yaml (2 layers, d_model 64, no MLP, lr 3e-3), {steps} steps of 64 examples "
         "(configs/probes/_jrt_*.yaml), one seed, no learning-rate sweep; accuracy on 500 held-out examples.",
         "",
         f"Command: `{command}`",
