@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TEST_ENV := WANDB_MODE=disabled HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-all bench gpu-check install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(STAMP)
 	$(PY) -m evals.bench_kernels
 	$(PY) -m evals.bench_swa
 	$(PY) -m evals.throughput
+
+# On a machine with a CUDA device: every kernel test compiled for the GPU, then the CUDA benchmark rows,
+# in a dated report under evals/results/gpu/ (sized to run twice in 15 minutes of device time).
+gpu-check: $(STAMP)
+	$(PY) -m evals.gpu_check
 
 clean:
 	rm -rf $(VENV) lightning_logs runs

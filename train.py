@@ -54,6 +54,35 @@ def stable_wandb_id(root: str, resuming: bool) -> str:
     return run_id
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of the innermost ValueError / FileNotFoundError behind ``error`` (jsonargparse
+    wraps the error a class raised while being built in one of its own)."""
+    while isinstance(error.__cause__ or error.__context__, (ValueError, FileNotFoundError)):
+        error = error.__cause__ or error.__context__
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def check_checkpoint(ckpt_path: str | None) -> None:
+    """Raise a ValueError unless ``ckpt_path`` is None, one of Lightning's names, or a train.py checkpoint."""
+    if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
+        return
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ValueError(f"--ckpt_path {ckpt_path}: no such file (use a .ckpt a run wrote, or 'last')")
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint (not a torch.save zip archive)")
+    import torch
+
+    try:  # memory-mapped and weights-only: cheap, and never runs code from the file
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 — any failure to read it means it is not a checkpoint
+        raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint ({first_line(error)})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint (it has no state_dict)")
+
+
 def main(args: list[str] | None = None, run: bool = True):
     """Parse ``args`` (default: the command line) and run the subcommand; ``run=False`` only builds
     the model, data and trainer from ``--config`` (no subcommand), for tests and tools."""
@@ -73,6 +102,30 @@ def main(args: list[str] | None = None, run: bool = True):
     from lightning import LightningDataModule
 
     class CLI(LightningCLI):
+        """Bad settings found while building the model, data and trainer, or just before fitting
+        (vocabulary mismatch, a file that is not a checkpoint), end the run with one line
+        ``error: ...`` naming the setting, before any training."""
+
+        def _parse_ckpt_path(self):
+            subcommand = self.config.get("subcommand")
+            try:
+                check_checkpoint(self.config[subcommand].get("ckpt_path") if subcommand else None)
+            except ValueError as error:
+                raise SystemExit(f"error: {first_line(error)}") from None
+            super()._parse_ckpt_path()
+
+        def instantiate_classes(self):
+            try:
+                super().instantiate_classes()
+            except (ValueError, FileNotFoundError) as error:
+                raise SystemExit(f"error: {first_line(error)}") from None
+
+        def before_fit(self):
+            try:
+                self.model.check_data(self.datamodule)
+            except ValueError as error:
+                raise SystemExit(f"error: {first_line(error)}") from None
+
         def before_instantiate_classes(self):
             config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
             if config.trainer.default_root_dir is None:
@@ -108,14 +161,20 @@ def main(args: list[str] | None = None, run: bool = True):
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             return trainer
 
-    return CLI(
-        LanguageModelTask,
-        LightningDataModule,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        run=run,
-    )
+    import warnings
+
+    # Lightning's own pytree helper trips over torch's deprecation of LeafSpec on every fit: noise for users.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    with warnings.catch_warnings():  # args may come from a caller (tests, sweeps) while sys.argv holds theirs
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return CLI(
+            LanguageModelTask,
+            LightningDataModule,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            run=run,
+        )
 
 
 if __name__ == "__main__":

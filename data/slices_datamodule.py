@@ -57,6 +57,10 @@ class SlicesDataModule(L.LightningDataModule):
         kind = type(self).__name__
         if not train_slices or not test_slices:
             raise ValueError(f"{kind} needs train_slices and test_slices")
+        if batch_size < 1:
+            raise ValueError(f"{kind}.batch_size must be ≥ 1, got {batch_size}")
+        if vocab_size < 2:
+            raise ValueError(f"{kind}.vocab_size must be ≥ 2, got {vocab_size}")
         self.vocab_size, self.batch_size, self.num_workers, self.shuffle = vocab_size, batch_size, num_workers, shuffle
         self.train_slices, self.test_slices = list(train_slices), list(test_slices)
         self.train_seed, self.test_seed = train_seed, test_seed

@@ -197,9 +197,93 @@ def gla_summary(rows: list[Row], s: Settings) -> list[str]:
     return lines
 
 
+def _delta_inputs(s: Settings, T: int, gated: bool, dtype):
+    def make():
+        B, H, D, dev = s.B, s.H, s.D, s.device
+        q = torch.randn(B, T, H, D, device=dev, dtype=dtype)
+        k = F.normalize(torch.randn(B, T, H, D, device=dev, dtype=torch.float32), dim=-1).to(dtype)
+        v = torch.randn(B, T, H, D, device=dev, dtype=dtype)
+        beta = torch.rand(B, T, H, device=dev, dtype=dtype)
+        g = (F.logsigmoid(torch.randn(B, T, H, device=dev)) / 16).to(dtype) if gated else None
+        return q, k, v, beta, g
+
+    return make
+
+
+DELTA_OPS = {"delta rule (DeltaNet)": False, "gated delta rule (Gated DeltaNet)": True}
+
+
+def delta_section(s: Settings) -> list[Row]:
+    """The gated delta rule: the chunked backend against softmax attention (SDPA), the token loop, and
+    on CUDA fla's chunk_delta_rule / chunk_gated_delta_rule."""
+    from kernels import gated_delta_rule
+
+    rows = []
+    cuda = s.device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    dname = str(dtype).replace("torch.", "")
+    for T in s.T:
+        for op, gated in DELTA_OPS.items():
+            def call(q, k, v, beta, g):
+                return gated_delta_rule(q, k, v, beta, g, backend="torch")
+
+            fwd, fb = time_fwd_bwd(_delta_inputs(s, T, gated, dtype), call, s)
+            rows.append(Row("delta", op, "torch", T, dname, fwd, fb, f"backward/forward {(fb - fwd) / fwd:.1f}x"))
+            if cuda:
+                rows += _fla_delta_rows(s, T, gated, op, dtype, dname)
+            if T == s.recurrent_T:
+                def rec(q, k, v, beta, g):
+                    return gated_delta_rule(q, k, v, beta, g, backend="recurrent")
+
+                fwd, fb = time_fwd_bwd(_delta_inputs(s, T, gated, dtype), rec, s)
+                rows.append(Row("delta", op, "recurrent (token loop)", T, dname, fwd, fb))
+        fwd, fb = time_fwd_bwd(_sdpa_inputs(s, T, dtype), _sdpa, s)
+        rows.append(Row("delta", "softmax attention (causal)", "torch SDPA", T, dname, fwd, fb))
+    return rows
+
+
+def _fla_delta_rows(s: Settings, T: int, gated: bool, op: str, dtype, dname: str) -> list[Row]:
+    try:
+        from fla.ops.delta_rule import chunk_delta_rule
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    except Exception as e:  # pragma: no cover - fla is a dependency
+        return [Row("delta", op, "fla unavailable", T, dname, None, None, repr(e)[:60])]
+    if gated:
+        def call(q, k, v, beta, g):
+            return chunk_gated_delta_rule(q, k, v, g, beta)
+    else:
+        def call(q, k, v, beta, g):
+            return chunk_delta_rule(q, k, v, beta)
+    fwd, fb = time_fwd_bwd(_delta_inputs(s, T, gated, dtype), call, s)
+    return [Row("delta", op, "fla", T, dname, fwd, fb)]
+
+
+def delta_summary(rows: list[Row], s: Settings) -> list[str]:
+    """The CPU targets at T=2048: ≥ 3× SDPA causal, ≥ 50× the token loop, backward ≤ 2.5× the forward."""
+    lines = []
+    T = 2048 if 2048 in s.T else max(s.T)
+
+    def find(op, impl, t):
+        return next((r for r in rows if r.op == op and r.impl == impl and r.T == t), None)
+
+    sdpa = find("softmax attention (causal)", "torch SDPA", T)
+    for op in DELTA_OPS:
+        ours, rec = find(op, "torch", T), find(op, "recurrent (token loop)", s.recurrent_T)
+        if ours and sdpa:
+            lines.append(f"- {op}, torch vs SDPA causal at T={T}: forward {sdpa.fwd_ms / ours.fwd_ms:.1f}x faster, "
+                         f"forward+backward {sdpa.fwdbwd_ms / ours.fwdbwd_ms:.1f}x; backward "
+                         f"{(ours.fwdbwd_ms - ours.fwd_ms) / ours.fwd_ms:.1f}x its forward")
+        if ours and rec:
+            factor = T / rec.T
+            lines.append(f"- {op}, torch vs the token recurrence at T={T}: forward {rec.fwd_ms * factor / ours.fwd_ms:.0f}x "
+                         f"faster, forward+backward {rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence at "
+                         f"T={rec.T}, extrapolated linearly x{factor:g})")
+    return lines
+
+
 # Each section: (name, run(settings) -> rows, summary(rows, settings) -> lines). Sliding-window attention
 # has its own command, `python -m evals.bench_swa` (both run in `make bench`).
-SECTIONS = [("Gated linear attention", gla_section, gla_summary)]
+SECTIONS = [("Gated linear attention", gla_section, gla_summary), ("Gated delta rule", delta_section, delta_summary)]
 
 
 def _cpu_model() -> str:

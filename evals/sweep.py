@@ -16,6 +16,9 @@ A sweep YAML (see configs/sweeps/mqar_cpu.yaml):
       model.model.d_model: [32, 64]
       model.lr: [1.0e-3, 3.0e-3]
     exclude: [{mixer: based, model.model.d_model: 32}]   # optional: points matching every key are dropped
+    variants:                       # optional: named bundles of settings, one more grid axis ("variant")
+      zoology: {}                   # e.g. an ablation, one change at a time from the base config
+      rmsnorm: {model.model.norm: rmsnorm}
     lr_key: model.lr                # optional (default model.lr): the key best-lr selection runs over
     project: recall-lm              # optional: the W&B project
 
@@ -50,13 +53,14 @@ from evals.train_runs import ROOT, TrainRun, is_running, read_result, run_many
 
 RESULTS = ROOT / "evals" / "results" / "sweeps"
 RUNS = ROOT / "runs" / "sweeps"
-SWEEP_KEYS = {"name", "base", "fixed", "grid", "exclude", "lr_key", "project", "description"}
+SWEEP_KEYS = {"name", "base", "fixed", "grid", "exclude", "lr_key", "project", "description", "variants"}
 
 
 @dataclass
 class Sweep:
     """A parsed sweep YAML. ``base`` is one config path or a map mixer → config path; ``grid`` maps a
-    dotted train.py key (or ``mixer``) to its values; ``fixed`` maps dotted keys to one value each."""
+    dotted train.py key (or ``mixer``, or ``variant`` for the names of ``variants``) to its values;
+    ``fixed`` maps dotted keys to one value each; ``variants`` maps a name to dotted keys → values."""
 
     name: str
     base: str | dict[str, str]
@@ -67,6 +71,7 @@ class Sweep:
     project: str = "recall-lm"
     description: str = ""
     source: Path | None = None
+    variants: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,9 +95,20 @@ def load_sweep(path: Path | str) -> Sweep:
     unknown = sorted(set(spec) - SWEEP_KEYS)
     if unknown:
         raise ValueError(f"{path}: unknown sweep keys {unknown}; allowed: {sorted(SWEEP_KEYS)}")
-    if "base" not in spec or "grid" not in spec:
-        raise ValueError(f"{path}: a sweep needs 'base' (a config or a mixer → config map) and 'grid'")
-    grid = spec["grid"]
+    variants = spec.get("variants") or {}
+    if "base" not in spec or ("grid" not in spec and not variants):
+        raise ValueError(f"{path}: a sweep needs 'base' (a config or a mixer → config map) and 'grid' or 'variants'")
+    if not isinstance(variants, dict) or any(not isinstance(v, dict) for v in variants.values() if v is not None):
+        raise ValueError(f"{path}: 'variants' maps a name to a map of dotted train.py keys → values")
+    variants = {str(name): dict(v or {}) for name, v in variants.items()}
+    bad_names = [n for n in variants if not n.replace("_", "").replace("-", "").replace(".", "").isalnum()]
+    if bad_names:
+        raise ValueError(f"{path}: variant names {bad_names} must be letters, digits, '_', '-' or '.' (run folder names)")
+    grid = spec.get("grid") or {}
+    if "variant" in grid:
+        raise ValueError(f"{path}: 'variant' is the axis of 'variants', not a grid key")
+    if variants:
+        grid = {"variant": list(variants), **grid}
     if not isinstance(grid, dict) or not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise ValueError(f"{path}: 'grid' maps keys to non-empty lists of values")
     base = spec["base"]
@@ -116,12 +132,15 @@ def load_sweep(path: Path | str) -> Sweep:
     both = sorted(set(fixed) & set(grid))
     if both:
         raise ValueError(f"{path}: keys {both} are both fixed and in the grid")
+    varied = sorted({k for v in variants.values() for k in v} & (set(fixed) | set(grid)))
+    if varied:
+        raise ValueError(f"{path}: keys {varied} are set by variants and also fixed or in the grid")
     exclude = spec.get("exclude") or []
     if not isinstance(exclude, list) or any(not isinstance(e, dict) or set(e) - set(grid) for e in exclude):
         raise ValueError(f"{path}: 'exclude' is a list of maps over grid keys {sorted(grid)}")
     return Sweep(name=str(spec.get("name", path.stem)), base=base, grid=grid, fixed=fixed, exclude=exclude,
                  lr_key=spec.get("lr_key", "model.lr"), project=spec.get("project", "recall-lm"),
-                 description=spec.get("description", ""), source=path)
+                 description=spec.get("description", ""), source=path, variants=variants)
 
 
 def cli_value(value) -> str:
@@ -149,7 +168,7 @@ def tags(point_values: dict, grid: dict) -> list[str]:
     """W&B tags of a run: the mixer name, then ``key=value`` per other grid key (≤ 64 characters)."""
     out = []
     for key, value in point_values.items():
-        out.append(str(value) if key == "mixer" else name_part(key, value, grid[key]))
+        out.append(str(value) if key in ("mixer", "variant") else name_part(key, value, grid[key]))
     return [t[:64] for t in out]
 
 
@@ -171,11 +190,13 @@ def expand(sweep: Sweep, runs_dir: Path | None = None, wandb: bool = True) -> li
         if any(all(values[k] == v for k, v in e.items()) for e in sweep.exclude):
             continue
         config = sweep.base[values["mixer"]] if isinstance(sweep.base, dict) else sweep.base
-        name = "-".join(str(v) if k == "mixer" else name_part(k, v, sweep.grid[k]) for k, v in values.items())
+        name = "-".join(str(v) if k in ("mixer", "variant") else name_part(k, v, sweep.grid[k])
+                        for k, v in values.items())
         run_dir = runs_dir / name
         args = ["--config", config]
         args += [f"--{k}={cli_value(v)}" for k, v in sweep.fixed.items()]
-        args += [f"--{k}={cli_value(v)}" for k, v in values.items() if k != "mixer"]
+        args += [f"--{k}={cli_value(v)}" for k, v in sweep.variants.get(values.get("variant"), {}).items()]
+        args += [f"--{k}={cli_value(v)}" for k, v in values.items() if k not in ("mixer", "variant")]
         args += [f"--trainer.default_root_dir={run_dir}"]
         if wandb:
             logger = wandb_logger(sweep, name, run_dir, tags(values, sweep.grid))
@@ -250,8 +271,10 @@ def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[
     keys = [k for k in sweep.grid if any(k in r["point"] for r in rows)]
     slices = slices_of(rows)
     lengths = sorted({int(n) for r in rows for n in r.get("state_sizes", {})})
+    history = any(r.get("val_acc_by_epoch") for r in rows)
     header = ["run", *[short_key(k) for k in keys], "params", *[f"state L={n}" for n in lengths],
-              "val/acc", *[f"acc {s}" for s in slices], "steps", "time (s)", *extra_cols]
+              "val/acc", *[f"acc {s}" for s in slices], *(["val/acc per validation"] if history else []),
+              "steps", "time (s)", *extra_cols]
     cells = []
     for r in rows:
         m = r["metrics"]
@@ -260,7 +283,9 @@ def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[
                  for v in point]
         states = [f"{r['state_sizes'][str(n)]:,}" if str(n) in r.get("state_sizes", {}) else "" for n in lengths]
         cells.append([r["run"], *point, f"{r['params']:,}", *states, _fmt_acc(m.get("val/acc")),
-                      *[_fmt_acc(m.get(f"val/acc/{s}")) for s in slices], str(r["steps"]), str(r["seconds"]),
+                      *[_fmt_acc(m.get(f"val/acc/{s}")) for s in slices],
+                      *([" ".join(_fmt_acc(a) for a in r.get("val_acc_by_epoch", []))] if history else []),
+                      str(r["steps"]), str(r["seconds"]),
                       *[str(r.get(c, "")) for c in extra_cols]])
     return header, cells
 
@@ -344,6 +369,8 @@ def main(argv: list[str] | None = None):
         sweep = load_sweep(args.sweep)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
+    if args.wandb_yaml and sweep.variants:
+        parser.error(f"{args.sweep}: a W&B grid sweeps train.py keys; 'variants' have no W&B equivalent")
     if args.wandb_yaml:
         from evals.wandb_sweep import wandb_combinations, wandb_sweep_spec
 
@@ -390,6 +417,9 @@ def main(argv: list[str] | None = None):
               f" ({len(runs)} runs; {len(rows)} finished).",
               "Grid: " + "; ".join(f"`{k}` ∈ {v}" for k, v in sweep.grid.items()) + ".",
               "Fixed: " + ("; ".join(f"`{k}` = `{cli_value(v)}`" for k, v in sweep.fixed.items()) or "nothing") + "."]
+    for name, settings in sweep.variants.items():
+        header.append(f"Variant `{name}`: " + ("; ".join(f"`{k}` = `{cli_value(v)}`" for k, v in settings.items())
+                                              or "the base config as it is") + ".")
     log = runs_dir / "invocations.jsonl"  # every training invocation, so --collect can still report them
     if todo and not args.collect:
         with open(log, "a") as fh:

@@ -6,7 +6,8 @@ stays in it); the child trains in-process through ``train.main`` and writes one 
     {"config": "configs/mqar/based.yaml", "mixer": "base_conv+based", "d_model": 64, "params": ...,
      "state_size": <numbers at the longest test length>, "state_at_len": 256,
      "state_sizes": {"64": ..., "256": ...}, "steps": 891, "seconds": 358.1,
-     "metrics": {"val/acc": 0.73, "val/acc/L64_kv4": 0.88, ...}, "train_args": [...]}
+     "metrics": {"val/acc": 0.73, "val/acc/L64_kv4": 0.88, ...}, "val_acc_by_epoch": [0.41, 0.73],
+     "train_args": [...]}
 
 The JSON is written last, so its presence marks a finished run (the sweep skips those).
 Child: ``python -m evals.train_runs --json OUT.json -- <train.py fit arguments>``.
@@ -47,6 +48,17 @@ def config_of(args: list[str]) -> str | None:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def validation_history(run_dir: Path) -> list[float]:
+    """val/acc of each validation in the run's CSV log (``<run>/csv/metrics.csv``), in order."""
+    import csv
+
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [round(float(r["val/acc"]), 4) for r in csv.DictReader(fh) if r.get("val/acc")]
+
+
 def train_and_measure(args: list[str], out_json: Path) -> dict:
     """Child side: ``train.py fit <args>`` in this process, then write and return its result."""
     sys.path.insert(0, str(ROOT))
@@ -69,6 +81,7 @@ def train_and_measure(args: list[str], out_json: Path) -> dict:
         "steps": cli.trainer.global_step,
         "seconds": round(time.time() - start, 1),
         "metrics": {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/acc")},
+        "val_acc_by_epoch": validation_history(Path(cli.trainer.default_root_dir)),
         "train_args": list(args),
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)

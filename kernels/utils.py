@@ -78,19 +78,43 @@ def chunk_tables(offsets: list[int], chunk_size: int, device) -> tuple[torch.Ten
     return table[: len(indices)].contiguous(), starts_t, len(indices)
 
 
+def to_chunks(x: torch.Tensor, C: int, dtype: torch.dtype, scale: float | None = None) -> torch.Tensor:
+    """``[B, T, H, *D]`` -> ``[B*H, NT, C, *D]`` in ``dtype`` (one copy, times ``scale`` if given),
+    zero-padded to a multiple of C."""
+    B, T, H = x.shape[:3]
+    nt = -(-T // C)
+    out = torch.empty((B, H, nt * C) + tuple(x.shape[3:]), dtype=dtype, device=x.device)
+    if scale is None:
+        out[:, :, :T] = x.movedim(1, 2)
+    else:
+        torch.mul(x.movedim(1, 2), scale, out=out[:, :, :T])
+    if nt * C > T:
+        out[:, :, T:] = 0
+    return out.view((B * H, nt, C) + tuple(x.shape[3:]))
+
+
+def from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[B*H, NT, C, *D]`` -> ``[B, T, H, *D]`` in ``dtype``."""
+    BH, nt, C = x.shape[:3]
+    x = x.view((B, BH // B, nt * C) + tuple(x.shape[3:]))[:, :, :T].movedim(1, 2)
+    return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
+
+
 def next_power_of_2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def loop_over_sequences(fn, q, k, v, g, u, *, scale, initial_state, output_final_state, cu_seqlens):
-    """Varlen by the plainest means, for the reference backends: call ``fn`` (same signature as
-    ``kernels.gated_linear_attention`` minus cu_seqlens) on each packed sequence of ``cu_seqlens`` and
-    concatenate the outputs ``[1, T, H, V]`` and final states ``[N, H, K, V]``."""
+def loop_over_sequences(fn, *tensors, scale, initial_state, output_final_state, cu_seqlens, per_token: int = 4):
+    """Varlen by the plainest means, for the reference backends: call ``fn(*tensors, scale=...,
+    initial_state=..., output_final_state=True)`` on each packed sequence of ``cu_seqlens`` and
+    concatenate the outputs ``[1, T, H, V]`` and final states ``[N, H, K, V]``. The first ``per_token``
+    tensors ([1, T, ...] or None) are cut per sequence, the rest (e.g. GLA's bonus u) passed whole."""
     outs, states = [], []
     offsets = cu_seqlens.tolist()
     for n, (bos, eos) in enumerate(zip(offsets, offsets[1:])):
+        cut = [None if x is None else x[:, bos:eos] for x in tensors[:per_token]]
         o_n, s_n = fn(
-            q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], None if g is None else g[:, bos:eos], u,
+            *cut, *tensors[per_token:],
             scale=scale, initial_state=None if initial_state is None else initial_state[n : n + 1],
             output_final_state=True,
         )

@@ -21,24 +21,34 @@ def split_heads(d_model: int, num_heads: int, mixer: str) -> int:
 class Attention(nn.Module):
     """softmax(q kᵀ / √D + causal mask) v per head, q and k rotated by RoPE, via SDPA.
 
+    ``rotary=False`` leaves q and k unrotated (no positional encoding: Zoology's MQAR attention, which
+    gets its positions from the BaseConv layer before it); ``dropout`` drops attention probabilities
+    while training (Zoology: 0.1); ``bias`` adds biases to the qkv and output projections (Zoology: True).
+
     Decoding state: a KV cache ``KVCache(k, v)`` of shape [B, T_seen, H, D], so the state grows
     with the context: ``state_size(seq_len) = 2 · seq_len · d_model``.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
 
-    def __init__(self, d_model: int, num_heads: int = 1, rotary_base: float = 10000.0, bias: bool = False):
+    residual_projections = ("out",)  # the output projection (ModelConfig.scaled_residual_init)
+
+    def __init__(self, d_model: int, num_heads: int = 1, rotary_base: float = 10000.0, bias: bool = False,
+                 rotary: bool = True, dropout: float = 0.0):
         super().__init__()
-        self.d_model, self.num_heads = d_model, num_heads
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"attention: dropout must be in [0, 1), got {dropout}")
+        self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout
         self.head_dim = split_heads(d_model, num_heads, "attention")
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
-        self.rotary = RotaryEmbedding(self.head_dim, base=rotary_base)
+        self.rotary = RotaryEmbedding(self.head_dim, base=rotary_base) if rotary else None
 
     def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache | None]:
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)
         past = 0 if state is None else state.length
-        q, k = self.rotary(q, offset=past), self.rotary(k, offset=past)
+        if self.rotary is not None:
+            q, k = self.rotary(q, offset=past), self.rotary(k, offset=past)
         new_state = None
         if state is not None:
             k = torch.cat([state.k, k.to(state.k.dtype)], dim=1)
@@ -46,7 +56,8 @@ class Attention(nn.Module):
             new_state = KVCache(k, v)
         q, k, v = (t.transpose(1, 2) for t in (q, k.to(q.dtype), v.to(q.dtype)))  # [B, H, T, D]
         if past == 0:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            p = self.dropout if self.training else 0.0
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         elif T == 1:
             o = F.scaled_dot_product_attention(q, k, v)
         else:  # new queries sit at absolute positions past..past+T-1 and see every key up to their own

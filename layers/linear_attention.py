@@ -22,6 +22,8 @@ class LinearAttention(nn.Module):
     orders the tokens). x: [B, T, d_model] -> y: [B, T, d_model].
     """
 
+    residual_projections = ("out",)
+
     def __init__(
         self,
         d_model: int,

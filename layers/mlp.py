@@ -12,6 +12,8 @@ class SwiGLU(nn.Module):
     x: [B, T, d_model] -> [B, T, d_model]
     """
 
+    residual_projections = ("down",)
+
     def __init__(self, d_model: int, hidden_size: int | None = None, multiple_of: int = 64):
         super().__init__()
         if hidden_size is None:
@@ -24,7 +26,25 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(gate) * up)
 
 
-MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU}
+class IdentityMLP(nn.Module):
+    """The MLP slot left as the identity: the block then adds ``norm(x)`` back onto the residual stream.
+
+    This is Zoology's MQAR block (``state_mixer: torch.nn.Identity``): its second pre-norm sub-layer
+    is an identity, so each layer computes x ← x + mixer(norm₁(x)), then x ← x + norm₂(x) — unlike
+    ``mlp: none``, which drops the second sub-layer. No parameters besides the norm's.
+    x: [B, T, d_model] -> [B, T, d_model]
+    """
+
+    residual_projections: tuple[str, ...] = ()
+
+    def __init__(self, d_model: int):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "identity": IdentityMLP}
 
 
 def register_mlp(name: str):
@@ -42,7 +62,7 @@ def register_mlp(name: str):
 
 
 def build_mlp(name: str, d_model: int, **kwargs) -> nn.Module | None:
-    """The MLP slot of a block: a registered channel mixer, or None for ``"none"`` (Zoology's MQAR models)."""
+    """The MLP slot of a block: a registered channel mixer, or None for ``"none"`` (no second sub-layer)."""
     if name == "none":
         return None
     if name not in MLPS:

@@ -1,13 +1,16 @@
-"""Mixture-of-Memories (MoM): several gated linear-attention memories, each token routed to its top-k."""
+"""Mixture-of-Memories (MoM): several gated delta-rule (or gated linear-attention) memories, each token
+routed to its top-k."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import gated_linear_attention
+from kernels import gated_delta_rule, gated_linear_attention
 from layers.attention import split_heads
 from layers.mom_routing import conv_segments, load_balancing_loss, pack_by_memory, route_top_k
 from layers.norms import RMSNorm
@@ -18,7 +21,7 @@ from layers.state import MixerState
 
 @dataclass
 class MemoriesState(MixerState):
-    """The MoM decoding state. S: [B, M_total, H, K, V] in fp32, one GLA state per memory (M routed
+    """The MoM decoding state. S: [B, M_total, H, K, V] in fp32, one state per memory (M routed
     memories, then the shared one). With short convolutions, their last W-1 inputs: q_conv
     [B, W-1, H·K] (the token stream), k_conv [B, M_total, W-1, H·K] and v_conv [B, M_total, W-1, H·V]
     (each memory's own stream of routed tokens); None without."""
@@ -34,13 +37,21 @@ class MixtureOfMemories(nn.Module):
     """MoM (Du et al., 2025, "MoM: Linear Sequence Modeling with Mixture-of-Memories").
 
     A router ``softmax(W_r x_t)`` over M memories keeps the top-k, renormalised to weights w_{t,j}.
-    Memory m is a gated linear attention (GLA) state with its own key, value and gate projections:
-    ``S^m_t = diag(exp g^m_t) S^m_{t-1} + k^m_tᵀ v^m_t`` when token t is routed to m, else
-    ``S^m_t = S^m_{t-1}`` (the memory neither decays nor learns from tokens it does not see), with the
-    per-channel log-decay ``g^m_t = logsigmoid(x_t W^m_g + b^m_g) / gate_logit_normalizer`` (fla's GLA
-    form, normaliser 16). The query ``q_t = x_t W_q`` is shared. The token reads the memories it
-    wrote: ``o_t = Σ_j w_{t,j} · scale · q_t S^{m_j}_t``, plus ``scale · q_t S^shared_t`` of an
-    always-on shared memory (its own k, v, g) when ``shared_memory``. Then a per-head RMSNorm,
+    Memory m has its own key, value, write-strength and decay projections and changes only when token t
+    is routed to it (it neither decays nor learns from the tokens it does not see). ``memory`` picks its
+    update:
+
+    * ``"gated_deltanet"`` (default, as in the MoM paper and its reference code): Gated DeltaNet's rule
+      ``S^m_t = α^m_t (I − β^m_t k^m_t k^m_tᵀ) S^m_{t-1} + β^m_t k^m_t v^m_tᵀ`` with q and k L2-normalised
+      per head, β = sigmoid(x W^m_β) and Mamba-2's decay α = exp(−exp(A_log) · softplus(x W^m_a + dt_bias))
+      (A_log and dt_bias per head, shared by the memories, never weight-decayed);
+    * ``"gla"``: gated linear attention ``S^m_t = diag(exp g^m_t) S^m_{t-1} + k^m_tᵀ v^m_t`` with the
+      per-channel log-decay ``g^m_t = logsigmoid(x_t W^m_g + b^m_g) / gate_logit_normalizer`` (fla's
+      GLA form, normaliser 16).
+
+    The query ``q_t = x_t W_q`` is shared. The token reads the memories it
+    wrote: ``o_t = Σ_j w_{t,j} · scale · S^{m_j}_tᵀ q_t``, plus ``scale · S^shared_tᵀ q_t`` of an
+    always-on shared memory (its own projections) when ``shared_memory``. Then a per-head RMSNorm,
     optionally gated by ``silu(x_t W_o')``, and the output projection.
 
     All memories run in ONE varlen kernel call: the B·M_total segments (segment m·B + b = the tokens
@@ -55,6 +66,9 @@ class MixtureOfMemories(nn.Module):
     Key head dim = d_model / num_heads; value head dim = expand_v · that.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
+
+    residual_projections = ("out",)
+    MEMORIES = ("gated_deltanet", "gla")
 
     def __init__(
         self,
@@ -71,8 +85,12 @@ class MixtureOfMemories(nn.Module):
         init_std: float = 0.02,
         short_conv: bool = False,
         conv_size: int = 4,
+        memory: str = "gated_deltanet",
     ):
         super().__init__()
+        if memory not in self.MEMORIES:
+            raise ValueError(f"mom: memory must be one of {self.MEMORIES}, got {memory!r}")
+        self.memory = memory
         if int(num_memories) != num_memories or num_memories < 1:
             raise ValueError(f"mom: num_memories must be an integer ≥ 1, got {num_memories}")
         if int(top_k) != top_k or not 1 <= top_k <= num_memories:
@@ -95,9 +113,16 @@ class MixtureOfMemories(nn.Module):
         HK, HV = num_heads * self.head_dim, num_heads * self.value_dim
         self.router = nn.Linear(d_model, self.num_memories, bias=False) if self.num_memories > 1 else None
         self.q = nn.Linear(d_model, HK, bias=False)
-        # Stacked per-memory projections [M_total, d_model, K | V | K] (keys, values, gate logits).
-        self.kvg_weight = nn.Parameter(torch.empty(self.num_states, d_model, 2 * HK + HV))
-        self.gate_bias = nn.Parameter(torch.empty(self.num_states, HK))
+        # Stacked per-memory projections [M_total, d_model, widths]: keys, values, then the gate logits
+        # (GLA: per channel, with a bias) or the write strength and decay logits (delta rule: per head).
+        self.widths = [HK, HV, HK] if memory == "gla" else [HK, HV, num_heads, num_heads]
+        self.kvg_weight = nn.Parameter(torch.empty(self.num_states, d_model, sum(self.widths)))
+        if memory == "gla":
+            self.gate_bias = nn.Parameter(torch.empty(self.num_states, HK))
+        else:
+            self.A_log = nn.Parameter(torch.empty(num_heads))
+            self.dt_bias = nn.Parameter(torch.empty(num_heads))
+            self.no_weight_decay = ("A_log", "dt_bias")
         self.norm = RMSNorm(self.value_dim, norm_eps)
         self.out_gate = nn.Linear(d_model, HV, bias=False) if output_gate else None
         self.out = nn.Linear(HV, d_model, bias=False)
@@ -110,11 +135,18 @@ class MixtureOfMemories(nn.Module):
         self.aux_loss: torch.Tensor | None = None
         self.reset_mixer_parameters()
 
+    @torch.no_grad()
     def reset_mixer_parameters(self):
         """The stacked memory projections are not nn.Linear: normal(0, init_std) like the model's
-        generic init, gate bias 0 (initial decay exp(logsigmoid(0)/16) ≈ 0.958 per routed token)."""
+        generic init. GLA: gate bias 0 (initial decay exp(logsigmoid(0)/16) ≈ 0.958 per routed token).
+        Delta rule: Mamba-2's A ~ U(0, 16), dt ~ log-uniform [1e-3, 0.1] (dt_bias = softplus⁻¹(dt))."""
         nn.init.normal_(self.kvg_weight, std=self.init_std)
-        nn.init.zeros_(self.gate_bias)
+        if self.memory == "gla":
+            nn.init.zeros_(self.gate_bias)
+            return
+        self.A_log.copy_(torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
+        dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def forward(self, x: torch.Tensor, state: MemoriesState | None = None):
         B, T, _ = x.shape
@@ -132,12 +164,14 @@ class MixtureOfMemories(nn.Module):
 
         xp = x.reshape(B * T, -1)[pack.token]
         bounds = pack.memory_offsets
-        biases = F.pad(self.gate_bias, (H * K + H * V, 0)).unbind(0)
         weights_per_memory = self.kvg_weight.unbind(0)
-        kvg = torch.cat([torch.addmm(bias, xp[a:b], w)  # memory m's rows: one matmul with its weights
-                         for bias, w, a, b in zip(biases, weights_per_memory, bounds, bounds[1:])])
-        k, v, g = kvg.split([H * K, H * V, H * K], -1)
-        g = F.logsigmoid(g.to(torch.promote_types(g.dtype, torch.float32))) / self.gate_logit_normalizer
+        if self.memory == "gla":  # gate logits with a bias: one addmm per memory
+            biases = F.pad(self.gate_bias, (H * K + H * V, 0)).unbind(0)
+            kvg = torch.cat([torch.addmm(bias, xp[a:b], w)
+                             for bias, w, a, b in zip(biases, weights_per_memory, bounds, bounds[1:])])
+        else:  # memory m's rows: one matmul with its weights
+            kvg = torch.cat([xp[a:b] @ w for w, a, b in zip(weights_per_memory, bounds, bounds[1:])])
+        k, v, *gates = kvg.split(self.widths, -1)
         q = self.q(x)
         if self.short_conv:
             q, q_hist = self.q_conv(q, None if state is None else ConvState(state.q_conv))
@@ -146,10 +180,8 @@ class MixtureOfMemories(nn.Module):
         q = q.reshape(B * T, H, K)[pack.token]
 
         h0 = self._to_segments(state, "S")
-        o, final = gated_linear_attention(
-            q[None], k.reshape(1, -1, H, K), v.reshape(1, -1, H, V), g.reshape(1, -1, H, K),
-            initial_state=h0, output_final_state=state is not None, cu_seqlens=pack.cu_seqlens,
-        )
+        o, final = self._memories(q[None], k.reshape(1, -1, H, K), v.reshape(1, -1, H, V), gates, h0,
+                                  state is not None, pack.cu_seqlens)
         o = o[0]
         mixed = (o[pack.slot_rows] * weights.to(o.dtype)[..., None, None]).sum(2)  # [B, T, H, V]
         if self.shared_memory:
@@ -166,6 +198,19 @@ class MixtureOfMemories(nn.Module):
             new_state.k_conv = self._from_segments(k_hist, B)
             new_state.v_conv = self._from_segments(v_hist, B)
         return y, new_state
+
+    def _memories(self, q, k, v, gates, h0, output_final_state, cu_seqlens):
+        """All memories in one varlen kernel call over the packed segments: q, k [1, N, H, K], v [1, N, H, V]."""
+        f32 = torch.promote_types(q.dtype, torch.float32)
+        if self.memory == "gla":
+            g = F.logsigmoid(gates[0].to(f32)) / self.gate_logit_normalizer
+            return gated_linear_attention(q, k, v, g.reshape(*k.shape), initial_state=h0,
+                                          output_final_state=output_final_state, cu_seqlens=cu_seqlens)
+        beta_logits, decay_logits = (t.reshape(1, -1, self.num_heads).to(f32) for t in gates)
+        g = -self.A_log.to(f32).exp() * F.softplus(decay_logits + self.dt_bias.to(f32))
+        return gated_delta_rule(F.normalize(q, dim=-1), F.normalize(k, dim=-1), v,
+                                torch.sigmoid(beta_logits).to(q.dtype), g, initial_state=h0,
+                                output_final_state=output_final_state, cu_seqlens=cu_seqlens)
 
     @staticmethod
     def _to_segments(state: MemoriesState | None, name: str) -> torch.Tensor | None:

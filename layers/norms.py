@@ -1,4 +1,4 @@
-"""Normalisation layers."""
+"""Normalisation layers, and ``build_norm`` for the block norms a ModelConfig names."""
 from __future__ import annotations
 
 import torch
@@ -19,3 +19,14 @@ class RMSNorm(nn.Module):
         xf = x.to(dtype)
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return (y * self.weight.to(dtype)).to(x.dtype)
+
+
+# "layernorm" is torch's LayerNorm (mean-centred, weight and bias): Zoology's and GPT-2's block norm.
+NORMS = {"rmsnorm": RMSNorm, "layernorm": nn.LayerNorm}
+
+
+def build_norm(name: str, dim: int, eps: float) -> nn.Module:
+    """The norm called ``name`` ("rmsnorm" or "layernorm") over the last ``dim`` channels."""
+    if name not in NORMS:
+        raise ValueError(f"unknown norm {name!r}; known: {', '.join(NORMS)}")
+    return NORMS[name](dim, eps=eps)

@@ -50,6 +50,8 @@ class MultiScaleRetention(nn.Module):
     ``state_size() = H · d_k · d_v + 1``. x: [B, T, d_model] -> y: [B, T, d_model].
     """
 
+    residual_projections = ("o_proj",)
+
     def __init__(self, d_model: int, num_heads: int = 1, expand_k: float = 1.0, expand_v: float = 2.0,
                  rotary_base: float = 10000.0, norm_eps: float = 1e-6, chunk_size: int = 64):
         super().__init__()

@@ -47,8 +47,12 @@ class SlidingWindowAttention(nn.Module):
     ``SlidingWindowCache``; a chunk of T tokens given a cache attends over the buffer's valid keys
     (chronological order) followed by its own keys, under the window and causal constraints: a masked
     softmax of O(T·(w + T)) for T ≤ w, the banded kernel over [buffer, chunk] for longer chunks.
+    ``rotary=False`` drops the positional rotation (Zoology's ``SlidingAttn``, whose window of
+    ``block_size`` past keys plus the current one is ``window_size = block_size + 1`` here).
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
+
+    residual_projections = ("out",)
 
     def __init__(
         self,
@@ -57,6 +61,7 @@ class SlidingWindowAttention(nn.Module):
         window_size: int = 64,
         rotary_base: float = 10000.0,
         bias: bool = False,
+        rotary: bool = True,
     ):
         super().__init__()
         if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
@@ -65,13 +70,14 @@ class SlidingWindowAttention(nn.Module):
         self.head_dim = split_heads(d_model, num_heads, "swa")
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
-        self.rotary = RotaryEmbedding(self.head_dim, base=rotary_base)
+        self.rotary = RotaryEmbedding(self.head_dim, base=rotary_base) if rotary else None
 
     def forward(self, x: torch.Tensor, state: SlidingWindowCache | None = None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)
         past = 0 if state is None else state.seen
-        q, k = self.rotary(q, offset=past), self.rotary(k, offset=past)
+        if self.rotary is not None:
+            q, k = self.rotary(q, offset=past), self.rotary(k, offset=past)
         if state is None:
             o = sliding_window_attention(q, k, v, self.window_size)
             new_state = None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,14 +10,15 @@ from torch import nn
 
 from layers import MIXERS, build_mixer
 from layers.mlp import MLPS, build_mlp
-from layers.norms import RMSNorm
+from layers.norms import build_norm
 from models.config import ModelConfig
 from models.state import ModelState
 
 
 @dataclass
 class LMOutput:
-    """logits: [B, T, vocab]; state: the decoding state after the last token (None in training);
+    """logits: [B, T, vocab] (or [N, vocab] at the N positions of ``logits_at``); state: the decoding
+    state after the last token (None in training);
     aux_loss: a scalar of auxiliary losses returned by mixers (e.g. MoM load balancing), or 0."""
 
     logits: torch.Tensor
@@ -38,13 +40,13 @@ class Block(nn.Module):
     def __init__(self, mixer_name: str, config: ModelConfig, layer_idx: int = 0):
         super().__init__()
         self.mixer_name = mixer_name
-        self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mixer_norm = build_norm(config.norm, config.d_model, config.norm_eps)
         where = {"layer_idx": layer_idx, "n_layers": config.n_layers}  # the block's place wins over YAML
         mixer_kwargs = {**config.mixer_kwargs.get(mixer_name, {}), **_accepted(MIXERS.get(mixer_name), where)}
         self.mixer = build_mixer(mixer_name, config.d_model, **mixer_kwargs)
         mlp_kwargs = {**config.mlp_kwargs, **_accepted(MLPS.get(config.mlp), where)}
         self.mlp = build_mlp(config.mlp, config.d_model, **mlp_kwargs)
-        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps) if self.mlp is not None else None
+        self.mlp_norm = build_norm(config.norm, config.d_model, config.norm_eps) if self.mlp is not None else None
 
     @property
     def mlp_is_stateful(self) -> bool:
@@ -69,13 +71,16 @@ class DecoderLM(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.embed_dropout = nn.Dropout(config.embed_dropout)
         self.blocks = nn.ModuleList(Block(name, config, i) for i, name in enumerate(config.layer_mixers()))
-        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.norm = build_norm(config.norm, config.d_model, config.norm_eps)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(self._init_generic)
         for module in self.modules():  # mixers with their own initialisation (e.g. RWKV-6) apply it last
             if module is not self and hasattr(module, "reset_mixer_parameters"):
                 module.reset_mixer_parameters()
+        if config.scaled_residual_init:
+            self._scale_residual_projections()
         if config.tie_embeddings:
             self.head.weight = self.embedding.weight
 
@@ -85,9 +90,23 @@ class DecoderLM(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None) -> LMOutput:
-        """input_ids: [B, T] -> LMOutput. Pass ``state`` (from ``init_state``) to prefill or decode."""
-        x = self.embedding(input_ids)
+    def _scale_residual_projections(self):
+        """std init_std/√(2·n_layers) for each layer's ``residual_projections`` (ModelConfig.scaled_residual_init)."""
+        std = self.config.init_std / math.sqrt(2 * self.config.n_layers)
+        for block in self.blocks:
+            for layer in (block.mixer, block.mlp):
+                for name in getattr(layer, "residual_projections", ()):
+                    nn.init.normal_(getattr(layer, name).weight, std=std)
+
+    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
+                logits_at: torch.Tensor | None = None) -> LMOutput:
+        """input_ids: [B, T] -> LMOutput. Pass ``state`` (from ``init_state``) to prefill or decode.
+
+        ``logits_at`` (bool [B, T]) computes the head only at those positions: logits [N, vocab] in
+        row-major order of the mask. Training on MQAR needs them only at its labelled positions (4 of
+        64 at Zoology's S1), where the vocabulary-wide head is most of the step's cost.
+        """
+        x = self.embed_dropout(self.embedding(input_ids))
         new_mixers, new_mlps = [], []
         for i, block in enumerate(self.blocks):
             x, mixer_state, mlp_state = block(
@@ -97,6 +116,8 @@ class DecoderLM(nn.Module):
             )
             new_mixers.append(mixer_state)
             new_mlps.append(mlp_state)
+        if logits_at is not None:
+            x = x[logits_at]
         logits = self.head(self.norm(x))
         aux = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None]
         aux_loss = torch.stack(aux).sum() if aux else logits.new_zeros(())

@@ -14,6 +14,9 @@ product, so the model's FLOPs are counted by hand here. Conventions:
   (min(C, T)), key width F and value width V per head: intra-chunk scores and their product with
   the values as full C×C blocks, 2·C·(F + V), plus the state read q·S and the state update kᵀv,
   4·F·V, per token and head — what the chunked kernels compute;
+* the chunked delta rule (DeltaNet, Gated DeltaNet), per token and head: K Kᵀ and Q Kᵀ blocks
+  4·C·F, the unit-triangular solve for W and U C·(F + V), the intra-chunk product 2·C·V, and the
+  state reads W·S, Q·S and update Kᵀ·V_new 6·F·V;
 * MoM: each token is routed to top_k memories (+ the shared one); a memory's packed stream of a
   sequence holds on average T·top_k/M tokens, which bounds its effective chunk.
 
@@ -36,6 +39,12 @@ def chunked_linear_attention_flops(seq_len: int, chunk_size: int, heads: int, ke
     """Per token: heads · (2·C·(F + V) + 4·F·V), C = min(chunk_size, seq_len) (see module doc)."""
     C = max(1, min(chunk_size, seq_len))
     return heads * (2.0 * C * (key_dim + value_dim) + 4.0 * key_dim * value_dim)
+
+
+def chunked_delta_rule_flops(seq_len: int, chunk_size: int, heads: int, key_dim: int, value_dim: int) -> float:
+    """Per token: heads · (4·C·F + C·(F + V) + 2·C·V + 6·F·V), C = min(chunk_size, seq_len) (module doc)."""
+    C, F, V = max(1, min(chunk_size, seq_len)), key_dim, value_dim
+    return heads * (4.0 * C * F + C * (F + V) + 2.0 * C * V + 6.0 * F * V)
 
 
 def causal_attention_core_flops(seq_len: int, width: int) -> float:
@@ -72,6 +81,8 @@ def _short_conv(conv) -> float:
 
 
 def _base_conv(m, T: int) -> float:
+    if m.variant == "zoology":
+        return linear_flops(m.projection) + _short_conv(m.conv)
     return linear_flops(m.in_proj) + linear_flops(m.out_proj) + _short_conv(m.conv)
 
 
@@ -94,12 +105,13 @@ def _mom(m, T: int) -> float:
     H, K, V = m.num_heads, m.head_dim, m.value_dim
     d = m.d_model
     slots = m.top_k + int(m.shared_memory)  # memories each token is written to and read from
-    per_slot = 2.0 * d * (2 * H * K + H * V)  # its k, v and gate logits from that memory's weights
+    per_slot = 2.0 * d * sum(m.widths)  # its k, v and gate logits from that memory's weights
     chunk = gated_linear_attention.__kwdefaults__["chunk_size"]
     routed_len = max(1, round(T * m.top_k / m.num_memories))  # mean length of a (sequence, memory) stream
-    core = m.top_k * chunked_linear_attention_flops(routed_len, chunk, H, K, V)
+    memory_flops = chunked_linear_attention_flops if m.memory == "gla" else chunked_delta_rule_flops
+    core = m.top_k * memory_flops(routed_len, chunk, H, K, V)
     if m.shared_memory:
-        core += chunked_linear_attention_flops(T, chunk, H, K, V)
+        core += memory_flops(T, chunk, H, K, V)
     total = linear_flops(m.router) + linear_flops(m.q) + slots * per_slot + core
     total += linear_flops(m.out_gate) + linear_flops(m.out)
     if m.short_conv:
@@ -119,7 +131,7 @@ def _rules() -> dict[type, Callable[[nn.Module, int], float]]:
     from layers.attention import Attention
     from layers.base_conv import BaseConv
     from layers.linear_attention import LinearAttention
-    from layers.mlp import SwiGLU
+    from layers.mlp import IdentityMLP, SwiGLU
     from layers.mom import MixtureOfMemories
     from layers.retnet import MultiScaleRetention
     from layers.rwkv6 import RWKV6ChannelMix, RWKV6TimeMix
@@ -129,6 +141,7 @@ def _rules() -> dict[type, Callable[[nn.Module, int], float]]:
         Attention: _attention, SlidingWindowAttention: _swa, LinearAttention: _linear_attention,
         BaseConv: _base_conv, MultiScaleRetention: _retnet, RWKV6TimeMix: _rwkv6,
         MixtureOfMemories: _mom, SwiGLU: _swiglu, RWKV6ChannelMix: _rwkv6_cmix,
+        IdentityMLP: lambda m, T: 0.0,
     }
 
 

@@ -19,7 +19,11 @@ IGNORE_INDEX = -100
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """LR multiplier: linear warm-up from 0 to 1 over ``warmup_steps``, then cosine down to ``min_lr_ratio``."""
+    """LR multiplier: linear warm-up from 0 to 1 over ``warmup_steps``, then cosine down to ``min_lr_ratio``.
+
+    With ``warmup_steps=0`` and ``min_lr_ratio=0`` this is torch's ``CosineAnnealingLR(T_max=total_steps,
+    eta_min=0)``: 0.5·(1 + cos(π·step/total_steps)).
+    """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
@@ -27,10 +31,19 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 
 
 def per_example_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """logits [B, T, V], labels [B, T] -> [B]: fraction of labelled positions predicted right per example."""
+    """labels [B, T] -> [B]: fraction of labelled positions (labels ≠ -100) predicted right per example.
+
+    ``logits`` is [B, T, V], or [N, V] at the N labelled positions only (row-major order of the mask,
+    as ``DecoderLM.forward(..., logits_at=labels != -100)`` returns them).
+    """
     mask = labels != IGNORE_INDEX
-    correct = (logits.argmax(-1) == labels) & mask
-    return correct.sum(-1).float() / mask.sum(-1).clamp(min=1).float()
+    counts = mask.sum(-1).clamp(min=1).float()
+    if logits.dim() == labels.dim() + 1:
+        correct = (logits.argmax(-1) == labels) & mask
+        return correct.sum(-1).float() / counts
+    correct = (logits.argmax(-1) == labels[mask]).float()
+    rows = mask.nonzero()[:, 0]
+    return torch.zeros(labels.shape[0], device=labels.device).index_add_(0, rows, correct) / counts
 
 
 def clip_grad_norm(module: torch.nn.Module, max_norm: float) -> torch.Tensor:
@@ -48,16 +61,29 @@ class LanguageModelTask(L.LightningModule):
 
     Args:
         model: the ModelConfig of the DecoderLM.
-        lr, weight_decay, betas: AdamW (decay applies to matrices and embeddings, not to norms/biases).
-        warmup_steps: linear warm-up steps (an int, or a fraction of all steps when < 1).
+        lr, weight_decay, betas: AdamW.
+        weight_decay_on: "matrices" (default: matrices and embeddings, not norms or biases) or "all"
+            (every parameter, as Zoology's ``AdamW(model.parameters())``).
+        warmup_steps: linear warm-up steps (an int, or a fraction of all steps when < 1); epochs when
+            ``lr_interval="epoch"``.
         min_lr_ratio: the cosine ends at lr · min_lr_ratio.
+        lr_interval: "step" (default: the schedule advances every optimiser step over the whole run) or
+            "epoch" (it advances once per epoch over ``trainer.max_epochs``: with warmup 0 and
+            min_lr_ratio 0, Zoology's ``CosineAnnealingLR(T_max=max_epochs)``).
         aux_loss_weight: multiplies the mixers' auxiliary losses (e.g. MoM load balancing).
         compile: ``torch.compile`` each Block in place (``Block.compile()``: state_dict keys unchanged).
         compile_backend: the torch.compile backend ("inductor"; "aot_eager" compiles fast, for tests).
 
     Gradient clipping (``trainer.gradient_clip_val``) also works under FSDP: see
     ``configure_gradient_clipping``.
+
+    The LM head and the loss are computed only at labelled positions (labels ≠ -100): the same loss
+    and accuracy, but an MQAR step skips the vocabulary-wide head at the positions it ignores. Text,
+    where every position is labelled, computes all of them.
     """
+
+    LR_INTERVALS = ("step", "epoch")
+    WEIGHT_DECAY_ON = ("matrices", "all")
 
     def __init__(
         self,
@@ -70,8 +96,18 @@ class LanguageModelTask(L.LightningModule):
         aux_loss_weight: float = 1.0,
         compile: bool = False,
         compile_backend: str = "inductor",
+        lr_interval: str = "step",
+        weight_decay_on: str = "matrices",
     ):
         super().__init__()
+        if lr_interval not in self.LR_INTERVALS:
+            raise ValueError(f"LanguageModelTask.lr_interval must be one of {self.LR_INTERVALS}, got {lr_interval!r}")
+        if weight_decay_on not in self.WEIGHT_DECAY_ON:
+            raise ValueError(f"LanguageModelTask.weight_decay_on must be one of {self.WEIGHT_DECAY_ON}, "
+                             f"got {weight_decay_on!r}")
+        if warmup_steps < 0 or not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"LanguageModelTask needs warmup_steps ≥ 0 and 0 ≤ min_lr_ratio ≤ 1, "
+                             f"got {warmup_steps}, {min_lr_ratio}")
         if isinstance(model, dict):
             model = ModelConfig(**model)
         # Plain types only in the checkpoint, so it loads with torch.load(weights_only=True).
@@ -79,6 +115,7 @@ class LanguageModelTask(L.LightningModule):
             "model": asdict(model), "lr": lr, "weight_decay": weight_decay, "betas": list(betas),
             "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio, "aux_loss_weight": aux_loss_weight,
             "compile": bool(compile), "compile_backend": compile_backend,
+            "lr_interval": lr_interval, "weight_decay_on": weight_decay_on,
         })
         self.config = model
         self.model = DecoderLM(model)
@@ -90,10 +127,35 @@ class LanguageModelTask(L.LightningModule):
     def forward(self, input_ids: torch.Tensor):
         return self.model(input_ids)
 
+    def check_data(self, datamodule) -> None:
+        """Raise a ValueError naming the setting when the data's vocabulary does not fit the model's.
+
+        Called by train.py before training (a one-line error) and again in ``setup``. The data's
+        vocabulary is its ``vocab_size`` (MQAR and the probes) or its tokenizer's (text).
+        """
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        data_vocab = getattr(tokenizer, "vocab_size", None) or getattr(datamodule, "vocab_size", None)
+        model_vocab = self.config.vocab_size
+        if data_vocab is not None and int(data_vocab) > model_vocab:
+            source = "its tokenizer's vocabulary" if tokenizer is not None else "data.init_args.vocab_size"
+            raise ValueError(f"the data's vocabulary ({source}: {data_vocab}) is larger than the model's "
+                             f"model.model.vocab_size={model_vocab}: token ids ≥ {model_vocab} have no "
+                             f"embedding; set model.model.vocab_size ≥ {data_vocab}")
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            self.check_data(datamodule)
+
     def _loss(self, batch):
         input_ids, labels = batch
-        out = self.model(input_ids)
-        loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        labelled = labels != IGNORE_INDEX
+        if bool(labelled.all()):
+            out = self.model(input_ids)
+            loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
+        else:  # logits [N, V] at the labelled positions only
+            out = self.model(input_ids, logits_at=labelled)
+            loss = F.cross_entropy(out.logits.float(), labels[labelled])
         return loss, out
 
     def training_step(self, batch, batch_idx):
@@ -160,19 +222,34 @@ class LanguageModelTask(L.LightningModule):
                 return
         self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=algorithm)
 
-    def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
+    def build_optimizer(self) -> torch.optim.AdamW:
+        """AdamW with weight decay on the parameters that ``weight_decay_on`` names (the rest at 0), never
+        on those a module lists in its ``no_weight_decay`` (e.g. Gated DeltaNet's A_log and dt_bias)."""
         hp = self.hparams
-        optimizer = torch.optim.AdamW(
+        exempt = {id(getattr(m, name)) for m in self.model.modules() for name in getattr(m, "no_weight_decay", ())}
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                decayed = (p.ndim >= 2 or hp.get("weight_decay_on") == "all") and id(p) not in exempt
+                (decay if decayed else no_decay).append(p)
+        return torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.lr, betas=tuple(hp.betas),
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = self.build_optimizer()
+        interval = hp.get("lr_interval", "step")
+        if interval == "epoch":
+            total = self.trainer.max_epochs
+            if total is None or total < 1:
+                raise ValueError("LanguageModelTask.lr_interval='epoch' needs trainer.max_epochs ≥ 1, "
+                                 f"got {total}")
+        else:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(hp.warmup_steps * total) if hp.warmup_steps < 1 else int(hp.warmup_steps)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, max(1, warmup), total, hp.min_lr_ratio)
+            optimizer, lambda step: warmup_cosine(step, warmup, total, hp.min_lr_ratio)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": interval}}

@@ -14,28 +14,7 @@ import torch
 
 from kernels.gla.chunked_torch_intra import apply_scalar_decay_, channel_scores, channel_scores_backward
 from kernels.gla.chunked_torch_scan import scan_scalar, scan_scalar_reverse
-
-
-def _to_chunks(x: torch.Tensor, C: int, dtype: torch.dtype, scale: float | None = None) -> torch.Tensor:
-    """``[B, T, H, *D]`` -> ``[B*H, NT, C, *D]`` in ``dtype`` (one copy, times ``scale`` if given),
-    zero-padded to a multiple of C."""
-    B, T, H = x.shape[:3]
-    nt = -(-T // C)
-    out = torch.empty((B, H, nt * C) + tuple(x.shape[3:]), dtype=dtype, device=x.device)
-    if scale is None:
-        out[:, :, :T] = x.movedim(1, 2)
-    else:
-        torch.mul(x.movedim(1, 2), scale, out=out[:, :, :T])
-    if nt * C > T:
-        out[:, :, T:] = 0
-    return out.view((B * H, nt, C) + tuple(x.shape[3:]))
-
-
-def _from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Tensor:
-    """``[B*H, NT, C, *D]`` -> ``[B, T, H, *D]`` in ``dtype``."""
-    BH, nt, C = x.shape[:3]
-    x = x.view((B, BH // B, nt * C) + tuple(x.shape[3:]))[:, :, :T].movedim(1, 2)
-    return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
+from kernels.utils import from_chunks, to_chunks
 
 
 def _causal_mask(C: int, strict: bool, device) -> torch.Tensor:
@@ -203,8 +182,8 @@ class ChunkGLATorch(torch.autograd.Function):
         B, T, H, K = q.shape
         cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
         # the forward works on q * scale (then scale = 1); the backward re-chunks the unscaled inputs
-        ch = _Chunked(_to_chunks(q, chunk_size, cdt, scale),
-                      *(None if x is None else _to_chunks(x, chunk_size, cdt) for x in (k, v, g)),
+        ch = _Chunked(to_chunks(q, chunk_size, cdt, scale),
+                      *(None if x is None else to_chunks(x, chunk_size, cdt) for x in (k, v, g)),
                       None if u is None else u.to(cdt), 1.0)
         h0c = None if h0 is None else h0.reshape(B * H, K, -1)
         o, A, states, final = _forward(ch, h0c, keep_inputs=False)
@@ -213,24 +192,24 @@ class ChunkGLATorch(torch.autograd.Function):
                     None if u is None else u.dtype, None if h0 is None else h0.dtype)
         ctx.set_materialize_grads(False)
         state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-        return _from_chunks(o, B, T, q.dtype), final.view(B, H, K, -1).to(state_dtype, copy=True)
+        return from_chunks(o, B, T, q.dtype), final.view(B, H, K, -1).to(state_dtype, copy=True)
 
     @staticmethod
     def backward(ctx, do, dht):
         B, T, H, scale, C, dtype, g_dtype, u_dtype, h0_dtype = ctx.meta
         q, k, v, g, u, A, states, final = ctx.saved_tensors
         cdt = A.dtype
-        ch = _Chunked(*(None if x is None else _to_chunks(x, C, cdt) for x in (q, k, v, g)),
+        ch = _Chunked(*(None if x is None else to_chunks(x, C, cdt) for x in (q, k, v, g)),
                       None if u is None else u.to(cdt), scale)
         if do is None:
             do_c = torch.zeros_like(ch.v)
         else:
-            do_c = _to_chunks(do, C, ch.q.dtype)
+            do_c = to_chunks(do, C, ch.q.dtype)
         dht_c = None if dht is None else dht.reshape(B * H, *dht.shape[2:])
         dq, dk, dv, dg, du, dh0 = _backward(ch, A, states, final, do_c, dht_c, h0_dtype is not None,
                                             need_dg=ctx.needs_input_grad[3])
-        out = [_from_chunks(dq, B, T, dtype), _from_chunks(dk, B, T, dtype), _from_chunks(dv, B, T, dtype),
-               None if dg is None else _from_chunks(dg, B, T, g_dtype),
+        out = [from_chunks(dq, B, T, dtype), from_chunks(dk, B, T, dtype), from_chunks(dv, B, T, dtype),
+               None if dg is None else from_chunks(dg, B, T, g_dtype),
                None if du is None else du.to(u_dtype),
                None if dh0 is None else dh0.view(B, H, *dh0.shape[1:]).to(h0_dtype)]
         return (*out, None, None)

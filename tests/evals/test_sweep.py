@@ -74,6 +74,30 @@ def test_exclude_and_bad_files(tmp_path):
         sw.load_sweep(write_sweep(tmp_path, fixed={"model.lr": 1e-3}))
 
 
+def test_variants_are_named_bundles_of_settings(tmp_path):
+    """An ablation: each variant sets its own keys; the variant axis comes first and names the runs."""
+    sweep = sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", fixed={"trainer.max_steps": 3},
+                                      grid={"model.lr": [1e-3, 3e-3]},
+                                      variants={"zoology": {}, "rmsnorm": {"model.model.norm": "rmsnorm"},
+                                                "betas": {"model.betas": [0.9, 0.95]}}))
+    points = sw.expand(sweep, tmp_path / "runs", wandb=False)
+    assert [p.name for p in points][:3] == ["zoology-lr=0.001", "zoology-lr=0.003", "rmsnorm-lr=0.001"]
+    rms = points[2]
+    assert "--model.model.norm=rmsnorm" in rms.args and rms.values == {"variant": "rmsnorm", "model.lr": 1e-3}
+    assert not any(a.startswith("--model.model.norm") for a in points[0].args)
+    assert "--model.betas=[0.9, 0.95]" in points[4].args
+    import train
+
+    cli = train.main(rms.args, run=False)
+    assert cli.model.config.norm == "rmsnorm" and cli.trainer.max_steps == 3
+    with pytest.raises(ValueError, match="set by variants and also fixed"):
+        sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", grid={"model.lr": [1e-3]},
+                                  fixed={"model.model.norm": "rmsnorm"}, variants={"a": {"model.model.norm": "x"}}))
+    with pytest.raises(ValueError, match="variant names"):
+        sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", grid={"model.lr": [1e-3]},
+                                  variants={"a b": {}}))
+
+
 def row(mixer, d, lr, acc, slices=None, state=1000):
     return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.model.d_model": d, "model.lr": lr},
             "mixer": mixer, "d_model": d, "params": 10 * d, "state_sizes": {"64": state, "128": 2 * state},

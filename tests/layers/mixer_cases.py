@@ -5,22 +5,34 @@ A newly registered mixer must add its cases here (test_every_mixer_has_a_case fa
 D_MODEL = 32
 
 MIXER_CASES: dict[str, list[dict]] = {
-    "attention": [{"num_heads": 2}],
+    "attention": [{"num_heads": 2}, {"num_heads": 2, "rotary": False, "bias": True, "dropout": 0.1}],
     "linear_attention": [
         {"num_heads": 2, "feature_map": "elu"},
         {"num_heads": 2, "feature_map": "taylor", "feature_dim": 4},
         {"num_heads": 1, "feature_map": "identity", "normalize": False},
     ],
     "based": [{"num_heads": 2, "feature_dim": 4}, {"num_heads": 1, "feature_dim": 3, "symmetric": False}],
-    "base_conv": [{"kernel_size": 3}, {"kernel_size": 4, "expand": 4, "activation": None, "bias": False}],
-    "swa": [{"num_heads": 2, "window_size": 8}, {"num_heads": 1, "window_size": 64}],
+    "base_conv": [
+        {"kernel_size": 3},
+        {"kernel_size": 4, "expand": 4, "activation": None, "bias": False},
+        {"variant": "zoology", "activation": None},
+        {"variant": "zoology", "activation": None, "kernel_size": 4, "bias": False},
+    ],
+    "swa": [{"num_heads": 2, "window_size": 8}, {"num_heads": 1, "window_size": 64},
+            {"num_heads": 1, "window_size": 8, "rotary": False, "bias": True}],
     "mom": [
         {"num_heads": 2},
         {"num_memories": 3, "top_k": 1, "shared_memory": False, "output_gate": False, "expand_v": 2},
         {"num_memories": 3, "top_k": 3},
         {"num_memories": 1, "top_k": 1, "shared_memory": False},
         {"num_heads": 2, "short_conv": True, "conv_size": 3},
+        {"num_heads": 2, "memory": "gla"},
+        {"num_memories": 3, "top_k": 1, "shared_memory": False, "short_conv": True, "memory": "gla"},
     ],
+    "deltanet": [{"num_heads": 2}, {"num_heads": 1, "head_dim": 8, "use_short_conv": False, "qk_norm": "none",
+                                    "allow_neg_eigval": True, "chunk_size": 16}],
+    "gated_deltanet": [{"num_heads": 2}, {"num_heads": 2, "conv_size": 3, "allow_neg_eigval": True, "chunk_size": 16,
+                                          "output_gate": False}],
     "retnet": [{"num_heads": 2}, {"num_heads": 4, "expand_k": 0.5, "expand_v": 1.0}],
     # chunk_size 16: the random 1-D parameters (≈ 1) make decays of up to e^15 per token, where the chunked
     # fp32 kernel's round-off grows with the chunk length (fp64 tests in test_rwkv6.py use chunk 64 too)

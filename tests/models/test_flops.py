@@ -50,7 +50,12 @@ def test_softmax_attention_projections_match_the_counter_and_the_core_a_hand_cou
     ("based", {"num_heads": 2, "feature_dim": 8}),
     ("retnet", {"num_heads": 2}),
     ("rwkv6", {"head_size": 32, "mix_lora_rank": 8, "decay_lora_rank": 16}),
-    ("mom", {"num_heads": 2, "num_memories": 4, "top_k": 2}),
+    ("mom", {"num_heads": 2, "num_memories": 4, "top_k": 2, "memory": "gla"}),
+    # one memory: one segment per sequence, so the torch varlen path pads nothing (with several
+    # memories it pads every packed segment to the longest, compute the analytic count leaves out)
+    ("mom", {"num_heads": 2, "num_memories": 1, "top_k": 1, "shared_memory": False}),
+    ("deltanet", {"num_heads": 2}),
+    ("gated_deltanet", {"num_heads": 2}),
 ])
 def test_chunked_mixers_are_close_to_the_flop_counter(name, kwargs):
     """The torch backend's matmuls. The counter misses the state read q·S (an in-place

@@ -1,0 +1,186 @@
+"""Chunked gated delta rule in PyTorch (WY / UT transform): the CPU fast path, with its own backward.
+
+Per chunk of C tokens, with γ the chunk-local cumulative log-decay, Γ_ij = exp(γ_i − γ_j) and S₀ the
+state at the chunk start (Yang et al., 2024; Gated DeltaNet, Yang et al., 2025):
+
+    A = strictly-lower(diag(β) (K Kᵀ ⊙ Γ)),   T = (I + A)⁻¹        (a unit-triangular solve)
+    W = T diag(β e^γ) K,   U = T diag(β) V                          ("local" to the chunk: batched)
+    V_new = U − W S₀                                                (the scan over chunks)
+    O = scale [(Q ⊙ e^γ) S₀ + tril(Q Kᵀ ⊙ Γ) V_new],   S_C = e^{γ_C} S₀ + (K ⊙ e^{γ_C − γ})ᵀ V_new
+
+Everything but the two lines marked "the scan" is batched over all chunks at once; the ``triton``
+backend runs the forward and reverse scans as Triton kernels (:mod:`kernels.delta.triton_scan`) and the
+batched rest in PyTorch, so neither path has a Python loop on a GPU. Decays appear only
+as exp of non-positive differences. The backward is a custom autograd Function: the reverse scan over
+chunks (the state and V_new gradients) is written by hand; the chunk-local maps (q, k, v, β, g) →
+(W, U, Q ⊙ e^γ, the masked score matrix, K ⊙ e^{γ_C − γ}, e^{γ_C}) are recomputed from the inputs and
+differentiated as batched tensor expressions (no autograd through a loop).
+"""
+from __future__ import annotations
+
+import torch
+
+from kernels.utils import from_chunks, to_chunks
+
+
+class _Local:
+    """The chunk-local quantities of chunked inputs q, k ``[BH, NT, C, K]``, v ``[BH, NT, C, V]``,
+    beta / g ``[BH, NT, C]`` (g may be None): W, U, Qg = q ⊙ e^γ, P = tril(q kᵀ ⊙ Γ) (diagonal
+    included), Kd = k ⊙ e^{γ_C − γ} and the chunk decay e^{γ_C} ``[BH, NT, 1, 1]`` (None without g)."""
+
+    def __init__(self, q, k, v, beta, g):
+        C = q.shape[2]
+        strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
+        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(0)
+        kk = k @ k.transpose(-1, -2)
+        qk = q @ k.transpose(-1, -2)
+        if g is None:
+            A = (beta[..., :, None] * kk).masked_fill(~strict, 0.0)
+            self.P = qk.masked_fill(~causal, 0.0)
+            rhs_w = beta[..., None] * k
+            self.Qg, self.Kd, self.decay = q, k, None
+        else:
+            G = g.cumsum(-1)
+            diff = G[..., :, None] - G[..., None, :]  # γ_i − γ_j ≤ 0 below the diagonal
+            A = beta[..., :, None] * kk * torch.exp(diff.masked_fill(~strict, float("-inf")))
+            self.P = qk * torch.exp(diff.masked_fill(~causal, float("-inf")))
+            rhs_w = (beta * torch.exp(G))[..., None] * k
+            last = G[..., -1:]
+            self.Qg = q * torch.exp(G)[..., None]
+            self.Kd = k * torch.exp(last - G)[..., None]
+            self.decay = torch.exp(last)[..., None]  # [BH, NT, 1, 1]
+        eye = torch.eye(C, dtype=q.dtype, device=q.device)
+        K = k.shape[-1]
+        WU = torch.linalg.solve_triangular(A + eye, torch.cat([rhs_w, beta[..., None] * v], -1),
+                                           upper=False, unitriangular=True)
+        self.W, self.U = WU[..., :K], WU[..., K:]
+
+    def tensors(self):
+        return [t for t in (self.W, self.U, self.Qg, self.P, self.Kd, self.decay) if t is not None]
+
+
+def _scan(local: _Local, h: torch.Tensor, triton_scan: bool = False):
+    """The forward scan. Returns V_new ``[BH, NT, C, V]``, the chunk-start states ``[BH, NT, K, V]``
+    and the final state ``[BH, K, V]``. ``triton_scan``: the loop runs as one Triton kernel."""
+    W, U, Kd, decay = local.W, local.U, local.Kd, local.decay
+    if triton_scan:
+        from kernels.delta.triton_scan import scan_forward
+
+        return scan_forward(W, U, Kd, decay, h)
+    NT = W.shape[1]
+    v_new = torch.empty_like(U)
+    states = U.new_empty(U.shape[0], NT, W.shape[-1], U.shape[-1])
+    for c in range(NT):
+        states[:, c] = h
+        v_new[:, c] = torch.baddbmm(U[:, c], W[:, c], h, alpha=-1.0)  # the scan: U − W S₀
+        update = Kd[:, c].transpose(-1, -2) @ v_new[:, c]
+        h = update + (h if decay is None else decay[:, c] * h)  # the scan: S_C
+    return v_new, states, h
+
+
+def _scan_backward(local: _Local, states, v_new, do, dh, scale, triton_scan: bool = False):
+    """Gradients of the loss w.r.t. the local quantities and the initial state, given do ``[BH, NT, C, V]``
+    and dh ``[BH, K, V]`` (the final state's gradient). Returns (grads matching ``local.tensors()``, dh₀)."""
+    W, Kd, decay = local.W, local.Kd, local.decay
+    NT = W.shape[1]
+    dv_new = scale * local.P.transpose(-1, -2) @ do  # the output's part; the state's is added below
+    ds_out = scale * local.Qg.transpose(-1, -2) @ do  # [BH, NT, K, V]
+    if triton_scan:
+        from kernels.delta.triton_scan import scan_backward
+
+        dv_new, dh_after, dh = scan_backward(W, Kd, decay, dv_new, ds_out, dh)
+    else:
+        dh_after = torch.empty_like(states)  # gradient of the state at the end of each chunk
+        for c in range(NT - 1, -1, -1):
+            dh_after[:, c] = dh
+            dv_new[:, c].baddbmm_(Kd[:, c], dh)
+            ds = ds_out[:, c] - W[:, c].transpose(-1, -2) @ dv_new[:, c]
+            dh = ds + (dh if decay is None else decay[:, c] * dh)
+    grads = {
+        "W": -(dv_new @ states.transpose(-1, -2)),
+        "U": dv_new,
+        "Qg": scale * do @ states.transpose(-1, -2),
+        "P": scale * do @ v_new.transpose(-1, -2),
+        "Kd": v_new @ dh_after.transpose(-1, -2),
+        "decay": None if decay is None else (dh_after * states).sum((-1, -2), keepdim=True),
+    }
+    order = ["W", "U", "Qg", "P", "Kd"] + (["decay"] if decay is not None else [])
+    return [grads[name] for name in order], dh
+
+
+class ChunkGatedDeltaRule(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, beta, g, h0, scale, chunk_size, triton_scan):
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        chunked = [None if x is None else to_chunks(x, chunk_size, cdt) for x in (q, k, v, beta, g)]
+        local = _Local(*chunked)
+        h = q.new_zeros(B * H, K, V, dtype=cdt) if h0 is None else h0.reshape(B * H, K, V).to(cdt, copy=True)
+        v_new, states, final = _scan(local, h, triton_scan)
+        o = scale * (local.Qg @ states + local.P @ v_new)
+        ctx.save_for_backward(q, k, v, beta, g, states)
+        ctx.scale, ctx.chunk_size, ctx.h0_meta = scale, chunk_size, None if h0 is None else (h0.dtype, h0.shape)
+        ctx.triton_scan = triton_scan
+        return from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
+
+    @staticmethod
+    def backward(ctx, do, dfinal):
+        q, k, v, beta, g, states = ctx.saved_tensors
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        cdt = states.dtype
+        inputs = [None if x is None else to_chunks(x, ctx.chunk_size, cdt).requires_grad_() for x in (q, k, v, beta, g)]
+        with torch.enable_grad():
+            local = _Local(*inputs)
+        v_new = torch.baddbmm(local.U.detach().flatten(0, 1), local.W.detach().flatten(0, 1),
+                              states.flatten(0, 1), alpha=-1.0).view_as(local.U)
+        do_c = to_chunks(do, ctx.chunk_size, cdt)
+        dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(B * H, K, V).to(cdt)
+        with torch.no_grad():
+            grads, dh0 = _scan_backward(_detached(local), states, v_new, do_c, dh, ctx.scale, ctx.triton_scan)
+        wanted = [x for x in inputs if x is not None]
+        got = iter(torch.autograd.grad(local.tensors(), wanted, grads, allow_unused=True))
+        out = []
+        for x, original in zip(inputs, (q, k, v, beta, g)):
+            if x is None:
+                out.append(None)
+                continue
+            grad = next(got)
+            grad = torch.zeros_like(x) if grad is None else grad
+            out.append(from_chunks(grad.contiguous(), B, T, original.dtype))
+        dh0_out = None if ctx.h0_meta is None else dh0.view(ctx.h0_meta[1]).to(ctx.h0_meta[0])
+        return (*out, dh0_out, None, None, None)
+
+
+def _detached(local: _Local) -> _Local:
+    view = object.__new__(_Local)
+    for name in ("W", "U", "Qg", "P", "Kd", "decay"):
+        value = getattr(local, name)
+        setattr(view, name, None if value is None else value.detach())
+    return view
+
+
+def chunk_gated_delta_rule_torch(q, k, v, beta, g=None, *, scale, initial_state=None, output_final_state=False,
+                                 cu_seqlens=None, chunk_size=64, triton_scan=False):
+    """Chunked backend. Shapes as in :func:`kernels.gated_delta_rule`; packed sequences are scattered into
+    a zero-padded ``[N, T_max]`` batch (zero k, β and g leave the state unchanged). ``triton_scan``
+    runs the two scans over chunks as Triton kernels (the ``triton`` backend; fp32 accumulation)."""
+    if cu_seqlens is None:
+        o, final = ChunkGatedDeltaRule.apply(q, k, v, beta, g, initial_state, scale, chunk_size, triton_scan)
+        return o, (final if output_final_state else None)
+    offsets = cu_seqlens.tolist()
+    lens = [b - a for a, b in zip(offsets, offsets[1:])]
+    N, t_max = len(lens), max(max(lens), 1)
+    seq_id = torch.repeat_interleave(torch.arange(N, device=q.device), torch.tensor(lens, device=q.device))
+    pos = torch.arange(q.shape[1], device=q.device) - torch.tensor(offsets[:-1], device=q.device)[seq_id]
+
+    def scatter(x):
+        if x is None:
+            return None
+        out = x.new_zeros((N, t_max) + tuple(x.shape[2:]))
+        return out.index_put((seq_id, pos), x[0])
+
+    o, final = ChunkGatedDeltaRule.apply(*(scatter(x) for x in (q, k, v, beta, g)), initial_state, scale,
+                                         chunk_size, triton_scan)
+    return o[seq_id, pos][None], (final if output_final_state else None)

@@ -1,0 +1,60 @@
+"""The gated delta rule's triton backend (scans over chunks as Triton kernels, run here under
+``TRITON_INTERPRET=1``) against the fp64 naive loop: outputs, final state, every gradient."""
+import pytest
+import torch
+
+from kernels import gated_delta_rule
+from kernels.utils import interpreter_enabled
+from tests.kernels.delta_testing import compare_to_naive, make_inputs
+
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or interpreter_enabled()),
+                                reason="needs CUDA or TRITON_INTERPRET=1")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+RTOL_FP32 = 2e-4  # fp32 (ieee) accumulation vs fp64
+
+
+def on_device(x, dtype=None):
+    return {n: None if t is None else t.detach().to(DEVICE, dtype or t.dtype).requires_grad_() for n, t in x.items()}
+
+
+@pytest.mark.parametrize("T", [15, 64, 65, 130])
+@pytest.mark.parametrize("gated", [False, True])
+def test_matches_naive(T, gated):
+    x = on_device(make_inputs(B=2, T=T, H=2, K=16, V=16, gated=gated, dtype=torch.float32, seed=T))
+    compare_to_naive(x, "triton", RTOL_FP32, chunk_size=32)
+
+
+@pytest.mark.parametrize("chunk_size", [16, 64])
+def test_chunk_sizes_and_uneven_widths(chunk_size):
+    x = on_device(make_inputs(B=1, T=70, H=2, K=24, V=40, dtype=torch.float32))
+    compare_to_naive(x, "triton", RTOL_FP32, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("gate_range", ["strong", "weak"])
+def test_extreme_decays(gate_range):
+    x = on_device(make_inputs(B=1, T=80, H=1, K=16, V=16, gate_range=gate_range, dtype=torch.float32))
+    compare_to_naive(x, "triton", RTOL_FP32, chunk_size=32)
+
+
+def test_varlen_matches_naive():
+    cu = torch.tensor([0, 5, 40, 41, 90], device=DEVICE)
+    x = on_device(make_inputs(B=1, T=90, H=2, K=16, V=16, N=4, dtype=torch.float32))
+    compare_to_naive(x, "triton", RTOL_FP32, chunk_size=32, cu_seqlens=cu)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_half_precision_inputs(dtype, rtol):
+    """bf16/fp16 inputs, fp32 inside: within the inputs' rounding (stated tolerance, relative to max |ref|)."""
+    x = make_inputs(B=1, T=64, H=2, K=16, V=16, dtype=torch.float32)
+    x = {n: None if t is None else t.detach().to(DEVICE, dtype if n not in ("initial_state",) else t.dtype)
+         .requires_grad_() for n, t in x.items()}
+    compare_to_naive(x, "triton", rtol, chunk_size=32)
+
+
+def test_fp64_and_large_chunks_are_refused():
+    x = make_inputs(B=1, T=8, H=1, K=16, V=16)
+    with pytest.raises(ValueError, match="fp32"):
+        gated_delta_rule(*(x[n].detach() for n in ("q", "k", "v", "beta", "g")), backend="triton")
+    x32 = {n: None if t is None else t.detach().float() for n, t in x.items()}
+    with pytest.raises(ValueError, match="chunk_size"):
+        gated_delta_rule(*(x32[n] for n in ("q", "k", "v", "beta", "g")), backend="triton", chunk_size=128)
