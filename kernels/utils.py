@@ -61,6 +61,24 @@ def check_cu_seqlens(cu_seqlens, batch_size: int, total_len: int) -> list[int]:
     return offsets
 
 
+def check_chunked_layout(q, v, chunk_size, cu_seqlens, initial_state) -> list[int] | None:
+    """The checks every chunked op family shares: non-empty H, K, V, a power-of-two chunk size in
+    [16, 256], valid ``cu_seqlens`` and an ``initial_state`` of shape [N, H, K, V]. Returns the packed
+    offsets (a list) or None."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    if K == 0 or V == 0 or H == 0:
+        raise ValueError(f"q and v need non-empty H, K, V dims, got q {tuple(q.shape)}, v {tuple(v.shape)}")
+    if not (isinstance(chunk_size, int) and 16 <= chunk_size <= 256 and chunk_size & (chunk_size - 1) == 0):
+        raise ValueError(f"chunk_size must be a power of two in [16, 256], got {chunk_size!r}")
+    offsets = None if cu_seqlens is None else check_cu_seqlens(cu_seqlens, B, T)
+    N = B if offsets is None else len(offsets) - 1
+    if initial_state is not None:
+        check_ndim_shape("initial_state", initial_state, (N, H, K, V),
+                         "[N, H, K, V] (N = B, or the number of sequences in cu_seqlens)")
+    return offsets
+
+
 def chunk_tables(offsets: list[int], chunk_size: int, device) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Chunk-index tables for packed sequences.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import check_cu_seqlens, check_ndim_shape, interpreter_enabled, triton_available_for
+from kernels.utils import check_chunked_layout, check_ndim_shape, interpreter_enabled, triton_available_for
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
 
@@ -16,7 +16,6 @@ def _check_inputs(q, k, v, g, u, initial_state, cu_seqlens, chunk_size, backend)
     B, T, H, K = q.shape
     check_ndim_shape("k", k, (B, T, H, K), "[B, T, H, K] (same as q)")
     check_ndim_shape("v", v, (B, T, H, None), "[B, T, H, V]")
-    V = v.shape[-1]
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not x.dtype.is_floating_point:
             raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
@@ -29,15 +28,7 @@ def _check_inputs(q, k, v, g, u, initial_state, cu_seqlens, chunk_size, backend)
                              f"[B, T, H, K] = {(B, T, H, K)} (per key channel), got {got}")
     if u is not None:
         check_ndim_shape("u", u, (H, K), "[H, K]")
-    if K == 0 or V == 0 or H == 0:
-        raise ValueError(f"q and v need non-empty H, K, V dims, got q {tuple(q.shape)}, v {tuple(v.shape)}")
-    if not (isinstance(chunk_size, int) and 16 <= chunk_size <= 256 and chunk_size & (chunk_size - 1) == 0):
-        raise ValueError(f"chunk_size must be a power of two in [16, 256], got {chunk_size!r}")
-    offsets = None if cu_seqlens is None else check_cu_seqlens(cu_seqlens, B, T)
-    N = B if offsets is None else len(offsets) - 1
-    if initial_state is not None:
-        check_ndim_shape("initial_state", initial_state, (N, H, K, V),
-                         "[N, H, K, V] (N = B, or the number of sequences in cu_seqlens)")
+    offsets = check_chunked_layout(q, v, chunk_size, cu_seqlens, initial_state)
     tensors = [x for x in (q, k, v, g, u, initial_state) if x is not None]
     if any(x.device != q.device for x in tensors):
         raise ValueError("q, k, v, g, u, initial_state must all be on the same device")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import gated_delta_rule
-from tests.kernels.gla_testing import assert_close
+from tests.kernels import gla_testing
 
 GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0)}
 BETA_RANGES = {"uniform": (0.0, 1.0), "near0": (0.0, 1e-3), "near1": (0.999, 1.0)}
@@ -51,13 +51,4 @@ def run(inputs, backend, seed=1, **kwargs):
 
 def compare_to_naive(inputs, backend, rtol, **kwargs):
     """Forward, final state and every gradient of ``backend`` against the fp64 naive loop."""
-    ref = {n: (t.detach().double().requires_grad_(t.requires_grad) if t is not None else None)
-           for n, t in inputs.items()}
-    o_ref, s_ref, g_ref = run(ref, "naive", cu_seqlens=kwargs.get("cu_seqlens"), scale=kwargs.get("scale"))
-    o, s, grads = run(inputs, backend, **kwargs)
-    assert o.dtype == inputs["q"].dtype
-    assert s.dtype == (torch.float64 if inputs["q"].dtype == torch.float64 else torch.float32)
-    assert_close("o", o, o_ref, rtol)
-    assert_close("final_state", s, s_ref, rtol)
-    for name in g_ref:
-        assert_close(f"d{name}", grads[name], g_ref[name], rtol)
+    gla_testing.compare_to_naive(inputs, backend, rtol, run_op=run, **kwargs)

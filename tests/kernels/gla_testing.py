@@ -55,12 +55,13 @@ def assert_close(name, got, want, rtol, atol_scale=None):
     assert err <= rtol * ref, f"{name}: max abs err {err:.3e} > {rtol:.1e} * {ref:.3e}"
 
 
-def compare_to_naive(inputs, backend, rtol, **kwargs):
-    """Forward, final state and every gradient of ``backend`` against the fp64 naive loop."""
+def compare_to_naive(inputs, backend, rtol, run_op=run, **kwargs):
+    """Forward, final state and every gradient of ``backend`` against the fp64 naive loop; ``run_op``
+    runs one op family's forward + backward (this module's ``run`` for gated linear attention)."""
     ref = {n: (t.detach().double().requires_grad_(t.requires_grad) if t is not None else None)
            for n, t in inputs.items()}
-    o_ref, s_ref, g_ref = run(ref, "naive", cu_seqlens=kwargs.get("cu_seqlens"), scale=kwargs.get("scale"))
-    o, s, grads = run(inputs, backend, **kwargs)
+    o_ref, s_ref, g_ref = run_op(ref, "naive", cu_seqlens=kwargs.get("cu_seqlens"), scale=kwargs.get("scale"))
+    o, s, grads = run_op(inputs, backend, **kwargs)
     assert o.dtype == inputs["q"].dtype
     assert s.dtype == (torch.float64 if inputs["q"].dtype == torch.float64 else torch.float32)
     assert_close("o", o, o_ref, rtol)
