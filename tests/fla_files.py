@@ -17,3 +17,39 @@ def load_fla_file(relative_path: str):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
+
+
+def install_fla_interpreter_shims():
+    """Let fla's Triton ops run under ``TRITON_INTERPRET=1`` (call after importing them, in a process of
+    its own: it changes Triton's autotuner for everyone). Two shims: an autotuned kernel runs its first
+    config without benchmarking (benchmarking needs a GPU driver), and the kernels' Python ``range``
+    yields interpreter tensors, as the compiler's loop variables are (fla calls ``.to()`` on them)."""
+    import sys
+
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import autotuner, interpreter
+
+    def first_config(self, *args, **kwargs):
+        self.nargs = dict(zip(self.arg_names, args))
+        config = self.best_config = self.configs[0]
+        if config.pre_hook is not None:
+            config.pre_hook({**self.nargs, **kwargs, **config.all_kwargs()})
+        try:
+            return self.fn.run(*args, **kwargs, **config.all_kwargs())
+        finally:
+            self.nargs = None
+
+    def as_int(x):
+        if isinstance(x, tl.tensor):
+            return int(np.asarray(x.handle.data).reshape(-1)[0])
+        return int(x.value) if isinstance(x, tl.constexpr) else int(x)
+
+    def tensor_range(*args):
+        for i in range(*(as_int(a) for a in args)):
+            yield interpreter._implicit_cvt(i)
+
+    autotuner.Autotuner.run = first_config
+    for name, module in list(sys.modules.items()):
+        if name.startswith("fla.ops") and module is not None:
+            module.range = tensor_range
