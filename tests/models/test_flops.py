@@ -56,6 +56,7 @@ def test_softmax_attention_projections_match_the_counter_and_the_core_a_hand_cou
     ("mom", {"num_heads": 2, "num_memories": 1, "top_k": 1, "shared_memory": False}),
     ("deltanet", {"num_heads": 2}),
     ("gated_deltanet", {"num_heads": 2}),
+    ("mamba2", {"d_state": 16, "head_dim": 32}),
 ])
 def test_chunked_mixers_are_close_to_the_flop_counter(name, kwargs):
     """The torch backend's matmuls. The counter misses the state read q·S (an in-place
