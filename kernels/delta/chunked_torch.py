@@ -30,28 +30,29 @@ class _Local:
 
     def __init__(self, q, k, v, beta, g):
         C = q.shape[2]
-        strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
         causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(0)
         kk = k @ k.transpose(-1, -2)
         qk = q @ k.transpose(-1, -2)
+        # A's diagonal and upper triangle are never read: the solve below is unit lower-triangular (its
+        # backward keeps only the strictly lower part), so A needs no mask of its own.
         if g is None:
-            A = (beta[..., :, None] * kk).masked_fill(~strict, 0.0)
+            A = beta[..., :, None] * kk
             self.P = qk.masked_fill(~causal, 0.0)
             rhs_w = beta[..., None] * k
             self.Qg, self.Kd, self.decay = q, k, None
         else:
             G = g.cumsum(-1)
-            diff = G[..., :, None] - G[..., None, :]  # γ_i − γ_j ≤ 0 below the diagonal
-            A = beta[..., :, None] * kk * torch.exp(diff.masked_fill(~strict, float("-inf")))
-            self.P = qk * torch.exp(diff.masked_fill(~causal, float("-inf")))
+            diff = G[..., :, None] - G[..., None, :]  # γ_i − γ_j ≤ 0 on and below the diagonal
+            gamma = torch.exp(diff.masked_fill(~causal, float("-inf")))
+            A = beta[..., :, None] * kk * gamma
+            self.P = qk * gamma
             rhs_w = (beta * torch.exp(G))[..., None] * k
             last = G[..., -1:]
             self.Qg = q * torch.exp(G)[..., None]
             self.Kd = k * torch.exp(last - G)[..., None]
             self.decay = torch.exp(last)[..., None]  # [BH, NT, 1, 1]
-        eye = torch.eye(C, dtype=q.dtype, device=q.device)
         K = k.shape[-1]
-        WU = torch.linalg.solve_triangular(A + eye, torch.cat([rhs_w, beta[..., None] * v], -1),
+        WU = torch.linalg.solve_triangular(A, torch.cat([rhs_w, beta[..., None] * v], -1),
                                            upper=False, unitriangular=True)
         self.W, self.U = WU[..., :K], WU[..., K:]
 
@@ -93,8 +94,9 @@ def _scan_backward(local: _Local, states, v_new, do, dh, scale, triton_scan: boo
         dh_after = torch.empty_like(states)  # gradient of the state at the end of each chunk
         for c in range(NT - 1, -1, -1):
             dh_after[:, c] = dh
-            dv_new[:, c].baddbmm_(Kd[:, c], dh)
-            ds = ds_out[:, c] - W[:, c].transpose(-1, -2) @ dv_new[:, c]
+            dv_c = torch.baddbmm(dv_new[:, c], Kd[:, c], dh)  # out of place: one batched call, not one per row
+            dv_new[:, c] = dv_c
+            ds = torch.baddbmm(ds_out[:, c], W[:, c].transpose(-1, -2), dv_c, alpha=-1.0)
             dh = ds + (dh if decay is None else decay[:, c] * dh)
     grads = {
         "W": -(dv_new @ states.transpose(-1, -2)),
