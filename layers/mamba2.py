@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import gated_linear_attention
-from layers.norms import RMSNorm
+from layers.norms import GroupedRMSNorm
 from layers.registry import register_mixer
 from layers.short_conv import ConvState, ShortConvolution
 from layers.state import MixerState
@@ -18,7 +18,7 @@ from layers.state import MixerState
 @dataclass
 class Mamba2State(MixerState):
     """S [B, H, N, P] (fp32): per head, the SSM state with d_state N rows and head_dim P columns; conv
-    [B, d_conv - 1, d_inner + 2·N] the last inputs of the short convolution over (x, B, C)."""
+    [B, d_conv - 1, d_inner + 2·G·N] the last inputs of the short convolution over (x, B, C)."""
 
     S: torch.Tensor
     conv: torch.Tensor
@@ -26,13 +26,15 @@ class Mamba2State(MixerState):
 
 @register_mixer("mamba2")
 class Mamba2(nn.Module):
-    """Mamba-2 (Dao & Gu, 2024, "Transformers are SSMs"), one B/C group, per head h:
+    """Mamba-2 (Dao & Gu, 2024, "Transformers are SSMs"), per head h (of group G(h) for B and C):
 
         h_t = exp(Δ_t A_h) h_{t−1} + Δ_t B_t x_tᵀ,   y_t = h_tᵀ C_t + D_h x_t
 
-    with [z, x, B, C, Δ] = W_in u; (x, B, C) through a causal depthwise convolution (kernel ``d_conv``,
-    bias) and SiLU; Δ = softplus(Δ + dt_bias); A_h = −exp(A_log_h). Then y = RMSNorm(y ⊙ SiLU(z)) (the
-    gated norm, norm after the gate) and W_out. The SSD scan is ``gated_linear_attention`` with
+    with [z, x, B, C, Δ] = W_in u (B and C: ``n_groups`` groups of d_state, each shared by
+    H / n_groups heads); (x, B, C) through a causal depthwise convolution (kernel ``d_conv``, bias) and
+    SiLU; Δ = softplus(Δ + dt_bias); A_h = −exp(A_log_h). Then y = RMSNorm(y ⊙ SiLU(z)) (the reference's
+    gated norm with its default ``norm_before_gate=False``, per group of d_inner / n_groups channels)
+    and W_out. The SSD scan is ``gated_linear_attention`` with
     q = C, k = B, v = Δ·x, g = Δ·A per head and scale 1 (state [N, P] per head). Initialisation as in
     the reference: A ~ U(1, 16), Δ ~ log-uniform [1e-3, 0.1] (dt_bias = softplus⁻¹(Δ)), D = 1; A_log,
     dt_bias and D are never weight-decayed. d_inner = expand · d_model in heads of ``head_dim``.
@@ -43,7 +45,7 @@ class Mamba2(nn.Module):
     no_weight_decay = ("A_log", "dt_bias", "D")
 
     def __init__(self, d_model: int, d_state: int = 64, head_dim: int = 64, expand: int = 2, d_conv: int = 4,
-                 norm_eps: float = 1e-5, chunk_size: int = 64):
+                 n_groups: int = 1, norm_eps: float = 1e-5, chunk_size: int = 64):
         super().__init__()
         d_inner = expand * d_model
         if d_state < 1 or head_dim < 1 or expand < 1:
@@ -52,15 +54,17 @@ class Mamba2(nn.Module):
             raise ValueError(f"mamba2: head_dim={head_dim} must divide d_inner = expand·d_model = {d_inner}")
         if int(d_conv) != d_conv or d_conv < 2:
             raise ValueError(f"mamba2: d_conv must be an integer ≥ 2, got {d_conv}")
+        if n_groups < 1 or (d_inner // head_dim) % n_groups:
+            raise ValueError(f"mamba2: n_groups={n_groups} must be ≥ 1 and divide the {d_inner // head_dim} heads")
         self.d_model, self.d_state, self.head_dim, self.d_inner = d_model, d_state, head_dim, d_inner
-        self.num_heads, self.chunk_size = d_inner // head_dim, chunk_size
-        self.conv_dim = d_inner + 2 * d_state
-        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * d_state + self.num_heads, bias=False)
+        self.num_heads, self.n_groups, self.chunk_size = d_inner // head_dim, n_groups, chunk_size
+        self.conv_dim = d_inner + 2 * n_groups * d_state
+        self.in_proj = nn.Linear(d_model, d_inner + self.conv_dim + self.num_heads, bias=False)
         self.conv = ShortConvolution(self.conv_dim, int(d_conv), bias=True, activation="silu")
         self.A_log = nn.Parameter(torch.empty(self.num_heads))
         self.dt_bias = nn.Parameter(torch.empty(self.num_heads))
         self.D = nn.Parameter(torch.empty(self.num_heads))
-        self.norm = RMSNorm(d_inner, norm_eps)
+        self.norm = GroupedRMSNorm(d_inner, n_groups, norm_eps)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
         self.reset_mixer_parameters()
 
@@ -73,17 +77,18 @@ class Mamba2(nn.Module):
 
     def forward(self, u: torch.Tensor, state: Mamba2State | None = None):
         Bsz, T, _ = u.shape
-        H, P, N = self.num_heads, self.head_dim, self.d_state
+        H, P, N, G = self.num_heads, self.head_dim, self.d_state, self.n_groups
         z, xbc, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, H], -1)
         xbc, conv_state = self.conv(xbc, None if state is None else ConvState(state.conv))
-        x, Bm, Cm = xbc.split([self.d_inner, N, N], -1)
+        x, Bm, Cm = xbc.split([self.d_inner, G * N, G * N], -1)
         f32 = torch.promote_types(u.dtype, torch.float32)
         dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # [B, T, H]
         g = -torch.exp(self.A_log.to(f32)) * dt
         x = x.view(Bsz, T, H, P)
         v = (x.to(f32) * dt[..., None]).to(x.dtype)
-        q = Cm[:, :, None].expand(Bsz, T, H, N)
-        k = Bm[:, :, None].expand(Bsz, T, H, N)
+        # head h reads group h // (H / G): [B, T, G, N] -> [B, T, H, N]
+        q = Cm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
+        k = Bm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
         y, final = gated_linear_attention(q, k, v, g, scale=1.0, initial_state=None if state is None else state.S,
                                           output_final_state=state is not None, chunk_size=self.chunk_size)
         y = y + self.D.to(y.dtype)[:, None] * x

@@ -21,6 +21,24 @@ class RMSNorm(nn.Module):
         return (y * self.weight.to(dtype)).to(x.dtype)
 
 
+class GroupedRMSNorm(nn.Module):
+    """RMSNorm over ``groups`` equal slices of the last dimension, one weight per channel: Mamba-2's
+    norm with ``group_size = dim / n_groups`` (groups = 1 is RMSNorm). x: [..., dim] -> [..., dim]."""
+
+    def __init__(self, dim: int, groups: int = 1, eps: float = 1e-5):
+        super().__init__()
+        if groups < 1 or dim % groups:
+            raise ValueError(f"GroupedRMSNorm: groups={groups} must be ≥ 1 and divide dim={dim}")
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        xg = x.to(dtype).unflatten(-1, (self.groups, -1))
+        y = (xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2)
+        return (y * self.weight.to(dtype)).to(x.dtype)
+
+
 # "layernorm" is torch's LayerNorm (mean-centred, weight and bias): Zoology's and GPT-2's block norm.
 NORMS = {"rmsnorm": RMSNorm, "layernorm": nn.LayerNorm}
 

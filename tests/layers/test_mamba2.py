@@ -15,13 +15,15 @@ torch.manual_seed(0)
 def ssd_reference(layer, u):
     """h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t x_tᵀ, y_t = h_tᵀ C_t + D x_t per head, then the gated norm."""
     Bsz, T, _ = u.shape
-    H, P, N, E = layer.num_heads, layer.head_dim, layer.d_state, layer.d_inner
-    z, xbc, dt = (u @ layer.in_proj.weight.T).split([E, E + 2 * N, H], -1)
+    H, P, N, E, G = layer.num_heads, layer.head_dim, layer.d_state, layer.d_inner, layer.n_groups
+    z, xbc, dt = (u @ layer.in_proj.weight.T).split([E, E + 2 * G * N, H], -1)
     W, b = layer.conv.conv.weight, layer.conv.conv.bias  # causal depthwise conv, last tap = current token
     K = W.shape[-1]
     padded = F.pad(xbc, (0, 0, K - 1, 0))
     xbc = F.silu(sum(W[:, 0, i] * padded[:, i : i + T] for i in range(K)) + b)
-    x, Bm, Cm = xbc.split([E, N, N], -1)
+    x, Bm, Cm = xbc.split([E, G * N, G * N], -1)
+    Bm, Cm = Bm.view(Bsz, T, G, N), Cm.view(Bsz, T, G, N)
+    group = torch.arange(H) // (H // G)  # the B/C group of each head
     dt = F.softplus(dt + layer.dt_bias)
     A = -torch.exp(layer.A_log)
     x = x.view(Bsz, T, H, P)
@@ -29,15 +31,16 @@ def ssd_reference(layer, u):
     ys = []
     for t in range(T):
         decay = torch.exp(dt[:, t] * A)[..., None, None]  # [B, H, 1, 1]
-        h = decay * h + dt[:, t, :, None, None] * Bm[:, t, None, :, None] * x[:, t, :, None, :]
-        ys.append(torch.einsum("bhnp,bn->bhp", h, Cm[:, t]) + layer.D[:, None] * x[:, t])
-    y = torch.stack(ys, 1).reshape(Bsz, T, E) * F.silu(z)
-    y = y / torch.sqrt(y.pow(2).mean(-1, keepdim=True) + layer.norm.eps) * layer.norm.weight
+        h = decay * h + dt[:, t, :, None, None] * Bm[:, t, group, :, None] * x[:, t, :, None, :]
+        ys.append(torch.einsum("bhnp,bhn->bhp", h, Cm[:, t, group]) + layer.D[:, None] * x[:, t])
+    y = (torch.stack(ys, 1).reshape(Bsz, T, E) * F.silu(z)).view(Bsz, T, G, E // G)
+    y = (y / torch.sqrt(y.pow(2).mean(-1, keepdim=True) + layer.norm.eps)).reshape(Bsz, T, E) * layer.norm.weight
     return y @ layer.out_proj.weight.T
 
 
 @pytest.mark.parametrize("kwargs", [{"d_state": 8, "head_dim": 8}, {"d_state": 16, "head_dim": 16, "d_conv": 3},
-                                    {"d_state": 4, "head_dim": 32, "expand": 1, "chunk_size": 16}])
+                                    {"d_state": 4, "head_dim": 32, "expand": 1, "chunk_size": 16},
+                                    {"d_state": 8, "head_dim": 8, "n_groups": 4}])
 def test_layer_is_the_ssd_recurrence(kwargs):
     layer = build_mixer("mamba2", 32, **kwargs).double()
     u = torch.randn(2, 70, 32, dtype=torch.float64)
@@ -59,7 +62,8 @@ def test_initialisation_and_no_weight_decay():
     assert {id(p) for p in plain["params"]} == {id(mixer.A_log), id(mixer.dt_bias), id(mixer.D)}
 
 
-@pytest.mark.parametrize("kwargs, message", [({"head_dim": 48}, "head_dim=48 must divide"), ({"d_conv": 1}, "d_conv")])
+@pytest.mark.parametrize("kwargs, message", [({"head_dim": 48}, "head_dim=48 must divide"), ({"d_conv": 1}, "d_conv"),
+                                             ({"head_dim": 16, "n_groups": 3}, "n_groups=3")])
 def test_bad_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_mixer("mamba2", 32, **kwargs)
