@@ -23,7 +23,8 @@ def _diag_blocks(x: torch.Tensor, S: int) -> torch.Tensor:
 
 def channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
     """``A_ij = sum_k q_ik k_jk exp(Gq_ik - G_jk)`` for j <= i (j < i if strict), 0 elsewhere.
-    q, k, G, Gq ``[BH, NT, C, K]`` -> A ``[BH, NT, C, C]`` (no scale, no bonus)."""
+    q, k, G, Gq ``[BH, NT, C, K]`` -> A ``[BH, NT, C, C]`` (no scale, no bonus). Differentiable by
+    autograd when grad mode is on (the DPLR family's backward relies on it)."""
     BH, NT, C, K = q.shape
     S = min(SUB_CHUNK, C)
     ns = C // S
@@ -40,7 +41,8 @@ def channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
         i0 = j + 1 if strict else j
         if i0 >= S:
             continue
-        e = torch.exp(Gqs[..., i0:, :] - Gs[..., j : j + 1, :]).mul_(qs[..., i0:, :])  # [BH, NT, ns, S-i0, K]
+        e = torch.exp(Gqs[..., i0:, :] - Gs[..., j : j + 1, :])  # [BH, NT, ns, S-i0, K]
+        e = e * qs[..., i0:, :] if torch.is_grad_enabled() else e.mul_(qs[..., i0:, :])  # autograd-safe for DPLR
         col = (e @ ks[..., j, :, None]).squeeze(-1)  # [BH, NT, ns, S-i0]
         diag[:, :, i0:, j, :] = col.movedim(2, -1)
     return A

@@ -1,0 +1,151 @@
+"""Chunked DPLR delta rule in PyTorch (RWKV-7's op): the CPU path, with its own backward.
+
+Per chunk of C tokens, with G the inclusive and G⁻ = G − gk the exclusive in-chunk cumulative
+log-decay (per key channel) and S₀ the state at the chunk start; every score is
+``X_ij = Σ_k x_ik y_jk exp(Gx_ik − G_jk)`` over the causal part (``kernels.gla.chunked_torch_intra.
+channel_scores``: 16-token sub-chunks, every exponent ≤ 0):
+
+    A_ab, A_ak = scores of (a with G⁻; b, k), strictly lower;   A_qk, A_qb = scores of (q with G; k, b), lower
+    T = (I − A_ab)⁻¹ (a unit-triangular solve);   w = T (a ⊙ e^{G⁻});   u = T (A_ak V)
+    v₂ = u + w S₀                                                            (the scan over chunks)
+    O = scale [(q ⊙ e^G) S₀ + A_qk V + A_qb v₂]
+    S_C = e^{G_C} ⊙ S₀ + (k ⊙ e^{G_C − G})ᵀ V + (b ⊙ e^{G_C − G})ᵀ v₂             (the scan)
+
+(v₂_t = a_tᵀ S_{t−1} is what the low-rank part reads from the state.) As in
+:mod:`kernels.delta.chunked_torch`, the backward runs the reverse scan by hand and differentiates the
+recomputed chunk-local maps as batched expressions; V enters both, so its two gradients are added.
+"""
+from __future__ import annotations
+
+import torch
+
+from kernels.gla.chunked_torch_intra import channel_scores
+from kernels.utils import from_chunks, to_chunks
+
+
+class _Local:
+    """Chunk-local maps of chunked q, k, a, b, gk ``[BH, NT, C, K]`` and v ``[BH, NT, C, V]``:
+    w ``[.., C, K]``, u ``[.., C, V]``, Qg = q ⊙ e^G, A_qk and A_qb ``[.., C, C]``, Kd = k ⊙ e^{G_C − G},
+    Bd = b ⊙ e^{G_C − G}, the chunk decay e^{G_C} ``[.., K, 1]``, and v itself."""
+
+    NAMES = ("w", "u", "Qg", "A_qk", "A_qb", "Kd", "Bd", "decay", "v")
+
+    def __init__(self, q, k, v, a, b, gk):
+        G = gk.cumsum(-2)
+        Gx = G - gk  # exclusive: what a_t sees (the state before token t)
+        A_ab = channel_scores(a, b, G, Gx, strict=True)
+        A_ak = channel_scores(a, k, G, Gx, strict=True)
+        self.A_qk = channel_scores(q, k, G, G, strict=False)
+        self.A_qb = channel_scores(q, b, G, G, strict=False)
+        K = q.shape[-1]
+        rhs = torch.cat([a * torch.exp(Gx), A_ak @ v], -1)
+        wu = torch.linalg.solve_triangular(-A_ab, rhs, upper=False, unitriangular=True)  # (I − A_ab)⁻¹ rhs
+        self.w, self.u = wu[..., :K], wu[..., K:]
+        last = G[..., -1:, :]
+        self.Qg = q * torch.exp(G)
+        self.Kd = k * torch.exp(last - G)
+        self.Bd = b * torch.exp(last - G)
+        self.decay = torch.exp(last).transpose(-1, -2)  # [BH, NT, K, 1]: row scale of the state
+        self.v = v
+
+    def tensors(self):
+        return [getattr(self, n) for n in self.NAMES]
+
+
+def _scan(L: _Local, h: torch.Tensor):
+    """Forward scan: v₂ ``[BH, NT, C, V]``, chunk-start states ``[BH, NT, K, V]``, final state."""
+    NT = L.w.shape[1]
+    v2 = torch.empty_like(L.v)
+    states = L.v.new_empty(L.v.shape[0], NT, L.w.shape[-1], L.v.shape[-1])
+    for c in range(NT):
+        states[:, c] = h
+        v2_c = torch.baddbmm(L.u[:, c], L.w[:, c], h)  # the scan: u + w S₀
+        v2[:, c] = v2_c
+        h = torch.baddbmm(L.Kd[:, c].transpose(-1, -2) @ L.v[:, c], L.Bd[:, c].transpose(-1, -2), v2_c)
+        h = h + L.decay[:, c] * states[:, c]  # the scan: S_C
+    return v2, states, h
+
+
+def _scan_backward(L: _Local, states, v2, do, dh, scale):
+    """Gradients w.r.t. the local maps (in ``_Local.NAMES`` order) and the initial state."""
+    NT = L.w.shape[1]
+    dv2 = scale * L.A_qb.transpose(-1, -2) @ do
+    ds_out = scale * L.Qg.transpose(-1, -2) @ do
+    dh_after = torch.empty_like(states)
+    for c in range(NT - 1, -1, -1):
+        dh_after[:, c] = dh
+        dv2_c = torch.baddbmm(dv2[:, c], L.Bd[:, c], dh)
+        dv2[:, c] = dv2_c
+        dh = torch.baddbmm(ds_out[:, c] + L.decay[:, c] * dh, L.w[:, c].transpose(-1, -2), dv2_c)
+    grads = [
+        dv2 @ states.transpose(-1, -2),  # w
+        dv2,  # u
+        scale * do @ states.transpose(-1, -2),  # Qg
+        scale * do @ L.v.transpose(-1, -2),  # A_qk
+        scale * do @ v2.transpose(-1, -2),  # A_qb
+        L.v @ dh_after.transpose(-1, -2),  # Kd
+        v2 @ dh_after.transpose(-1, -2),  # Bd
+        (dh_after * states).sum(-1, keepdim=True),  # decay
+        scale * L.A_qk.transpose(-1, -2) @ do + L.Kd @ dh_after,  # v, where the scan and the output use it
+    ]
+    return grads, dh
+
+
+class ChunkDPLR(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, a, b, gk, h0, scale, chunk_size):
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        with torch.no_grad():
+            L = _Local(*(to_chunks(x, chunk_size, cdt) for x in (q, k, v, a, b, gk)))
+            h = q.new_zeros(B * H, K, V, dtype=cdt) if h0 is None else h0.reshape(B * H, K, V).to(cdt, copy=True)
+            v2, states, final = _scan(L, h)
+            o = scale * (L.Qg @ states + L.A_qk @ L.v + L.A_qb @ v2)
+        ctx.save_for_backward(q, k, v, a, b, gk, states)
+        ctx.scale, ctx.chunk_size = scale, chunk_size
+        ctx.h0_meta = None if h0 is None else (h0.dtype, h0.shape)
+        return from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
+
+    @staticmethod
+    def backward(ctx, do, dfinal):
+        q, k, v, a, b, gk, states = ctx.saved_tensors
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        cdt = states.dtype
+        inputs = [to_chunks(x, ctx.chunk_size, cdt).requires_grad_() for x in (q, k, v, a, b, gk)]
+        with torch.enable_grad():
+            L = _Local(*inputs)
+        with torch.no_grad():
+            detached = object.__new__(_Local)
+            for name in _Local.NAMES:
+                setattr(detached, name, getattr(L, name).detach())
+            v2 = torch.baddbmm(detached.u.flatten(0, 1), detached.w.flatten(0, 1),
+                               states.flatten(0, 1)).view_as(detached.u)
+            dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(B * H, K, V).to(cdt)
+            grads, dh0 = _scan_backward(detached, states, v2, to_chunks(do, ctx.chunk_size, cdt), dh, ctx.scale)
+        got = torch.autograd.grad(L.tensors(), inputs, grads, allow_unused=True)
+        out = [from_chunks((torch.zeros_like(x) if g is None else g).contiguous(), B, T, orig.dtype)
+               for g, x, orig in zip(got, inputs, (q, k, v, a, b, gk))]
+        dh0_out = None if ctx.h0_meta is None else dh0.view(ctx.h0_meta[1]).to(ctx.h0_meta[0])
+        return (*out, dh0_out, None, None)
+
+
+def chunk_dplr_torch(q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False, cu_seqlens=None,
+                     chunk_size=64):
+    """Chunked backend. Shapes as in :func:`kernels.dplr_delta_rule`; packed sequences are scattered into a
+    zero-padded ``[N, T_max]`` batch (zero k, v, b and gk leave the state unchanged)."""
+    if cu_seqlens is None:
+        o, final = ChunkDPLR.apply(q, k, v, a, b, gk, initial_state, scale, chunk_size)
+        return o, (final if output_final_state else None)
+    offsets = cu_seqlens.tolist()
+    lens = [e - s for s, e in zip(offsets, offsets[1:])]
+    N, t_max = len(lens), max(max(lens), 1)
+    seq_id = torch.repeat_interleave(torch.arange(N, device=q.device), torch.tensor(lens, device=q.device))
+    pos = torch.arange(q.shape[1], device=q.device) - torch.tensor(offsets[:-1], device=q.device)[seq_id]
+
+    def scatter(x):
+        return x.new_zeros((N, t_max) + tuple(x.shape[2:])).index_put((seq_id, pos), x[0])
+
+    o, final = ChunkDPLR.apply(*(scatter(x) for x in (q, k, v, a, b, gk)), initial_state, scale, chunk_size)
+    return o[seq_id, pos][None], (final if output_final_state else None)

@@ -1,0 +1,35 @@
+"""Reference DPLR delta rule: the plainest loop over time, in fp64, with the transition matrix built
+explicitly. For tests only."""
+from __future__ import annotations
+
+import torch
+
+
+def naive_dplr_delta_rule(q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False,
+                          cu_seqlens=None):
+    """Loop over t: ``S_t = (diag(exp(gk_t)) + b_t a_t^T) S_{t-1} + k_t v_t^T``, ``o_t = scale S_t^T q_t``.
+
+    q, k, a, b, gk ``[B, T, H, K]``, v ``[B, T, H, V]``, initial_state ``[N, H, K, V]``. Returns o
+    ``[B, T, H, V]`` (q's dtype) and the final state (fp32, fp64 for fp64 inputs) or None.
+    """
+    if cu_seqlens is not None:
+        from kernels.utils import loop_over_sequences
+
+        return loop_over_sequences(naive_dplr_delta_rule, q, k, v, a, b, gk, scale=scale, per_token=6,
+                                   initial_state=initial_state, output_final_state=output_final_state,
+                                   cu_seqlens=cu_seqlens)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    f64 = torch.float64
+    S = q.new_zeros(B, H, K, V, dtype=f64)
+    if initial_state is not None:
+        S = S + initial_state.to(f64)
+    outs = []
+    for t in range(T):
+        q_t, k_t, v_t, a_t, b_t = (x[:, t].to(f64) for x in (q, k, v, a, b))
+        transition = torch.diag_embed(torch.exp(gk[:, t].to(f64))) + b_t[..., :, None] * a_t[..., None, :]
+        S = transition @ S + k_t[..., :, None] * v_t[..., None, :]
+        outs.append(scale * (S * q_t[..., :, None]).sum(-2))
+    o = torch.stack(outs, 1) if outs else q.new_zeros(B, 0, H, V, dtype=f64)
+    state_dtype = f64 if q.dtype == f64 else torch.float32
+    return o.to(q.dtype), (S.to(state_dtype) if output_final_state else None)

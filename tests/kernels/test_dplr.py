@@ -1,0 +1,110 @@
+"""The DPLR delta rule (RWKV-7's op): chunked and token-loop backends against the fp64 loop with the
+transition matrix written out (outputs, final state, every gradient incl. a, b, gk and the initial
+state), fla's plain ``dplr_recurrence``, decoding steps, varlen and argument checks."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels import dplr_delta_rule, dplr_delta_rule_step
+from tests.fla_files import load_fla_file
+from tests.kernels import gla_testing
+
+GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0)}
+NAMES = ("q", "k", "v", "a", "b", "gk")
+
+
+def make_inputs(B=2, T=15, H=2, K=8, V=4, N=None, dtype=torch.float64, gate_range="typical", use_h0=True, seed=0):
+    """RWKV-7-shaped inputs: a = −κ̂, b = κ̂ ⊙ iclr with κ̂ unit per head and iclr ∈ (0, 1)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, lo=-1.0, hi=1.0):
+        return torch.rand(*shape, generator=gen, dtype=torch.float64) * (hi - lo) + lo
+
+    kappa = F.normalize(rand(B, T, H, K), dim=-1)
+    x = {"q": rand(B, T, H, K), "k": rand(B, T, H, K) / K**0.5, "v": rand(B, T, H, V), "a": -kappa,
+         "b": kappa * rand(B, T, H, K, lo=0, hi=1), "gk": rand(B, T, H, K, lo=GATE_RANGES[gate_range][0],
+                                                              hi=GATE_RANGES[gate_range][1])}
+    x = {n: t.to(dtype) for n, t in x.items()}
+    x["initial_state"] = rand(B if N is None else N, H, K, V).to(torch.float64 if dtype == torch.float64
+                                                                   else torch.float32) if use_h0 else None
+    return {n: None if t is None else t.requires_grad_() for n, t in x.items()}
+
+
+def run(inputs, backend, seed=1, **kwargs):
+    o, final = dplr_delta_rule(*(inputs[n] for n in NAMES), initial_state=inputs["initial_state"],
+                               output_final_state=True, backend=backend, **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    do = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)
+    dfinal = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(final.dtype)
+    loss = (o.double() * do.double()).sum() + (final.double() * dfinal.double()).sum()
+    leaves = {n: t for n, t in inputs.items() if t is not None and t.requires_grad}
+    return o.detach(), final.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+
+
+def compare_to_naive(inputs, backend, rtol, **kwargs):
+    gla_testing.compare_to_naive(inputs, backend, rtol, run_op=run, **kwargs)
+
+
+@pytest.mark.parametrize("T", [1, 15, 63, 64, 65, 130])
+@pytest.mark.parametrize("chunk_size", [16, 32, 64])
+def test_chunked_matches_naive(T, chunk_size):
+    compare_to_naive(make_inputs(T=T, seed=T), "torch", 1e-9, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("gate_range", ["strong", "weak"])
+def test_decay_extremes(gate_range):
+    compare_to_naive(make_inputs(B=1, T=130, gate_range=gate_range), "torch", 1e-9, chunk_size=64)
+
+
+@pytest.mark.parametrize("backend", ["recurrent", "torch"])
+def test_fp32_and_varlen(backend):
+    compare_to_naive(make_inputs(B=2, T=100, K=16, V=8, dtype=torch.float32), backend, 2e-4)
+    cu = torch.tensor([0, 5, 70, 71, 130])
+    compare_to_naive(make_inputs(B=1, T=130, N=4), backend, 1e-9, chunk_size=32, cu_seqlens=cu)
+
+
+def test_no_initial_state_custom_scale_and_gradcheck():
+    compare_to_naive(make_inputs(T=40, use_h0=False), "torch", 1e-9, chunk_size=16, scale=1.0)
+    x = make_inputs(B=1, T=20, H=1, K=4, V=3)
+
+    def f(*tensors):
+        return dplr_delta_rule(*tensors[:6], initial_state=tensors[6], output_final_state=True, backend="torch",
+                               chunk_size=16)
+
+    assert torch.autograd.gradcheck(f, tuple(x[n] for n in (*NAMES, "initial_state")))
+
+
+@pytest.mark.parametrize("backend", ["recurrent", "torch"])
+def test_agrees_with_fla_dplr_recurrence(backend):
+    ref = load_fla_file("ops/generalized_delta_rule/dplr/naive.py").dplr_recurrence
+    x = {n: t.detach() for n, t in make_inputs(B=2, T=37, K=16, V=8, dtype=torch.float32).items()}
+    bhtd = [x[n].transpose(1, 2) for n in NAMES]
+    o_ref, s_ref = ref(*bhtd, initial_state=x["initial_state"].clone(), output_final_state=True)
+    o, s = dplr_delta_rule(*(x[n] for n in NAMES), initial_state=x["initial_state"], output_final_state=True,
+                           backend=backend, chunk_size=16)
+    torch.testing.assert_close(o, o_ref.transpose(1, 2), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s, s_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_steps_equal_the_sequence():
+    x = {n: t.detach() for n, t in make_inputs(B=2, T=12, dtype=torch.float32).items()}
+    o, s = dplr_delta_rule(*(x[n] for n in NAMES), initial_state=x["initial_state"], output_final_state=True)
+    state = x["initial_state"]
+    for t in range(12):
+        o_t, state = dplr_delta_rule_step(*(x[n][:, t] for n in NAMES), state)
+        torch.testing.assert_close(o_t, o[:, t], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, s, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"a": torch.rand(1, 8, 2, 3)}, "a must have shape"),
+    ({"gk": torch.rand(1, 8, 2)}, "gk must have 4 dims"),
+    ({"initial_state": torch.rand(3, 2, 4, 3)}, "initial_state must have shape"),
+])
+def test_bad_shapes_are_named(change, message):
+    x = {n: t.detach() for n, t in make_inputs(B=1, T=8, K=4, V=3, dtype=torch.float32).items()}
+    x.update(change)
+    with pytest.raises(ValueError, match=message):
+        dplr_delta_rule(*(x[n] for n in NAMES), initial_state=x["initial_state"])
+    with pytest.raises(ValueError, match="backend"):
+        dplr_delta_rule(*(x[n] for n in NAMES), backend="triton")
