@@ -197,12 +197,20 @@ def gla_summary(rows: list[Row], s: Settings) -> list[str]:
     return lines
 
 
-def _delta_inputs(s: Settings, T: int, gated: bool, dtype):
+def _delta_inputs(s: Settings, T: int, op: str, dtype):
+    """Inputs of one delta-rule op: (q, k, v, beta, g) for the gated delta rule, (q, k, v, a, b, gk)
+    RWKV-7-style (a = −κ̂, b = κ̂ ⊙ iclr, per-channel decay) for the DPLR rule."""
+    family, gated = DELTA_OPS[op]
+
     def make():
         B, H, D, dev = s.B, s.H, s.D, s.device
         q = torch.randn(B, T, H, D, device=dev, dtype=dtype)
         k = F.normalize(torch.randn(B, T, H, D, device=dev, dtype=torch.float32), dim=-1).to(dtype)
         v = torch.randn(B, T, H, D, device=dev, dtype=dtype)
+        if family == "dplr":
+            iclr = torch.rand(B, T, H, D, device=dev, dtype=dtype)
+            gk = (F.logsigmoid(torch.randn(B, T, H, D, device=dev)) / 16).to(dtype)
+            return q, k * D**-0.5, v, -k, k * iclr, gk
         beta = torch.rand(B, T, H, device=dev, dtype=dtype)
         g = (F.logsigmoid(torch.randn(B, T, H, device=dev)) / 16).to(dtype) if gated else None
         return q, k, v, beta, g
@@ -210,32 +218,32 @@ def _delta_inputs(s: Settings, T: int, gated: bool, dtype):
     return make
 
 
-DELTA_OPS = {"delta rule (DeltaNet)": False, "gated delta rule (Gated DeltaNet)": True}
+DELTA_OPS = {"delta rule (DeltaNet)": ("delta", False), "gated delta rule (Gated DeltaNet)": ("delta", True),
+             "DPLR delta rule (RWKV-7)": ("dplr", None)}
+
+
+def _delta_call(op: str, backend: str):
+    from kernels import dplr_delta_rule, gated_delta_rule
+
+    fn = dplr_delta_rule if DELTA_OPS[op][0] == "dplr" else gated_delta_rule
+    return lambda *x: fn(*x, backend=backend)
 
 
 def delta_section(s: Settings) -> list[Row]:
-    """The gated delta rule: the chunked backend against softmax attention (SDPA), the token loop, and
+    """The delta-rule families: the chunked backend against softmax attention (SDPA), the token loop, and
     on CUDA fla's chunk_delta_rule / chunk_gated_delta_rule."""
-    from kernels import gated_delta_rule
-
     rows = []
     cuda = s.device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     dname = str(dtype).replace("torch.", "")
     for T in s.T:
-        for op, gated in DELTA_OPS.items():
-            def call(q, k, v, beta, g):
-                return gated_delta_rule(q, k, v, beta, g, backend="torch")
-
-            fwd, fb = time_fwd_bwd(_delta_inputs(s, T, gated, dtype), call, s)
+        for op, (family, gated) in DELTA_OPS.items():
+            fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), _delta_call(op, "torch"), s)
             rows.append(Row("delta", op, "torch", T, dname, fwd, fb, f"backward/forward {(fb - fwd) / fwd:.1f}x"))
-            if cuda:
+            if cuda and family == "delta":
                 rows += _fla_delta_rows(s, T, gated, op, dtype, dname)
             if T == s.recurrent_T:
-                def rec(q, k, v, beta, g):
-                    return gated_delta_rule(q, k, v, beta, g, backend="recurrent")
-
-                fwd, fb = time_fwd_bwd(_delta_inputs(s, T, gated, dtype), rec, s)
+                fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), _delta_call(op, "recurrent"), s)
                 rows.append(Row("delta", op, "recurrent (token loop)", T, dname, fwd, fb))
         fwd, fb = time_fwd_bwd(_sdpa_inputs(s, T, dtype), _sdpa, s)
         rows.append(Row("delta", "softmax attention (causal)", "torch SDPA", T, dname, fwd, fb))
@@ -254,7 +262,7 @@ def _fla_delta_rows(s: Settings, T: int, gated: bool, op: str, dtype, dname: str
     else:
         def call(q, k, v, beta, g):
             return chunk_delta_rule(q, k, v, beta)
-    fwd, fb = time_fwd_bwd(_delta_inputs(s, T, gated, dtype), call, s)
+    fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), call, s)
     return [Row("delta", op, "fla", T, dname, fwd, fb)]
 
 
@@ -283,7 +291,7 @@ def delta_summary(rows: list[Row], s: Settings) -> list[str]:
 
 # Each section: (name, run(settings) -> rows, summary(rows, settings) -> lines). Sliding-window attention
 # has its own command, `python -m evals.bench_swa` (both run in `make bench`).
-SECTIONS = [("Gated linear attention", gla_section, gla_summary), ("Gated delta rule", delta_section, delta_summary)]
+SECTIONS = [("Gated linear attention", gla_section, gla_summary), ("Delta rules", delta_section, delta_summary)]
 
 
 def _cpu_model() -> str:
