@@ -46,8 +46,8 @@ from models.decoder import DecoderLM
 from models.state import ModelState
 
 RESULTS_DIR = Path(__file__).parent / "results"
-MODELS = ("attention", "swa", "linear_attention", "based", "retnet", "rwkv6", "mamba2", "deltanet", "gated_deltanet",
-          "mom", "based+attention")
+MODELS = ("attention", "swa", "linear_attention", "based", "retnet", "rwkv6", "rwkv7", "mamba2", "deltanet",
+          "gated_deltanet", "mom", "based+attention")
 COLUMNS = ("model", "mixers", "params", "d_model", "n_layers", "vocab_size", "device", "dtype", "batch", "context",
            "new_tokens", "prefill_tok_s", "prefill_peak_mb", "decode_tok_s", "decode_ms_per_step",
            "state_bytes_per_seq", "state_mb", "decode_peak_mb", "note")
@@ -86,6 +86,7 @@ def model_config(name: str, d_model: int, n_layers: int, vocab_size: int, mlp_hi
                                     "swa": {"num_heads": heads, "window_size": 64}}),
         "retnet": dict(mixer="retnet", mixer_kwargs={"retnet": {"num_heads": heads}}),
         "rwkv6": dict(mixer="rwkv6", mixer_kwargs={"rwkv6": {"head_size": head_size}}, mlp="rwkv6_cmix"),
+        "rwkv7": dict(mixer="rwkv7", mixer_kwargs={"rwkv7": {"head_size": head_size}}, mlp="rwkv7_cmix"),
         "mamba2": dict(mixer="mamba2", mixer_kwargs={"mamba2": {"d_state": 64, "head_dim": 64}}),
         "deltanet": dict(mixer="deltanet", mixer_kwargs={"deltanet": {"num_heads": heads}}),
         "gated_deltanet": dict(mixer="gated_deltanet", mixer_kwargs={"gated_deltanet": {"num_heads": heads}}),

@@ -52,8 +52,13 @@ class Block(nn.Module):
     def mlp_is_stateful(self) -> bool:
         return self.mlp is not None and hasattr(self.mlp, "init_state")
 
-    def forward(self, x, mixer_state=None, mlp_state=None):
-        mixed, mixer_state = self.mixer(self.mixer_norm(x), mixer_state)
+    def forward(self, x, mixer_state=None, mlp_state=None, shared: dict | None = None):
+        """``shared``: one dict per model forward, for mixers that read what an earlier layer left
+        (``uses_shared``: RWKV-7's value residual from the first layer)."""
+        if getattr(self.mixer, "uses_shared", False):
+            mixed, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, shared=shared)
+        else:
+            mixed, mixer_state = self.mixer(self.mixer_norm(x), mixer_state)
         x = x + mixed
         if self.mlp is not None:
             if self.mlp_is_stateful:
@@ -108,11 +113,13 @@ class DecoderLM(nn.Module):
         """
         x = self.embed_dropout(self.embedding(input_ids))
         new_mixers, new_mlps = [], []
+        shared: dict = {}  # what one layer leaves for later ones within this forward (RWKV-7's first v)
         for i, block in enumerate(self.blocks):
             x, mixer_state, mlp_state = block(
                 x,
                 None if state is None else state.mixers[i],
                 None if state is None else state.mlps[i],
+                shared,
             )
             new_mixers.append(mixer_state)
             new_mlps.append(mlp_state)

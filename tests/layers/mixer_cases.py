@@ -35,6 +35,8 @@ MIXER_CASES: dict[str, list[dict]] = {
                                           "output_gate": False}],
     "mamba2": [{"d_state": 8, "head_dim": 16}, {"d_state": 4, "head_dim": 8, "expand": 1, "d_conv": 3, "chunk_size": 16,
                                                   "n_groups": 2}],
+    # standalone, so the first RWKV-7 layer (layer_idx 0); later layers' value residual: tests/layers/test_rwkv7.py
+    "rwkv7": [{"head_size": 16, "chunk_size": 16}, {"head_size": 32, "n_layers": 3}],
     "retnet": [{"num_heads": 2}, {"num_heads": 4, "expand_k": 0.5, "expand_v": 1.0}],
     # chunk_size 16: the random 1-D parameters (≈ 1) make decays of up to e^15 per token, where the chunked
     # fp32 kernel's round-off grows with the chunk length (fp64 tests in test_rwkv6.py use chunk 64 too)
