@@ -21,9 +21,11 @@ def load_fla_file(relative_path: str):
 
 def install_fla_interpreter_shims():
     """Let fla's Triton ops run under ``TRITON_INTERPRET=1`` (call after importing them, in a process of
-    its own: it changes Triton's autotuner for everyone). Two shims: an autotuned kernel runs its first
-    config without benchmarking (benchmarking needs a GPU driver), and the kernels' Python ``range``
-    yields interpreter tensors, as the compiler's loop variables are (fla calls ``.to()`` on them)."""
+    its own: it changes Triton's autotuner for everyone). Three shims: an autotuned kernel runs its first
+    config without benchmarking (benchmarking needs a GPU driver); the kernels' Python ``range`` yields
+    interpreter tensors, as the compiler's loop variables are (fla calls ``.to()`` on them); and
+    ``gather`` imported by name from ``triton.language`` is looked up at call time, where the
+    interpreter has patched it."""
     import sys
 
     import numpy as np
@@ -49,7 +51,12 @@ def install_fla_interpreter_shims():
         for i in range(*(as_int(a) for a in args)):
             yield interpreter._implicit_cvt(i)
 
+    def late_gather(src, index, axis, **kwargs):
+        return tl.gather(src, index, axis)
+
     autotuner.Autotuner.run = first_config
     for name, module in list(sys.modules.items()):
         if name.startswith("fla.ops") and module is not None:
             module.range = tensor_range
+            if getattr(module, "gather", None) is tl.gather:
+                module.gather = late_gather

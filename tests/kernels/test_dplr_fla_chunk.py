@@ -1,0 +1,58 @@
+"""Our DPLR delta rule against fla's own chunked Triton op ``chunk_dplr_delta_rule``, run under the Triton
+interpreter at small shapes: outputs, final state and every gradient (q, k, v, a, b, gk, initial state).
+fla's ops need interpreter shims (tests/fla_files.py), so they run in a child process:
+``TRITON_INTERPRET=1 python tests/kernels/test_dplr_fla_chunk.py``."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compare() -> dict:
+    import torch
+    import torch.nn.functional as F
+    from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule
+
+    from kernels import dplr_delta_rule
+    from tests.fla_files import install_fla_interpreter_shims
+
+    install_fla_interpreter_shims()
+    gen = torch.Generator().manual_seed(0)
+    B, T, H, K, V = 1, 70, 2, 16, 16
+    kappa = F.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1)
+    base = dict(q=torch.randn(B, T, H, K, generator=gen), k=torch.randn(B, T, H, K, generator=gen) / 4,
+                v=torch.randn(B, T, H, V, generator=gen), a=-kappa,
+                b=kappa * torch.rand(B, T, H, K, generator=gen),
+                gk=F.logsigmoid(torch.randn(B, T, H, K, generator=gen)) / 4,
+                h0=torch.randn(B, H, K, V, generator=gen))
+    do, dht = torch.randn(B, T, H, V, generator=gen), torch.randn(B, H, K, V, generator=gen)
+    results = []
+    for fn in (chunk_dplr_delta_rule, dplr_delta_rule):
+        x = {n: t.clone().requires_grad_() for n, t in base.items()}
+        o, s = fn(x["q"], x["k"], x["v"], x["a"], x["b"], x["gk"], initial_state=x["h0"], output_final_state=True)
+        ((o * do).sum() + (s * dht).sum()).backward()
+        results.append({"o": o.detach(), "final": s.detach(), **{f"d{n}": t.grad for n, t in x.items()}})
+    fla, ours = results
+    return {n: (fla[n] - ours[n]).abs().max().item() for n in fla}
+
+
+def test_matches_fla_chunk_dplr_under_the_interpreter():
+    pytest.importorskip("fla")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve())], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-6000:]
+    for name, err in json.loads(result.stdout.strip().splitlines()[-1]).items():
+        assert err < 5e-4, f"{name}: fla vs ours max abs diff {err:.2e}"
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    print(json.dumps(compare()))
