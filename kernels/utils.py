@@ -118,6 +118,23 @@ def from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Te
     return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
 
 
+def pad_packed(cu_seqlens: torch.Tensor, *tensors):
+    """Packed sequences ``[1, T, ...]`` (offsets ``cu_seqlens``) as a zero-padded batch ``[N, T_max, ...]``
+    each (None stays None), plus ``unpad`` mapping a padded ``[N, T_max, ...]`` back to ``[1, T, ...]``.
+    For the chunked backends whose zero inputs leave the state unchanged."""
+    offsets = cu_seqlens.tolist()
+    lens = [e - s for s, e in zip(offsets, offsets[1:])]
+    N, t_max = len(lens), max(max(lens), 1)
+    ref = next(x for x in tensors if x is not None)
+    seq_id = torch.repeat_interleave(torch.arange(N, device=ref.device), torch.tensor(lens, device=ref.device))
+    pos = torch.arange(ref.shape[1], device=ref.device) - torch.tensor(offsets[:-1], device=ref.device)[seq_id]
+
+    def pad(x):
+        return None if x is None else x.new_zeros((N, t_max) + tuple(x.shape[2:])).index_put((seq_id, pos), x[0])
+
+    return [pad(x) for x in tensors], lambda y: y[seq_id, pos][None]
+
+
 def next_power_of_2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 

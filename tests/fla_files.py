@@ -60,3 +60,20 @@ def install_fla_interpreter_shims():
             module.range = tensor_range
             if getattr(module, "gather", None) is tl.gather:
                 module.gather = late_gather
+
+
+def run_fla_comparison(script) -> dict:
+    """Run ``script`` (a test file whose ``__main__`` prints a JSON dict of max abs differences between
+    fla's Triton op and ours) in a child process under the Triton interpreter; return that dict."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("fla")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-6000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

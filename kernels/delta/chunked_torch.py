@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import from_chunks, to_chunks
+from kernels.utils import from_chunks, pad_packed, to_chunks
 
 
 class _Local:
@@ -171,18 +171,6 @@ def chunk_gated_delta_rule_torch(q, k, v, beta, g=None, *, scale, initial_state=
     if cu_seqlens is None:
         o, final = ChunkGatedDeltaRule.apply(q, k, v, beta, g, initial_state, scale, chunk_size, triton_scan)
         return o, (final if output_final_state else None)
-    offsets = cu_seqlens.tolist()
-    lens = [b - a for a, b in zip(offsets, offsets[1:])]
-    N, t_max = len(lens), max(max(lens), 1)
-    seq_id = torch.repeat_interleave(torch.arange(N, device=q.device), torch.tensor(lens, device=q.device))
-    pos = torch.arange(q.shape[1], device=q.device) - torch.tensor(offsets[:-1], device=q.device)[seq_id]
-
-    def scatter(x):
-        if x is None:
-            return None
-        out = x.new_zeros((N, t_max) + tuple(x.shape[2:]))
-        return out.index_put((seq_id, pos), x[0])
-
-    o, final = ChunkGatedDeltaRule.apply(*(scatter(x) for x in (q, k, v, beta, g)), initial_state, scale,
-                                         chunk_size, triton_scan)
-    return o[seq_id, pos][None], (final if output_final_state else None)
+    padded, unpad = pad_packed(cu_seqlens, q, k, v, beta, g)
+    o, final = ChunkGatedDeltaRule.apply(*padded, initial_state, scale, chunk_size, triton_scan)
+    return unpad(o), (final if output_final_state else None)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from kernels.gla.chunked_torch_intra import channel_scores
-from kernels.utils import from_chunks, to_chunks
+from kernels.utils import from_chunks, pad_packed, to_chunks
 
 
 class _Local:
@@ -138,14 +138,6 @@ def chunk_dplr_torch(q, k, v, a, b, gk, *, scale, initial_state=None, output_fin
     if cu_seqlens is None:
         o, final = ChunkDPLR.apply(q, k, v, a, b, gk, initial_state, scale, chunk_size)
         return o, (final if output_final_state else None)
-    offsets = cu_seqlens.tolist()
-    lens = [e - s for s, e in zip(offsets, offsets[1:])]
-    N, t_max = len(lens), max(max(lens), 1)
-    seq_id = torch.repeat_interleave(torch.arange(N, device=q.device), torch.tensor(lens, device=q.device))
-    pos = torch.arange(q.shape[1], device=q.device) - torch.tensor(offsets[:-1], device=q.device)[seq_id]
-
-    def scatter(x):
-        return x.new_zeros((N, t_max) + tuple(x.shape[2:])).index_put((seq_id, pos), x[0])
-
-    o, final = ChunkDPLR.apply(*(scatter(x) for x in (q, k, v, a, b, gk)), initial_state, scale, chunk_size)
-    return o[seq_id, pos][None], (final if output_final_state else None)
+    padded, unpad = pad_packed(cu_seqlens, q, k, v, a, b, gk)
+    o, final = ChunkDPLR.apply(*padded, initial_state, scale, chunk_size)
+    return unpad(o), (final if output_final_state else None)

@@ -5,12 +5,10 @@ fla's ops need interpreter shims (tests/fla_files.py), so they run in a child pr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.fla_files import run_fla_comparison
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,12 +42,7 @@ def compare() -> dict:
 
 
 def test_matches_fla_chunk_dplr_under_the_interpreter():
-    pytest.importorskip("fla")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, str(Path(__file__).resolve())], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-6000:]
-    for name, err in json.loads(result.stdout.strip().splitlines()[-1]).items():
+    for name, err in run_fla_comparison(Path(__file__).resolve()).items():
         assert err < 5e-4, f"{name}: fla vs ours max abs diff {err:.2e}"
 
 

@@ -99,7 +99,8 @@ def test_initialisation_follows_rwkv_lm():
     layer = build_mixer("rwkv7", 128, head_size=64, layer_idx=1, n_layers=4)
     assert (layer.output.weight == 0).all() and (layer.w1 == 0).all() and (layer.a1 == 0).all()
     # w0 = −6 + 6·(n/(C−1))^(1 + r^0.3) + 0.5 + 2.5·zigzag, zigzag ∈ [−1, 1]: channel 0 is −8, the last 3
-    assert float(layer.w0[0]) == pytest.approx(-8.0) and float(layer.w0[-1]) == pytest.approx(3.0)
+    w0 = layer.w0.detach()
+    assert float(w0[0]) == pytest.approx(-8.0) and float(w0[-1]) == pytest.approx(3.0)
     assert layer.w1.shape == (128, 32) and layer.g1.shape == (128, 64)  # RWKV-LM's suggested LoRA widths
     assert torch.allclose(layer.k_a, torch.full_like(layer.k_a, 1.02)) and (layer.r_k == -0.04).all()
     assert abs(layer.receptance.weight).max() <= 0.5 / 128**0.5
