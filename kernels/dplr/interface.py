@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import check_chunked_layout, check_ndim_shape
+from kernels.utils import check_chunked_layout, check_ndim_shape, interpreter_enabled, triton_available_for
 
-BACKENDS = ("auto", "torch", "recurrent", "naive")
+BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
+TRITON_MAX_K = 64  # kernels.dplr.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
 
 
 def _check_inputs(q, k, v, a, b, gk, initial_state, cu_seqlens, chunk_size, backend):
@@ -24,6 +25,16 @@ def _check_inputs(q, k, v, a, b, gk, initial_state, cu_seqlens, chunk_size, back
     check_chunked_layout(q, v, chunk_size, cu_seqlens, initial_state)
     if any(x.device != q.device for x in (k, v, a, b, gk, initial_state) if x is not None):
         raise ValueError("q, k, v, a, b, gk, initial_state must all be on the same device")
+    if backend == "triton":
+        if not triton_available_for(q):
+            hint = "set TRITON_INTERPRET=1 before importing triton" if not interpreter_enabled() else ""
+            raise ValueError(f"backend='triton' needs CUDA tensors (or CPU tensors under the Triton "
+                             f"interpreter); got a {q.device.type} tensor. {hint}".strip())
+        if chunk_size > 64 or K > TRITON_MAX_K:
+            raise ValueError(f"backend='triton' supports chunk_size ≤ 64 and K ≤ {TRITON_MAX_K}, "
+                             f"got {chunk_size}, {K}")
+        if q.dtype == torch.float64:
+            raise ValueError("backend='triton' computes in fp32; use backend='torch' for fp64 inputs")
 
 
 def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output_final_state=False,
@@ -37,9 +48,11 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
             per-key-channel log-decay (≤ 0, not checked).
         scale: query scale, default ``K ** -0.5``.
         initial_state, output_final_state, cu_seqlens, chunk_size: as in :func:`kernels.gated_delta_rule`.
-        backend: ``"auto"`` (recurrent for T = 1, torch otherwise), ``"torch"`` (chunked: per-channel
-            decayed scores, a unit-triangular solve per chunk, a scan over chunks, a hand-written
-            reverse scan), ``"recurrent"`` or ``"naive"`` (fp64 loop, for tests).
+        backend: ``"auto"`` (recurrent for T = 1; triton on CUDA tensors with chunk_size ≤ 64 and
+            K ≤ 64 in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked backend with its two
+            scans over chunks as Triton kernels), ``"torch"`` (chunked: per-channel decayed scores, a
+            unit-triangular solve per chunk, a scan over chunks, a hand-written reverse scan),
+            ``"recurrent"`` or ``"naive"`` (fp64 loop, for tests).
 
     Returns:
         o ``[B, T, H, V]`` in q's dtype, and the final state ``[N, H, K, V]`` in fp32 (fp64 for fp64
@@ -48,14 +61,17 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
     _check_inputs(q, k, v, a, b, gk, initial_state, cu_seqlens, chunk_size, backend)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if backend == "auto":
-        backend = "recurrent" if q.shape[1] <= 1 else "torch"
+        fits_triton = chunk_size <= 64 and q.shape[-1] <= TRITON_MAX_K and q.dtype != torch.float64
+        backend = ("recurrent" if q.shape[1] <= 1 else
+                   "triton" if q.is_cuda and triton_available_for(q) and fits_triton else "torch")
     kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state,
                   cu_seqlens=cu_seqlens)
-    if backend == "torch" and q.shape[1] > 0:
+    if backend in ("torch", "triton") and q.shape[1] > 0:
         from kernels.dplr.chunked_torch import chunk_dplr_torch
 
-        return chunk_dplr_torch(q, k, v, a, b, gk, chunk_size=chunk_size, **kwargs)
-    if backend in ("torch", "recurrent"):
+        return chunk_dplr_torch(q, k, v, a, b, gk, chunk_size=chunk_size, triton_scan=backend == "triton",
+                                **kwargs)
+    if backend in ("torch", "triton", "recurrent"):
         from kernels.dplr.recurrent import recurrent_dplr_delta_rule
 
         return recurrent_dplr_delta_rule(q, k, v, a, b, gk, **kwargs)

@@ -1,4 +1,4 @@
-"""The gated delta rule's Triton kernels compile for sm_90 and sm_80 at GPU sizes and fit in shared
+"""The delta-rule families' Triton kernels (gated delta rule, DPLR) compile for sm_90 and sm_80 at GPU sizes and fit in shared
 memory (see tests/kernels/aot.py). Run in a child process with the interpreter off:
 ``python tests/kernels/test_delta_aot.py``."""
 from __future__ import annotations
@@ -27,7 +27,15 @@ def compile_all() -> int:
             assert_compiles_and_fits(triton_scan.delta_scan_bwd_kernel, {**bwd, "NT": "i32"},
                                      {**common, "USE_DHT": True})
             n += 2
-    return n
+    from kernels.dplr import triton_scan as dplr_scan
+
+    BK, BV = dplr_scan._blocks(dplr_scan.MAX_K, 128)
+    common = dict(K=dplr_scan.MAX_K, V=128, C=64, BK=BK, BV=BV, DOT_PREC=dplr_scan.DOT_PRECISION)
+    fwd = {n: "*fp32" for n in ("w", "u", "kd", "bd", "v", "decay", "h0", "states", "v2", "ht")}
+    assert_compiles_and_fits(dplr_scan.dplr_scan_fwd_kernel, {**fwd, "NT": "i32"}, common)
+    bwd = {n: "*fp32" for n in ("w", "bd", "decay", "dv2_out", "ds_out", "dht", "dh_after", "dv2", "dh0")}
+    assert_compiles_and_fits(dplr_scan.dplr_scan_bwd_kernel, {**bwd, "NT": "i32"}, common)
+    return n + 2
 
 
 def test_delta_kernels_compile_for_sm90_sm80():

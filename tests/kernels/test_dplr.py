@@ -6,11 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from kernels import dplr_delta_rule, dplr_delta_rule_step
+from kernels.utils import interpreter_enabled
 from tests.fla_files import load_fla_file
 from tests.kernels import gla_testing
 
 GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0)}
 NAMES = ("q", "k", "v", "a", "b", "gk")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def make_inputs(B=2, T=15, H=2, K=8, V=4, N=None, dtype=torch.float64, gate_range="typical", use_h0=True, seed=0):
@@ -107,4 +109,27 @@ def test_bad_shapes_are_named(change, message):
     with pytest.raises(ValueError, match=message):
         dplr_delta_rule(*(x[n] for n in NAMES), initial_state=x["initial_state"])
     with pytest.raises(ValueError, match="backend"):
-        dplr_delta_rule(*(x[n] for n in NAMES), backend="triton")
+        dplr_delta_rule(*(x[n] for n in NAMES), backend="cuda")
+
+
+TRITON = pytest.mark.skipif(not (torch.cuda.is_available() or interpreter_enabled()),
+                            reason="needs CUDA or TRITON_INTERPRET=1")
+
+
+@TRITON
+@pytest.mark.parametrize("T", [15, 64, 65, 130])
+def test_triton_scan_matches_naive(T):
+    x = {n: None if t is None else t.detach().to(DEVICE).requires_grad_()
+         for n, t in make_inputs(B=2, T=T, K=16, V=16, dtype=torch.float32, seed=T).items()}
+    compare_to_naive(x, "triton", 2e-4, chunk_size=32)
+
+
+@TRITON
+def test_triton_scan_varlen_strong_decay_and_bf16():
+    cu = torch.tensor([0, 5, 40, 41, 90], device=DEVICE)
+    x = {n: None if t is None else t.detach().to(DEVICE).requires_grad_()
+         for n, t in make_inputs(B=1, T=90, K=16, V=24, N=4, dtype=torch.float32, gate_range="strong").items()}
+    compare_to_naive(x, "triton", 2e-4, chunk_size=16, cu_seqlens=cu)
+    x = {n: None if t is None else t.detach().to(DEVICE, torch.bfloat16 if n != "initial_state" else t.dtype)
+         .requires_grad_() for n, t in make_inputs(B=1, T=64, K=16, V=16, dtype=torch.float32).items()}
+    compare_to_naive(x, "triton", 3e-2, chunk_size=32)  # bf16 inputs, fp32 inside
