@@ -358,6 +358,12 @@ def summary_lines(rows: list[dict], models: list[str], contexts: list[int], batc
                 ratios.append(f"{m} {ratio:.1f}×" + (" ✓" if ratio >= 10 else ""))
             lines.append(f"- decode tokens/s relative to attention (KV cache) at L={L:,}, B={B}: " + ", ".join(ratios)
                          + "  (✓ = the issue's ≥ 10× target)")
+    measured = sorted({r["context"] for r in rows})
+    if len(measured) < 2:  # one context length says nothing about how the state scales with it
+        at = f" (L={measured[0]:,})" if measured else ""
+        lines.append(f"- state memory per sequence measured at one context length only{at}: "
+                     "run two or more --contexts to see which states grow")
+        return lines
     flat = [m for m in models if len({r["state_bytes_per_seq"] for r in rows if r["model"] == m}) == 1]
     growing = [m for m in models if m not in flat]
     lines.append(f"- state memory per sequence constant in context length: {', '.join(flat) or 'none'}; "

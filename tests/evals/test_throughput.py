@@ -60,3 +60,16 @@ def test_memory_meter_sees_an_allocation():
 def test_bad_arguments():
     with pytest.raises(SystemExit, match="unknown"):
         main(["--quick", "--models", "transformerxl", "--out-dir", "/nonexistent"])
+
+
+def test_summary_claims_nothing_about_growth_from_one_context():
+    from evals.throughput import summary_lines
+
+    rows = [{"model": m, "batch": 1, "context": 4096, "decode_tok_s": 100.0 * (i + 1), "state_bytes_per_seq": 10 ** i}
+            for i, m in enumerate(("attention", "rwkv6"))]
+    text = "\n".join(summary_lines(rows, ["attention", "rwkv6"], [4096], [1]))
+    assert "constant in context length" not in text and "one context length only (L=4,096)" in text
+    rows += [{**r, "context": 8192, "state_bytes_per_seq": r["state_bytes_per_seq"] * (2 if r["model"] == "attention"
+                                                                                       else 1)} for r in rows]
+    text = "\n".join(summary_lines(rows, ["attention", "rwkv6"], [4096, 8192], [1]))
+    assert "constant in context length: rwkv6; growing (KV caches): attention" in text
