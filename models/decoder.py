@@ -19,11 +19,15 @@ from models.state import ModelState
 class LMOutput:
     """logits: [B, T, vocab] (or [N, vocab] at the N positions of ``logits_at``); state: the decoding
     state after the last token (None in training);
-    aux_loss: a scalar of auxiliary losses returned by mixers (e.g. MoM load balancing), or 0."""
+    aux_loss: a scalar of auxiliary losses returned by mixers (e.g. MoM load balancing), or 0.
+    With ``labels`` (the chunked loss): logits None, loss the mean cross-entropy over labelled positions,
+    correct [B, T] bool (argmax == label at labelled positions)."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     state: ModelState | None
     aux_loss: torch.Tensor
+    loss: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
 
 
 def _accepted(cls, kwargs: dict) -> dict:
@@ -104,12 +108,16 @@ class DecoderLM(nn.Module):
                     nn.init.normal_(getattr(layer, name).weight, std=std)
 
     def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
-                logits_at: torch.Tensor | None = None) -> LMOutput:
+                logits_at: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                loss_chunk_rows: int = 4096) -> LMOutput:
         """input_ids: [B, T] -> LMOutput. Pass ``state`` (from ``init_state``) to prefill or decode.
 
         ``logits_at`` (bool [B, T]) computes the head only at those positions: logits [N, vocab] in
         row-major order of the mask. Training on MQAR needs them only at its labelled positions (4 of
         64 at Zoology's S1), where the vocabulary-wide head is most of the step's cost.
+
+        ``labels`` ([B, T], -100 ignored) computes the head and the cross-entropy ``loss_chunk_rows`` rows
+        at a time (models.linear_cross_entropy) instead of returning logits: no [B, T, vocab] tensor.
         """
         x = self.embed_dropout(self.embedding(input_ids))
         new_mixers, new_mlps = [], []
@@ -123,12 +131,20 @@ class DecoderLM(nn.Module):
             )
             new_mixers.append(mixer_state)
             new_mlps.append(mlp_state)
+        aux = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None]
+        aux_loss = torch.stack(aux).sum() if aux else x.new_zeros((), dtype=torch.float32)
+        new_state = None if state is None else ModelState(new_mixers, new_mlps)
+        if labels is not None:
+            from models.linear_cross_entropy import linear_cross_entropy
+
+            hidden = self.norm(x).flatten(0, 1)
+            total, correct = linear_cross_entropy(hidden, self.head.weight, labels.flatten(), loss_chunk_rows)
+            count = (labels != -100).sum().clamp(min=1)
+            return LMOutput(None, new_state, aux_loss, total / count, correct.view_as(labels))
         if logits_at is not None:
             x = x[logits_at]
         logits = self.head(self.norm(x))
-        aux = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None]
-        aux_loss = torch.stack(aux).sum() if aux else logits.new_zeros(())
-        return LMOutput(logits, None if state is None else ModelState(new_mixers, new_mlps), aux_loss)
+        return LMOutput(logits, new_state, aux_loss)
 
     def generate(self, input_ids, max_new_tokens: int, **kwargs):
         """Sample continuations; see ``models.generation.generate`` for the arguments."""

@@ -70,6 +70,9 @@ class LanguageModelTask(L.LightningModule):
         lr_interval: "step" (default: the schedule advances every optimiser step over the whole run) or
             "epoch" (it advances once per epoch over ``trainer.max_epochs``: with warmup 0 and
             min_lr_ratio 0, Zoology's ``CosineAnnealingLR(T_max=max_epochs)``).
+        chunked_loss_rows: for batches labelled at every position (text), > 0 computes the head and the
+            loss that many rows at a time without the [B, T, vocab] logits (models.linear_cross_entropy;
+            the same loss and gradients, a fraction of the memory at large vocabularies); 0: off.
         aux_loss_weight: multiplies the mixers' auxiliary losses (e.g. MoM load balancing).
         compile: ``torch.compile`` each Block in place (``Block.compile()``: state_dict keys unchanged).
         compile_backend: the torch.compile backend ("inductor"; "aot_eager" compiles fast, for tests).
@@ -98,6 +101,7 @@ class LanguageModelTask(L.LightningModule):
         compile_backend: str = "inductor",
         lr_interval: str = "step",
         weight_decay_on: str = "matrices",
+        chunked_loss_rows: int = 0,
     ):
         super().__init__()
         if lr_interval not in self.LR_INTERVALS:
@@ -105,6 +109,8 @@ class LanguageModelTask(L.LightningModule):
         if weight_decay_on not in self.WEIGHT_DECAY_ON:
             raise ValueError(f"LanguageModelTask.weight_decay_on must be one of {self.WEIGHT_DECAY_ON}, "
                              f"got {weight_decay_on!r}")
+        if chunked_loss_rows < 0:
+            raise ValueError(f"LanguageModelTask.chunked_loss_rows must be ≥ 0 (0: off), got {chunked_loss_rows}")
         if warmup_steps < 0 or not 0 <= min_lr_ratio <= 1:
             raise ValueError(f"LanguageModelTask needs warmup_steps ≥ 0 and 0 ≤ min_lr_ratio ≤ 1, "
                              f"got {warmup_steps}, {min_lr_ratio}")
@@ -115,7 +121,7 @@ class LanguageModelTask(L.LightningModule):
             "model": asdict(model), "lr": lr, "weight_decay": weight_decay, "betas": list(betas),
             "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio, "aux_loss_weight": aux_loss_weight,
             "compile": bool(compile), "compile_backend": compile_backend,
-            "lr_interval": lr_interval, "weight_decay_on": weight_decay_on,
+            "lr_interval": lr_interval, "weight_decay_on": weight_decay_on, "chunked_loss_rows": chunked_loss_rows,
         })
         self.config = model
         self.model = DecoderLM(model)
@@ -150,6 +156,10 @@ class LanguageModelTask(L.LightningModule):
     def _loss(self, batch):
         input_ids, labels = batch
         labelled = labels != IGNORE_INDEX
+        chunk = self.hparams.get("chunked_loss_rows", 0)
+        if chunk and bool(labelled.all()):
+            out = self.model(input_ids, labels=labels, loss_chunk_rows=chunk)
+            return out.loss, out
         if bool(labelled.all()):
             out = self.model(input_ids)
             loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
@@ -170,7 +180,10 @@ class LanguageModelTask(L.LightningModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         loss, out = self._loss(batch)
-        acc = per_example_accuracy(out.logits, batch[1])
+        if out.logits is None:  # the chunked loss: its own per-position correctness
+            acc = out.correct.sum(-1).float() / (batch[1] != IGNORE_INDEX).sum(-1).clamp(min=1).float()
+        else:
+            acc = per_example_accuracy(out.logits, batch[1])
         sums = self._val_sums.setdefault(dataloader_idx, torch.zeros(3, device=self.device, dtype=torch.float64))
         sums += torch.stack([acc.sum().double(), torch.tensor(float(acc.numel()), device=self.device).double(),
                              loss.detach().double() * acc.numel()])
