@@ -79,6 +79,19 @@ def check_chunked_layout(q, v, chunk_size, cu_seqlens, initial_state) -> list[in
     return offsets
 
 
+def check_triton_scan_backend(q: torch.Tensor, chunk_size: int, max_k: int) -> None:
+    """The limits of the delta-rule families' ``triton`` backend (Triton scans, fp32 inside): a device
+    Triton can run on, chunk_size ≤ 64, key width ≤ ``max_k``, no fp64."""
+    if not triton_available_for(q):
+        hint = "set TRITON_INTERPRET=1 before importing triton" if not interpreter_enabled() else ""
+        raise ValueError(f"backend='triton' needs CUDA tensors (or CPU tensors under the Triton "
+                         f"interpreter); got a {q.device.type} tensor. {hint}".strip())
+    if chunk_size > 64 or q.shape[-1] > max_k:
+        raise ValueError(f"backend='triton' supports chunk_size ≤ 64 and K ≤ {max_k}, got {chunk_size}, {q.shape[-1]}")
+    if q.dtype == torch.float64:
+        raise ValueError("backend='triton' computes in fp32; use backend='torch' for fp64 inputs")
+
+
 def chunk_tables(offsets: list[int], chunk_size: int, device) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Chunk-index tables for packed sequences.
 

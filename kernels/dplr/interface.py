@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import check_chunked_layout, check_ndim_shape, interpreter_enabled, triton_available_for
+from kernels.utils import (check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
+                           triton_available_for)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
 TRITON_MAX_K = 64  # kernels.dplr.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
@@ -26,15 +27,7 @@ def _check_inputs(q, k, v, a, b, gk, initial_state, cu_seqlens, chunk_size, back
     if any(x.device != q.device for x in (k, v, a, b, gk, initial_state) if x is not None):
         raise ValueError("q, k, v, a, b, gk, initial_state must all be on the same device")
     if backend == "triton":
-        if not triton_available_for(q):
-            hint = "set TRITON_INTERPRET=1 before importing triton" if not interpreter_enabled() else ""
-            raise ValueError(f"backend='triton' needs CUDA tensors (or CPU tensors under the Triton "
-                             f"interpreter); got a {q.device.type} tensor. {hint}".strip())
-        if chunk_size > 64 or K > TRITON_MAX_K:
-            raise ValueError(f"backend='triton' supports chunk_size ≤ 64 and K ≤ {TRITON_MAX_K}, "
-                             f"got {chunk_size}, {K}")
-        if q.dtype == torch.float64:
-            raise ValueError("backend='triton' computes in fp32; use backend='torch' for fp64 inputs")
+        check_triton_scan_backend(q, chunk_size, TRITON_MAX_K)
 
 
 def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output_final_state=False,
