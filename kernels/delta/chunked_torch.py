@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.triangular import unit_lower_solve
 from kernels.utils import from_chunks, pad_packed, to_chunks
 
 
@@ -52,8 +53,7 @@ class _Local:
             self.Kd = k * torch.exp(last - G)[..., None]
             self.decay = torch.exp(last)[..., None]  # [BH, NT, 1, 1]
         K = k.shape[-1]
-        WU = torch.linalg.solve_triangular(A, torch.cat([rhs_w, beta[..., None] * v], -1),
-                                           upper=False, unitriangular=True)
+        WU = unit_lower_solve(A, torch.cat([rhs_w, beta[..., None] * v], -1))
         self.W, self.U = WU[..., :K], WU[..., K:]
 
     def tensors(self):

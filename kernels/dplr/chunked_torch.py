@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from kernels.gla.chunked_torch_intra import channel_scores
+from kernels.triangular import unit_lower_solve
 from kernels.utils import from_chunks, pad_packed, to_chunks
 
 
@@ -39,7 +40,7 @@ class _Local:
         self.A_qb = channel_scores(q, b, G, G, strict=False)
         K = q.shape[-1]
         rhs = torch.cat([a * torch.exp(Gx), A_ak @ v], -1)
-        wu = torch.linalg.solve_triangular(-A_ab, rhs, upper=False, unitriangular=True)  # (I − A_ab)⁻¹ rhs
+        wu = unit_lower_solve(-A_ab, rhs)  # (I − A_ab)⁻¹ rhs
         self.w, self.u = wu[..., :K], wu[..., K:]
         last = G[..., -1:, :]
         self.Qg = q * torch.exp(G)

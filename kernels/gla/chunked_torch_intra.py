@@ -23,8 +23,32 @@ def _diag_blocks(x: torch.Tensor, S: int) -> torch.Tensor:
 
 def channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
     """``A_ij = sum_k q_ik k_jk exp(Gq_ik - G_jk)`` for j <= i (j < i if strict), 0 elsewhere.
-    q, k, G, Gq ``[BH, NT, C, K]`` -> A ``[BH, NT, C, C]`` (no scale, no bonus). Differentiable by
-    autograd when grad mode is on (the DPLR family's backward relies on it)."""
+    q, k, G, Gq ``[BH, NT, C, K]`` -> A ``[BH, NT, C, C]`` (no scale, no bonus). Differentiable in all
+    four inputs when grad mode is on (the DPLR family's backward relies on it), through the hand-written
+    :func:`channel_scores_backward`, not autograd through the sub-chunk loops."""
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, G, Gq)):
+        return _ChannelScores.apply(q, k, G, Gq, strict)
+    return _channel_scores(q, k, G, Gq, strict)
+
+
+class _ChannelScores(torch.autograd.Function):
+    """Since A_ij = Σ_k q_ik k_jk exp(Gq_ik − G_jk): ∂L/∂Gq_ik = q_ik · ∂L/∂q_ik and
+    ∂L/∂G_jk = −k_jk · ∂L/∂k_jk, so the decay gradients come from dq and dk at no extra cost."""
+
+    @staticmethod
+    def forward(ctx, q, k, G, Gq, strict):
+        ctx.save_for_backward(q, k, G, Gq)
+        ctx.strict = strict
+        return _channel_scores(q, k, G, Gq, strict)
+
+    @staticmethod
+    def backward(ctx, dA):
+        q, k, G, Gq = ctx.saved_tensors
+        dq, dk = channel_scores_backward(q, k, G, Gq, dA.contiguous(), ctx.strict)
+        return dq, dk, -k * dk, q * dq, None
+
+
+def _channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
     BH, NT, C, K = q.shape
     S = min(SUB_CHUNK, C)
     ns = C // S
@@ -42,7 +66,7 @@ def channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
         if i0 >= S:
             continue
         e = torch.exp(Gqs[..., i0:, :] - Gs[..., j : j + 1, :])  # [BH, NT, ns, S-i0, K]
-        e = e * qs[..., i0:, :] if torch.is_grad_enabled() else e.mul_(qs[..., i0:, :])  # autograd-safe for DPLR
+        e.mul_(qs[..., i0:, :])
         col = (e @ ks[..., j, :, None]).squeeze(-1)  # [BH, NT, ns, S-i0]
         diag[:, :, i0:, j, :] = col.movedim(2, -1)
     return A
