@@ -14,7 +14,12 @@ Pipeline (``prepare_data`` on one process per node, ``setup`` on every rank):
    files and tokenises nothing;
 5. block ``i`` is tokens ``[i·(T+1), (i+1)·(T+1))`` (the tail shorter than a block is dropped), and
    a batch is ``(input_ids [B, T], labels [B, T])`` with ``labels[:, t] = input_ids[:, t + 1]`` of the
-   block, as ``models.lightning_module.LanguageModelTask`` expects.
+   block, as ``models.lightning_module.LanguageModelTask`` expects;
+6. with ``document_mask`` (the default) a batch also carries ``starts [B, T]`` (bool: a document
+   begins here: the block's first token and every token after an EOS), and the label after each EOS
+   (the next document's first token) is -100. The task then runs the B blocks as one packed row of
+   documents (``DecoderLM(..., cu_seqlens=...)``): no token attends to, or is carried in a state
+   from, another document — document-masked packing, as fla / flame train.
 
 The train loader is a ``data.resumable.ResumableDataLoader``: its order depends only on
 (seed, epoch), it is sharded by rank, and a run resumed mid-epoch continues where it stopped.
@@ -56,12 +61,16 @@ def split_unit(seed: int, index: np.ndarray) -> np.ndarray:
 class PackedBlocks(Dataset):
     """Blocks of ``block_len`` consecutive tokens of a flat token file; item i → (input_ids [T], labels [T]).
 
-    ``T = block_len - 1``; labels are the inputs shifted by one token. The file is memory-mapped
-    lazily (per DataLoader worker).
+    ``T = block_len - 1``; labels are the inputs shifted by one token. With ``eos_token_id`` (document
+    masking) item i → (input_ids, labels, starts [T] bool): starts at 0 and after every EOS, and the label
+    after each EOS set to -100 (a document never predicts the next one's first token). The file is
+    memory-mapped lazily (per DataLoader worker).
     """
 
-    def __init__(self, path: str | os.PathLike, dtype: str, block_len: int, limit: int | None = None):
+    def __init__(self, path: str | os.PathLike, dtype: str, block_len: int, limit: int | None = None,
+                 eos_token_id: int | None = None):
         self.path, self.dtype, self.block_len = str(path), np.dtype(dtype), int(block_len)
+        self.eos_token_id = eos_token_id
         n_tokens = os.path.getsize(self.path) // self.dtype.itemsize
         self.n_blocks = n_tokens // self.block_len
         if limit is not None:
@@ -82,7 +91,12 @@ class PackedBlocks(Dataset):
 
     def __getitem__(self, i: int):
         block = self.block(i)
-        return block[:-1], block[1:]
+        input_ids, labels = block[:-1], block[1:]
+        if self.eos_token_id is None:
+            return input_ids, labels
+        ends = input_ids == self.eos_token_id
+        starts = torch.cat([torch.ones(1, dtype=torch.bool), ends[:-1]])
+        return input_ids, labels.masked_fill(ends, -100), starts
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_tokens"} | {"_tokens": None}
@@ -157,6 +171,8 @@ class TextDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         cache_dir: where the corpus, Arrow caches, tokens and trained tokenizers go
             (default ``$RECALL_LM_CACHE`` or ``~/.cache/recall-lm``).
+        document_mask: batches carry where documents start, so that each document of a block is its own
+            sequence (step 6 above); False packs across document boundaries with no masking.
     """
 
     def __init__(
@@ -183,6 +199,7 @@ class TextDataModule(L.LightningDataModule):
         num_proc: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        document_mask: bool = True,
     ):
         super().__init__()
         if hub_dataset and sources:
@@ -205,6 +222,7 @@ class TextDataModule(L.LightningDataModule):
         self.max_tokens, self.max_val_tokens = max_tokens, max_val_tokens
         self.seed, self.num_proc, self.num_workers = int(seed), num_proc, int(num_workers)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else builtin_corpus.default_cache_dir()
+        self.document_mask = bool(document_mask)
         self.tokenizer: Tokenizer | None = None
         self.token_dir: Path | None = None
         self.train_set = self.val_set = None
@@ -394,8 +412,9 @@ class TextDataModule(L.LightningDataModule):
                              f"{self.tokenizer.name!r} ({self.tokenizer.vocab_size}): set model.model.vocab_size ≥ "
                              f"{self.tokenizer.vocab_size}")
         block = self.seq_len + 1
-        self.train_set = PackedBlocks(self.token_dir / "train.bin", meta["dtype"], block)
-        self.val_set = PackedBlocks(self.token_dir / "val.bin", meta["dtype"], block, self.max_val_blocks)
+        eos = meta["eos_token_id"] if self.document_mask else None
+        self.train_set = PackedBlocks(self.token_dir / "train.bin", meta["dtype"], block, eos_token_id=eos)
+        self.val_set = PackedBlocks(self.token_dir / "val.bin", meta["dtype"], block, self.max_val_blocks, eos)
         if trainer is not None and trainer.global_rank == 0 and trainer.default_root_dir:
             self.tokenizer.save(Path(trainer.default_root_dir) / "tokenizer")
 

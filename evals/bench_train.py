@@ -9,7 +9,13 @@ same model on the same batches from the same initialisation:
   (data loading, hooks, logging: the rest of the wall time between the ends of consecutive steps);
 * ``bare``: the same ``LanguageModelTask._loss`` and AdamW in a plain PyTorch ``for`` loop;
 * ``bare, full head``: as ``bare``, but the LM head and the loss over every position, the
-  computation before the head was restricted to labelled positions (the same loss on MQAR).
+  computation before the head was restricted to labelled positions (the same loss on MQAR);
+* ``bare, no document mask`` (text configs with document masking): as ``bare`` on the same blocks
+  packed with no masking, so the two rows give the cost of document-masked packing.
+
+A second table splits the bare step by component: forward + backward of the mixers, the MLPs and the
+head with its loss, each timed alone on the activations the step feeds it (captured by hooks), and
+the rest (embedding, norms, residuals, optimizer) as the step less those.
 
 Each figure is the median over ``--steps`` steps after ``--warmup`` steps (overhead: the median step
 less the medians of the other phases, so that the split adds up). "Lightning overhead" is
@@ -88,7 +94,8 @@ def lightning_steps(task, datamodule, configured, n: int) -> list[dict[str, floa
 
     timer = StepTimer()
     trainer = L.Trainer(
-        max_steps=n, max_epochs=configured.max_epochs, gradient_clip_val=configured.gradient_clip_val, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_steps=n, max_epochs=configured.max_epochs, gradient_clip_val=configured.gradient_clip_val, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=configured.default_root_dir,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
         callbacks=[timer.callback], accelerator="cpu" if not torch.cuda.is_available() else "auto", devices=1,
     )
@@ -103,12 +110,12 @@ def bare_steps(task, batches, clip, full_head: bool) -> list[float]:
     optimizer = task.build_optimizer()
     task.train()
     times, last = [], time.perf_counter()
-    for input_ids, labels in batches:
+    for batch in batches:
         if full_head:
-            logits = task.model(input_ids).logits
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+            logits = task.model(batch[0]).logits
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[1].flatten(), ignore_index=IGNORE_INDEX)
         else:
-            loss, _ = task._loss((input_ids, labels))
+            loss, _ = task._loss(batch)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(task.parameters(), clip)
@@ -142,13 +149,73 @@ def bench_config(config: str, steps: int, warmup: int, overrides: list[str]) -> 
     for full_head in (False, True):
         t = median_after(bare_steps(copy.deepcopy(fresh), batches, clip, full_head), warmup + 1)
         rows.append({"config": name, "loop": "bare, full head" if full_head else "bare", "step_ms": t})
+    if len(batches[0]) == 3:  # document-masked text: the same blocks with no mask
+        unmasked = [b[:2] for b in batches]
+        t = median_after(bare_steps(copy.deepcopy(fresh), unmasked, clip, full_head=False), warmup + 1)
+        rows.append({"config": name, "loop": "bare, no document mask", "step_ms": t})
     for row in rows:
         row.update(tokens_per_step=tokens, batch=tuple(input_ids.shape),
                    tokens_per_s=tokens / row["step_ms"] * 1e3, steps_per_s=1e3 / row["step_ms"])
     bare = rows[1]["step_ms"]
     rows[0]["lightning_overhead"] = (rows[0]["step_ms"] - bare) / rows[0]["step_ms"]
     rows[2]["vs_labelled"] = rows[2]["step_ms"] / bare
+    if len(rows) > 3:
+        rows[3]["vs_masked"] = rows[3]["step_ms"] / bare
+    split = component_split(copy.deepcopy(fresh), batches[warmup:warmup + min(steps, 5)])
+    rows[1]["split"] = {**split, "rest": bare - sum(split.values())}
     return rows
+
+
+def _timed_fwd_bwd(fn, inputs: list[torch.Tensor], repeats: int = 1) -> float:
+    """Median ms of forward + backward of ``fn(*inputs)`` against a fixed random output gradient."""
+    inputs = [x.detach().requires_grad_(x.is_floating_point()) for x in inputs]
+    out = fn(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    grad = torch.randn_like(out)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        out = fn(*inputs)
+        out = out[0] if isinstance(out, tuple) else out
+        out.backward(grad)
+        times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times[1:])
+
+
+def component_split(task, batches) -> dict[str, float]:
+    """Forward + backward ms per step of the mixers, the MLPs and the head + loss, each run alone on the
+    inputs the model gives it in a training step of ``batches`` (hooks capture them; median over batches)."""
+    from models.lightning_module import IGNORE_INDEX
+
+    model = task.model
+    task.train()
+    per_batch = {"mixers": [], "MLPs": [], "head + loss": []}
+    for batch in batches:
+        captured: dict[str, list] = {"mixers": [], "MLPs": [], "head": []}
+        hooks = []
+        for block in model.blocks:
+            hooks.append(block.mixer.register_forward_pre_hook(
+                lambda m, args, kwargs: captured["mixers"].append((m, args, kwargs)), with_kwargs=True))
+            if block.mlp is not None:
+                hooks.append(block.mlp.register_forward_pre_hook(
+                    lambda m, args, kwargs: captured["MLPs"].append((m, args, kwargs)), with_kwargs=True))
+        hooks.append(model.norm.register_forward_hook(lambda m, args, out: captured["head"].append(out)))
+        with torch.no_grad():
+            task._loss(batch)
+        for h in hooks:
+            h.remove()
+        for part in ("mixers", "MLPs"):
+            per_batch[part].append(sum(
+                _timed_fwd_bwd(lambda x, m=m, a=args, k=kwargs: m(x, *a[1:], **k), [args[0]])
+                for m, args, kwargs in captured[part]))
+        labels = batch[1].reshape(-1)
+        keep = labels != IGNORE_INDEX
+        hidden = captured["head"][-1].reshape(-1, model.config.d_model)
+        if hidden.shape[0] == labels.numel():  # the head saw every position (chunked loss or full head)
+            hidden = hidden[keep]
+        per_batch["head + loss"].append(_timed_fwd_bwd(
+            lambda h: F.cross_entropy(model.head(h).float(), labels[keep]), [hidden]))
+    return {part: statistics.median(v) for part, v in per_batch.items()}
 
 
 def markdown(rows: list[dict], header: str) -> str:
@@ -162,8 +229,19 @@ def markdown(rows: list[dict], header: str) -> str:
             note = f"Lightning overhead {100 * r['lightning_overhead']:+.1f} % of the step"
         if "vs_labelled" in r:
             note = f"{r['vs_labelled']:.2f}× the labelled-positions step"
+        if "vs_masked" in r:
+            note = f"document masking costs {100 * (1 / r['vs_masked'] - 1):+.1f} % tokens/s"
         lines.append(f"| {r['config']} | {r['loop']} | {list(r['batch'])} | {r['step_ms']:.1f} | "
                      f"{r['steps_per_s']:.1f} | {r['tokens_per_s']:,.0f} | " + " | ".join(phases) + f" | {note} |")
+    split_rows = [r for r in rows if "split" in r]
+    if split_rows:
+        parts = list(split_rows[0]["split"])
+        lines += ["", "Where the bare step goes (forward + backward of each component timed alone on the step's own "
+                  "activations; rest = the step less those: embedding, norms, residuals, optimizer):", "",
+                  "| config | bare step ms | " + " | ".join(parts) + " |", "|---|---|" + "---|" * len(parts)]
+        for r in split_rows:
+            cells = [f"{r['split'][p]:.1f} ({100 * r['split'][p] / r['step_ms']:.0f} %)" for p in parts]
+            lines.append(f"| {r['config']} | {r['step_ms']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

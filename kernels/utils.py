@@ -131,21 +131,52 @@ def from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Te
     return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
 
 
-def pad_packed(cu_seqlens: torch.Tensor, *tensors):
-    """Packed sequences ``[1, T, ...]`` (offsets ``cu_seqlens``) as a zero-padded batch ``[N, T_max, ...]``
-    each (None stays None), plus ``unpad`` mapping a padded ``[N, T_max, ...]`` back to ``[1, T, ...]``.
-    For the chunked backends whose zero inputs leave the state unchanged."""
+def length_buckets(lengths: list[int], chunk_size: int) -> list[list[int]]:
+    """Group sequence indices so that padding each group to its longest member wastes at most about half:
+    lengths rounded up to whole chunks fall in classes (C·2^(j-1), C·2^j]. Returns the non-empty groups,
+    longest class first."""
+    classes: dict[int, list[int]] = {}
+    for n, length in enumerate(lengths):
+        chunks = max(1, -(-length // chunk_size))
+        classes.setdefault((chunks - 1).bit_length(), []).append(n)
+    return [classes[j] for j in sorted(classes, reverse=True)]
+
+
+def run_padded_varlen(run, cu_seqlens: torch.Tensor, tensors, initial_state, chunk_size: int):
+    """Varlen for the chunked backends: the packed sequences are cut into length buckets
+    (:func:`length_buckets`), each bucket is zero-padded into a dense batch ``[n, L, ...]`` and run as
+    ``run(padded_tensors, h0) -> (o [n, L, H, V], final [n, H, K, V])``, and the outputs are put back.
+    Zero inputs must leave a state unchanged (true of every family's padding). ``tensors``: the
+    per-token inputs ``[1, T, ...]`` (None stays None); ``initial_state`` ``[N, H, K, V]`` or None.
+    Returns o ``[1, T, H, V]`` and the final states ``[N, H, K, V]``; differentiable throughout."""
     offsets = cu_seqlens.tolist()
-    lens = [e - s for s, e in zip(offsets, offsets[1:])]
-    N, t_max = len(lens), max(max(lens), 1)
+    lengths = [e - s for s, e in zip(offsets, offsets[1:])]
     ref = next(x for x in tensors if x is not None)
-    seq_id = torch.repeat_interleave(torch.arange(N, device=ref.device), torch.tensor(lens, device=ref.device))
-    pos = torch.arange(ref.shape[1], device=ref.device) - torch.tensor(offsets[:-1], device=ref.device)[seq_id]
+    device, T = ref.device, ref.shape[1]
+    out, finals, order = None, [], []
+    for members in length_buckets(lengths, chunk_size):
+        width = max(1, max(lengths[n] for n in members))
+        rows = [torch.arange(offsets[n], offsets[n] + lengths[n], device=device) for n in members]
+        token = torch.cat(rows)  # packed position of each real token of the bucket
+        slot = torch.cat([i * width + torch.arange(lengths[n], device=device) for i, n in enumerate(members)])
+        idx = torch.tensor(members, device=device)
 
-    def pad(x):
-        return None if x is None else x.new_zeros((N, t_max) + tuple(x.shape[2:])).index_put((seq_id, pos), x[0])
+        def pad(x):
+            if x is None:
+                return None
+            flat = x.new_zeros((len(members) * width,) + tuple(x.shape[2:])).index_copy(0, slot, x[0, token])
+            return flat.unflatten(0, (len(members), width))
 
-    return [pad(x) for x in tensors], lambda y: y[seq_id, pos][None]
+        o, final = run([pad(x) for x in tensors], None if initial_state is None else initial_state[idx])
+        o = o.flatten(0, 1)[slot]
+        if out is None:
+            out = o.new_zeros((T,) + tuple(o.shape[1:]))
+        out = out.index_copy(0, token, o)
+        finals.append(final)
+        order.extend(members)
+    inverse = torch.empty(len(order), dtype=torch.long, device=device)
+    inverse[torch.tensor(order, device=device)] = torch.arange(len(order), device=device)
+    return out[None], torch.cat(finals)[inverse]
 
 
 def next_power_of_2(n: int) -> int:

@@ -43,9 +43,13 @@ class Attention(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=bias)
         self.rotary = RotaryEmbedding(self.head_dim, base=rotary_base) if rotary else None
 
-    def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache | None]:
+    def forward(self, x: torch.Tensor, state: KVCache | None = None,
+                documents=None) -> tuple[torch.Tensor, KVCache | None]:
+        """``documents`` (packed, no state): causal attention within each document, rotary from 0 in each."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)
+        if documents is not None:
+            return self._per_document(q, k, v, documents), None
         past = 0 if state is None else state.length
         if self.rotary is not None:
             q, k = self.rotary(q, offset=past), self.rotary(k, offset=past)
@@ -65,6 +69,17 @@ class Attention(nn.Module):
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         y = self.out(o.transpose(1, 2).reshape(B, T, self.d_model))
         return y, new_state
+
+    def _per_document(self, q, k, v, documents) -> torch.Tensor:
+        """q, k, v [1, T, H, D] of packed documents -> y [1, T, d_model]: one causal SDPA per document, so
+        no key of another document is ever scored (Σ L_i² work, no T × T mask)."""
+        if self.rotary is not None:
+            q, k = (self.rotary(t, positions=documents.positions) for t in (q, k))
+        p = self.dropout if self.training else 0.0
+        outs = [F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in qkv), is_causal=True, dropout_p=p)
+                for qkv in zip(*(documents.split(t) for t in (q, k, v)))]
+        o = torch.cat(outs, dim=2).transpose(1, 2)  # [1, T, H, D]
+        return self.out(o.reshape(1, q.shape[1], self.d_model))
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> KVCache:
         empty = torch.zeros(batch_size, 0, self.num_heads, self.head_dim, device=device, dtype=dtype)

@@ -59,12 +59,13 @@ class BaseConv(nn.Module):
         self.out_proj = nn.Linear(self.inner, d_model, bias=bias)
         self.residual_projections = ("out_proj",)
 
-    def forward(self, x: torch.Tensor, state: ConvState | None = None) -> tuple[torch.Tensor, ConvState | None]:
+    def forward(self, x: torch.Tensor, state: ConvState | None = None,
+                documents=None) -> tuple[torch.Tensor, ConvState | None]:
         if self.variant == "zoology":
-            conv, new_state = self.conv(x, state)
+            conv, new_state = self.conv(x, state, documents)
             return conv * self.projection(x) + x, new_state
         a, b = self.in_proj(x).chunk(2, dim=-1)
-        a, new_state = self.conv(a, state)
+        a, new_state = self.conv(a, state, documents)
         return self.out_proj(a * b), new_state
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvState:

@@ -75,7 +75,7 @@ class DeltaNet(nn.Module):
         self.o_norm = RMSNorm(head_dim, norm_eps)
         self.o_proj = nn.Linear(inner, d_model, bias=False)
 
-    def _qkv(self, x: torch.Tensor, state: DeltaState | None):
+    def _qkv(self, x: torch.Tensor, state: DeltaState | None, documents=None):
         """q, k, v [B, T, H, D] after the convolutions, SiLU and the q/k norm; the new conv histories."""
         B, T, _ = x.shape
         projected = (self.q_proj(x), self.k_proj(x), self.v_proj(x))
@@ -83,7 +83,8 @@ class DeltaNet(nn.Module):
         if self.use_short_conv:
             convs = (self.q_conv, self.k_conv, self.v_conv)
             olds = (None, None, None) if state is None else (state.q_conv, state.k_conv, state.v_conv)
-            outs = [conv(p, None if old is None else ConvState(old)) for conv, p, old in zip(convs, projected, olds)]
+            outs = [conv(p, None if old is None else ConvState(old), documents)
+                    for conv, p, old in zip(convs, projected, olds)]
             projected = tuple(o for o, _ in outs)
             histories = [None if h is None else h.x for _, h in outs]
         else:
@@ -94,7 +95,7 @@ class DeltaNet(nn.Module):
         return q, k, v, histories
 
     def _beta(self, x: torch.Tensor) -> torch.Tensor:
-        beta = torch.sigmoid(self.b_proj(x).float())
+        beta = torch.sigmoid(self.b_proj(x).to(torch.promote_types(x.dtype, torch.float32)))
         return 2 * beta if self.allow_neg_eigval else beta
 
     def _log_decay(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -103,13 +104,13 @@ class DeltaNet(nn.Module):
     def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.o_norm(o)
 
-    def forward(self, x: torch.Tensor, state: DeltaState | None = None):
+    def forward(self, x: torch.Tensor, state: DeltaState | None = None, documents=None):
         B, T, _ = x.shape
-        q, k, v, histories = self._qkv(x, state)
+        q, k, v, histories = self._qkv(x, state, documents)
         o, final = gated_delta_rule(
             q, k, v, self._beta(x).to(q.dtype), self._log_decay(x),
             initial_state=None if state is None else state.S, output_final_state=state is not None,
-            chunk_size=self.chunk_size,
+            chunk_size=self.chunk_size, cu_seqlens=None if documents is None else documents.cu_seqlens,
         )
         y = self.o_proj(self._output(o, x).reshape(B, T, -1))
         return y, (None if state is None else DeltaState(final, *histories))

@@ -46,8 +46,9 @@ class GatedDeltaNet(DeltaNet):
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
 
     def _log_decay(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.a_proj(x).float() + self.dt_bias.float()
-        return -self.A_log.float().exp() * F.softplus(a)
+        f32 = torch.promote_types(x.dtype, torch.float32)  # fp32 at least, fp64 stays fp64
+        a = self.a_proj(x).to(f32) + self.dt_bias.to(f32)
+        return -self.A_log.to(f32).exp() * F.softplus(a)
 
     def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.g_proj is None:

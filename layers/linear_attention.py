@@ -44,7 +44,7 @@ class LinearAttention(nn.Module):
         self.v = nn.Linear(d_model, d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, state: RecurrentState | None = None):
+    def forward(self, x: torch.Tensor, state: RecurrentState | None = None, documents=None):
         B, T, _ = x.shape
         q, k = self.qk(x).view(B, T, 2, self.num_heads, self.feature_dim).unbind(2)
         q, k = self.feature_map(q), self.feature_map(k)
@@ -55,6 +55,7 @@ class LinearAttention(nn.Module):
             q, k, v, scale=1.0,
             initial_state=None if state is None else state.S,
             output_final_state=state is not None,
+            cu_seqlens=None if documents is None else documents.cu_seqlens,
         )
         if self.normalize:
             o = o[..., :-1] / (o[..., -1:] + self.eps)

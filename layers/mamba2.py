@@ -75,11 +75,11 @@ class Mamba2(nn.Module):
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
         self.D.fill_(1.0)
 
-    def forward(self, u: torch.Tensor, state: Mamba2State | None = None):
+    def forward(self, u: torch.Tensor, state: Mamba2State | None = None, documents=None):
         Bsz, T, _ = u.shape
         H, P, N, G = self.num_heads, self.head_dim, self.d_state, self.n_groups
         z, xbc, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, H], -1)
-        xbc, conv_state = self.conv(xbc, None if state is None else ConvState(state.conv))
+        xbc, conv_state = self.conv(xbc, None if state is None else ConvState(state.conv), documents)
         x, Bm, Cm = xbc.split([self.d_inner, G * N, G * N], -1)
         f32 = torch.promote_types(u.dtype, torch.float32)
         dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # [B, T, H]
@@ -90,7 +90,8 @@ class Mamba2(nn.Module):
         q = Cm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
         k = Bm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
         y, final = gated_linear_attention(q, k, v, g, scale=1.0, initial_state=None if state is None else state.S,
-                                          output_final_state=state is not None, chunk_size=self.chunk_size)
+                                          output_final_state=state is not None, chunk_size=self.chunk_size,
+                                          cu_seqlens=None if documents is None else documents.cu_seqlens)
         y = y + self.D.to(y.dtype)[:, None] * x
         y = self.norm(y.reshape(Bsz, T, self.d_inner) * F.silu(z))
         out = self.out_proj(y)

@@ -148,7 +148,9 @@ class MixtureOfMemories(nn.Module):
         dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
-    def forward(self, x: torch.Tensor, state: MemoriesState | None = None):
+    def forward(self, x: torch.Tensor, state: MemoriesState | None = None, documents=None):
+        """``documents`` (packed, no state): every memory keeps one segment per document (the routing
+        itself is per token), so no memory carries a document's writes into the next."""
         B, T, _ = x.shape
         H, K, V = self.num_heads, self.head_dim, self.value_dim
         self.aux_loss = None
@@ -160,7 +162,7 @@ class MixtureOfMemories(nn.Module):
         else:  # one memory: every token goes to it with weight 1
             memories = torch.zeros(B, T, 1, dtype=torch.long, device=x.device)
             weights = torch.ones(B, T, 1, device=x.device)
-        pack = pack_by_memory(memories, self.num_memories, self.shared_memory)
+        pack = pack_by_memory(memories, self.num_memories, self.shared_memory, documents)
 
         xp = x.reshape(B * T, -1)[pack.token]
         bounds = pack.memory_offsets
@@ -174,7 +176,7 @@ class MixtureOfMemories(nn.Module):
         k, v, *gates = kvg.split(self.widths, -1)
         q = self.q(x)
         if self.short_conv:
-            q, q_hist = self.q_conv(q, None if state is None else ConvState(state.q_conv))
+            q, q_hist = self.q_conv(q, None if state is None else ConvState(state.q_conv), documents)
             k, k_hist = conv_segments(self.k_conv, k, pack.lengths, self._to_segments(state, "k_conv"))
             v, v_hist = conv_segments(self.v_conv, v, pack.lengths, self._to_segments(state, "v_conv"))
         q = q.reshape(B * T, H, K)[pack.token]

@@ -54,7 +54,8 @@ class Packing:
     """Where every packed row comes from and where the segments start.
 
     token: [N] long, index (b·T + t) of the token behind each packed row;
-    cu_seqlens: [S + 1] int32 segment offsets, S = M_total·B segments, segment n = m·B + b;
+    cu_seqlens: [S + 1] int32 segment offsets, S = M_total·B segments, segment n = m·B + b (with packed
+        documents: M_total·N segments, n = m·N + d);
     lengths: [S] long, the number of rows of each segment;
     memory_offsets: M_total + 1 Python ints, rows of memory m are memory_offsets[m]:memory_offsets[m+1];
     slot_rows: [B, T, k] long, packed row of each routed slot (the inverse of the packing permutation);
@@ -69,8 +70,11 @@ class Packing:
     shared_rows: int | None
 
 
-def pack_by_memory(memories: torch.Tensor, num_memories: int, shared: bool) -> Packing:
+def pack_by_memory(memories: torch.Tensor, num_memories: int, shared: bool, documents=None) -> Packing:
     """Group the routed token-slots ``memories`` [B, T, k] by (memory, sequence), keeping time order.
+
+    The sequences are the B rows, or, with packed ``documents`` (``layers.documents.Documents``, B = 1),
+    the N documents of the row: then segment n = m·N + d and every segment lies within one document.
 
     The sort key ``m·B·T + b·T + t`` is unique per slot (a token picks k distinct memories), so the
     order is deterministic. With ``shared``, B more segments of T rows (every token, memory index M)
@@ -79,20 +83,25 @@ def pack_by_memory(memories: torch.Tensor, num_memories: int, shared: bool) -> P
     B, T, k = memories.shape
     device = memories.device
     positions = torch.arange(B * T, device=device)
+    if documents is None:
+        n_seq, sequence, seq_lengths = B, positions // T, torch.full((B,), T, device=device)
+    else:
+        n_seq, sequence = len(documents.lengths), documents.index
+        seq_lengths = torch.tensor(documents.lengths, device=device)
     key = (memories.reshape(B * T, k) * (B * T) + positions[:, None]).reshape(-1)
     order = key.argsort()  # packed row -> routed slot (b·T + t)·k + j
     token = order // k
     slot_rows = torch.empty_like(order)
     slot_rows[order] = torch.arange(order.numel(), device=device)
-    segment = (memories * B + torch.arange(B, device=device)[:, None, None]).reshape(-1)  # m·B + b
-    lengths = torch.bincount(segment, minlength=num_memories * B)
+    segment = (memories.reshape(B * T, k) * n_seq + sequence[:, None]).reshape(-1)  # m·n_seq + sequence
+    lengths = torch.bincount(segment, minlength=num_memories * n_seq)
     if shared:
         token = torch.cat([token, positions])
-        lengths = torch.cat([lengths, lengths.new_full((B,), T)])
+        lengths = torch.cat([lengths, seq_lengths.to(lengths.dtype)])
     cu_seqlens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
     offsets = cu_seqlens.tolist()
     shared_rows = B * T * k if shared else None
-    return Packing(token, cu_seqlens, lengths, offsets[::B], slot_rows.view(B, T, k), shared_rows)
+    return Packing(token, cu_seqlens, lengths, offsets[::n_seq], slot_rows.view(B, T, k), shared_rows)
 
 
 def conv_segments(conv, rows: torch.Tensor, lengths: torch.Tensor, history: torch.Tensor | None):

@@ -75,20 +75,22 @@ class MultiScaleRetention(nn.Module):
         # log γ_h as Python floats, so casting the module (e.g. to bf16) never rounds the decays
         self.log_decays = tuple(math.log1p(-(2.0 ** (-5 - h))) for h in range(num_heads))
 
-    def forward(self, x: torch.Tensor, state: RetentionState | None = None):
+    def forward(self, x: torch.Tensor, state: RetentionState | None = None, documents=None):
         B, T, _ = x.shape
         H = self.num_heads
         q = self.q_proj(x).view(B, T, H, self.head_k_dim)
         k = self.k_proj(x).view(B, T, H, self.head_k_dim)
         v = self.v_proj(x).view(B, T, H, self.head_v_dim)
         offset = 0 if state is None else state.offset
-        q, k = self.rotary(q, offset), self.rotary(k, offset)
+        positions = None if documents is None else documents.positions  # packed: rotary restarts per document
+        q, k = self.rotary(q, offset, positions), self.rotary(k, offset, positions)
         g_dtype = torch.promote_types(x.dtype, torch.float32)
         g = torch.tensor(self.log_decays, device=x.device, dtype=g_dtype)[None, None].expand(B, T, H)
         o, final = gated_linear_attention(
             q, k, v, g, scale=self.head_k_dim ** -0.5,
             initial_state=None if state is None else state.S,
             output_final_state=state is not None, chunk_size=self.chunk_size,
+            cu_seqlens=None if documents is None else documents.cu_seqlens,
         )
         o = self.head_norm(o).reshape(B, T, self.value_dim) * F.silu(self.g_proj(x))
         y = self.o_proj(o)

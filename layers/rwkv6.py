@@ -114,10 +114,10 @@ class RWKV6TimeMix(nn.Module):
         self.ln_x.weight.fill_(((1 + self.layer_idx) / self.n_layers) ** 0.7)
         self.ln_x.bias.zero_()
 
-    def forward(self, x: torch.Tensor, state: RWKV6State | None = None):
+    def forward(self, x: torch.Tensor, state: RWKV6State | None = None, documents=None):
         B, T, C = x.shape
         H, N = self.num_heads, self.head_size
-        delta = token_shift(x, None if state is None else state.shift) - x
+        delta = token_shift(x, None if state is None else state.shift, documents) - x
         lora = torch.tanh((x + delta * self.time_maa_x) @ self.time_maa_w1).view(B, T, 5, self.mix_lora_rank)
         mw, mk, mv, mr, mg = torch.einsum("btfr,frc->fbtc", lora, self.time_maa_w2).unbind(0)
         xw = x + delta * (self.time_maa_w + mw)
@@ -135,6 +135,7 @@ class RWKV6TimeMix(nn.Module):
             r, k, v, log_decay, self.time_faaaa, scale=1.0,
             initial_state=None if state is None else state.S,
             output_final_state=state is not None, chunk_size=self.chunk_size,
+            cu_seqlens=None if documents is None else documents.cu_seqlens,
         )
         o = self.ln_x(o.reshape(B * T, C)).view(B, T, C)
         y = self.output(o * gate)
@@ -187,8 +188,8 @@ class RWKV6ChannelMix(nn.Module):
         self.receptance.weight.zero_()
         self.value.weight.zero_()
 
-    def forward(self, x: torch.Tensor, state: TokenShiftState | None = None):
-        delta = token_shift(x, None if state is None else state.last) - x
+    def forward(self, x: torch.Tensor, state: TokenShiftState | None = None, documents=None):
+        delta = token_shift(x, None if state is None else state.last, documents) - x
         k = torch.relu(self.key(x + delta * self.time_maa_k)).square()
         y = torch.sigmoid(self.receptance(x + delta * self.time_maa_r)) * self.value(k)
         return y, (None if state is None else TokenShiftState(x[:, -1].clone()))

@@ -115,10 +115,11 @@ class RWKV7TimeMix(nn.Module):
         self.output.weight.zero_()
         self.ln_x.reset_parameters()
 
-    def forward(self, x: torch.Tensor, state: RWKV7State | None = None, shared: dict | None = None):
+    def forward(self, x: torch.Tensor, state: RWKV7State | None = None, shared: dict | None = None,
+                documents=None):
         B, T, C = x.shape
         H, N = self.num_heads, self.head_size
-        delta = token_shift(x, None if state is None else state.last) - x
+        delta = token_shift(x, None if state is None else state.last, documents) - x
         xr, xw, xk, xv, xa, xg = (x + delta * getattr(self, m) for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         f32 = torch.promote_types(x.dtype, torch.float32)
@@ -136,7 +137,8 @@ class RWKV7TimeMix(nn.Module):
 
         o, final = dplr_delta_rule(heads(r), heads(k), heads(v), -kappa, kappa * heads(a), heads(gk), scale=1.0,
                                    initial_state=None if state is None else state.S,
-                                   output_final_state=state is not None, chunk_size=self.chunk_size)
+                                   output_final_state=state is not None, chunk_size=self.chunk_size,
+                                   cu_seqlens=None if documents is None else documents.cu_seqlens)
         o = self.ln_x(o.reshape(B * T, C)).view(B, T, C)
         bonus = (heads(r) * heads(k) * self.r_k).sum(-1, keepdim=True) * heads(v)
         y = self.output((o + bonus.reshape(B, T, C)) * g)
@@ -144,11 +146,12 @@ class RWKV7TimeMix(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Analytic forward FLOPs per token: the four projections, the LoRAs, and the chunked DPLR core
-        (four decayed C×C score blocks, the solve, and six state products per head)."""
+        (four decayed C×C score blocks, the blocked triangular inverse and its product, and six state
+        products per head)."""
         C, H, N = self.d_model, self.num_heads, self.head_size
         Cc = max(1, min(self.chunk_size, seq_len))
         lora = sum(2.0 * getattr(self, f"{n}1").numel() + 2.0 * getattr(self, f"{n}2").numel() for n in self.loras)
-        core = H * (8.0 * Cc * N + Cc * 2 * N + 6.0 * Cc * N + 8.0 * N * N)
+        core = H * (8.0 * Cc * N + Cc * Cc / 3.0 + 2.0 * Cc * 2 * N + 6.0 * Cc * N + 8.0 * N * N)
         return 8.0 * C * C + lora + core
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> RWKV7State:
@@ -183,8 +186,8 @@ class RWKV7ChannelMix(nn.Module):
         self.key.weight.uniform_(-0.5 / self.d_model**0.5, 0.5 / self.d_model**0.5)
         self.value.weight.zero_()
 
-    def forward(self, x: torch.Tensor, state: TokenShiftState | None = None):
-        delta = token_shift(x, None if state is None else state.last) - x
+    def forward(self, x: torch.Tensor, state: TokenShiftState | None = None, documents=None):
+        delta = token_shift(x, None if state is None else state.last, documents) - x
         y = self.value(torch.relu(self.key(x + delta * self.x_k)).square())
         return y, (None if state is None else TokenShiftState(x[:, -1].clone()))
 

@@ -40,10 +40,15 @@ class ShortConvolution(nn.Module):
         self.dim, self.kernel_size, self.activation = dim, kernel_size, activation
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, state: ConvState | None = None) -> tuple[torch.Tensor, ConvState | None]:
+    def forward(self, x: torch.Tensor, state: ConvState | None = None,
+                documents=None) -> tuple[torch.Tensor, ConvState | None]:
+        """``documents`` (``layers.documents.Documents``, x [1, T, D], no state): the filter of each token
+        reaches back only within its own document."""
         B, T, D = x.shape
         if D != self.dim:
             raise ValueError(f"ShortConvolution: x has {D} channels, expected dim={self.dim}")
+        if documents is not None:
+            return ACTIVATIONS[self.activation](self._within_documents(x, documents)), None
         if state is None:
             padded = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # [B, D, K - 1 + T]
             new_state = None
@@ -53,6 +58,17 @@ class ShortConvolution(nn.Module):
             new_state = ConvState(history[:, history.shape[1] - (self.kernel_size - 1) :].to(state.x.dtype))
         y = F.conv1d(padded, self.conv.weight, self.conv.bias, groups=self.dim).transpose(1, 2)
         return ACTIVATIONS[self.activation](y), new_state
+
+    def _within_documents(self, x: torch.Tensor, documents) -> torch.Tensor:
+        """Σ_j w_{K-1-j} ⊙ x_{t-j} over the taps j ≤ t's position in its document (+ bias)."""
+        K, T = self.kernel_size, x.shape[1]
+        w = self.conv.weight[:, 0, :].to(x.dtype)  # [D, K], last tap = current token
+        y = x * w[:, K - 1]
+        for j in range(1, min(K, T)):
+            earlier = F.pad(x[:, : T - j], (0, 0, j, 0))  # x_{t-j}
+            reach = (documents.positions >= j)[None, :, None]
+            y = y + torch.where(reach, earlier, 0.0) * w[:, K - 1 - j]
+        return y if self.conv.bias is None else y + self.conv.bias.to(x.dtype)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvState:
         return ConvState(torch.zeros(batch_size, self.kernel_size - 1, self.dim, device=device, dtype=dtype))

@@ -72,14 +72,18 @@ class SlidingWindowAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=bias)
         self.rotary = RotaryEmbedding(self.head_dim, base=rotary_base) if rotary else None
 
-    def forward(self, x: torch.Tensor, state: SlidingWindowCache | None = None):
+    def forward(self, x: torch.Tensor, state: SlidingWindowCache | None = None, documents=None):
+        """``documents`` (packed, no state): windows never reach into an earlier document; rotary
+        positions restart at each."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)
         past = 0 if state is None else state.seen
         if self.rotary is not None:
-            q, k = self.rotary(q, offset=past), self.rotary(k, offset=past)
+            positions = None if documents is None else documents.positions
+            q, k = self.rotary(q, offset=past, positions=positions), self.rotary(k, offset=past, positions=positions)
         if state is None:
-            o = sliding_window_attention(q, k, v, self.window_size)
+            o = sliding_window_attention(q, k, v, self.window_size,
+                                         cu_seqlens=None if documents is None else documents.cu_seqlens)
             new_state = None
         else:
             o = self._attend_with_cache(q, k, v, state)

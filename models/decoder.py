@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from layers import MIXERS, build_mixer
+from layers.documents import Documents
 from layers.mlp import MLPS, build_mlp
 from layers.norms import build_norm
 from models.config import ModelConfig
@@ -56,17 +57,19 @@ class Block(nn.Module):
     def mlp_is_stateful(self) -> bool:
         return self.mlp is not None and hasattr(self.mlp, "init_state")
 
-    def forward(self, x, mixer_state=None, mlp_state=None, shared: dict | None = None):
+    def forward(self, x, mixer_state=None, mlp_state=None, shared: dict | None = None, documents=None):
         """``shared``: one dict per model forward, for mixers that read what an earlier layer left
-        (``uses_shared``: RWKV-7's value residual from the first layer)."""
+        (``uses_shared``: RWKV-7's value residual from the first layer). ``documents``: packed documents
+        (``layers.documents.Documents``) that the mixer and a stateful MLP keep apart."""
+        extra = {} if documents is None else {"documents": documents}
         if getattr(self.mixer, "uses_shared", False):
-            mixed, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, shared=shared)
-        else:
-            mixed, mixer_state = self.mixer(self.mixer_norm(x), mixer_state)
+            extra["shared"] = shared
+        mixed, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, **extra)
         x = x + mixed
         if self.mlp is not None:
             if self.mlp_is_stateful:
-                out, mlp_state = self.mlp(self.mlp_norm(x), mlp_state)
+                out, mlp_state = self.mlp(self.mlp_norm(x), mlp_state,
+                                          **({} if documents is None else {"documents": documents}))
             else:
                 out = self.mlp(self.mlp_norm(x))
             x = x + out
@@ -109,8 +112,12 @@ class DecoderLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
                 logits_at: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                loss_chunk_rows: int = 4096) -> LMOutput:
+                loss_chunk_rows: int = 4096, cu_seqlens: torch.Tensor | None = None) -> LMOutput:
         """input_ids: [B, T] -> LMOutput. Pass ``state`` (from ``init_state``) to prefill or decode.
+
+        ``cu_seqlens`` (int ``[N+1]``, with ``input_ids [1, T]`` and no state): documents packed along the
+        row, each treated as its own sequence by every layer (document-masked packing, as fla / flame
+        train): outputs equal running each document alone.
 
         ``logits_at`` (bool [B, T]) computes the head only at those positions: logits [N, vocab] in
         row-major order of the mask. Training on MQAR needs them only at its labelled positions (4 of
@@ -119,6 +126,13 @@ class DecoderLM(nn.Module):
         ``labels`` ([B, T], -100 ignored) computes the head and the cross-entropy ``loss_chunk_rows`` rows
         at a time (models.linear_cross_entropy) instead of returning logits: no [B, T, vocab] tensor.
         """
+        documents = None
+        if cu_seqlens is not None:
+            if input_ids.shape[0] != 1 or state is not None:
+                raise ValueError("cu_seqlens packs documents into one row: input_ids must be [1, T] and "
+                                 f"state None (got input_ids {tuple(input_ids.shape)}, state "
+                                 f"{'given' if state is not None else 'None'})")
+            documents = Documents.from_cu_seqlens(cu_seqlens, input_ids.shape[1], device=input_ids.device)
         x = self.embed_dropout(self.embedding(input_ids))
         new_mixers, new_mlps = [], []
         shared: dict = {}  # what one layer leaves for later ones within this forward (RWKV-7's first v)
@@ -128,6 +142,7 @@ class DecoderLM(nn.Module):
                 None if state is None else state.mixers[i],
                 None if state is None else state.mlps[i],
                 shared,
+                documents,
             )
             new_mixers.append(mixer_state)
             new_mlps.append(mlp_state)

@@ -15,8 +15,9 @@ product, so the model's FLOPs are counted by hand here. Conventions:
   the values as full C×C blocks, 2·C·(F + V), plus the state read q·S and the state update kᵀv,
   4·F·V, per token and head — what the chunked kernels compute;
 * the chunked delta rule (DeltaNet, Gated DeltaNet), per token and head: K Kᵀ and Q Kᵀ blocks
-  4·C·F, the unit-triangular solve for W and U C·(F + V), the intra-chunk product 2·C·V, and the
-  state reads W·S, Q·S and update Kᵀ·V_new 6·F·V;
+  4·C·F, the unit-triangular inverse (blocked, about C³/3 per chunk: C²/3) and its product with the
+  right-hand sides of W and U 2·C·(F + V), the intra-chunk product 2·C·V, and the state reads W·S,
+  Q·S and update Kᵀ·V_new 6·F·V;
 * MoM: each token is routed to top_k memories (+ the shared one); a memory's packed stream of a
   sequence holds on average T·top_k/M tokens, which bounds its effective chunk.
 
@@ -42,9 +43,10 @@ def chunked_linear_attention_flops(seq_len: int, chunk_size: int, heads: int, ke
 
 
 def chunked_delta_rule_flops(seq_len: int, chunk_size: int, heads: int, key_dim: int, value_dim: int) -> float:
-    """Per token: heads · (4·C·F + C·(F + V) + 2·C·V + 6·F·V), C = min(chunk_size, seq_len) (module doc)."""
+    """Per token: heads · (4·C·F + C²/3 + 2·C·(F + V) + 2·C·V + 6·F·V), C = min(chunk_size, seq_len)
+    (module doc)."""
     C, F, V = max(1, min(chunk_size, seq_len)), key_dim, value_dim
-    return heads * (4.0 * C * F + C * (F + V) + 2.0 * C * V + 6.0 * F * V)
+    return heads * (4.0 * C * F + C * C / 3.0 + 2.0 * C * (F + V) + 2.0 * C * V + 6.0 * F * V)
 
 
 def causal_attention_core_flops(seq_len: int, width: int) -> float:

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from layers.documents import Documents
 from models.config import ModelConfig
 from models.decoder import DecoderLM
 
@@ -154,17 +155,34 @@ class LanguageModelTask(L.LightningModule):
             self.check_data(datamodule)
 
     def _loss(self, batch):
-        input_ids, labels = batch
+        """batch: (input_ids [B, T], labels [B, T]) or, document-masked, (..., starts [B, T] bool): then
+        the B blocks run as one packed row of documents (``cu_seqlens``), logits returned as [B, T, V]."""
+        input_ids, labels = batch[0], batch[1]
+        extra = {}
+        if len(batch) == 3:
+            extra["cu_seqlens"] = Documents.from_starts(batch[2]).cu_seqlens
+            shape, input_ids, labels = labels.shape, input_ids.reshape(1, -1), labels.reshape(1, -1)
+        loss, out = self._loss_on(input_ids, labels, **extra)
+        if len(batch) == 3:
+            if out.logits is not None and out.logits.dim() == 3:
+                out.logits = out.logits.view(*shape, -1)
+            if out.correct is not None:
+                out.correct = out.correct.view(shape)
+        return loss, out
+
+    def _loss_on(self, input_ids, labels, **extra):
+        """The chunked head for dense labels (text, ``chunked_loss_rows``); sparse labels (MQAR) get the
+        head at the labelled positions only."""
         labelled = labels != IGNORE_INDEX
         chunk = self.hparams.get("chunked_loss_rows", 0)
-        if chunk and bool(labelled.all()):
-            out = self.model(input_ids, labels=labels, loss_chunk_rows=chunk)
+        if chunk and labelled.float().mean() >= 0.5:
+            out = self.model(input_ids, labels=labels, loss_chunk_rows=chunk, **extra)
             return out.loss, out
         if bool(labelled.all()):
-            out = self.model(input_ids)
+            out = self.model(input_ids, **extra)
             loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
         else:  # logits [N, V] at the labelled positions only
-            out = self.model(input_ids, logits_at=labelled)
+            out = self.model(input_ids, logits_at=labelled, **extra)
             loss = F.cross_entropy(out.logits.float(), labels[labelled])
         return loss, out
 

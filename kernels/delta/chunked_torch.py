@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from kernels.triangular import unit_lower_solve
-from kernels.utils import from_chunks, pad_packed, to_chunks
+from kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
 class _Local:
@@ -166,11 +166,12 @@ def _detached(local: _Local) -> _Local:
 def chunk_gated_delta_rule_torch(q, k, v, beta, g=None, *, scale, initial_state=None, output_final_state=False,
                                  cu_seqlens=None, chunk_size=64, triton_scan=False):
     """Chunked backend. Shapes as in :func:`kernels.gated_delta_rule`; packed sequences are scattered into
-    a zero-padded ``[N, T_max]`` batch (zero k, β and g leave the state unchanged). ``triton_scan``
+    zero-padded batches of similar lengths (zero k, β and g leave the state unchanged). ``triton_scan``
     runs the two scans over chunks as Triton kernels (the ``triton`` backend; fp32 accumulation)."""
     if cu_seqlens is None:
         o, final = ChunkGatedDeltaRule.apply(q, k, v, beta, g, initial_state, scale, chunk_size, triton_scan)
         return o, (final if output_final_state else None)
-    padded, unpad = pad_packed(cu_seqlens, q, k, v, beta, g)
-    o, final = ChunkGatedDeltaRule.apply(*padded, initial_state, scale, chunk_size, triton_scan)
-    return unpad(o), (final if output_final_state else None)
+    o, final = run_padded_varlen(
+        lambda padded, h0: ChunkGatedDeltaRule.apply(*padded, h0, scale, chunk_size, triton_scan),
+        cu_seqlens, (q, k, v, beta, g), initial_state, chunk_size)
+    return o, (final if output_final_state else None)

@@ -21,7 +21,7 @@ import torch
 
 from kernels.gla.chunked_torch_intra import channel_scores
 from kernels.triangular import unit_lower_solve
-from kernels.utils import from_chunks, pad_packed, to_chunks
+from kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
 class _Local:
@@ -145,12 +145,13 @@ class ChunkDPLR(torch.autograd.Function):
 
 def chunk_dplr_torch(q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False, cu_seqlens=None,
                      chunk_size=64, triton_scan=False):
-    """Chunked backend. Shapes as in :func:`kernels.dplr_delta_rule`; packed sequences are scattered into a
-    zero-padded ``[N, T_max]`` batch (zero k, v, b and gk leave the state unchanged). ``triton_scan``: the
+    """Chunked backend. Shapes as in :func:`kernels.dplr_delta_rule`; packed sequences are scattered into
+    zero-padded batches of similar lengths (zero k, v, b and gk leave the state unchanged). ``triton_scan``: the
     two scans over chunks as Triton kernels (the ``triton`` backend)."""
     if cu_seqlens is None:
         o, final = ChunkDPLR.apply(q, k, v, a, b, gk, initial_state, scale, chunk_size, triton_scan)
         return o, (final if output_final_state else None)
-    padded, unpad = pad_packed(cu_seqlens, q, k, v, a, b, gk)
-    o, final = ChunkDPLR.apply(*padded, initial_state, scale, chunk_size, triton_scan)
-    return unpad(o), (final if output_final_state else None)
+    o, final = run_padded_varlen(
+        lambda padded, h0: ChunkDPLR.apply(*padded, h0, scale, chunk_size, triton_scan),
+        cu_seqlens, (q, k, v, a, b, gk), initial_state, chunk_size)
+    return o, (final if output_final_state else None)

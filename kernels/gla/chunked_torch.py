@@ -14,7 +14,7 @@ import torch
 
 from kernels.gla.chunked_torch_intra import apply_scalar_decay_, channel_scores, channel_scores_backward
 from kernels.gla.chunked_torch_scan import scan_scalar, scan_scalar_reverse
-from kernels.utils import from_chunks, to_chunks
+from kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
 def _causal_mask(C: int, strict: bool, device) -> torch.Tensor:
@@ -218,23 +218,11 @@ class ChunkGLATorch(torch.autograd.Function):
 def chunk_gla_torch(q, k, v, g=None, u=None, *, scale, initial_state=None, output_final_state=False,
                     cu_seqlens=None, chunk_size=64):
     """Chunked backend. Shapes as in :func:`kernels.gated_linear_attention`; packed sequences are
-    scattered into a zero-padded ``[N, T_max]`` batch (zero k, v and g leave the state unchanged)."""
+    scattered into zero-padded batches of similar lengths (zero k, v and g leave the state unchanged)."""
     if cu_seqlens is None:
         o, final = ChunkGLATorch.apply(q, k, v, g, u, initial_state, scale, chunk_size)
     else:
-        offsets = cu_seqlens.tolist()
-        lens = [b - a for a, b in zip(offsets, offsets[1:])]
-        N, t_max = len(lens), max(max(lens), 1)
-        seq_id = torch.repeat_interleave(torch.arange(N, device=q.device),
-                                         torch.tensor(lens, device=q.device))
-        pos = torch.arange(q.shape[1], device=q.device) - torch.tensor(offsets[:-1], device=q.device)[seq_id]
-        flat = seq_id * t_max + pos
-
-        def pad(x):
-            return x.new_zeros(N * t_max, *x.shape[2:]).index_copy(0, flat, x[0]).unflatten(0, (N, t_max))
-
-        o, final = ChunkGLATorch.apply(pad(q), pad(k), pad(v), None if g is None else pad(g), u,
-                                       initial_state,
-                                       scale, chunk_size)
-        o = o.flatten(0, 1).index_select(0, flat)[None]
+        o, final = run_padded_varlen(
+            lambda padded, h0: ChunkGLATorch.apply(*padded, u, h0, scale, chunk_size),
+            cu_seqlens, (q, k, v, g), initial_state, chunk_size)
     return o, (final if output_final_state else None)

@@ -51,7 +51,7 @@ def fake_trainer(tmp_path, vocab_size=256, rank=0, world=1):
 def test_packing_matches_plain_python(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", DOCS)
     val = write_jsonl(tmp_path / "val.jsonl", DOCS[:10])
-    dm = make(tmp_path, sources=str(train), val_sources=str(val))
+    dm = make(tmp_path, sources=str(train), val_sources=str(val), document_mask=False)
     expected = reference_blocks(DOCS, 16)
     assert len(dm.train_set) == len(expected)
     assert [dm.train_set.block(i).tolist() for i in range(len(expected))] == expected
@@ -61,6 +61,22 @@ def test_packing_matches_plain_python(tmp_path):
     assert torch.equal(inputs[:, 1:], labels[:, :-1])  # labels are the inputs shifted by one
     for row_in, row_lab in zip(inputs.tolist(), labels.tolist()):
         assert row_in + row_lab[-1:] in expected
+
+
+def test_document_mask_marks_starts_and_ignores_the_next_documents_first_token(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", DOCS)
+    val = write_jsonl(tmp_path / "val.jsonl", DOCS[:10])
+    dm = make(tmp_path, sources=str(train), val_sources=str(val))  # document_mask is the default
+    for i in range(len(dm.train_set)):
+        block = dm.train_set.block(i).tolist()
+        inputs, labels, starts = dm.train_set[i]
+        assert inputs.tolist() == block[:-1]
+        for t in range(16):  # plain Python: EOS (0 for bytes) ends a document; the next token starts one
+            after_eos = t > 0 and block[t - 1] == 0
+            assert bool(starts[t]) == (t == 0 or after_eos)
+            assert labels[t].item() == (-100 if block[t] == 0 else block[t + 1])
+    inputs, labels, starts = next(iter(dm.train_dataloader()))
+    assert inputs.shape == labels.shape == starts.shape == (4, 16) and starts.dtype == torch.bool
 
 
 def test_text_json_parquet_and_glob_sources(tmp_path):
@@ -125,7 +141,7 @@ def test_order_is_deterministic_and_ranks_are_disjoint(tmp_path):
         dm.setup("fit")
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(1)
-        runs.append([tuple(row) for inputs, _ in loader for row in inputs.tolist()])
+        runs.append([tuple(row) for inputs, *_ in loader for row in inputs.tolist()])
         indices.append(list(loader.sampler))
     assert runs[0] == runs[2] and indices[0] == indices[2]  # two instances, the same order
     assert not set(indices[0]) & set(indices[1])  # the ranks see disjoint blocks
@@ -204,8 +220,8 @@ def test_builtin_corpus_is_deterministic_with_a_fixed_validation_part(tmp_path):
 def test_python_stdlib_default_corpus(tmp_path):
     dm = make(tmp_path, seq_len=256, batch_size=8)
     assert len(dm.train_set) > 10_000 and len(dm.val_set) > 100
-    inputs, labels = next(iter(dm.train_dataloader()))
-    assert inputs.shape == (8, 256)
+    inputs, labels, starts = next(iter(dm.train_dataloader()))
+    assert inputs.shape == labels.shape == starts.shape == (8, 256)
 
 
 @pytest.mark.parametrize("streaming", [False, True])
