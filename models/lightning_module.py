@@ -171,16 +171,17 @@ class LanguageModelTask(L.LightningModule):
         return loss, out
 
     def _loss_on(self, input_ids, labels, **extra):
-        """The chunked head for dense labels (text, ``chunked_loss_rows``); sparse labels (MQAR) get the
-        head at the labelled positions only."""
+        """Dense labels (text): the head at every position (``chunked_loss_rows`` rows at a time if set);
+        sparse labels (MQAR): the head at the labelled positions only."""
         labelled = labels != IGNORE_INDEX
         chunk = self.hparams.get("chunked_loss_rows", 0)
-        if chunk and labelled.float().mean() >= 0.5:
+        dense = labelled.float().mean() >= 0.5
+        if chunk and dense:
             out = self.model(input_ids, labels=labels, loss_chunk_rows=chunk, **extra)
             return out.loss, out
-        if bool(labelled.all()):
+        if dense:  # indexing the labelled rows would cost more than the few ignored ones
             out = self.model(input_ids, **extra)
-            loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
+            loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
         else:  # logits [N, V] at the labelled positions only
             out = self.model(input_ids, logits_at=labelled, **extra)
             loss = F.cross_entropy(out.logits.float(), labels[labelled])

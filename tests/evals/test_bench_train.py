@@ -46,8 +46,8 @@ def test_text_config_rows_compare_document_masking_and_split_the_step(tmp_path):
                              f"--data.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.seq_len=32",
                              "--data.init_args.batch_size=2", "--model.model.d_model=32",
                              f"--trainer.default_root_dir={tmp_path / 'run'}"])
-    assert [r["loop"] for r in rows] == ["lightning", "bare", "bare, full head", "bare, no document mask"]
+    assert [r["loop"] for r in rows] == ["lightning", "bare", "bare, no document mask"]
     split = rows[1]["split"]
     assert set(split) == {"mixers", "MLPs", "head + loss", "rest"} and all(split[p] > 0 for p in ("mixers", "MLPs"))
     text = out.read_text()
-    assert "document masking costs" in text and "Where the bare step goes" in text
+    assert "document-masked step takes" in text and "Where the bare step goes" in text
