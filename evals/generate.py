@@ -23,7 +23,8 @@ from models.checkpoint import load_model, resolve_checkpoint
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m evals.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="a .ckpt file, or a run folder (uses checkpoints/last.ckpt)")
+    p.add_argument("--ckpt", required=True,
+                   help="a .ckpt file, a run folder (uses checkpoints/last.ckpt), or an exported folder (models.export)")
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="text, encoded with the run's tokenizer (or --tokenizer)")
     prompt.add_argument("--prompt-ids", help='token ids separated by spaces or commas, e.g. "1 2 3"')

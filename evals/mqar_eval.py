@@ -88,7 +88,8 @@ def grid_matrix(rows: list[dict], seq_lens: list[int], kvs: list[int]) -> np.nda
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="a train.py checkpoint (.ckpt) or its run folder")
+    parser.add_argument("--ckpt", required=True,
+                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (models.export)")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--kv", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--num-examples", type=int, default=500, help="examples per grid cell")

@@ -89,7 +89,8 @@ def grid_matrix(rows: list[dict], lengths: list[int], depths: list[float]) -> np
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="a train.py checkpoint (.ckpt) or its run folder")
+    parser.add_argument("--ckpt", required=True,
+                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (models.export)")
     parser.add_argument("--mode", choices=["token", "text"], default="token")
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])

@@ -92,7 +92,8 @@ def evaluate_recall(model, tokenizer, examples: list[RecallExample], context_len
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="a train.py checkpoint (.ckpt) or its run folder")
+    parser.add_argument("--ckpt", required=True,
+                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (models.export)")
     parser.add_argument("--task", required=True, choices=["swde", "fda"])
     parser.add_argument("--context-len", type=int, default=1024, help="prompt + generation tokens at most")
     parser.add_argument("--max-new-tokens", type=int, default=48)

@@ -1,7 +1,10 @@
-"""Load a trained DecoderLM from a Lightning checkpoint (or a run folder) without unpickling code.
+"""Load a trained DecoderLM from a Lightning checkpoint, a run folder or an exported folder, without
+unpickling code.
 
 Checkpoints written by ``train.py`` hold only plain types, so ``torch.load(weights_only=True)``
 reads them; the model is rebuilt from the ``model`` hyper-parameters (a ModelConfig as a dict).
+An exported folder (``python -m models.export``: config.json + model.safetensors) loads as JSON and
+safetensors.
 """
 from __future__ import annotations
 
@@ -14,8 +17,13 @@ from models.decoder import DecoderLM
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder / its ``checkpoints/`` folder (then ``last.ckpt`` in it)."""
+    """A checkpoint file, or a run folder / its ``checkpoints/`` folder (then ``last.ckpt`` in it), or an
+    exported folder (returned as it is)."""
+    from models.pretrained import is_pretrained_dir
+
     path = Path(path)
+    if is_pretrained_dir(path):
+        return path
     candidates = [path] if path.is_file() else [path / "last.ckpt", path / "checkpoints" / "last.ckpt"]
     for candidate in candidates:
         if candidate.is_file():
@@ -24,8 +32,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[DecoderLM, dict]:
-    """Rebuild the DecoderLM saved at ``path``; returns (model in eval mode, hyper-parameters dict)."""
+    """Rebuild the DecoderLM saved at ``path``; returns (model in eval mode, hyper-parameters dict).
+    For an exported folder the hyper-parameters are ``{"model": <its ModelConfig as a dict>}``."""
+    from dataclasses import asdict
+
+    from models.pretrained import is_pretrained_dir, load_pretrained
+
     path = resolve_checkpoint(path)
+    if is_pretrained_dir(path):
+        model = load_pretrained(path, map_location)
+        return model, {"model": asdict(model.config)}
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     hparams = checkpoint.get("hyper_parameters") or {}
     if "model" not in hparams:

@@ -161,6 +161,19 @@ class DecoderLM(nn.Module):
         logits = self.head(self.norm(x))
         return LMOutput(logits, new_state, aux_loss)
 
+    def save_pretrained(self, out_dir, tokenizer=None):
+        """Write config.json + model.safetensors (+ the tokenizer) to ``out_dir``; see models/pretrained.py."""
+        from models.pretrained import save_pretrained
+
+        return save_pretrained(self, out_dir, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path, map_location="cpu") -> "DecoderLM":
+        """The model of a folder written by ``save_pretrained`` / ``python -m models.export`` (eval mode)."""
+        from models.pretrained import load_pretrained
+
+        return load_pretrained(path, map_location)
+
     def generate(self, input_ids, max_new_tokens: int, **kwargs):
         """Sample continuations; see ``models.generation.generate`` for the arguments."""
         from models.generation import generate
