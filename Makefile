@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	# torch==2.13.0 is the CPU build on these machines; a GPU user installs their CUDA build first.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m evals.lm_eval_plugin install  # `lm_eval --model recall-lm` (see evals/harness.py)
 	touch $(STAMP)
 
 install: $(STAMP)
