@@ -10,6 +10,7 @@ A sweep YAML (see configs/sweeps/mqar_cpu.yaml):
 
     name: mqar_cpu                  # W&B group, runs/sweeps/<name>/, evals/results/sweeps/<name>/
     base: {attention: configs/mqar/attention.yaml, based: configs/mqar/based.yaml}   # or one config path
+    # a base entry may also be {config: path, set: {dotted key: value}} (e.g. one config at two windows)
     fixed: {trainer.max_epochs: 4}  # dotted train.py keys set in every run
     grid:                           # the Cartesian product of these lists
       mixer: [attention, based]     # picks the base config (only when base is a map)
@@ -29,7 +30,7 @@ W&B, ``WANDB_MODE`` overrides; ``wandb sync runs/sweeps/<name>/*/wandb/offline-r
 A run whose result.json exists is done and skipped. As Zoology does, the
 best learning rate of each model (every grid key but ``lr_key``) is the one with the highest final
 validation accuracy. Outputs (evals/results/sweeps/<name>/): results.csv, results.md (every run),
-best_lr.md / best_lr.csv, acc_vs_dmodel.png and acc_vs_state.png (evals/sweep_plots.py).
+best_lr.md / best_lr.csv, acc_vs_dmodel.png, acc_vs_state.png and acc_vs_time.png (evals/sweep_plots.py).
 """
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ class Sweep:
     description: str = ""
     source: Path | None = None
     variants: dict[str, dict] = field(default_factory=dict)
+    base_sets: dict[str, dict] = field(default_factory=dict)  # mixer -> dotted keys its base entry sets
 
 
 @dataclass
@@ -111,8 +113,16 @@ def load_sweep(path: Path | str) -> Sweep:
         grid = {"variant": list(variants), **grid}
     if not isinstance(grid, dict) or not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise ValueError(f"{path}: 'grid' maps keys to non-empty lists of values")
-    base = spec["base"]
+    base, base_sets = spec["base"], {}
     if isinstance(base, dict):
+        for mixer, entry in list(base.items()):
+            if isinstance(entry, dict):  # {config: path, set: {dotted key: value}}: a config with overrides
+                if set(entry) - {"config", "set"} or not isinstance(entry.get("config"), str) \
+                        or not isinstance(entry.get("set", {}), dict):
+                    raise ValueError(f"{path}: base entry {mixer!r} is a config path or {{config: path, set: "
+                                     f"{{dotted key: value}}}}, got {entry!r}")
+                base[mixer] = entry["config"]
+                base_sets[mixer] = dict(entry.get("set") or {})
         if "mixer" not in grid:
             raise ValueError(f"{path}: 'base' is a mixer → config map, so 'grid' needs a 'mixer' list")
         missing = [m for m in grid["mixer"] if m not in base]
@@ -140,7 +150,7 @@ def load_sweep(path: Path | str) -> Sweep:
         raise ValueError(f"{path}: 'exclude' is a list of maps over grid keys {sorted(grid)}")
     return Sweep(name=str(spec.get("name", path.stem)), base=base, grid=grid, fixed=fixed, exclude=exclude,
                  lr_key=spec.get("lr_key", "model.lr"), project=spec.get("project", "recall-lm"),
-                 description=spec.get("description", ""), source=path, variants=variants)
+                 description=spec.get("description", ""), source=path, variants=variants, base_sets=base_sets)
 
 
 def cli_value(value) -> str:
@@ -195,6 +205,7 @@ def expand(sweep: Sweep, runs_dir: Path | None = None, wandb: bool = True) -> li
         run_dir = runs_dir / name
         args = ["--config", config]
         args += [f"--{k}={cli_value(v)}" for k, v in sweep.fixed.items()]
+        args += [f"--{k}={cli_value(v)}" for k, v in sweep.base_sets.get(values.get("mixer"), {}).items()]
         args += [f"--{k}={cli_value(v)}" for k, v in sweep.variants.get(values.get("variant"), {}).items()]
         args += [f"--{k}={cli_value(v)}" for k, v in values.items() if k not in ("mixer", "variant")]
         args += [f"--trainer.default_root_dir={run_dir}"]
@@ -272,7 +283,9 @@ def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[
     slices = slices_of(rows)
     lengths = sorted({int(n) for r in rows for n in r.get("state_sizes", {})})
     history = any(r.get("val_acc_by_epoch") for r in rows)
+    byte_lengths = sorted({int(n) for r in rows for n in r.get("state_bytes", {})})[-1:]  # the longest test
     header = ["run", *[short_key(k) for k in keys], "params", *[f"state L={n}" for n in lengths],
+              *[f"state bytes L={n}" for n in byte_lengths],
               "val/acc", *[f"acc {s}" for s in slices], *(["val/acc per validation"] if history else []),
               "steps", "time (s)", *extra_cols]
     cells = []
@@ -282,7 +295,9 @@ def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[
         point = [f"{v:g}" if isinstance(v, float) else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
                  for v in point]
         states = [f"{r['state_sizes'][str(n)]:,}" if str(n) in r.get("state_sizes", {}) else "" for n in lengths]
-        cells.append([r["run"], *point, f"{r['params']:,}", *states, _fmt_acc(m.get("val/acc")),
+        state_bytes = [f"{r['state_bytes'][str(n)]:,}" if str(n) in r.get("state_bytes", {}) else ""
+                       for n in byte_lengths]
+        cells.append([r["run"], *point, f"{r['params']:,}", *states, *state_bytes, _fmt_acc(m.get("val/acc")),
                       *[_fmt_acc(m.get(f"val/acc/{s}")) for s in slices],
                       *([" ".join(_fmt_acc(a) for a in r.get("val_acc_by_epoch", []))] if history else []),
                       str(r["steps"]), str(r["seconds"]),

@@ -117,8 +117,30 @@ def plot_acc_vs_state(rows: list[dict], path: Path, lr_key: str = "model.lr", ti
     return _finish(fig, axes, path, title or "MQAR accuracy vs decoding state size (best lr per point)")
 
 
+def plot_acc_vs_time(rows: list[dict], path: Path, lr_key: str = "model.lr", title: str = "") -> Path:
+    """One panel per test slice: accuracy (y) vs the run's training wall time (x, log: the whole
+    ``train.py fit``, validation included), a line per mixer through its d_model values."""
+    slices = _slices(rows)
+    if not slices:
+        raise ValueError("no per-slice accuracies (val/acc/<slice>) in the rows to plot")
+    fig, axes = _grid(len(slices))
+    for ax, name in zip(axes, slices):
+        for label, group in _lines(rows, lr_key).items():
+            pts = sorted((r["seconds"], r["metrics"].get(f"val/acc/{name}", math.nan)) for r in group)
+            ax.plot(*zip(*pts), marker="o", label=label)
+        ax.set_title(f"seq len {name.split('_')[0][1:]}, {name.split('_')[1][2:]} kv pairs")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("training wall time (s)")
+        ax.set_ylabel("MQAR accuracy")
+        ax.grid(alpha=0.3, which="both")
+    return _finish(fig, axes, path, title or "MQAR accuracy vs training wall time (best lr per point)")
+
+
 def plot_all(rows: list[dict], sweep, out_dir: Path) -> dict[str, Path]:
-    """Both plots of a sweep's best-lr runs into ``out_dir``."""
+    """The three plots of a sweep's best-lr runs into ``out_dir``."""
     from evals.sweep import best_lr
 
     best = best_lr(rows, sweep.lr_key)
@@ -127,4 +149,6 @@ def plot_all(rows: list[dict], sweep, out_dir: Path) -> dict[str, Path]:
                                                 f"{sweep.name}: MQAR accuracy vs d_model (best lr each)"),
         "acc_vs_state.png": plot_acc_vs_state(best, out_dir / "acc_vs_state.png", sweep.lr_key,
                                               f"{sweep.name}: MQAR accuracy vs decoding state (best lr each)"),
+        "acc_vs_time.png": plot_acc_vs_time(best, out_dir / "acc_vs_time.png", sweep.lr_key,
+                                            f"{sweep.name}: MQAR accuracy vs training wall time (best lr each)"),
     }

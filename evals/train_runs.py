@@ -5,7 +5,8 @@ stays in it); the child trains in-process through ``train.main`` and writes one 
 
     {"config": "configs/mqar/based.yaml", "mixer": "base_conv+based", "d_model": 64, "params": ...,
      "state_size": <numbers at the longest test length>, "state_at_len": 256,
-     "state_sizes": {"64": ..., "256": ...}, "steps": 891, "seconds": 358.1,
+     "state_sizes": {"64": ..., "256": ...}, "state_bytes": {"64": ..., "256": ...}, "steps": 891,
+     "seconds": 358.1,
      "metrics": {"val/acc": 0.73, "val/acc/L64_kv4": 0.88, ...}, "val_acc_by_epoch": [0.41, 0.73],
      "train_args": [...]}
 
@@ -78,6 +79,7 @@ def train_and_measure(args: list[str], out_json: Path) -> dict:
         "state_size": model.state_size(lengths[-1]),
         "state_at_len": lengths[-1],
         "state_sizes": {str(n): model.state_size(n) for n in lengths},
+        "state_bytes": {str(n): model.state_bytes(n) for n in lengths},  # in the parameters' dtype
         "steps": cli.trainer.global_step,
         "seconds": round(time.time() - start, 1),
         "metrics": {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/acc")},

@@ -98,10 +98,29 @@ def test_variants_are_named_bundles_of_settings(tmp_path):
                                   variants={"a b": {}}))
 
 
+def test_base_entries_can_set_keys_of_their_own(tmp_path):
+    """One config under two mixer names (e.g. SWA at two windows): a base entry {config, set}."""
+    kwargs = {"base_conv": {"variant": "zoology", "kernel_size": 3, "activation": None},
+              "swa": {"num_heads": 1, "window_size": 8, "rotary": False, "bias": True}}
+    sweep = sw.load_sweep(write_sweep(tmp_path, base={
+        "swa_w32": "configs/zoology/swa.yaml",
+        "swa_w8": {"config": "configs/zoology/swa.yaml", "set": {"model.model.mixer_kwargs": kwargs}}},
+        grid={"mixer": ["swa_w32", "swa_w8"], "model.lr": [1e-3]}))
+    w32, w8 = sw.expand(sweep, tmp_path / "runs", wandb=False)
+    assert w8.config == w32.config == "configs/zoology/swa.yaml"
+    assert not any(a.startswith("--model.model.mixer_kwargs") for a in w32.args)
+    import train
+
+    assert train.main(w8.args, run=False).model.config.mixer_kwargs["swa"]["window_size"] == 8
+    with pytest.raises(ValueError, match="base entry 'x'"):
+        sw.load_sweep(write_sweep(tmp_path, base={"x": {"config": "configs/zoology/swa.yaml", "sets": {}}},
+                                  grid={"mixer": ["x"]}))
+
+
 def row(mixer, d, lr, acc, slices=None, state=1000):
     return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.model.d_model": d, "model.lr": lr},
             "mixer": mixer, "d_model": d, "params": 10 * d, "state_sizes": {"64": state, "128": 2 * state},
-            "steps": 5, "seconds": 1.0,
+            "state_bytes": {"64": 4 * state, "128": 8 * state}, "steps": 5, "seconds": 1.0,
             "metrics": {"val/acc": acc, **{f"val/acc/{k}": v for k, v in (slices or {}).items()}}}
 
 
@@ -134,7 +153,8 @@ def test_writers_and_plots(tmp_path):
     lines = paths["results.md"].read_text().splitlines()
     header = next(line for line in lines if line.startswith("| run"))
     assert header.index("acc L64_kv4") < header.index("acc L64_kv16") < header.index("acc L128_kv16")
-    assert "| attention-d_model=64-lr=0.003 | attention | 64 | 0.003 | 640 | 6,400 | 12,800 | 0.970 | 0.970 | 0.920 | 0.870 | 5 | 1.0 |" in lines
+    assert "| attention-d_model=64-lr=0.003 | attention | 64 | 0.003 | 640 | 6,400 | 12,800 | 51,200 | 0.970 | 0.970 | 0.920 | 0.870 | 5 | 1.0 |" in lines
+    assert "state bytes L=128" in header
     assert "settings line" in lines
     table = list(csv.reader(open(paths["results.csv"])))
     assert len(table) == 1 + 8 and table[0][:4] == ["run", "mixer", "d_model", "lr"]
@@ -143,6 +163,7 @@ def test_writers_and_plots(tmp_path):
         ("attention", "32", "0.003", "2"), ("attention", "64", "0.003", "2"),
         ("based", "32", "0.003", "2"), ("based", "64", "0.003", "2")]
     pngs = sweep_plots.plot_all(synthetic_rows(), sweep, tmp_path / "out")
+    assert sorted(pngs) == ["acc_vs_dmodel.png", "acc_vs_state.png", "acc_vs_time.png"]
     import matplotlib.image
 
     for path in pngs.values():
@@ -180,7 +201,7 @@ def test_skip_done_and_collect(tmp_path, monkeypatch, capsys):
     assert "Trained 3 runs" in (out / "results.md").read_text()
     launched.clear()
     sw.main(argv)  # everything done: nothing launched, tables rebuilt
-    assert launched == [] and (out / "acc_vs_state.png").exists()
+    assert launched == [] and (out / "acc_vs_state.png").exists() and (out / "acc_vs_time.png").exists()
     # a finished run whose recorded settings differ from the sweep file's is not silently reused
     stale = json.loads(done.result.read_text())
     stale["train_args"] = [a.replace("--model.lr=0.001", "--model.lr=0.1") for a in stale["train_args"]]
