@@ -30,7 +30,8 @@ W&B, ``WANDB_MODE`` overrides; ``wandb sync runs/sweeps/<name>/*/wandb/offline-r
 A run whose result.json exists is done and skipped. As Zoology does, the
 best learning rate of each model (every grid key but ``lr_key``) is the one with the highest final
 validation accuracy. Outputs (evals/results/sweeps/<name>/): results.csv, results.md (every run),
-best_lr.md / best_lr.csv, acc_vs_dmodel.png, acc_vs_state.png and acc_vs_time.png (evals/sweep_plots.py).
+best_lr.md / best_lr.csv, runs/<run>.json, acc_vs_dmodel.png, acc_vs_state.png and acc_vs_time.png
+(evals/sweep_plots.py).
 """
 from __future__ import annotations
 
@@ -331,8 +332,13 @@ def machine_line() -> str:
 
 
 def write_results(rows: list[dict], sweep: Sweep, out_dir: Path, header_lines: list[str]) -> dict[str, Path]:
-    """results.csv/.md (every run, in sweep order) and best_lr.csv/.md (one row per model)."""
+    """results.csv/.md (every run, in sweep order), best_lr.csv/.md (one row per model), and each run's
+    result JSON as runs/<run>.json (what train_runs recorded, minus the machine-specific run folder)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "runs").mkdir(exist_ok=True)
+    for r in rows:
+        record = {**r, "train_args": [a for a in r.get("train_args", []) if not a.startswith(LOCATION_ARGS)]}
+        (out_dir / "runs" / f"{r['run']}.json").write_text(json.dumps(record, indent=1) + "\n")
     settings = [f"Sweep `{sweep.name}`" + (f": {sweep.description}" if sweep.description else ""), "",
                 *header_lines]
     head, cells = table(rows, sweep)

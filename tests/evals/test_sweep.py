@@ -156,6 +156,7 @@ def test_writers_and_plots(tmp_path):
     assert "| attention-d_model=64-lr=0.003 | attention | 64 | 0.003 | 640 | 6,400 | 12,800 | 51,200 | 0.970 | 0.970 | 0.920 | 0.870 | 5 | 1.0 |" in lines
     assert "state bytes L=128" in header
     assert "settings line" in lines
+    assert json.loads((tmp_path / "out" / "runs" / "attention-d_model=64-lr=0.003.json").read_text())["d_model"] == 64
     table = list(csv.reader(open(paths["results.csv"])))
     assert len(table) == 1 + 8 and table[0][:4] == ["run", "mixer", "d_model", "lr"]
     best = list(csv.DictReader(open(paths["best_lr.csv"])))
