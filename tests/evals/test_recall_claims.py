@@ -1,0 +1,43 @@
+"""evals.recall_claims: verdicts follow their stated rules, and missing runs say pending."""
+from evals import recall_claims as rc
+
+SLICES = ("L64_kv4", "L128_kv32", "L256_kv64")
+
+
+def row(mixer, d, lr, accs, state):
+    return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.model.d_model": d, "model.lr": lr},
+            "mixer": mixer, "d_model": d, "params": 100 * d, "steps": 10, "seconds": 5.0,
+            "state_sizes": {"64": state // 4, "256": state}, "state_bytes": {"64": state, "256": 4 * state},
+            "metrics": {"val/acc": sum(accs) / 3, **{f"val/acc/{s}": a for s, a in zip(SLICES, accs)}}}
+
+
+def rows():
+    out = [row("attention", d, 3e-3, (1.0, 0.999, 0.995), 2 * 256 * d) for d in (64, 128)]
+    out += [row("rwkv6", 64, 3e-3, (0.95, 0.5, 0.2), 9000), row("rwkv6", 64, 1e-3, (0.5, 0.1, 0.0), 9000)]
+    out += [row(f"based_f{f}", 64, 3e-3, (1.0, 0.8, a), s) for f, a, s in ((8, 0.3, 3000), (16, 0.6, 9000),
+                                                                            (24, 0.59, 20000))]
+    out += [row("mom_gdn", 64, 3e-3, (1.0, 0.9, 0.7), 22000), row("mom_one_x5", 64, 3e-3, (1.0, 0.8, 0.5), 21000)]
+    return out
+
+
+def test_verdicts_follow_the_rules():
+    verdicts = {c: (v, e) for c, v, e in rc.claims(rc.cells(rows()))}
+    attention = next(v for c, v in verdicts.items() if c.startswith("Attention"))
+    assert attention[0] == "agree" and "0.995" in attention[1]
+    gated = next(v for c, v in verdicts.items() if c.startswith("Gated"))
+    assert gated[0] == "agree" and "rwkv6 0.950 → 0.200" in gated[1]  # the best lr (3e-3) is the one reported
+    based = next(v for c, v in verdicts.items() if "BASED feature_dim" in c and "d_model 64" in c)
+    assert based[0] == "agree"  # 0.60 → 0.59 is within the 0.02 slack
+    assert any(v[0] == "pending" for c, v in verdicts.items() if "SWA window" in c)
+    mom = next(v for c, v in verdicts.items() if c.startswith("Several"))
+    assert mom[0] == "agree" and "0.700 vs one memory ×5 0.500" in mom[1]
+    state = next(v for c, v in verdicts.items() if c.startswith("BASED, DeltaNet"))
+    assert state[0] == "not testable at this scale"
+
+
+def test_a_falling_family_is_a_disagreement_and_markdown_lists_cells():
+    bad = [r for r in rows() if r["point"]["mixer"] != "based_f24"] + [row("based_f24", 64, 3e-3, (1.0, 0.8, 0.2), 20000)]
+    based = next(v for c, v, e in rc.claims(rc.cells(bad)) if "BASED feature_dim" in c and "d_model 64" in c)
+    assert based == "disagree"
+    text = rc.markdown(rows(), "recall_map_cpu")
+    assert "| attention | 128 | 0.003 |" in text and "| L256_kv64 |" in text.replace(" | time", " |")
