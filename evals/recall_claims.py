@@ -1,5 +1,9 @@
 """The recall map's verdicts on the papers' claims: ``python -m evals.recall_claims [--sweep recall_map_cpu]``.
 
+    python -m evals.recall_claims --write-seeds-sweep configs/sweeps/recall_map_cpu_seeds.yaml
+    python -m evals.sweep configs/sweeps/recall_map_cpu_seeds.yaml --jobs 2 --collect
+    python -m evals.recall_claims        # now with the seed spread at each mixer's best cell
+
 Reads the per-run JSON that ``python -m evals.sweep configs/sweeps/<sweep>.yaml --collect`` commits
 (``evals/results/sweeps/<sweep>/runs/*.json``), keeps the best learning rate per (mixer, d_model) as
 the sweep does, and writes ``docs/recall_map.md``: the best-lr table (parameters, state numbers and
@@ -14,7 +18,9 @@ import json
 import math
 from pathlib import Path
 
-from evals.sweep import best_lr, slice_order
+import yaml
+
+from evals.sweep import best_lr, load_sweep, slice_order
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results" / "sweeps"
@@ -114,7 +120,43 @@ def claims(best: dict[tuple[str, int], dict]) -> list[tuple[str, str, str]]:
     return out
 
 
-def markdown(rows: list[dict], sweep: str) -> str:
+SEEDS = (1,)  # further seeds at each mixer's best cell (the map itself is seed 0)
+
+
+def best_cells(best: dict[tuple[str, int], dict]) -> dict[str, dict]:
+    """Each mixer's best (d_model, lr) row: highest mean accuracy, the smaller d_model on a tie."""
+    out: dict[str, dict] = {}
+    for (mixer, d), r in sorted(best.items(), key=lambda kv: kv[0][1]):
+        if mixer not in out or acc(r) > acc(out[mixer]):
+            out[mixer] = r
+    return out
+
+
+def seeds_sweep(sweep_path: Path, best: dict[tuple[str, int], dict]) -> dict:
+    """A sweep spec that reruns each mixer's best cell with the seeds in SEEDS: one base entry per mixer
+    (its config, its own settings, and the cell's d_model and lr), the map's fixed settings, a seed axis."""
+    source = load_sweep(sweep_path)
+    base = {}
+    for mixer, r in sorted(best_cells(best).items()):
+        settings = {**source.base_sets.get(mixer, {}), "model.model.d_model": r["point"]["model.model.d_model"],
+                    source.lr_key: r["point"][source.lr_key]}
+        base[mixer] = {"config": source.base[mixer], "set": settings}
+    return {"name": f"{source.name}_seeds",
+            "description": f"{source.name}: each mixer's best cell again with seeds {', '.join(map(str, SEEDS))}",
+            "base": base, "fixed": source.fixed, "grid": {"mixer": list(base)},
+            "variants": {f"seed{s}": {"seed_everything": s, "data.init_args.train_seed": s} for s in SEEDS}}
+
+
+def seed_spread(rows_seed0: dict[str, dict], seed_rows: list[dict]) -> dict[str, list[float]]:
+    """mixer -> the mean accuracies of its best cell over seed 0 and the seed reruns."""
+    out = {m: [acc(r)] for m, r in rows_seed0.items()}
+    for r in seed_rows:
+        if r["point"]["mixer"] in out:
+            out[r["point"]["mixer"]].append(acc(r))
+    return out
+
+
+def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None) -> str:
     best = cells(rows)
     slices = sorted({k.split("/", 2)[2] for r in rows for k in r["metrics"] if k.startswith("val/acc/")},
                     key=slice_order)
@@ -132,6 +174,14 @@ def markdown(rows: list[dict], sweep: str) -> str:
         lines.append(f"| {mixer} | {d} | {r['point']['model.lr']:g} | {r['params']:,} | "
                      f"{r.get('state_sizes', {}).get(n, 0):,} | {r.get('state_bytes', {}).get(n, 0):,} | "
                      + " | ".join(_fmt(acc(r, s)) for s in slices) + f" | {r['seconds']} |")
+    if seed_rows:
+        spread = seed_spread(best_cells(best), seed_rows)
+        lines += ["", "Seed spread at each mixer's best cell (mean accuracy over the test slices):", "",
+                  "| mixer | d_model | lr | seeds | mean accuracies | spread |", "|---|---|---|---|---|---|"]
+        for mixer, r in sorted(best_cells(best).items()):
+            values = spread[mixer]
+            lines.append(f"| {mixer} | {r['point']['model.model.d_model']} | {r['point']['model.lr']:g} | {len(values)} | "
+                         + ", ".join(_fmt(v) for v in values) + f" | {_fmt(max(values) - min(values))} |")
     lines += ["", "## The papers' claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c} | {v} | {e} |" for c, v, e in claims(best)]
     return "\n".join(lines) + "\n"
@@ -141,8 +191,20 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="recall_map_cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recall_map.md")
+    parser.add_argument("--write-seeds-sweep", type=Path, default=None,
+                        help="write the sweep YAML that reruns each mixer's best cell with more seeds, and stop")
     args = parser.parse_args(argv)
-    text = markdown(load_rows(args.sweep), args.sweep)
+    rows = load_rows(args.sweep)
+    if args.write_seeds_sweep:
+        spec = seeds_sweep(ROOT / "configs" / "sweeps" / f"{args.sweep}.yaml", cells(rows))
+        header = (f"# Written by python -m evals.recall_claims --write-seeds-sweep from {len(rows)} finished runs of "
+                  f"{args.sweep}.\n# Run: python -m evals.sweep {args.write_seeds_sweep} --jobs 2\n")
+        args.write_seeds_sweep.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120))
+        print(f"wrote {args.write_seeds_sweep} ({len(spec['base'])} cells)")
+        return ""
+    seeds_folder = RESULTS / f"{args.sweep}_seeds" / "runs"
+    seed_rows = load_rows(f"{args.sweep}_seeds") if seeds_folder.is_dir() else None
+    text = markdown(rows, args.sweep, seed_rows)
     args.out.write_text(text)
     print(text)
     return text

@@ -41,3 +41,25 @@ def test_a_falling_family_is_a_disagreement_and_markdown_lists_cells():
     assert based == "disagree"
     text = rc.markdown(rows(), "recall_map_cpu")
     assert "| attention | 128 | 0.003 |" in text and "| L256_kv64 |" in text.replace(" | time", " |")
+
+
+def test_seeds_sweep_reruns_each_mixers_best_cell(tmp_path):
+    import yaml
+
+    from evals import sweep as sw
+
+    best = rc.cells([row("based_f8", 64, 3e-3, (1.0, 0.8, 0.3), 3000), row("based_f8", 128, 1e-3, (1.0, 0.9, 0.6), 6000),
+                     row("attention", 64, 3e-3, (1.0, 1.0, 1.0), 1000), row("attention", 128, 3e-3, (1.0, 1.0, 1.0), 2000)])
+    spec = rc.seeds_sweep(rc.ROOT / "configs" / "sweeps" / "recall_map_cpu.yaml", best)
+    assert spec["base"]["based_f8"]["set"]["model.model.d_model"] == 128  # the better cell
+    assert spec["base"]["based_f8"]["set"]["model.lr"] == 1e-3
+    assert spec["base"]["based_f8"]["set"]["model.model.mixer_kwargs"]["based"]["feature_dim"] == 8
+    assert spec["base"]["attention"]["set"]["model.model.d_model"] == 64  # a tie keeps the smaller width
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    points = sw.expand(sw.load_sweep(path), tmp_path / "runs", wandb=False)
+    assert sorted(p.name for p in points) == ["seed1-attention", "seed1-based_f8"]
+    assert "--seed_everything=1" in points[0].args
+    spread = rc.seed_spread(rc.best_cells(best), [{**row("attention", 64, 3e-3, (1.0, 0.97, 0.97), 1000),
+                                                   "point": {"mixer": "attention"}}])
+    assert spread["attention"] == [1.0, 0.98]
