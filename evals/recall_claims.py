@@ -115,8 +115,19 @@ def claims(best: dict[tuple[str, int], dict]) -> list[tuple[str, str, str]]:
     else:
         out.append(("Several routed memories beat one memory of the same state (MoM)", "pending",
                     "mom_gdn / mom_one_x5 runs missing"))
-    out.append(("Reading the context twice helps recurrent models (JRT)", "not in this sweep",
-                "the recall map trains and tests single-pass MQAR; JRT is probed by evals.jrt (docs/probes.md)"))
+    once, twice = "L256_kv32", "L256_kv32_x2"
+    jrt = [(k, r) for k, r in sorted(best.items()) if not k[0].startswith(("attention", "swa"))
+           and f"val/acc/{twice}" in r["metrics"]]
+    if jrt:
+        gains = [acc(r, twice) - acc(r, once) for _, r in jrt]
+        helped = sum(g > 0.01 for g in gains)
+        out.append(("Reading the context twice helps recurrent models (JRT)",
+                    "agree" if helped > len(jrt) / 2 else "disagree",
+                    f"rule: L256 kv32 read twice beats read once by > 0.01 for most recurrent cells (trained on one "
+                    f"pass); {helped} of {len(jrt)}: " + ", ".join(
+                        f"{m} d{d} {_fmt(acc(r, once))} → {_fmt(acc(r, twice))}" for (m, d), r in jrt)))
+    else:
+        out.append(("Reading the context twice helps recurrent models (JRT)", "pending", "no JRT test slices yet"))
     return out
 
 

@@ -33,6 +33,15 @@ def test_verdicts_follow_the_rules():
     assert mom[0] == "agree" and "0.700 vs one memory ×5 0.500" in mom[1]
     state = next(v for c, v in verdicts.items() if c.startswith("BASED, DeltaNet"))
     assert state[0] == "not testable at this scale"
+    assert verdicts["Reading the context twice helps recurrent models (JRT)"][0] == "pending"
+
+
+def test_jrt_verdict_compares_the_read_once_and_read_twice_slices():
+    rs = [row("rwkv6", 64, 3e-3, (0.9, 0.5, 0.2), 9000), row("based_f16", 64, 3e-3, (1.0, 0.8, 0.6), 9000)]
+    for r, (once, twice) in zip(rs, ((0.3, 0.5), (0.7, 0.69))):
+        r["metrics"].update({"val/acc/L256_kv32": once, "val/acc/L256_kv32_x2": twice})
+    verdict, evidence = next((v, e) for c, v, e in rc.claims(rc.cells(rs)) if "JRT" in c)
+    assert verdict == "disagree" and "1 of 2" in evidence and "rwkv6 d64 0.300 → 0.500" in evidence
 
 
 def test_a_falling_family_is_a_disagreement_and_markdown_lists_cells():
