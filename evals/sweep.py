@@ -458,6 +458,9 @@ def main(argv: list[str] | None = None):
     paths.update(sweep_plots.plot_all(rows, sweep, out_dir))
     print((out_dir / "best_lr.md").read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if any(runs_dir.glob("*/wandb/offline-run-*")):
+        print(f"W&B: the runs are logged offline (group {sweep.name}); upload them with\n"
+              f"  wandb sync {runs_dir}/*/wandb/offline-run-*")
     if len(rows) < len(runs):
         sys.exit(f"{len(runs) - len(rows)} of {len(runs)} runs have no result (failed or not trained)")
 
