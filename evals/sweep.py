@@ -2,6 +2,7 @@
 
     python -m evals.sweep configs/sweeps/mqar_cpu.yaml --jobs 2     # train what is not done yet
     python -m evals.sweep configs/sweeps/mqar_cpu.yaml --dry-run    # list the runs and their commands
+    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --jobs 2 --first model.lr=0.003   # those points first
     python -m evals.sweep configs/sweeps/mqar_cpu.yaml --collect    # tables and plots from finished runs
     python -m evals.sweep configs/sweeps/mqar_cpu.yaml --wandb-yaml sweep.yaml   # the grid for W&B agents
                                                     # (evals/wandb_sweep.py; --torchrun N to launch with torchrun)
@@ -383,6 +384,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--runs-dir", type=Path, help="default: runs/sweeps/<name>/")
     parser.add_argument("--out", type=Path, help="tables and plots; default: evals/results/sweeps/<name>/")
     parser.add_argument("--no-wandb", action="store_true", help="CSV logs only (no WandbLogger)")
+    parser.add_argument("--first", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="train the points with these grid values before the others, e.g. --first model.lr=0.003")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
@@ -414,6 +417,13 @@ def main(argv: list[str] | None = None):
                  f"{shown(sweep.source)} now asks for; delete those folders (or rename the sweep) to train them again")
     busy = [r for r in runs if not r.result.exists() and is_running(r)]  # another sweep process has them
     todo = [r for r in runs if not r.result.exists() and r not in busy]
+    if args.first:  # points matching every KEY=VALUE first (e.g. one cell of every mixer before the rest)
+        wanted = dict(item.split("=", 1) for item in args.first)
+        unknown = sorted(set(wanted) - set(sweep.grid))
+        if unknown:
+            sys.exit(f"--first: {unknown} are not grid keys of {sweep.name} ({sorted(sweep.grid)})")
+        matches = lambda r: all(cli_value(r.meta["point"][k]) == v for k, v in wanted.items())  # noqa: E731
+        todo = [r for r in todo if matches(r)] + [r for r in todo if not matches(r)]
     print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo) - len(busy)} done, {len(busy)} running "
           f"elsewhere, {len(todo)} to train ({args.jobs} at a time)", flush=True)
     if args.dry_run:

@@ -200,6 +200,13 @@ def test_skip_done_and_collect(tmp_path, monkeypatch, capsys):
     assert launched == ["attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.001", "based-d_model=32-lr=0.003"]
     assert len(list(csv.reader(open(out / "results.csv")))) == 5
     assert "Trained 3 runs" in (out / "results.md").read_text()
+    for run in ("attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.001", "based-d_model=32-lr=0.003"):
+        planned[run].result.unlink()
+    launched.clear()
+    sw.main(argv + ["--first", "model.lr=0.003"])  # the lr 3e-3 points before the rest
+    assert launched == ["attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.003", "based-d_model=32-lr=0.001"]
+    with pytest.raises(SystemExit, match="not grid keys"):
+        sw.main(argv + ["--first", "lr=0.003"])
     launched.clear()
     sw.main(argv)  # everything done: nothing launched, tables rebuilt
     assert launched == [] and (out / "acc_vs_state.png").exists() and (out / "acc_vs_time.png").exists()
