@@ -240,10 +240,11 @@ def same_settings(run: TrainRun) -> bool:
 
 # ----- results --------------------------------------------------------------------------------------
 
-def slice_order(name: str) -> tuple[int, int]:
-    """``L64_kv16`` → (64, 16), to sort slices by length then kv pairs."""
-    length, kv = name.split("_")
-    return int(length[1:]), int(kv[2:])
+def slice_order(name: str) -> tuple[int, int, int]:
+    """``L64_kv16`` → (64, 16, 1), ``L256_kv32_x2`` (the context read twice) → (256, 32, 2): sorts slices
+    by length, then kv pairs, then passes."""
+    length, kv, *passes = name.split("_")
+    return int(length[1:]), int(kv[2:]), int(passes[0][1:]) if passes else 1
 
 
 def slices_of(rows: list[dict]) -> list[str]:

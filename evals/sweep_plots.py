@@ -23,6 +23,14 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 D_MODEL_KEYS = ("model.model.d_model",)
 
 
+def slice_title(name: str) -> str:
+    """``L256_kv32_x2`` → "seq len 256, 32 kv pairs, read 2×"."""
+    from evals.sweep import slice_order
+
+    length, kv, passes = slice_order(name)
+    return f"seq len {length}, {kv} kv pairs" + (f", read {passes}×" if passes > 1 else "")
+
+
 def line_label(row: dict, lr_key: str) -> str:
     """The mixer, plus any grid value other than d_model and the learning rate (e.g. n_layers=4)."""
     point = row.get("point", {})
@@ -77,8 +85,7 @@ def plot_acc_vs_dmodel(rows: list[dict], path: Path, lr_key: str = "model.lr", t
             group = sorted(group, key=lambda r: r["d_model"])
             ax.plot([r["d_model"] for r in group], [r["metrics"].get(f"val/acc/{name}", math.nan) for r in group],
                     marker="o", label=label)
-        length, kv = name.split("_")
-        ax.set_title(f"seq len {length[1:]}, {kv[2:]} kv pairs")
+        ax.set_title(slice_title(name))
         ax.set_xscale("log", base=2)
         dms = sorted({r["d_model"] for r in rows})
         ax.set_xticks(dms, [str(d) for d in dms])
@@ -105,7 +112,7 @@ def plot_acc_vs_state(rows: list[dict], path: Path, lr_key: str = "model.lr", ti
                          for r in group if length in r.get("state_sizes", {}))
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=label)
-        ax.set_title(f"seq len {length}, {name.split('_')[1][2:]} kv pairs")
+        ax.set_title(slice_title(name))
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1k, 2k, 5k, 10k, ...
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
@@ -128,7 +135,7 @@ def plot_acc_vs_time(rows: list[dict], path: Path, lr_key: str = "model.lr", tit
         for label, group in _lines(rows, lr_key).items():
             pts = sorted((r["seconds"], r["metrics"].get(f"val/acc/{name}", math.nan)) for r in group)
             ax.plot(*zip(*pts), marker="o", label=label)
-        ax.set_title(f"seq len {name.split('_')[0][1:]}, {name.split('_')[1][2:]} kv pairs")
+        ax.set_title(slice_title(name))
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
         ax.xaxis.set_minor_formatter(NullFormatter())

@@ -38,10 +38,21 @@ def test_verdicts_follow_the_rules():
 
 def test_jrt_verdict_compares_the_read_once_and_read_twice_slices():
     rs = [row("rwkv6", 64, 3e-3, (0.9, 0.5, 0.2), 9000), row("based_f16", 64, 3e-3, (1.0, 0.8, 0.6), 9000)]
-    for r, (once, twice) in zip(rs, ((0.3, 0.5), (0.7, 0.69))):
+    for r, (once, twice) in zip(rs, ((0.3, 0.5), (0.7, 0.75))):
         r["metrics"].update({"val/acc/L256_kv32": once, "val/acc/L256_kv32_x2": twice})
     verdict, evidence = next((v, e) for c, v, e in rc.claims(rc.cells(rs)) if "JRT" in c)
-    assert verdict == "disagree" and "1 of 2" in evidence and "rwkv6 d64 0.300 → 0.500" in evidence
+    assert verdict == "agree" and "2 of 2 helped, 0 hurt" in evidence and "rwkv6 d64 0.300 → 0.500" in evidence
+    rs[1]["metrics"]["val/acc/L256_kv32_x2"] = 0.6  # read twice now hurts BASED
+    assert next(v for c, v, e in rc.claims(rc.cells(rs)) if "JRT" in c) == "disagree"
+
+
+def test_cells_that_did_not_learn_are_left_out_and_listed():
+    rs = rows() + [row("retnet", 64, 3e-3, (0.02, 0.0, 0.0), 4000)]
+    verdicts = {c: (v, e) for c, v, e in rc.claims(rc.cells(rs))}
+    listed = next(e for c, (v, e) in verdicts.items() if c.startswith("(cells that did not learn"))
+    assert "retnet d64 (0.020)" in listed
+    gated = next(v for c, v in verdicts.items() if c.startswith("Gated"))
+    assert gated[0] == "agree" and "retnet" not in gated[1]
 
 
 def test_a_falling_family_is_a_disagreement_and_markdown_lists_cells():
