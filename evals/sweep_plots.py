@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from cycler import cycler
 import matplotlib
 
 matplotlib.use("Agg")
@@ -52,6 +53,10 @@ def _grid(n: int):
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
+    # up to 20 distinguishable lines: tab20's colours, each with its own marker, in one fixed order
+    styles = cycler(color=plt.cm.tab20.colors) + cycler(marker=list("osD^vP*Xhp<>dH8s^oDv"))
+    for ax in axes.flat:
+        ax.set_prop_cycle(styles)
     return fig, list(axes.flat)
 
 
@@ -84,7 +89,7 @@ def plot_acc_vs_dmodel(rows: list[dict], path: Path, lr_key: str = "model.lr", t
         for label, group in lines.items():
             group = sorted(group, key=lambda r: r["d_model"])
             ax.plot([r["d_model"] for r in group], [r["metrics"].get(f"val/acc/{name}", math.nan) for r in group],
-                    marker="o", label=label)
+                    label=label)
         ax.set_title(slice_title(name))
         ax.set_xscale("log", base=2)
         dms = sorted({r["d_model"] for r in rows})
@@ -111,7 +116,7 @@ def plot_acc_vs_state(rows: list[dict], path: Path, lr_key: str = "model.lr", ti
             pts = sorted((r["state_sizes"][length], r["metrics"].get(f"val/acc/{name}", math.nan))
                          for r in group if length in r.get("state_sizes", {}))
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=label)
+                ax.plot(*zip(*pts), label=label)
         ax.set_title(slice_title(name))
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1k, 2k, 5k, 10k, ...
@@ -134,7 +139,7 @@ def plot_acc_vs_time(rows: list[dict], path: Path, lr_key: str = "model.lr", tit
     for ax, name in zip(axes, slices):
         for label, group in _lines(rows, lr_key).items():
             pts = sorted((r["seconds"], r["metrics"].get(f"val/acc/{name}", math.nan)) for r in group)
-            ax.plot(*zip(*pts), marker="o", label=label)
+            ax.plot(*zip(*pts), label=label)
         ax.set_title(slice_title(name))
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
