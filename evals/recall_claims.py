@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import yaml
@@ -222,7 +223,11 @@ def main(argv=None) -> str:
     parser.add_argument("--write-seeds-sweep", type=Path, default=None,
                         help="write the sweep YAML that reruns each mixer's best cell with more seeds, and stop")
     args = parser.parse_args(argv)
-    rows = load_rows(args.sweep)
+    try:
+        rows = load_rows(args.sweep)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     if args.write_seeds_sweep:
         spec = seeds_sweep(ROOT / "configs" / "sweeps" / f"{args.sweep}.yaml", cells(rows))
         header = (f"# Written by python -m evals.recall_claims --write-seeds-sweep from {len(rows)} finished runs of "

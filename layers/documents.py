@@ -56,16 +56,6 @@ class Documents:
         cu = F.pad(begins, (0, 1), value=flat.numel())
         return cls.from_cu_seqlens(cu, flat.numel(), device=starts.device)
 
-    @property
-    def total_len(self) -> int:
-        return self.positions.numel()
-
     def split(self, x: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, ...]:
         """x with T along ``dim`` -> one view per document (empty documents give empty views)."""
         return torch.split(x, list(self.lengths), dim=dim)
-
-    def check(self, x: torch.Tensor, who: str) -> None:
-        if x.shape[0] != 1 or x.shape[1] != self.total_len:
-            raise ValueError(f"{who}: packed documents need x of shape [1, T={self.total_len}, ...], "
-                             f"got {tuple(x.shape)}")
-

@@ -83,3 +83,11 @@ def test_seeds_sweep_reruns_each_mixers_best_cell(tmp_path):
     spread = rc.seed_spread(rc.best_cells(best), [{**row("attention", 64, 3e-3, (1.0, 0.97, 0.97), 1000),
                                                    "point": {"mixer": "attention"}}])
     assert spread["attention"] == [1.0, 0.98]
+
+
+def test_a_sweep_without_results_is_named(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        rc.main(["--sweep", "no_such_sweep"])
+    assert "no_such_sweep" in capsys.readouterr().err
