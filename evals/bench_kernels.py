@@ -231,7 +231,7 @@ def _delta_call(op: str, backend: str):
 
 def delta_section(s: Settings) -> list[Row]:
     """The delta-rule families: the chunked backend against softmax attention (SDPA), the token loop, and
-    on CUDA fla's chunk_delta_rule / chunk_gated_delta_rule."""
+    on CUDA the triton backend and fla's chunk_delta_rule / chunk_gated_delta_rule."""
     rows = []
     cuda = s.device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -240,6 +240,9 @@ def delta_section(s: Settings) -> list[Row]:
         for op, (family, gated) in DELTA_OPS.items():
             fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), _delta_call(op, "torch"), s)
             rows.append(Row("delta", op, "torch", T, dname, fwd, fb, f"backward/forward {(fb - fwd) / fwd:.1f}x"))
+            if cuda:
+                fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), _delta_call(op, "triton"), s)
+                rows.append(Row("delta", op, "triton", T, dname, fwd, fb, f"backward/forward {(fb - fwd) / fwd:.1f}x"))
             if cuda and family == "delta":
                 rows += _fla_delta_rows(s, T, gated, op, dtype, dname)
             if T == s.recurrent_T:
@@ -286,6 +289,11 @@ def delta_summary(rows: list[Row], s: Settings) -> list[str]:
             lines.append(f"- {op}, torch vs the token recurrence at T={T}: forward {rec.fwd_ms * factor / ours.fwd_ms:.0f}x "
                          f"faster, forward+backward {rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence at "
                          f"T={rec.T}, extrapolated linearly x{factor:g})")
+        for t in s.T:  # CUDA only: the target is ≤ 1.0x fla's time
+            triton_row, fla = find(op, "triton", t), find(op, "fla", t)
+            if triton_row and fla and fla.fwd_ms:
+                lines.append(f"- {op}, triton vs fla at T={t}: forward {triton_row.fwd_ms / fla.fwd_ms:.2f}x fla's time, "
+                             f"forward+backward {triton_row.fwdbwd_ms / fla.fwdbwd_ms:.2f}x")
     return lines
 
 

@@ -8,9 +8,8 @@ state at the chunk start (Yang et al., 2024; Gated DeltaNet, Yang et al., 2025):
     V_new = U − W S₀                                                (the scan over chunks)
     O = scale [(Q ⊙ e^γ) S₀ + tril(Q Kᵀ ⊙ Γ) V_new],   S_C = e^{γ_C} S₀ + (K ⊙ e^{γ_C − γ})ᵀ V_new
 
-Everything but the two lines marked "the scan" is batched over all chunks at once; the ``triton``
-backend runs the forward and reverse scans as Triton kernels (:mod:`kernels.delta.triton_scan`) and the
-batched rest in PyTorch, so neither path has a Python loop on a GPU. Decays appear only
+Everything but the two lines marked "the scan" is batched over all chunks at once (the ``triton``
+backend, :mod:`kernels.delta.triton_autograd`, runs the same steps as Triton kernels). Decays appear only
 as exp of non-positive differences. The backward is a custom autograd Function: the reverse scan over
 chunks (the state and V_new gradients) is written by hand; the chunk-local maps (q, k, v, β, g) →
 (W, U, Q ⊙ e^γ, the masked score matrix, K ⊙ e^{γ_C − γ}, e^{γ_C}) are recomputed from the inputs and
@@ -60,14 +59,10 @@ class _Local:
         return [t for t in (self.W, self.U, self.Qg, self.P, self.Kd, self.decay) if t is not None]
 
 
-def _scan(local: _Local, h: torch.Tensor, triton_scan: bool = False):
+def _scan(local: _Local, h: torch.Tensor):
     """The forward scan. Returns V_new ``[BH, NT, C, V]``, the chunk-start states ``[BH, NT, K, V]``
-    and the final state ``[BH, K, V]``. ``triton_scan``: the loop runs as one Triton kernel."""
+    and the final state ``[BH, K, V]``."""
     W, U, Kd, decay = local.W, local.U, local.Kd, local.decay
-    if triton_scan:
-        from kernels.delta.triton_scan import scan_forward
-
-        return scan_forward(W, U, Kd, decay, h)
     NT = W.shape[1]
     v_new = torch.empty_like(U)
     states = U.new_empty(U.shape[0], NT, W.shape[-1], U.shape[-1])
@@ -79,25 +74,20 @@ def _scan(local: _Local, h: torch.Tensor, triton_scan: bool = False):
     return v_new, states, h
 
 
-def _scan_backward(local: _Local, states, v_new, do, dh, scale, triton_scan: bool = False):
+def _scan_backward(local: _Local, states, v_new, do, dh, scale):
     """Gradients of the loss w.r.t. the local quantities and the initial state, given do ``[BH, NT, C, V]``
     and dh ``[BH, K, V]`` (the final state's gradient). Returns (grads matching ``local.tensors()``, dh₀)."""
     W, Kd, decay = local.W, local.Kd, local.decay
     NT = W.shape[1]
     dv_new = scale * local.P.transpose(-1, -2) @ do  # the output's part; the state's is added below
     ds_out = scale * local.Qg.transpose(-1, -2) @ do  # [BH, NT, K, V]
-    if triton_scan:
-        from kernels.delta.triton_scan import scan_backward
-
-        dv_new, dh_after, dh = scan_backward(W, Kd, decay, dv_new, ds_out, dh)
-    else:
-        dh_after = torch.empty_like(states)  # gradient of the state at the end of each chunk
-        for c in range(NT - 1, -1, -1):
-            dh_after[:, c] = dh
-            dv_c = torch.baddbmm(dv_new[:, c], Kd[:, c], dh)  # out of place: one batched call, not one per row
-            dv_new[:, c] = dv_c
-            ds = torch.baddbmm(ds_out[:, c], W[:, c].transpose(-1, -2), dv_c, alpha=-1.0)
-            dh = ds + (dh if decay is None else decay[:, c] * dh)
+    dh_after = torch.empty_like(states)  # gradient of the state at the end of each chunk
+    for c in range(NT - 1, -1, -1):
+        dh_after[:, c] = dh
+        dv_c = torch.baddbmm(dv_new[:, c], Kd[:, c], dh)  # out of place: one batched call, not one per row
+        dv_new[:, c] = dv_c
+        ds = torch.baddbmm(ds_out[:, c], W[:, c].transpose(-1, -2), dv_c, alpha=-1.0)
+        dh = ds + (dh if decay is None else decay[:, c] * dh)
     grads = {
         "W": -(dv_new @ states.transpose(-1, -2)),
         "U": dv_new,
@@ -112,18 +102,17 @@ def _scan_backward(local: _Local, states, v_new, do, dh, scale, triton_scan: boo
 
 class ChunkGatedDeltaRule(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, beta, g, h0, scale, chunk_size, triton_scan):
+    def forward(ctx, q, k, v, beta, g, h0, scale, chunk_size):
         B, T, H, K = q.shape
         V = v.shape[-1]
         cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
         chunked = [None if x is None else to_chunks(x, chunk_size, cdt) for x in (q, k, v, beta, g)]
         local = _Local(*chunked)
         h = q.new_zeros(B * H, K, V, dtype=cdt) if h0 is None else h0.reshape(B * H, K, V).to(cdt, copy=True)
-        v_new, states, final = _scan(local, h, triton_scan)
+        v_new, states, final = _scan(local, h)
         o = scale * (local.Qg @ states + local.P @ v_new)
         ctx.save_for_backward(q, k, v, beta, g, states)
         ctx.scale, ctx.chunk_size, ctx.h0_meta = scale, chunk_size, None if h0 is None else (h0.dtype, h0.shape)
-        ctx.triton_scan = triton_scan
         return from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
 
     @staticmethod
@@ -140,7 +129,7 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         do_c = to_chunks(do, ctx.chunk_size, cdt)
         dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(B * H, K, V).to(cdt)
         with torch.no_grad():
-            grads, dh0 = _scan_backward(_detached(local), states, v_new, do_c, dh, ctx.scale, ctx.triton_scan)
+            grads, dh0 = _scan_backward(_detached(local), states, v_new, do_c, dh, ctx.scale)
         wanted = [x for x in inputs if x is not None]
         got = iter(torch.autograd.grad(local.tensors(), wanted, grads, allow_unused=True))
         out = []
@@ -152,7 +141,7 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
             grad = torch.zeros_like(x) if grad is None else grad
             out.append(from_chunks(grad.contiguous(), B, T, original.dtype))
         dh0_out = None if ctx.h0_meta is None else dh0.view(ctx.h0_meta[1]).to(ctx.h0_meta[0])
-        return (*out, dh0_out, None, None, None)
+        return (*out, dh0_out, None, None)
 
 
 def _detached(local: _Local) -> _Local:
@@ -164,14 +153,13 @@ def _detached(local: _Local) -> _Local:
 
 
 def chunk_gated_delta_rule_torch(q, k, v, beta, g=None, *, scale, initial_state=None, output_final_state=False,
-                                 cu_seqlens=None, chunk_size=64, triton_scan=False):
+                                 cu_seqlens=None, chunk_size=64):
     """Chunked backend. Shapes as in :func:`kernels.gated_delta_rule`; packed sequences are scattered into
-    zero-padded batches of similar lengths (zero k, β and g leave the state unchanged). ``triton_scan``
-    runs the two scans over chunks as Triton kernels (the ``triton`` backend; fp32 accumulation)."""
+    zero-padded batches of similar lengths (zero k, β and g leave the state unchanged)."""
     if cu_seqlens is None:
-        o, final = ChunkGatedDeltaRule.apply(q, k, v, beta, g, initial_state, scale, chunk_size, triton_scan)
+        o, final = ChunkGatedDeltaRule.apply(q, k, v, beta, g, initial_state, scale, chunk_size)
         return o, (final if output_final_state else None)
     o, final = run_padded_varlen(
-        lambda padded, h0: ChunkGatedDeltaRule.apply(*padded, h0, scale, chunk_size, triton_scan),
+        lambda padded, h0: ChunkGatedDeltaRule.apply(*padded, h0, scale, chunk_size),
         cu_seqlens, (q, k, v, beta, g), initial_state, chunk_size)
     return o, (final if output_final_state else None)

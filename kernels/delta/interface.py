@@ -50,8 +50,8 @@ def gated_delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, o
         cu_seqlens: int ``[N+1]`` offsets of sequences packed along T (then B must be 1).
         chunk_size: chunk length of the chunked backend (a power of two in [16, 256]).
         backend: ``"auto"`` (recurrent for T = 1; triton on CUDA tensors with chunk_size ≤ 64 and K ≤ 128
-            in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked backend with its two scans over
-            chunks as Triton kernels), ``"torch"`` (chunked, WY transform), ``"recurrent"`` (token by
+            in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked algorithm as Triton kernels, forward
+            and backward: :mod:`kernels.delta.triton_autograd`), ``"torch"`` (chunked, WY transform), ``"recurrent"`` (token by
             token) or ``"naive"`` (fp64 loop, for tests).
 
     Returns:
@@ -66,14 +66,16 @@ def gated_delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, o
                    "triton" if q.is_cuda and triton_available_for(q) and fits_triton else "torch")
     kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state,
                   cu_seqlens=cu_seqlens)
-    if backend in ("torch", "triton"):
-        if q.shape[1] == 0:
-            backend = "recurrent"  # nothing to chunk
-        else:
-            from kernels.delta.chunked_torch import chunk_gated_delta_rule_torch
+    if backend in ("torch", "triton") and q.shape[1] == 0:
+        backend = "recurrent"  # nothing to chunk
+    if backend == "triton":
+        from kernels.delta.triton_autograd import chunk_gated_delta_rule_triton
 
-            return chunk_gated_delta_rule_torch(q, k, v, beta, g, chunk_size=chunk_size,
-                                                triton_scan=backend == "triton", **kwargs)
+        return chunk_gated_delta_rule_triton(q, k, v, beta, g, chunk_size=chunk_size, **kwargs)
+    if backend == "torch":
+        from kernels.delta.chunked_torch import chunk_gated_delta_rule_torch
+
+        return chunk_gated_delta_rule_torch(q, k, v, beta, g, chunk_size=chunk_size, **kwargs)
     if backend == "recurrent":
         from kernels.delta.recurrent import recurrent_gated_delta_rule
 

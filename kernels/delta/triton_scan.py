@@ -16,6 +16,7 @@ import triton.language as tl
 
 from kernels.utils import next_power_of_2
 
+LAUNCH = dict(num_warps=4, num_stages=2)  # as compiled ahead of time in tests/kernels/test_delta_aot.py
 DOT_PRECISION = "ieee"  # the state recurrence accumulates over the whole sequence: no tf32 rounding
 
 
@@ -101,7 +102,7 @@ def scan_forward(W, U, Kd, decay, h):
     decay_arg = decay.reshape(BH, NT).contiguous() if decay is not None else W
     delta_scan_fwd_kernel[(triton.cdiv(V, BV), BH)](
         W.contiguous(), U.contiguous(), Kd.contiguous(), decay_arg, h.contiguous(), states, v_new, final, NT,
-        K=K, V=V, C=C, BK=BK, BV=BV, HAS_DECAY=decay is not None, USE_H0=True, DOT_PREC=DOT_PRECISION)
+        K=K, V=V, C=C, BK=BK, BV=BV, HAS_DECAY=decay is not None, USE_H0=True, DOT_PREC=DOT_PRECISION, **LAUNCH)
     return v_new, states, final
 
 
@@ -115,5 +116,5 @@ def scan_backward(W, Kd, decay, dv_out, ds_out, dh):
     delta_scan_bwd_kernel[(triton.cdiv(V, BV), BH)](
         W.contiguous(), Kd.contiguous(), decay_arg, dv_out.contiguous(), ds_out.contiguous(), dh.contiguous(),
         dh_after, dv_new, dh0, NT, K=K, V=V, C=C, BK=BK, BV=BV, HAS_DECAY=decay is not None, USE_DHT=True,
-        DOT_PREC=DOT_PRECISION)
+        DOT_PREC=DOT_PRECISION, **LAUNCH)
     return dv_new, dh_after, dh0

@@ -32,6 +32,16 @@ def test_extreme_decay_and_write_strength(gate_range, beta_range):
     compare_to_naive(x, "torch", RTOL_FP64, chunk_size=64)
 
 
+def test_negative_eigenvalues_and_identical_keys():
+    """β ∈ (0, 2) and one key through the whole chunk, in fp32: the blocked inverse stays accurate where
+    the Neumann series of (I + A)⁻¹ has binomially large terms."""
+    x = make_inputs(B=1, T=64, H=1, K=16, V=16, dtype=torch.float32, seed=7)
+    with torch.no_grad():
+        x["k"].copy_(x["k"][:, :1].expand_as(x["k"]))
+        x["beta"].mul_(2.0)
+    compare_to_naive(x, "torch", RTOL_FP32, chunk_size=64)
+
+
 @pytest.mark.parametrize("l2_keys", [True, False])
 def test_normalised_and_short_keys(l2_keys):
     x = make_inputs(B=2, T=70, H=2, K=8, V=4, l2_keys=l2_keys)

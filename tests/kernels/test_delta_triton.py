@@ -58,3 +58,27 @@ def test_fp64_and_large_chunks_are_refused():
     x32 = {n: None if t is None else t.detach().float() for n, t in x.items()}
     with pytest.raises(ValueError, match="chunk_size"):
         gated_delta_rule(*(x32[n] for n in ("q", "k", "v", "beta", "g")), backend="triton", chunk_size=128)
+
+
+def test_wide_heads_tile_the_value_width():
+    """K = 80 (key tile 128, so local_bwd takes 32-wide value blocks) and V = 72 (two 64-wide blocks):
+    every value-block loop and mask of the local kernels runs more than once."""
+    x = on_device(make_inputs(B=1, T=40, H=1, K=80, V=72, dtype=torch.float32, seed=3))
+    compare_to_naive(x, "triton", RTOL_FP32, chunk_size=32)
+
+
+@pytest.mark.parametrize("beta_range, l2_keys", [("near0", True), ("near1", True), ("uniform", False)])
+def test_write_strengths_and_key_norms(beta_range, l2_keys):
+    x = on_device(make_inputs(B=1, T=50, H=2, K=16, V=16, beta_range=beta_range, l2_keys=l2_keys,
+                              dtype=torch.float32, seed=5))
+    compare_to_naive(x, "triton", RTOL_FP32, chunk_size=16)
+
+
+def test_negative_eigenvalues_and_identical_keys():
+    """β ∈ (0, 2) (allow_neg_eigval) and one key repeated through the chunk: (I + A)⁻¹'s Neumann terms
+    grow binomially here, so only a substitution (not a power series) stays accurate."""
+    x = make_inputs(B=1, T=64, H=1, K=16, V=16, dtype=torch.float32, seed=7)
+    with torch.no_grad():
+        x["k"].copy_(x["k"][:, :1].expand_as(x["k"]))
+        x["beta"].mul_(2.0)
+    compare_to_naive(on_device(x), "triton", RTOL_FP32, chunk_size=64)
