@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from evals.sweep import best_lr, load_sweep, slice_order
+from evals.sweep import best_lr, expand, load_sweep, slice_order
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results" / "sweeps"
@@ -161,19 +161,31 @@ def best_cells(best: dict[tuple[str, int], dict]) -> dict[str, dict]:
     return out
 
 
-def seeds_sweep(sweep_path: Path, best: dict[tuple[str, int], dict]) -> dict:
+def seeds_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[str]]:
     """A sweep spec that reruns each mixer's best cell with the seeds in SEEDS: one base entry per mixer
-    (its config, its own settings, and the cell's d_model and lr), the map's fixed settings, a seed axis."""
+    (its config, its own settings, and the cell's d_model and lr), the map's fixed settings, a seed axis.
+    Only mixers whose every map run has finished are included (their best cell is final), so the seed
+    reruns can start while the map still trains; rewriting the file later adds the others. Returns the
+    spec and the mixers left out."""
     source = load_sweep(sweep_path)
+    planned: dict[str, int] = {}
+    for point in expand(source, wandb=False):
+        planned[point.values["mixer"]] = planned.get(point.values["mixer"], 0) + 1
+    finished: dict[str, int] = {}
+    for r in rows:
+        finished[r["point"]["mixer"]] = finished.get(r["point"]["mixer"], 0) + 1
+    waiting = sorted(m for m, n in planned.items() if finished.get(m, 0) < n)
     base = {}
-    for mixer, r in sorted(best_cells(best).items()):
+    for mixer, r in sorted(best_cells(cells(rows)).items()):
+        if mixer in waiting:
+            continue
         settings = {**source.base_sets.get(mixer, {}), "model.model.d_model": r["point"]["model.model.d_model"],
                     source.lr_key: r["point"][source.lr_key]}
         base[mixer] = {"config": source.base[mixer], "set": settings}
     return {"name": f"{source.name}_seeds",
             "description": f"{source.name}: each mixer's best cell again with seeds {', '.join(map(str, SEEDS))}",
             "base": base, "fixed": source.fixed, "grid": {"mixer": list(base)},
-            "variants": {f"seed{s}": {"seed_everything": s, "data.init_args.train_seed": s} for s in SEEDS}}
+            "variants": {f"seed{s}": {"seed_everything": s, "data.init_args.train_seed": s} for s in SEEDS}}, waiting
 
 
 def seed_spread(rows_seed0: dict[str, dict], seed_rows: list[dict]) -> dict[str, list[float]]:
@@ -229,11 +241,13 @@ def main(argv=None) -> str:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.write_seeds_sweep:
-        spec = seeds_sweep(ROOT / "configs" / "sweeps" / f"{args.sweep}.yaml", cells(rows))
+        spec, waiting = seeds_sweep(ROOT / "configs" / "sweeps" / f"{args.sweep}.yaml", rows)
         header = (f"# Written by python -m evals.recall_claims --write-seeds-sweep from {len(rows)} finished runs of "
                   f"{args.sweep}.\n# Run: python -m evals.sweep {args.write_seeds_sweep} --jobs 2\n")
+        if waiting:
+            header += f"# Not yet here (map runs unfinished): {', '.join(waiting)}; rewrite this file when they finish.\n"
         args.write_seeds_sweep.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120))
-        print(f"wrote {args.write_seeds_sweep} ({len(spec['base'])} cells)")
+        print(f"wrote {args.write_seeds_sweep} ({len(spec['base'])} cells; waiting for {waiting or 'none'})")
         return ""
     seeds_folder = RESULTS / f"{args.sweep}_seeds" / "runs"
     seed_rows = load_rows(f"{args.sweep}_seeds") if seeds_folder.is_dir() else None

@@ -68,9 +68,14 @@ def test_seeds_sweep_reruns_each_mixers_best_cell(tmp_path):
 
     from evals import sweep as sw
 
-    best = rc.cells([row("based_f8", 64, 3e-3, (1.0, 0.8, 0.3), 3000), row("based_f8", 128, 1e-3, (1.0, 0.9, 0.6), 6000),
-                     row("attention", 64, 3e-3, (1.0, 1.0, 1.0), 1000), row("attention", 128, 3e-3, (1.0, 1.0, 1.0), 2000)])
-    spec = rc.seeds_sweep(rc.ROOT / "configs" / "sweeps" / "recall_map_cpu.yaml", best)
+    finished = [row("based_f8", 64, 3e-3, (1.0, 0.8, 0.3), 3000), row("based_f8", 128, 1e-3, (1.0, 0.9, 0.6), 6000),
+                row("attention", 64, 3e-3, (1.0, 1.0, 1.0), 1000), row("attention", 128, 3e-3, (1.0, 1.0, 1.0), 2000)]
+    finished += [row(m, d, lr, (0.0, 0.0, 0.0), 1000) for m, d, lr in (("based_f8", 64, 1e-3), ("based_f8", 128, 3e-3),
+                                                                      ("attention", 64, 1e-3), ("attention", 128, 1e-3))]
+    finished += [row("rwkv6", 64, 3e-3, (1.0, 1.0, 1.0), 1000)]  # 1 of its 4 map runs: its best cell is not final
+    best = rc.cells(finished)
+    spec, waiting = rc.seeds_sweep(rc.ROOT / "configs" / "sweeps" / "recall_map_cpu.yaml", finished)
+    assert "rwkv6" in waiting and "rwkv6" not in spec["base"] and "attention" not in waiting
     assert spec["base"]["based_f8"]["set"]["model.model.d_model"] == 128  # the better cell
     assert spec["base"]["based_f8"]["set"]["model.lr"] == 1e-3
     assert spec["base"]["based_f8"]["set"]["model.model.mixer_kwargs"]["based"]["feature_dim"] == 8
