@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import re
 import subprocess
@@ -63,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, TRITON_INTERPRET="0", WANDB_MODE="disabled", HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1")
     started = time.time()
+    # Most of the tests' time on a fresh machine is Triton compiling each kernel specialisation on the host
+    # CPU: pytest-xdist spreads the tests (and so the compiles) over the host's cores.
+    workers = ["-n", str(min(8, os.cpu_count() or 1))] if importlib.util.find_spec("xdist") else []
     parts = [
         run_part("kernel tests on the GPU", [sys.executable, "-m", "pytest", "-q", "-m", "slow or not slow",
                                              "tests/kernels", "--ignore-glob=*_aot.py",  # the GPU compiles them for real
-                                             "-p", "no:cacheprovider"], args.test_timeout, env),
+                                             "-p", "no:cacheprovider", *workers], args.test_timeout, env),
         run_part("bench_kernels", [sys.executable, "-m", "evals.bench_kernels", "--device", "cuda",
                                    "--out", str(RESULTS / "bench_kernels_cuda.md")], args.bench_timeout, env),
         run_part("bench_swa", [sys.executable, "-m", "evals.bench_swa"], args.bench_timeout, env),
