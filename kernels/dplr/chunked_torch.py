@@ -53,13 +53,8 @@ class _Local:
         return [getattr(self, n) for n in self.NAMES]
 
 
-def _scan(L: _Local, h: torch.Tensor, triton_scan: bool = False):
-    """Forward scan: v₂ ``[BH, NT, C, V]``, chunk-start states ``[BH, NT, K, V]``, final state.
-    ``triton_scan``: the loop runs as one Triton kernel (:mod:`kernels.dplr.triton_scan`)."""
-    if triton_scan:
-        from kernels.dplr.triton_scan import scan_forward
-
-        return scan_forward(L, h)
+def _scan(L: _Local, h: torch.Tensor):
+    """Forward scan: v₂ ``[BH, NT, C, V]``, chunk-start states ``[BH, NT, K, V]``, final state."""
     NT = L.w.shape[1]
     v2 = torch.empty_like(L.v)
     states = L.v.new_empty(L.v.shape[0], NT, L.w.shape[-1], L.v.shape[-1])
@@ -72,22 +67,17 @@ def _scan(L: _Local, h: torch.Tensor, triton_scan: bool = False):
     return v2, states, h
 
 
-def _scan_backward(L: _Local, states, v2, do, dh, scale, triton_scan: bool = False):
+def _scan_backward(L: _Local, states, v2, do, dh, scale):
     """Gradients w.r.t. the local maps (in ``_Local.NAMES`` order) and the initial state."""
     NT = L.w.shape[1]
     dv2 = scale * L.A_qb.transpose(-1, -2) @ do
     ds_out = scale * L.Qg.transpose(-1, -2) @ do
-    if triton_scan:
-        from kernels.dplr.triton_scan import scan_backward
-
-        dv2, dh_after, dh = scan_backward(L, dv2, ds_out, dh)
-    else:
-        dh_after = torch.empty_like(states)
-        for c in range(NT - 1, -1, -1):
-            dh_after[:, c] = dh
-            dv2_c = torch.baddbmm(dv2[:, c], L.Bd[:, c], dh)
-            dv2[:, c] = dv2_c
-            dh = torch.baddbmm(ds_out[:, c] + L.decay[:, c] * dh, L.w[:, c].transpose(-1, -2), dv2_c)
+    dh_after = torch.empty_like(states)
+    for c in range(NT - 1, -1, -1):
+        dh_after[:, c] = dh
+        dv2_c = torch.baddbmm(dv2[:, c], L.Bd[:, c], dh)
+        dv2[:, c] = dv2_c
+        dh = torch.baddbmm(ds_out[:, c] + L.decay[:, c] * dh, L.w[:, c].transpose(-1, -2), dv2_c)
     grads = [
         dv2 @ states.transpose(-1, -2),  # w
         dv2,  # u
@@ -104,17 +94,17 @@ def _scan_backward(L: _Local, states, v2, do, dh, scale, triton_scan: bool = Fal
 
 class ChunkDPLR(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, a, b, gk, h0, scale, chunk_size, triton_scan):
+    def forward(ctx, q, k, v, a, b, gk, h0, scale, chunk_size):
         B, T, H, K = q.shape
         V = v.shape[-1]
         cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
         with torch.no_grad():
             L = _Local(*(to_chunks(x, chunk_size, cdt) for x in (q, k, v, a, b, gk)))
             h = q.new_zeros(B * H, K, V, dtype=cdt) if h0 is None else h0.reshape(B * H, K, V).to(cdt, copy=True)
-            v2, states, final = _scan(L, h, triton_scan)
+            v2, states, final = _scan(L, h)
             o = scale * (L.Qg @ states + L.A_qk @ L.v + L.A_qb @ v2)
         ctx.save_for_backward(q, k, v, a, b, gk, states)
-        ctx.scale, ctx.chunk_size, ctx.triton_scan = scale, chunk_size, triton_scan
+        ctx.scale, ctx.chunk_size = scale, chunk_size
         ctx.h0_meta = None if h0 is None else (h0.dtype, h0.shape)
         return from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
 
@@ -134,24 +124,22 @@ class ChunkDPLR(torch.autograd.Function):
             v2 = torch.baddbmm(detached.u.flatten(0, 1), detached.w.flatten(0, 1),
                                states.flatten(0, 1)).view_as(detached.u)
             dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(B * H, K, V).to(cdt)
-            grads, dh0 = _scan_backward(detached, states, v2, to_chunks(do, ctx.chunk_size, cdt), dh, ctx.scale,
-                                        ctx.triton_scan)
+            grads, dh0 = _scan_backward(detached, states, v2, to_chunks(do, ctx.chunk_size, cdt), dh, ctx.scale)
         got = torch.autograd.grad(L.tensors(), inputs, grads, allow_unused=True)
         out = [from_chunks((torch.zeros_like(x) if g is None else g).contiguous(), B, T, orig.dtype)
                for g, x, orig in zip(got, inputs, (q, k, v, a, b, gk))]
         dh0_out = None if ctx.h0_meta is None else dh0.view(ctx.h0_meta[1]).to(ctx.h0_meta[0])
-        return (*out, dh0_out, None, None, None)
+        return (*out, dh0_out, None, None)
 
 
 def chunk_dplr_torch(q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False, cu_seqlens=None,
-                     chunk_size=64, triton_scan=False):
+                     chunk_size=64):
     """Chunked backend. Shapes as in :func:`kernels.dplr_delta_rule`; packed sequences are scattered into
-    zero-padded batches of similar lengths (zero k, v, b and gk leave the state unchanged). ``triton_scan``: the
-    two scans over chunks as Triton kernels (the ``triton`` backend)."""
+    zero-padded batches of similar lengths (zero k, v, b and gk leave the state unchanged)."""
     if cu_seqlens is None:
-        o, final = ChunkDPLR.apply(q, k, v, a, b, gk, initial_state, scale, chunk_size, triton_scan)
+        o, final = ChunkDPLR.apply(q, k, v, a, b, gk, initial_state, scale, chunk_size)
         return o, (final if output_final_state else None)
     o, final = run_padded_varlen(
-        lambda padded, h0: ChunkDPLR.apply(*padded, h0, scale, chunk_size, triton_scan),
+        lambda padded, h0: ChunkDPLR.apply(*padded, h0, scale, chunk_size),
         cu_seqlens, (q, k, v, a, b, gk), initial_state, chunk_size)
     return o, (final if output_final_state else None)

@@ -42,8 +42,8 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
         scale: query scale, default ``K ** -0.5``.
         initial_state, output_final_state, cu_seqlens, chunk_size: as in :func:`kernels.gated_delta_rule`.
         backend: ``"auto"`` (recurrent for T = 1; triton on CUDA tensors with chunk_size ≤ 64 and
-            K ≤ 64 in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked backend with its two
-            scans over chunks as Triton kernels), ``"torch"`` (chunked: per-channel decayed scores, a
+            K ≤ 64 in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked algorithm as Triton
+            kernels, forward and backward: :mod:`kernels.dplr.triton_autograd`), ``"torch"`` (chunked: per-channel decayed scores, a
             unit-triangular solve per chunk, a scan over chunks, a hand-written reverse scan),
             ``"recurrent"`` or ``"naive"`` (fp64 loop, for tests).
 
@@ -59,11 +59,14 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
                    "triton" if q.is_cuda and triton_available_for(q) and fits_triton else "torch")
     kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state,
                   cu_seqlens=cu_seqlens)
-    if backend in ("torch", "triton") and q.shape[1] > 0:
+    if backend == "triton" and q.shape[1] > 0:
+        from kernels.dplr.triton_autograd import chunk_dplr_triton
+
+        return chunk_dplr_triton(q, k, v, a, b, gk, chunk_size=chunk_size, **kwargs)
+    if backend == "torch" and q.shape[1] > 0:
         from kernels.dplr.chunked_torch import chunk_dplr_torch
 
-        return chunk_dplr_torch(q, k, v, a, b, gk, chunk_size=chunk_size, triton_scan=backend == "triton",
-                                **kwargs)
+        return chunk_dplr_torch(q, k, v, a, b, gk, chunk_size=chunk_size, **kwargs)
     if backend in ("torch", "triton", "recurrent"):
         from kernels.dplr.recurrent import recurrent_dplr_delta_rule
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.delta.triton_scan import DOT_PRECISION, _blocks
+from kernels.delta.triton_scan import DOT_PRECISION, LAUNCH, _blocks
 
 MAX_K = 64  # w, Kd and Bd chunk tiles ([64, BK] fp32 each) must fit the A100's shared memory
 
@@ -79,7 +79,7 @@ def scan_forward(L, h):
     v2, states, final = L.v.new_empty(L.v.shape), L.v.new_empty(BH, NT, K, V), L.v.new_empty(BH, K, V)
     dplr_scan_fwd_kernel[(triton.cdiv(V, BV), BH)](
         *(t.contiguous() for t in (L.w, L.u, L.Kd, L.Bd, L.v)), L.decay.reshape(BH, NT, K).contiguous(),
-        h.contiguous(), states, v2, final, NT, K=K, V=V, C=C, BK=BK, BV=BV, DOT_PREC=DOT_PRECISION)
+        h.contiguous(), states, v2, final, NT, K=K, V=V, C=C, BK=BK, BV=BV, DOT_PREC=DOT_PRECISION, **LAUNCH)
     return v2, states, final
 
 
@@ -92,5 +92,5 @@ def scan_backward(L, dv2_out, ds_out, dh):
     dplr_scan_bwd_kernel[(triton.cdiv(V, BV), BH)](
         L.w.contiguous(), L.Bd.contiguous(), L.decay.reshape(BH, NT, K).contiguous(), dv2_out.contiguous(),
         ds_out.contiguous(), dh.contiguous(), dh_after, dv2, dh0, NT, K=K, V=V, C=C, BK=BK, BV=BV,
-        DOT_PREC=DOT_PRECISION)
+        DOT_PREC=DOT_PRECISION, **LAUNCH)
     return dv2, dh_after, dh0

@@ -1,7 +1,9 @@
 """The delta-rule families' Triton kernels (gated delta rule, DPLR) compile for sm_90 and sm_80 at GPU sizes
 and fit in shared memory (see tests/kernels/aot.py). Run in a child process with the interpreter off:
-``python tests/kernels/test_delta_aot.py [--all]``. The default test compiles every kernel at its widest
-blocks (K = V = 128, with the decay: the most shared memory); the slow one every variant."""
+``python tests/kernels/test_delta_aot.py [--all]``. The default test compiles the gated delta rule's
+kernels at their widest blocks (K = V = 128, with the decay: the most shared memory) and the DPLR rule's
+scans and chunk-local backward; the slow one every kernel and variant. (The DPLR score matrices are
+gated linear attention's kernels, compiled in test_gla_aot.py.)"""
 from __future__ import annotations
 
 import os
@@ -47,7 +49,10 @@ def compile_delta(K: int, V: int, gated: bool) -> int:
     return 6
 
 
-def compile_dplr() -> int:
+def compile_dplr(every_kernel: bool) -> int:
+    """The DPLR rule's kernels at its widest keys (K = 64 = MAX_K, V = 128): the two scans and the chunk-local
+    backward (the most shared memory) always, the other chunk-local kernels with ``every_kernel``."""
+    from kernels.dplr import triton_local as dplr_local
     from kernels.dplr import triton_scan as dplr_scan
     from tests.kernels.aot import assert_compiles_and_fits
 
@@ -59,12 +64,27 @@ def compile_dplr() -> int:
     assert_compiles_and_fits(dplr_scan.dplr_scan_bwd_kernel,
                              {**_ptrs("w", "bd", "decay", "dv2_out", "ds_out", "dht", "dh_after", "dv2", "dh0"),
                               "NT": "i32"}, common)
-    return 2
+    assert_compiles_and_fits(dplr_local.dplr_local_bwd_kernel,
+                             {**_ptrs("q", "k", "v", "a", "b", "G", "Gx", "A_ab", "A_ak", "states", "v2", "do", "dv2",
+                                      "dh_after", "dv_out", "dA_ab", "dA_ak", "dA_qk", "dA_qb", "dv", "dq", "dk", "da",
+                                      "db", "dG", "dGx"), "scale": "fp32"}, common, **dplr_local.BWD_LAUNCH)
+    if not every_kernel:
+        return 3
+    assert_compiles_and_fits(dplr_local.dplr_solve_fwd_kernel,
+                             _ptrs("k", "v", "a", "b", "G", "Gx", "A_ab", "A_ak", "w", "u", "kd", "bd", "decay"),
+                             common, **dplr_local.LAUNCH)
+    assert_compiles_and_fits(dplr_local.dplr_output_kernel,
+                             {**_ptrs("q", "G", "v", "A_qk", "A_qb", "states", "v2", "o"), "scale": "fp32"}, common,
+                             **dplr_local.LAUNCH)
+    assert_compiles_and_fits(dplr_local.dplr_output_bwd_kernel,
+                             {**_ptrs("q", "G", "A_qk", "A_qb", "do", "dv2_out", "ds_out", "dv_out"), "scale": "fp32"},
+                             common, **dplr_local.LAUNCH)
+    return 6
 
 
 def compile_all(every_variant: bool) -> int:
     variants = [(128, 128, True)] + ([(128, 128, False), (64, 64, True), (64, 64, False)] if every_variant else [])
-    return sum(compile_delta(*v) for v in variants) + compile_dplr()
+    return sum(compile_delta(*v) for v in variants) + compile_dplr(every_variant)
 
 
 def _run(*flags: str) -> None:

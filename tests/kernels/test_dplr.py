@@ -116,20 +116,36 @@ TRITON = pytest.mark.skipif(not (torch.cuda.is_available() or interpreter_enable
                             reason="needs CUDA or TRITON_INTERPRET=1")
 
 
-@TRITON
-@pytest.mark.parametrize("T", [15, 64, 65, 130])
-def test_triton_scan_matches_naive(T):
-    x = {n: None if t is None else t.detach().to(DEVICE).requires_grad_()
-         for n, t in make_inputs(B=2, T=T, K=16, V=16, dtype=torch.float32, seed=T).items()}
-    compare_to_naive(x, "triton", 2e-4, chunk_size=32)
+def _on_device(x, dtype=None):
+    return {n: None if t is None else t.detach().to(DEVICE, dtype if dtype and n != "initial_state" else t.dtype)
+            .requires_grad_() for n, t in x.items()}
 
 
 @TRITON
-def test_triton_scan_varlen_strong_decay_and_bf16():
+@pytest.mark.parametrize("T", [15, 65, pytest.param(64, marks=pytest.mark.slow), pytest.param(130, marks=pytest.mark.slow)])
+def test_triton_matches_naive(T):
+    """The triton backend (score kernels, solve, scans, output and backward kernels) vs the fp64 loop."""
+    compare_to_naive(_on_device(make_inputs(B=2, T=T, K=16, V=16, dtype=torch.float32, seed=T)), "triton", 2e-4,
+                     chunk_size=32)
+
+
+@TRITON
+def test_triton_varlen_strong_decay():
     cu = torch.tensor([0, 5, 40, 41, 90], device=DEVICE)
-    x = {n: None if t is None else t.detach().to(DEVICE).requires_grad_()
-         for n, t in make_inputs(B=1, T=90, K=16, V=24, N=4, dtype=torch.float32, gate_range="strong").items()}
+    x = _on_device(make_inputs(B=1, T=90, K=16, V=24, N=4, dtype=torch.float32, gate_range="strong"))
     compare_to_naive(x, "triton", 2e-4, chunk_size=16, cu_seqlens=cu)
-    x = {n: None if t is None else t.detach().to(DEVICE, torch.bfloat16 if n != "initial_state" else t.dtype)
-         .requires_grad_() for n, t in make_inputs(B=1, T=64, K=16, V=16, dtype=torch.float32).items()}
+
+
+@TRITON
+@pytest.mark.slow
+def test_triton_bf16_inputs():
+    x = _on_device(make_inputs(B=1, T=64, K=16, V=16, dtype=torch.float32), torch.bfloat16)
     compare_to_naive(x, "triton", 3e-2, chunk_size=32)  # bf16 inputs, fp32 inside
+
+
+@TRITON
+@pytest.mark.slow
+def test_triton_full_chunks_and_uneven_widths():
+    """Chunks of 64 (four 16-token sub-chunks per score matrix), K = 40 and V = 72 (two value blocks)."""
+    x = _on_device(make_inputs(B=1, T=70, K=40, V=72, dtype=torch.float32, seed=11))
+    compare_to_naive(x, "triton", 2e-4, chunk_size=64)
