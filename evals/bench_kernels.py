@@ -344,6 +344,9 @@ def to_markdown(rows: list[Row], s: Settings, sections_run, started: float) -> s
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--B", type=int, default=4, help="batch size (fla's README benchmarks: 8)")
+    parser.add_argument("--H", type=int, default=4, help="heads (fla's README benchmarks: 32)")
+    parser.add_argument("--D", type=int, default=64, help="head width (fla's README benchmarks: 128)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -351,7 +354,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    s = Settings(device=torch.device(args.device), T=args.T, repeats=args.repeats, warmup=args.warmup)
+    s = Settings(device=torch.device(args.device), T=args.T, B=args.B, H=args.H, D=args.D, repeats=args.repeats,
+                 warmup=args.warmup)
     torch.set_num_threads(s.threads)
     started = time.time()
     chosen = [sec for sec in SECTIONS if args.sections is None or sec[0] in args.sections]

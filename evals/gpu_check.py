@@ -2,13 +2,14 @@
 
 1. every kernel test on the GPU, compiled by Triton (not its CPU interpreter): ``pytest -m "slow or not
    slow" tests/kernels`` with ``TRITON_INTERPRET=0`` (not the ahead-of-time compile tests: the GPU compiles);
-2. the kernel benchmarks with their CUDA rows beside fla's (``evals.bench_kernels``, ``evals.bench_swa``);
+2. the kernel benchmarks with their CUDA rows beside fla's (``evals.bench_kernels``, ``evals.bench_swa``),
+   and the delta rules again at fla's README shape (B 8, H 32, D 128);
 3. a dated markdown report, ``evals/results/gpu/<date>-<device>.md``: the device, the test summary and
    its failures, the benchmark tables, and the wall time of each part.
 
 It is sized for a borrowed device with a 15-minute budget: each part has its own time limit
-(``--test-timeout``, ``--bench-timeout``) so that the whole check stays under ~8 minutes on an H100 or
-H200 and can be run twice. A part that times out is reported as such; the report is always written.
+(``--test-timeout`` 210 s, ``--bench-timeout`` 90 s for each of three benchmarks: 8 minutes at most) so
+that it fits an H100 or H200 borrowed for 15 minutes and can be run twice. A part that times out is reported as such; the report is always written.
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def test_summary(out: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--test-timeout", type=int, default=300, help="seconds for the kernel tests")
-    parser.add_argument("--bench-timeout", type=int, default=180, help="seconds for each benchmark")
+    parser.add_argument("--test-timeout", type=int, default=210, help="seconds for the kernel tests")
+    parser.add_argument("--bench-timeout", type=int, default=90, help="seconds for each benchmark")
     parser.add_argument("--out", type=Path, default=None, help="report path (default: evals/results/gpu/...)")
     args = parser.parse_args(argv)
     import torch
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                                              "-p", "no:cacheprovider", *workers], args.test_timeout, env),
         run_part("bench_kernels", [sys.executable, "-m", "evals.bench_kernels", "--device", "cuda",
                                    "--out", str(RESULTS / "bench_kernels_cuda.md")], args.bench_timeout, env),
+        run_part("bench_kernels at fla's README shape", [  # B 8, H 32, D 128: beside fla's own published rows
+            sys.executable, "-m", "evals.bench_kernels", "--device", "cuda", "--B", "8", "--H", "32", "--D", "128",
+            "--T", "2048", "8192", "--sections", "Delta rules",
+            "--out", str(RESULTS / "bench_delta_cuda_fla_shape.md")], args.bench_timeout, env),
         run_part("bench_swa", [sys.executable, "-m", "evals.bench_swa"], args.bench_timeout, env),
     ]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d")
