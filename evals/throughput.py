@@ -7,6 +7,12 @@ the attention model's), at each context length and batch size:
 * prefill tokens/s: one chunked forward over a [B, L] prompt (``model(ids, state)``);
 * decode tokens/s: B·N / time of N greedy single-token steps after a prefill of L tokens
   (``model(next_ids [B, 1], state)``, argmax fed back), after ``--warmup-tokens`` untimed steps;
+* the memory-bandwidth floor of a decode step: every parameter and every sequence's state (KV cache,
+  ring buffer or recurrent memory) is read at least once per step, so a step takes at least
+  (parameter bytes + B · state bytes) / the machine's read bandwidth (measured at the start: the
+  median time of ``sum`` over a 256 MiB tensor with the same thread count). At small d_model this,
+  not the FLOPs, bounds decoding, and it bounds the speed-up over attention too: a recurrent model
+  can decode at most (parameters + KV cache) / (parameters + its state) times faster;
 * state memory: ``DecoderLM.state_bytes(L, dtype)`` per sequence (KV cache / ring buffer /
   recurrent memories; tested equal to the tensors held), and the measured peak memory of the decode
   loop above the memory in use before the state was built (CPU: peak RSS via /proc/self/status
@@ -50,7 +56,7 @@ MODELS = ("attention", "swa", "linear_attention", "based", "retnet", "rwkv6", "r
           "gated_deltanet", "mom", "based+attention")
 COLUMNS = ("model", "mixers", "params", "d_model", "n_layers", "vocab_size", "device", "dtype", "batch", "context",
            "new_tokens", "prefill_tok_s", "prefill_peak_mb", "decode_tok_s", "decode_ms_per_step",
-           "state_bytes_per_seq", "state_mb", "decode_peak_mb", "note")
+           "state_bytes_per_seq", "state_mb", "decode_peak_mb", "floor_ms_per_step", "of_floor", "note")
 
 PRESETS = {
     # CPU: small models, where per-token framework overhead is large; 512 → 16k context.
@@ -203,6 +209,21 @@ class MemoryMeter:
 
 
 # --------------------------------------------------------------------------------------------- timing
+def read_bandwidth(device: torch.device, mib: int = 256, repeats: int = 5) -> float:
+    """Bytes per second that ``sum`` reads from a ``mib`` MiB fp32 tensor (median of ``repeats``), with
+    the current thread count: the rate at which a decode step can stream its weights and states."""
+    x = torch.ones(mib * 2**20 // 4, device=device)
+    x.sum()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        x.sum()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return x.numel() * 4 / sorted(times)[len(times) // 2]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -234,6 +255,7 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
     the state itself plus what decoding allocates on top (e.g. the KV cache's growth and copies).
     """
     model = build(config, device, dtype)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     meter = MemoryMeter(device)
     generator = torch.Generator().manual_seed(0)
     rows = []
@@ -251,7 +273,8 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
                            device=device.type, dtype=str(dtype).replace("torch.", ""), batch=B, context=L,
                            new_tokens=args.new_tokens, prefill_tok_s="", prefill_peak_mb="", decode_tok_s="",
                            decode_ms_per_step="", state_bytes_per_seq=model.state_bytes(L, dtype),
-                           decode_peak_mb="", note="")
+                           decode_peak_mb="", floor_ms_per_step="", of_floor="", note="")
+                row["floor_ms_per_step"] = 1e3 * (param_bytes + B * row["state_bytes_per_seq"]) / args.bandwidth
                 row["state_mb"] = B * row["state_bytes_per_seq"] / 2**20
                 try:
                     if one is None:
@@ -277,6 +300,7 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
                     row["decode_peak_mb"] = meter.peak_mb()
                     row["decode_tok_s"] = B * args.new_tokens / seconds
                     row["decode_ms_per_step"] = 1e3 * seconds / args.new_tokens
+                    row["of_floor"] = row["floor_ms_per_step"] / row["decode_ms_per_step"]
                     del logits, state
                 except torch.cuda.OutOfMemoryError:
                     row["note"] = "out of memory"
@@ -349,15 +373,19 @@ def summary_lines(rows: list[dict], models: list[str], contexts: list[int], batc
         for B in batches:
             ref = [r for r in rows if r["model"] == "attention" and r["batch"] == B and r["context"] == L]
             ref_tps = _num(ref[0]["decode_tok_s"]) if ref else math.nan
-            ratios = []
+            ref_floor = _num(ref[0]["floor_ms_per_step"]) if ref else math.nan
+            ratios, bounds = [], []
             for m in models:
                 if m == "attention":
                     continue
                 r = [r for r in rows if r["model"] == m and r["batch"] == B and r["context"] == L]
                 ratio = _num(r[0]["decode_tok_s"]) / ref_tps if r else math.nan
                 ratios.append(f"{m} {ratio:.1f}×" + (" ✓" if ratio >= 10 else ""))
+                bounds.append(f"{m} {ref_floor / _num(r[0]['floor_ms_per_step']) if r else math.nan:.1f}×")
             lines.append(f"- decode tokens/s relative to attention (KV cache) at L={L:,}, B={B}: " + ", ".join(ratios)
                          + "  (✓ = the issue's ≥ 10× target)")
+            lines.append(f"- the most the bytes allow at L={L:,}, B={B} (attention's floor / the model's floor): "
+                         + ", ".join(bounds))
     measured = sorted({r["context"] for r in rows})
     if len(measured) < 2:  # one context length says nothing about how the state scales with it
         at = f" (L={measured[0]:,})" if measured else ""
@@ -380,6 +408,7 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
         f"- load average (1 min) at start {meta['load_start']}, at end {meta['load_end']}; wall time {meta['wall_s']:.0f} s, "
         f"of which this process ran on a CPU {meta['cpu_s']:.0f} s (the rest: waiting for a core)",
         f"- command: `{meta['command']}`",
+        f"- read bandwidth (``sum`` over 256 MiB, {meta['threads']} thread(s)): {meta['bandwidth_gbs']:.1f} GB/s",
         f"- settings: d_model {args.d_model}, {args.n_layers} layers, vocabulary {args.vocab_size}, {args.dtype}; "
         f"contexts {ctx}; batch sizes {batches}; {args.new_tokens} timed decode steps after {args.warmup_tokens} "
         f"untimed ones; prefill timed at B·L ≤ {args.max_prefill_tokens:,}; MLP widths solved to match "
@@ -401,6 +430,9 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
             ref = {r["context"]: _num(r["decode_tok_s"]) for r in rows if r["model"] == "attention" and r["batch"] == B}
             lines += ["", f"## Decode speed-up over attention, batch {B}", ""]
             lines += _pivot(rows, models, ctx, lambda r: f"{_num(r['decode_tok_s']) / ref.get(r['context'], math.nan):.1f}×", B)
+    for B in batches:
+        lines += ["", f"## Share of the memory-bandwidth floor reached (floor ms / measured ms per step), batch {B}", ""]
+        lines += _pivot(rows, models, ctx, lambda r: f"{100 * _num(r['of_floor']):.0f} % of {_fmt(r['floor_ms_per_step'], 2)} ms", B)
     lines += ["", "## State per sequence (MiB)", ""]
     lines += _pivot(rows, models, ctx, lambda r: f"{r['state_bytes_per_seq'] / 2**20:.3f}", batches[0])
     for B in batches:
@@ -519,6 +551,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"{meta['date']} {meta['machine']}; torch {meta['torch']}, {meta['threads']} thread(s); "
           f"load {meta['load_start']}; preset {args.preset}", flush=True)
 
+    args.bandwidth = read_bandwidth(device)
+    meta["bandwidth_gbs"] = args.bandwidth / 1e9
+    print(f"read bandwidth {meta['bandwidth_gbs']:.1f} GB/s", flush=True)
     reference = None if args.no_match_params else \
         count_parameters(model_config("attention", args.d_model, args.n_layers, args.vocab_size))
     configs, params = {}, {}

@@ -65,11 +65,30 @@ def test_bad_arguments():
 def test_summary_claims_nothing_about_growth_from_one_context():
     from evals.throughput import summary_lines
 
-    rows = [{"model": m, "batch": 1, "context": 4096, "decode_tok_s": 100.0 * (i + 1), "state_bytes_per_seq": 10 ** i}
-            for i, m in enumerate(("attention", "rwkv6"))]
+    rows = [{"model": m, "batch": 1, "context": 4096, "decode_tok_s": 100.0 * (i + 1), "state_bytes_per_seq": 10 ** i,
+             "floor_ms_per_step": 4.0 / (1 + 3 * i)} for i, m in enumerate(("attention", "rwkv6"))]
     text = "\n".join(summary_lines(rows, ["attention", "rwkv6"], [4096], [1]))
     assert "constant in context length" not in text and "one context length only (L=4,096)" in text
+    assert "relative to attention (KV cache) at L=4,096, B=1: rwkv6 2.0×" in text
+    assert "the most the bytes allow at L=4,096, B=1 (attention's floor / the model's floor): rwkv6 4.0×" in text
     rows += [{**r, "context": 8192, "state_bytes_per_seq": r["state_bytes_per_seq"] * (2 if r["model"] == "attention"
                                                                                        else 1)} for r in rows]
     text = "\n".join(summary_lines(rows, ["attention", "rwkv6"], [4096, 8192], [1]))
     assert "constant in context length: rwkv6; growing (KV caches): attention" in text
+
+
+def test_bandwidth_floor_is_the_bytes_a_step_must_read(tmp_path, monkeypatch):
+    """floor = (parameter bytes + B · state bytes) / read bandwidth, and of_floor = floor / measured."""
+    from evals import throughput
+
+    assert throughput.read_bandwidth(torch.device("cpu"), mib=8, repeats=3) > 1e8  # > 0.1 GB/s on any machine
+    monkeypatch.setattr(throughput, "read_bandwidth", lambda device: 1e9)
+    rows = main(["--quick", "--models", "rwkv6", "--contexts", "32", "--batch-sizes", "2", "--out-dir", str(tmp_path)])
+    row = rows[0]
+    config = throughput.matched_config("rwkv6", 64, 2, 64,
+                                       throughput.count_parameters(model_config("attention", 64, 2, 64)))
+    param_bytes = 4 * throughput.count_parameters(config)
+    assert row["floor_ms_per_step"] == pytest.approx(1e3 * (param_bytes + 2 * row["state_bytes_per_seq"]) / 1e9)
+    assert row["of_floor"] == pytest.approx(row["floor_ms_per_step"] / row["decode_ms_per_step"])
+    text = (tmp_path / "throughput_quick.md").read_text()
+    assert "Share of the memory-bandwidth floor" in text and "read bandwidth" in text and "1.0 GB/s" in text
