@@ -52,7 +52,7 @@ def test_cells_that_did_not_learn_are_left_out_and_listed():
     listed = next(e for c, (v, e) in verdicts.items() if c.startswith("(cells that did not learn"))
     assert "retnet d64 (0.020)" in listed
     gated = next(v for c, v in verdicts.items() if c.startswith("Gated"))
-    assert gated[0] == "agree" and "retnet" not in gated[1]
+    assert gated[0] == "agree" and "retnet 0.020" not in gated[1] and "retnet d64 did not learn (left out)" in gated[1]
 
 
 def test_a_falling_family_is_a_disagreement_and_markdown_lists_cells():
@@ -96,3 +96,14 @@ def test_a_sweep_without_results_is_named(capsys):
     with pytest.raises(SystemExit):
         rc.main(["--sweep", "no_such_sweep"])
     assert "no_such_sweep" in capsys.readouterr().err
+
+
+def test_a_claim_whose_cells_did_not_learn_is_not_testable():
+    rs = [r for r in rows() if not r["point"]["mixer"].startswith("mom")]
+    rs += [row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000), row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000)]
+    verdicts = {c: (v, e) for c, v, e in rc.claims(rc.cells(rs))}
+    mom = next(v for c, v in verdicts.items() if c.startswith("Several"))
+    assert mom[0] == "not testable at this scale" and "did not learn" in mom[1]
+    rs.append(row("retnet", 64, 3e-3, (0.02, 0.0, 0.0), 4000))
+    gated = next(e for c, v, e in rc.claims(rc.cells(rs)) if c.startswith("Gated"))
+    assert "retnet d64 did not learn (left out)" in gated
