@@ -353,6 +353,9 @@ def main(argv=None):
     parser.add_argument("--sections", nargs="*", default=None, help="section names to run (default: all)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    for name in ("B", "H", "D"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
 
     s = Settings(device=torch.device(args.device), T=args.T, B=args.B, H=args.H, D=args.D, repeats=args.repeats,
                  warmup=args.warmup)
