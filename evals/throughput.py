@@ -7,6 +7,8 @@ the attention model's), at each context length and batch size:
 * prefill tokens/s: one chunked forward over a [B, L] prompt (``model(ids, state)``);
 * decode tokens/s: B·N / time of N greedy single-token steps after a prefill of L tokens
   (``model(next_ids [B, 1], state)``, argmax fed back), after ``--warmup-tokens`` untimed steps;
+* ``--compile``: the same, with the single-token step through ``torch.compile`` (compiled during the
+  warm-up steps), which removes most of eager PyTorch's per-operator overhead;
 * the memory-bandwidth floor of a decode step: every parameter and every sequence's state (KV cache,
   ring buffer or recurrent memory) is read at least once per step, so a step takes at least
   (parameter bytes + B · state bytes) / the machine's read bandwidth (measured at the start: the
@@ -49,6 +51,7 @@ import torch
 
 from models.config import ModelConfig
 from models.decoder import DecoderLM
+from models.generation import decode_step
 from models.state import ModelState
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -229,11 +232,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def decode(model: DecoderLM, state: ModelState, logits: torch.Tensor, steps: int):
-    """``steps`` greedy single-token steps from ``logits`` [B, V] and ``state``; returns (logits, state)."""
+def decode(step, state: ModelState, logits: torch.Tensor, steps: int):
+    """``steps`` greedy single-token steps from ``logits`` [B, V] and ``state`` through ``step``
+    (``models.generation.decode_step``); returns (logits, state)."""
     for _ in range(steps):
-        out = model(logits.argmax(-1, keepdim=True), state)
-        logits, state = out.logits[:, -1], out.state
+        logits, state = step(logits.argmax(-1, keepdim=True), state)
     return logits, state
 
 
@@ -255,6 +258,9 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
     the state itself plus what decoding allocates on top (e.g. the KV cache's growth and copies).
     """
     model = build(config, device, dtype)
+    if args.compile:
+        torch._dynamo.reset()  # a fresh compile cache per model: its recompiles (shapes) count against it alone
+    step = decode_step(model, args.compile)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     meter = MemoryMeter(device)
     generator = torch.Generator().manual_seed(0)
@@ -262,7 +268,7 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
     with torch.inference_mode():
         warm_ids = torch.randint(0, config.vocab_size, (1, min(128, args.contexts[0])), generator=generator).to(device)
         logits, state, _ = prefill(model, warm_ids, dtype)  # first calls: allocator, kernels, caches
-        decode(model, state, logits, max(2, args.warmup_tokens))
+        decode(step, state, logits, max(2, args.warmup_tokens))
         del logits, state
         for L in args.contexts:
             ids = torch.randint(0, config.vocab_size, (max(args.batch_sizes), L), generator=generator).to(device)
@@ -291,10 +297,10 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
                         del out
                     meter.start()
                     logits, state = one[0].expand(B, -1).contiguous(), repeat_state(one[1], B)
-                    logits, state = decode(model, state, logits, args.warmup_tokens)
+                    logits, state = decode(step, state, logits, args.warmup_tokens)
                     _sync(device)
                     start = time.perf_counter()
-                    logits, state = decode(model, state, logits, args.new_tokens)
+                    logits, state = decode(step, state, logits, args.new_tokens)
                     _sync(device)
                     seconds = time.perf_counter() - start
                     row["decode_peak_mb"] = meter.peak_mb()
@@ -413,6 +419,8 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
         f"contexts {ctx}; batch sizes {batches}; {args.new_tokens} timed decode steps after {args.warmup_tokens} "
         f"untimed ones; prefill timed at B·L ≤ {args.max_prefill_tokens:,}; MLP widths solved to match "
         f"attention's parameter count",
+        f"- decode step: {'torch.compile (inductor) of the single-token step, compiled in the warm-up' if args.compile else 'eager PyTorch'}; "
+        "the KV cache grows in place (buffers doubled when full)",
         "- decode tok/s = B × steps / time of the greedy single-token loop (torch.inference_mode), after a prefill of L "
         "tokens (the batch-1 prefill's state replicated over the batch); state = `DecoderLM.state_bytes(L)` per "
         "sequence; decode peak = measured peak memory of the decode loop above what was in use before its state "
@@ -502,7 +510,10 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--contexts", type=_ints, help="context (prefill) lengths, e.g. 512,1024,4096")
     p.add_argument("--batch-sizes", type=_ints)
     p.add_argument("--new-tokens", type=int, help="timed decode steps")
-    p.add_argument("--warmup-tokens", type=int, help="untimed decode steps before them")
+    p.add_argument("--warmup-tokens", type=int, help="untimed decode steps before them (at least 4 with --compile)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode through torch.compile (inductor) of the single-token step; compiling happens in "
+                        "the untimed warm-up steps")
     p.add_argument("--d-model", type=int)
     p.add_argument("--n-layers", type=int)
     p.add_argument("--vocab-size", type=int)
@@ -524,6 +535,8 @@ def parse_args(argv: list[str] | None):
             raise SystemExit(f"--{key.replace('_', '-')} must be ≥ 1, got {getattr(args, key)}")
     if args.warmup_tokens < 0:
         raise SystemExit(f"--warmup-tokens must be ≥ 0, got {args.warmup_tokens}")
+    if args.compile:  # a growing KV cache recompiles a few times (static, then dynamic shapes) before it settles
+        args.warmup_tokens = max(4, args.warmup_tokens)
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")

@@ -25,8 +25,8 @@ class Attention(nn.Module):
     gets its positions from the BaseConv layer before it); ``dropout`` drops attention probabilities
     while training (Zoology: 0.1); ``bias`` adds biases to the qkv and output projections (Zoology: True).
 
-    Decoding state: a KV cache ``KVCache(k, v)`` of shape [B, T_seen, H, D], so the state grows
-    with the context: ``state_size(seq_len) = 2 · seq_len · d_model``.
+    Decoding state: a KV cache (``layers.state.KVCache``: buffers [B, H, capacity, D] grown in place),
+    so the state grows with the context: ``state_size(seq_len) = 2 · seq_len · d_model``.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
 
@@ -53,12 +53,11 @@ class Attention(nn.Module):
         past = 0 if state is None else state.length
         if self.rotary is not None:
             q, k = self.rotary(q, offset=past), self.rotary(k, offset=past)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
         new_state = None
         if state is not None:
-            k = torch.cat([state.k, k.to(state.k.dtype)], dim=1)
-            v = torch.cat([state.v, v.to(state.v.dtype)], dim=1)
-            new_state = KVCache(k, v)
-        q, k, v = (t.transpose(1, 2) for t in (q, k.to(q.dtype), v.to(q.dtype)))  # [B, H, T, D]
+            new_state = state.append(k, v)
+            k, v = new_state.keys().to(q.dtype), new_state.values().to(q.dtype)  # [B, H, past + T, D]
         if past == 0:
             p = self.dropout if self.training else 0.0
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
@@ -82,8 +81,8 @@ class Attention(nn.Module):
         return self.out(o.reshape(1, q.shape[1], self.d_model))
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> KVCache:
-        empty = torch.zeros(batch_size, 0, self.num_heads, self.head_dim, device=device, dtype=dtype)
-        return KVCache(empty, empty.clone())
+        empty = torch.zeros(batch_size, self.num_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return KVCache(empty, empty.clone(), 0)
 
     def state_size(self, seq_len: int = 1) -> int:
         """Numbers held per sequence after ``seq_len`` tokens (the KV cache grows linearly)."""

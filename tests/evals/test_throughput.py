@@ -8,6 +8,7 @@ import torch
 
 from evals.throughput import COLUMNS, MemoryMeter, decode, main, model_config, repeat_state
 from models import DecoderLM
+from models.generation import decode_step
 
 CONTEXTS = (16, 48)
 
@@ -41,9 +42,9 @@ def test_replicated_state_decodes_like_identical_prompts(name):
     prompt = torch.randint(0, 50, (1, 20))
     with torch.inference_mode():
         one = model(prompt, model.init_state(1))
-        logits, _ = decode(model, repeat_state(one.state, 3), one.logits[:, -1].expand(3, -1), 4)
+        logits, _ = decode(decode_step(model), repeat_state(one.state, 3), one.logits[:, -1].expand(3, -1), 4)
         batch = model(prompt.expand(3, -1), model.init_state(3))
-        want, _ = decode(model, batch.state, batch.logits[:, -1], 4)
+        want, _ = decode(decode_step(model), batch.state, batch.logits[:, -1], 4)
     torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-5)
 
 
@@ -92,3 +93,13 @@ def test_bandwidth_floor_is_the_bytes_a_step_must_read(tmp_path, monkeypatch):
     assert row["of_floor"] == pytest.approx(row["floor_ms_per_step"] / row["decode_ms_per_step"])
     text = (tmp_path / "throughput_quick.md").read_text()
     assert "Share of the memory-bandwidth floor" in text and "read bandwidth" in text and "1.0 GB/s" in text
+
+
+@pytest.mark.slow
+def test_compiled_decode_run(tmp_path):
+    """--compile decodes through the compiled step (warm-up raised to 4 steps) and says so in the table."""
+    rows = main(["--quick", "--compile", "--models", "attention,rwkv6", "--contexts", "32,64", "--batch-sizes", "1",
+                 "--out-dir", str(tmp_path)])
+    assert all(r["decode_tok_s"] > 0 for r in rows)
+    text = (tmp_path / "throughput_quick.md").read_text()
+    assert "torch.compile (inductor)" in text and "after 4 untimed ones" in text

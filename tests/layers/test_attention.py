@@ -66,3 +66,53 @@ def test_linear_attention_matches_quadratic_form(feature_map, normalize):
     g2 = torch.autograd.grad(expected.square().sum(), [x, mixer.qk.weight, mixer.v.weight])
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b)
+
+
+def _decode(mixer, state, xs):
+    """Feed xs [B, n, d] one token at a time from ``state``; returns (outputs [B, n, d], state)."""
+    outs = []
+    for t in range(xs.shape[1]):
+        y, state = mixer(xs[:, t : t + 1], state)
+        outs.append(y)
+    return torch.cat(outs, 1), state
+
+
+@torch.no_grad()
+def test_kv_cache_decode_writes_in_place_and_branches_stay_exact():
+    """Decode steps append into the cache's buffers without copying them (same storage, capacity doubled
+    once); continuing one older state twice (branching) copies, and every branch equals its full forward."""
+    torch.manual_seed(0)
+    d, H = 32, 2
+    mixer = build_mixer("attention", d, num_heads=H).double().eval()
+    prompt, a, b = (torch.randn(2, n, d, dtype=torch.float64) for n in (5, 7, 7))
+    _, state = mixer(prompt, mixer.init_state(2, dtype=torch.float64))
+    assert (state.length, state.capacity) == (5, 5)
+    _, grown = mixer(a[:, :1], state)  # full: copies once into a buffer of twice the capacity
+    assert grown.capacity == 10
+    _, after = mixer(a[:, 1:2], grown)
+    assert after.k.data_ptr() == grown.k.data_ptr() and after.v.data_ptr() == grown.v.data_ptr()
+    y_a, _ = _decode(mixer, state, a)  # branch 1 from the prefilled state
+    y_b, state_b = _decode(mixer, state, b)  # branch 2 from the same state: must not see branch 1's keys
+    y_a2, _ = _decode(mixer, grown, a[:, 1:])  # an older state continued again after ``after`` wrote past it
+    full_a, _ = mixer(torch.cat([prompt, a], 1))
+    full_b, _ = mixer(torch.cat([prompt, b], 1))
+    torch.testing.assert_close(y_a, full_a[:, 5:])
+    torch.testing.assert_close(y_b, full_b[:, 5:])
+    torch.testing.assert_close(y_a2, full_a[:, 6:])
+    assert state_b.numel_per_sequence() == mixer.state_size(12) and state.length == 5
+
+
+def test_kv_cache_under_autograd_appends_out_of_place():
+    """With gradients the cache is concatenated, not written in place: backward through several decode
+    steps equals backward through the full forward."""
+    torch.manual_seed(0)
+    d = 16
+    mixer = build_mixer("attention", d, num_heads=2).double()
+    x = torch.randn(1, 6, d, dtype=torch.float64, requires_grad=True)
+    y_full, _ = mixer(x)
+    g_full = torch.autograd.grad(y_full.square().sum(), x)[0]
+    _, state = mixer(x[:, :3], mixer.init_state(1, dtype=torch.float64))
+    y_steps, _ = _decode(mixer, state, x[:, 3:])
+    y = torch.cat([mixer(x[:, :3])[0], y_steps], 1)
+    torch.testing.assert_close(y, y_full)
+    torch.testing.assert_close(torch.autograd.grad(y.square().sum(), x)[0], g_full)
