@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tokenizer", default=None, help="override the saved tokenizer, e.g. 'byte' or a tokenizer folder")
     p.add_argument("--eos-id", type=int, default=None, help="stop at this id (default: the tokenizer's end-of-text)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="decode through torch.compile of the single-token step (pays off for long generations)")
     args = p.parse_args(argv)
     if args.max_new_tokens < 0:
         p.error(f"--max-new-tokens must be ≥ 0, got {args.max_new_tokens}")
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> str:
     eos = args.eos_id if args.eos_id is not None else (tokenizer.eos_token_id if tokenizer is not None else None)
     prompt = torch.tensor(ids, dtype=torch.long, device=args.device)[None]
     out = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, eos_token_id=eos, seed=args.seed)[0]
+                         top_p=args.top_p, eos_token_id=eos, seed=args.seed, compile=args.compile)[0]
     new = out[len(ids):].tolist()
     if eos is not None and new and new[-1] == eos:
         new = new[:-1]

@@ -298,11 +298,14 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
                     meter.start()
                     logits, state = one[0].expand(B, -1).contiguous(), repeat_state(one[1], B)
                     logits, state = decode(step, state, logits, args.warmup_tokens)
-                    _sync(device)
-                    start = time.perf_counter()
-                    logits, state = decode(step, state, logits, args.new_tokens)
-                    _sync(device)
-                    seconds = time.perf_counter() - start
+                    rounds = []
+                    for _ in range(args.repeats):  # the median round: this machine's noise is not the model's
+                        _sync(device)
+                        start = time.perf_counter()
+                        logits, state = decode(step, state, logits, args.new_tokens)
+                        _sync(device)
+                        rounds.append(time.perf_counter() - start)
+                    seconds = sorted(rounds)[len(rounds) // 2]
                     row["decode_peak_mb"] = meter.peak_mb()
                     row["decode_tok_s"] = B * args.new_tokens / seconds
                     row["decode_ms_per_step"] = 1e3 * seconds / args.new_tokens
@@ -417,7 +420,7 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
         f"- read bandwidth (``sum`` over 256 MiB, {meta['threads']} thread(s)): {meta['bandwidth_gbs']:.1f} GB/s",
         f"- settings: d_model {args.d_model}, {args.n_layers} layers, vocabulary {args.vocab_size}, {args.dtype}; "
         f"contexts {ctx}; batch sizes {batches}; {args.new_tokens} timed decode steps after {args.warmup_tokens} "
-        f"untimed ones; prefill timed at B·L ≤ {args.max_prefill_tokens:,}; MLP widths solved to match "
+        f"untimed ones (median of {args.repeats} round(s)); prefill timed at B·L ≤ {args.max_prefill_tokens:,}; MLP widths solved to match "
         f"attention's parameter count",
         f"- decode step: {'torch.compile (inductor) of the single-token step, compiled in the warm-up' if args.compile else 'eager PyTorch'}; "
         "the KV cache grows in place (buffers doubled when full)",
@@ -510,6 +513,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--contexts", type=_ints, help="context (prefill) lengths, e.g. 512,1024,4096")
     p.add_argument("--batch-sizes", type=_ints)
     p.add_argument("--new-tokens", type=int, help="timed decode steps")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed rounds of --new-tokens decode steps each; the median round is reported")
     p.add_argument("--warmup-tokens", type=int, help="untimed decode steps before them (at least 4 with --compile)")
     p.add_argument("--compile", action="store_true",
                    help="decode through torch.compile (inductor) of the single-token step; compiling happens in "
@@ -530,7 +535,7 @@ def parse_args(argv: list[str] | None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.preset = preset
-    for key in ("new_tokens", "d_model", "n_layers", "vocab_size", "max_prefill_tokens"):
+    for key in ("new_tokens", "repeats", "d_model", "n_layers", "vocab_size", "max_prefill_tokens"):
         if getattr(args, key) < 1:
             raise SystemExit(f"--{key.replace('_', '-')} must be ≥ 1, got {getattr(args, key)}")
     if args.warmup_tokens < 0:

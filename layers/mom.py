@@ -62,7 +62,11 @@ class MixtureOfMemories(nn.Module):
     load-balancing loss); None on the decoding path, with one memory, or with coefficient 0.
     Optional short convolutions (``short_conv``, kernel ``conv_size``, SiLU as in fla): on q over the
     token stream, on each memory's k and v over that memory's own stream of routed tokens (weights
-    shared by the memories, as in fla's MoM), so per-token cost stays k (+1).
+    shared by the memories, as in fla's MoM), so per-token cost stays k (+1). Departure from fla's
+    ``MomAttention``: fla convolves q per memory too, over each memory's routed copies of the tokens
+    (and, in training mode, across segment boundaries); here q is computed once per token, as the
+    shared query it is, so its convolution sees the token's true predecessors. With the q convolution
+    made the identity the two layers agree given the same weights (checked side by side with fla 0.6).
     Key head dim = d_model / num_heads; value head dim = expand_v · that.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """

@@ -56,6 +56,10 @@ class ShortConvolution(nn.Module):
             history = torch.cat([state.x.to(x.dtype), x], dim=1)  # [B, K - 1 + T, D]
             padded = history.transpose(1, 2)
             new_state = ConvState(history[:, history.shape[1] - (self.kernel_size - 1) :].to(state.x.dtype))
+            if T == 1:  # a decode step: one weighted sum over the window (no convolution call per token)
+                y = (history * self.conv.weight[:, 0, :].t().to(x.dtype)).sum(1, keepdim=True)
+                y = y if self.conv.bias is None else y + self.conv.bias.to(x.dtype)
+                return ACTIVATIONS[self.activation](y), new_state
         y = F.conv1d(padded, self.conv.weight, self.conv.bias, groups=self.dim).transpose(1, 2)
         return ACTIVATIONS[self.activation](y), new_state
 

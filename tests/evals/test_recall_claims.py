@@ -107,3 +107,18 @@ def test_a_claim_whose_cells_did_not_learn_is_not_testable():
     rs.append(row("retnet", 64, 3e-3, (0.02, 0.0, 0.0), 4000))
     gated = next(e for c, v, e in rc.claims(rc.cells(rs)) if c.startswith("Gated"))
     assert "retnet d64 did not learn (left out)" in gated
+
+
+def test_seed_reruns_add_evidence_and_name_seed_dependent_onsets():
+    """A rerun that learns where seed 0 did not is named in the markdown, and the MoM evidence quotes the
+    reruns; the verdict itself stays on seed 0."""
+    rs = [r for r in rows() if not r["point"]["mixer"].startswith("mom")]
+    rs += [row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000), row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000)]
+    reruns = [dict(row("mom_one_x5", 64, 3e-3, (0.99, 0.9, 0.8), 21000), point={
+                  "mixer": "mom_one_x5", "variant": "seed1", "model.model.d_model": 64, "model.lr": 3e-3}),
+              dict(row("attention", 128, 3e-3, (1.0, 1.0, 0.99), 65536), point={
+                  "mixer": "attention", "variant": "seed1", "model.model.d_model": 128, "model.lr": 3e-3})]
+    mom = next((v, e) for c, v, e in rc.claims(rc.cells(rs), reruns) if c.startswith("Several"))
+    assert mom[0] == "not testable at this scale" and "mom_one_x5 with seed1: L64 kv4 0.990, L256 kv64 0.800" in mom[1]
+    text = rc.markdown(rs, "toy", reruns)
+    assert "Learnt with one seed and not the other (L64 kv4 ≥ 0.5 for one only): mom_one_x5." in text

@@ -85,3 +85,21 @@ def test_bad_arguments_are_named(kwargs, name):
     args = {"dim": 4, "kernel_size": 3, **kwargs}
     with pytest.raises(ValueError, match=name):
         ShortConvolution(**args)
+
+
+@pytest.mark.parametrize("K", [1, 4])
+def test_token_by_token_steps_match_loop_with_gradients(K):
+    """The single-token decode path (a weighted sum over the window, not conv1d): outputs and the
+    gradients of x, weight and bias equal the explicit loop's."""
+    conv = make(6, K, bias=True, activation="silu")
+    x = torch.randn(2, 9, 6, dtype=torch.float64, requires_grad=True)
+    state, outs = conv.init_state(2, None, torch.float64), []
+    for t in range(9):
+        y, state = conv(x[:, t : t + 1], state)
+        outs.append(y)
+    y = torch.cat(outs, 1)
+    expected = F.silu(loop_reference(x, conv.conv.weight[:, 0], conv.conv.bias))
+    torch.testing.assert_close(y, expected)
+    params = [x, conv.conv.weight, conv.conv.bias]
+    for a, b in zip(torch.autograd.grad(y.square().sum(), params), torch.autograd.grad(expected.square().sum(), params)):
+        torch.testing.assert_close(a, b)
