@@ -280,23 +280,43 @@ def _fmt_acc(x) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+RUN_KEYS = {"model.model.d_model": "d_model", "model.lr": "lr", "seed_everything": "seed"}  # in every table
+
+
+def run_setting(row: dict, key: str):
+    """A finished run's value of a dotted train.py key: its grid value, else the last command-line
+    override in its recorded ``train_args``, else its config file's value (None if none of them)."""
+    if key in row["point"]:
+        return row["point"][key]
+    for arg in reversed(row.get("train_args", [])):
+        if arg.startswith(f"--{key}="):
+            return yaml.safe_load(arg.split("=", 1)[1])
+    path = ROOT / row["config"] if row.get("config") else None
+    value = yaml.safe_load(path.read_text()) if path is not None and path.is_file() else None
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[str], list[list[str]]]:
-    """Header and cells: point values, params, state (at each test length), accuracies, steps, time."""
+    """Header and cells: point values (plus each run's d_model, lr and seed when the grid does not set
+    them), params, state (at each test length), accuracies, steps, time."""
     keys = [k for k in sweep.grid if any(k in r["point"] for r in rows)]
+    keys += [k for k in RUN_KEYS if k not in keys]
     slices = slices_of(rows)
     lengths = sorted({int(n) for r in rows for n in r.get("state_sizes", {})})
     history = any(r.get("val_acc_by_epoch") for r in rows)
     byte_lengths = sorted({int(n) for r in rows for n in r.get("state_bytes", {})})[-1:]  # the longest test
-    header = ["run", *[short_key(k) for k in keys], "params", *[f"state L={n}" for n in lengths],
+    header = ["run", *[RUN_KEYS.get(k, short_key(k)) for k in keys], "params", *[f"state L={n}" for n in lengths],
               *[f"state bytes L={n}" for n in byte_lengths],
               "val/acc", *[f"acc {s}" for s in slices], *(["val/acc per validation"] if history else []),
               "steps", "time (s)", *extra_cols]
     cells = []
     for r in rows:
         m = r["metrics"]
-        point = [r["point"].get(k) for k in keys]
-        point = [f"{v:g}" if isinstance(v, float) else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                 for v in point]
+        point = [run_setting(r, k) for k in keys]
+        point = [f"{v:g}" if isinstance(v, float) else (json.dumps(v) if isinstance(v, (list, dict)) else
+                                                       "" if v is None else str(v)) for v in point]
         states = [f"{r['state_sizes'][str(n)]:,}" if str(n) in r.get("state_sizes", {}) else "" for n in lengths]
         state_bytes = [f"{r['state_bytes'][str(n)]:,}" if str(n) in r.get("state_bytes", {}) else ""
                        for n in byte_lengths]

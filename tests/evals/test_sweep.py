@@ -153,12 +153,12 @@ def test_writers_and_plots(tmp_path):
     lines = paths["results.md"].read_text().splitlines()
     header = next(line for line in lines if line.startswith("| run"))
     assert header.index("acc L64_kv4") < header.index("acc L64_kv16") < header.index("acc L128_kv16")
-    assert "| attention-d_model=64-lr=0.003 | attention | 64 | 0.003 | 640 | 6,400 | 12,800 | 51,200 | 0.970 | 0.970 | 0.920 | 0.870 | 5 | 1.0 |" in lines
+    assert "| attention-d_model=64-lr=0.003 | attention | 64 | 0.003 |  | 640 | 6,400 | 12,800 | 51,200 | 0.970 | 0.970 | 0.920 | 0.870 | 5 | 1.0 |" in lines  # no seed recorded
     assert "state bytes L=128" in header
     assert "settings line" in lines
     assert json.loads((tmp_path / "out" / "runs" / "attention-d_model=64-lr=0.003.json").read_text())["d_model"] == 64
     table = list(csv.reader(open(paths["results.csv"])))
-    assert len(table) == 1 + 8 and table[0][:4] == ["run", "mixer", "d_model", "lr"]
+    assert len(table) == 1 + 8 and table[0][:5] == ["run", "mixer", "d_model", "lr", "seed"]
     best = list(csv.DictReader(open(paths["best_lr.csv"])))
     assert [(b["mixer"], b["d_model"], b["lr"], b["lrs_tried"]) for b in best] == [
         ("attention", "32", "0.003", "2"), ("attention", "64", "0.003", "2"),
@@ -282,3 +282,14 @@ def test_running_elsewhere_is_left_alone(tmp_path):
     finished.wait()
     marker.write_text(f"{finished.pid}\n")
     assert not is_running(run)
+
+
+def test_run_setting_reads_grid_then_command_line_then_config():
+    """The tables' d_model / lr / seed columns come from the grid point, else the recorded train.py
+    arguments (last override wins), else the run's config file."""
+    r = {"point": {"variant": "seed1"}, "config": "configs/zoology/mom.yaml",
+         "train_args": ["--model.lr=0.001", "--seed_everything=1", "--model.lr=0.003"]}
+    assert sw.run_setting(r, "model.lr") == 0.003 and sw.run_setting(r, "seed_everything") == 1
+    assert sw.run_setting(r, "model.model.d_model") == 64  # configs/zoology/mom.yaml's own value
+    assert sw.run_setting({"point": {"model.lr": 0.01}, "train_args": ["--model.lr=0.003"]}, "model.lr") == 0.01
+    assert sw.run_setting({"point": {}}, "seed_everything") is None
