@@ -145,10 +145,10 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
         dq_intra, dk_intra = channel_scores_backward(q, k, ch.G, ch.Gq, dA, ch.strict)
         dq += dq_intra
         dk += dk_intra
-    else:
-        dAD = ch.apply_scalar_decay_(dA.clone())
-        dq += dAD @ k
-        dk += dAD.transpose(-1, -2) @ q
+    else:  # dA itself is needed again only for the bonus u's diagonal
+        dAD = ch.apply_scalar_decay_(dA.clone() if ch.strict else dA).view(BH * NT, C, C)
+        dq.view(BH * NT, C, K).baddbmm_(dAD, k.reshape(BH * NT, C, K))
+        dk.view(BH * NT, C, K).baddbmm_(dAD.transpose(-1, -2), q.reshape(BH * NT, C, K))
 
     dg = None
     if ch.gate is not None and need_dg:
