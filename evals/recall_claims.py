@@ -3,6 +3,8 @@
     python -m evals.recall_claims --write-seeds-sweep configs/sweeps/recall_map_cpu_seeds.yaml
     python -m evals.sweep configs/sweeps/recall_map_cpu_seeds.yaml --jobs 2 --collect
     python -m evals.recall_claims        # now with the seed spread at each mixer's best cell
+    python -m evals.sweep configs/sweeps/recall_map_cpu_mom.yaml --jobs 2   # MoM at a wider d_model, if its
+                                         # map cells did not learn: the MoM claim is then judged there
 
 Reads the per-run JSON that ``python -m evals.sweep configs/sweeps/<sweep>.yaml --collect`` commits
 (``evals/results/sweeps/<sweep>/runs/*.json``), keeps the best learning rate per (mixer, d_model) as
@@ -55,13 +57,16 @@ LEARNT = 0.5  # a cell learnt MQAR when its easiest slice (L64 kv4) reaches this
 
 def learnt(row: dict) -> bool:
     """SWA's accuracy is bounded by its window by construction, so it never counts as a failure to learn."""
-    return str(row["point"]["mixer"]).startswith("swa") or acc(row, "L64_kv4") >= LEARNT
+    return str(row["point"].get("mixer", "")).startswith("swa") or acc(row, "L64_kv4") >= LEARNT
 
 
-def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = None) -> list[tuple[str, str, str]]:
+def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = None,
+           mom_rows: list[dict] | None = None) -> list[tuple[str, str, str]]:
     """(claim, verdict, evidence) for each claim the recall map can speak to. Cells that did not learn
     MQAR within the budget (L64 kv4 < LEARNT) are left out of every verdict and listed on their own.
-    ``seed_rows`` (reruns of the best cells with other seeds) only add evidence; verdicts use seed 0."""
+    ``seed_rows`` (reruns of the best cells with other seeds) only add evidence; verdicts use seed 0.
+    ``mom_rows`` (the ``<sweep>_mom`` probe: variants top2 / one_x5 at a wider d_model) decide the MoM
+    claim when the map's own MoM cells did not learn."""
     out = []
     failed = sorted(k for k, r in best.items() if not learnt(r))
     if failed:
@@ -135,11 +140,20 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
     elif {("mom_gdn", 64), ("mom_one_x5", 64)} <= ran:
         reruns = [r for r in seed_rows or [] if r["point"]["mixer"] in ("mom_gdn", "mom_one_x5")
                   and r["d_model"] == 64]
-        out.append(("Several routed memories beat one memory of the same state (MoM)", "not testable at this scale",
-                    "mom_gdn and/or mom_one_x5 at d_model 64 did not learn MQAR within the budget (listed above)"
+        evidence = ("mom_gdn and/or mom_one_x5 at d_model 64 did not learn MQAR within the budget (listed above)"
                     + "".join(f"; {r['point']['mixer']} with {r['point'].get('variant', 'another seed')}: L64 kv4 "
                               f"{_fmt(acc(r, 'L64_kv4'))}, {HARDEST.replace('_', ' ')} {_fmt(acc(r, HARDEST))}"
-                              for r in sorted(reruns, key=lambda r: r["point"]["mixer"]))))
+                              for r in sorted(reruns, key=lambda r: r["point"]["mixer"])))
+        probe = {r["point"].get("variant"): r for r in mom_rows or []}
+        wide = [(v, r) for v, r in sorted(probe.items()) if v is not None]
+        evidence += "".join(f"; probe d_model {r['d_model']} {v}: {HARDEST.replace('_', ' ')} {_fmt(acc(r, HARDEST))} "
+                            f"at {r['state_sizes'][max(r['state_sizes'], key=int)]:,} state" for v, r in wide)
+        verdict = "not testable at this scale"
+        if {"top2", "one_x5"} <= set(probe) and learnt(probe["top2"]) and learnt(probe["one_x5"]):
+            routed, one = acc(probe["top2"], HARDEST), acc(probe["one_x5"], HARDEST)
+            verdict = "agree (probe)" if routed > one else "disagree (probe)"
+            evidence += f"; rule at the probe's width: routed top-2 {_fmt(routed)} > one memory {_fmt(one)}"
+        out.append(("Several routed memories beat one memory of the same state (MoM)", verdict, evidence))
     else:
         out.append(("Several routed memories beat one memory of the same state (MoM)", "pending",
                     "mom_gdn / mom_one_x5 runs missing"))
@@ -209,7 +223,8 @@ def seed_spread(rows_seed0: dict[str, dict], seed_rows: list[dict]) -> dict[str,
     return out
 
 
-def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None) -> str:
+def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
+             mom_rows: list[dict] | None = None) -> str:
     best = cells(rows)
     slices = sorted({k.split("/", 2)[2] for r in rows for k in r["metrics"] if k.startswith("val/acc/")},
                     key=slice_order)
@@ -247,7 +262,7 @@ def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None) 
                       + ", ".join(onset) + ". Within 1,000 steps whether these leave the loss plateau depends "
                       "on the seed, so a single seed's 'did not learn' is weak evidence for them."]
     lines += ["", "## The papers' claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
-    lines += [f"| {c} | {v} | {e} |" for c, v, e in claims(best, seed_rows)]
+    lines += [f"| {c} | {v} | {e} |" for c, v, e in claims(best, seed_rows, mom_rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -274,7 +289,8 @@ def main(argv=None) -> str:
         return ""
     seeds_folder = RESULTS / f"{args.sweep}_seeds" / "runs"
     seed_rows = load_rows(f"{args.sweep}_seeds") if seeds_folder.is_dir() else None
-    text = markdown(rows, args.sweep, seed_rows)
+    mom_rows = load_rows(f"{args.sweep}_mom") if (RESULTS / f"{args.sweep}_mom" / "runs").is_dir() else None
+    text = markdown(rows, args.sweep, seed_rows, mom_rows)
     args.out.write_text(text)
     print(text)
     return text

@@ -122,3 +122,23 @@ def test_seed_reruns_add_evidence_and_name_seed_dependent_onsets():
     assert mom[0] == "not testable at this scale" and "mom_one_x5 with seed1: L64 kv4 0.990, L256 kv64 0.800" in mom[1]
     text = rc.markdown(rs, "toy", reruns)
     assert "Learnt with one seed and not the other (L64 kv4 ≥ 0.5 for one only): mom_one_x5." in text
+
+
+def test_mom_probe_at_a_wider_width_decides_the_mom_claim():
+    """When the map's MoM cells did not learn, the probe sweep's top2 vs one_x5 runs decide the claim,
+    and a probe variant that did not learn leaves it not testable."""
+    rs = [r for r in rows() if not r["point"]["mixer"].startswith("mom")]
+    rs += [row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000), row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000)]
+
+    def probe(variant, accs, state):
+        return dict(row("mom", 128, 3e-3, accs, state), point={"variant": variant, "model.model.d_model": 128,
+                                                               "model.lr": 3e-3})
+
+    def mom(probes):
+        return next((v, e) for c, v, e in rc.claims(rc.cells(rs), None, probes) if c.startswith("Several"))
+
+    verdict, evidence = mom([probe("top2", (1.0, 0.99, 0.958), 86400), probe("one_x5", (1.0, 0.99, 0.988), 84864)])
+    assert verdict == "disagree (probe)" and "routed top-2 0.958 > one memory 0.988" in evidence
+    assert mom([probe("top2", (1.0, 0.99, 0.99), 86400), probe("one_x5", (1.0, 0.9, 0.9), 84864)])[0] == "agree (probe)"
+    assert mom([probe("top2", (0.0, 0.0, 0.0), 86400), probe("one_x5", (1.0, 0.9, 0.9), 84864)])[0] == \
+        "not testable at this scale"
