@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import gated_delta_rule, gated_linear_attention
+from kernels import gated_delta_rule, gated_delta_rule_step, gated_linear_attention, gated_linear_attention_step
 from layers.attention import split_heads
 from layers.mom_routing import conv_segments, load_balancing_loss, pack_by_memory, route_top_k
 from layers.norms import RMSNorm
@@ -158,6 +158,8 @@ class MixtureOfMemories(nn.Module):
         B, T, _ = x.shape
         H, K, V = self.num_heads, self.head_dim, self.value_dim
         self.aux_loss = None
+        if T == 1 and state is not None and documents is None:
+            return self._decode_step(x, state)
         if self.router is not None:
             routing = route_top_k(self.router(x), self.top_k)
             memories, weights = routing.memories, routing.weights
@@ -204,6 +206,66 @@ class MixtureOfMemories(nn.Module):
             new_state.k_conv = self._from_segments(k_hist, B)
             new_state.v_conv = self._from_segments(v_hist, B)
         return y, new_state
+
+    def _decode_step(self, x: torch.Tensor, state: MemoriesState):
+        """One token x [B, 1, d_model]: every memory's projections and recurrence step at once, as
+        batched tensor ops of a size independent of the routing (no packing, so a handful of operators
+        per step, and a graph torch.compile can take whole); only the memories the token is routed to,
+        and the shared one, keep their new state and convolution history. Equals the packed path
+        (tests: whole sequence = token by token)."""
+        B = x.shape[0]
+        H, K, V, M, Mt = self.num_heads, self.head_dim, self.value_dim, self.num_memories, self.num_states
+        if self.router is not None:
+            routing = route_top_k(self.router(x), self.top_k)
+            memories, weights = routing.memories[:, 0], routing.weights[:, 0]  # [B, k]
+        else:
+            memories = torch.zeros(B, 1, dtype=torch.long, device=x.device)
+            weights = torch.ones(B, 1, device=x.device)
+        written = torch.zeros(B, Mt, dtype=torch.bool, device=x.device).scatter_(1, memories, True)
+        if self.shared_memory:
+            written[:, M] = True
+        mix = torch.zeros(B, M, dtype=weights.dtype, device=x.device).scatter_(1, memories, weights)
+        kvg = torch.einsum("bd,mdw->bmw", x[:, 0], self.kvg_weight.to(x.dtype))  # [B, Mt, widths]
+        if self.memory == "gla":
+            kvg = kvg + F.pad(self.gate_bias, (H * K + H * V, 0)).to(x.dtype)
+        k, v, *gates = kvg.split(self.widths, -1)
+        q = self.q(x)
+        new_state = MemoriesState(state.S)
+        if self.short_conv:
+            q, q_hist = self.q_conv(q, ConvState(state.q_conv))
+            new_state.q_conv = q_hist.x
+            k, new_state.k_conv = self._conv_step(self.k_conv, k, state.k_conv, written)
+            v, new_state.v_conv = self._conv_step(self.v_conv, v, state.v_conv, written)
+        q = q.reshape(B, 1, H, K).expand(B, Mt, H, K).reshape(B * Mt, H, K)
+        k, v = k.reshape(B * Mt, H, K), v.reshape(B * Mt, H, V)
+        S = state.S.reshape(B * Mt, H, K, V)
+        f32 = torch.promote_types(x.dtype, torch.float32)
+        if self.memory == "gla":
+            g = F.logsigmoid(gates[0].to(f32)) / self.gate_logit_normalizer
+            o, S_new = gated_linear_attention_step(q, k, v, g.reshape(B * Mt, H, K), state=S)
+        else:
+            beta_logits, decay_logits = (t.reshape(B * Mt, H).to(f32) for t in gates)
+            g = -self.A_log.to(f32).exp() * F.softplus(decay_logits + self.dt_bias.to(f32))
+            o, S_new = gated_delta_rule_step(F.normalize(q, dim=-1), F.normalize(k, dim=-1), v,
+                                             torch.sigmoid(beta_logits).to(q.dtype), g, state=S)
+        o = o.view(B, Mt, H, V)
+        new_state.S = torch.where(written[:, :, None, None, None], S_new.view(B, Mt, H, K, V), state.S)
+        mixed = (o[:, :M] * mix.to(o.dtype)[:, :, None, None]).sum(1)  # [B, H, V]
+        if self.shared_memory:
+            mixed = mixed + o[:, M]
+        mixed = self.norm(mixed)
+        if self.out_gate is not None:
+            mixed = mixed * F.silu(self.out_gate(x[:, 0])).view(B, H, V)
+        return self.out(mixed.reshape(B, 1, H * V)), new_state
+
+    @staticmethod
+    def _conv_step(conv: ShortConvolution, x: torch.Tensor, history: torch.Tensor, written: torch.Tensor):
+        """x [B, Mt, D] (every memory's projection of the token), history [B, Mt, W-1, D] -> (the
+        convolved x, the history advanced only for the memories in ``written`` [B, Mt])."""
+        B, Mt, D = x.shape
+        y, new = conv(x.reshape(B * Mt, 1, D), ConvState(history.reshape(B * Mt, -1, D)))
+        kept = torch.where(written[:, :, None, None], new.x.view_as(history), history)
+        return y.view(B, Mt, D), kept
 
     def _memories(self, q, k, v, gates, h0, output_final_state, cu_seqlens):
         """All memories in one varlen kernel call over the packed segments: q, k [1, N, H, K], v [1, N, H, V]."""

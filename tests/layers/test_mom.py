@@ -291,3 +291,27 @@ def test_state_size_and_layout():
 def test_bad_arguments_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         build_mixer("mom", D, **kwargs)
+
+
+@pytest.mark.parametrize("memory", ["gated_deltanet", "gla"])
+def test_decode_step_is_unpacked_and_equals_the_packed_path(monkeypatch, memory):
+    """A single token with a state takes the batched decode step (no routing packs), and token-by-token
+    outputs and final state equal the packed whole-sequence path's, shared memory and convolutions on."""
+    import layers.mom as mom_module
+
+    torch.manual_seed(0)
+    mixer = build_mixer("mom", 32, num_heads=2, num_memories=3, top_k=2, short_conv=True, memory=memory).double()
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    whole, whole_state = mixer(x, mixer.init_state(2, dtype=torch.float64))
+
+    def no_packing(*args, **kwargs):
+        raise AssertionError("the decode step packed tokens by memory")
+
+    monkeypatch.setattr(mom_module, "pack_by_memory", no_packing)
+    state, outs = mixer.init_state(2, dtype=torch.float64), []
+    for t in range(9):
+        y, state = mixer(x[:, t : t + 1], state)
+        outs.append(y)
+    torch.testing.assert_close(torch.cat(outs, 1), whole)
+    for name in ("S", "q_conv", "k_conv", "v_conv"):
+        torch.testing.assert_close(getattr(state, name), getattr(whole_state, name), check_dtype=False)
