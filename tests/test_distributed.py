@@ -138,6 +138,7 @@ def _fsdp2_worker(rank: int, world: int, init_file: str, out_dir: str):
                                            for n, p in reference.named_parameters()),
                       "sharded": type(next(model.parameters())).__name__}
             torch.save(result, os.path.join(out_dir, "result.pt"))
+        dist.barrier()  # tear the group down together: a rank that leaves first can abort in gloo's threads
     finally:
         dist.destroy_process_group()
 
