@@ -2,8 +2,9 @@
 
 Per chunk of C tokens, with G the inclusive and G⁻ = G − gk the exclusive in-chunk cumulative
 log-decay (per key channel) and S₀ the state at the chunk start; every score is
-``X_ij = Σ_k x_ik y_jk exp(Gx_ik − G_jk)`` over the causal part (``kernels.gla.chunked_torch_intra.
-channel_scores``: 16-token sub-chunks, every exponent ≤ 0):
+``X_ij = Σ_k x_ik y_jk exp(Gx_ik − G_jk)`` over the causal part (``kernels.gla.chunked_torch_intra``:
+one matmul of e^{±G}-scaled factors shared by all four when the decay is mild, as RWKV-7's always is,
+else 16-token sub-chunks with every exponent ≤ 0):
 
     A_ab, A_ak = scores of (a with G⁻; b, k), strictly lower;   A_qk, A_qb = scores of (q with G; k, b), lower
     T = (I − A_ab)⁻¹ (a unit-triangular solve);   w = T (a ⊙ e^{G⁻});   u = T (A_ak V)
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.gla.chunked_torch_intra import channel_scores
+from kernels.gla.chunked_torch_intra import channel_scores, factored_is_safe
 from kernels.triangular import unit_lower_solve
 from kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
@@ -34,18 +35,25 @@ class _Local:
     def __init__(self, q, k, v, a, b, gk):
         G = gk.cumsum(-2)
         Gx = G - gk  # exclusive: what a_t sees (the state before token t)
-        A_ab = channel_scores(a, b, G, Gx, strict=True)
-        A_ak = channel_scores(a, k, G, Gx, strict=True)
-        self.A_qk = channel_scores(q, k, G, G, strict=False)
-        self.A_qb = channel_scores(q, b, G, G, strict=False)
-        K = q.shape[-1]
-        rhs = torch.cat([a * torch.exp(Gx), A_ak @ v], -1)
-        wu = unit_lower_solve(-A_ab, rhs)  # (I − A_ab)⁻¹ rhs
-        self.w, self.u = wu[..., :K], wu[..., K:]
         last = G[..., -1:, :]
-        self.Qg = q * torch.exp(G)
-        self.Kd = k * torch.exp(last - G)
-        self.Bd = b * torch.exp(last - G)
+        if factored_is_safe(G):  # every score is one masked matmul of shared decayed factors
+            self.Qg, a_dec = q * torch.exp(G), a * torch.exp(Gx)
+            inv = torch.exp(-G)
+            k_inv, b_inv = k * inv, b * inv
+            A_ab, A_ak = (a_dec @ b_inv.mT).tril(-1), (a_dec @ k_inv.mT).tril(-1)
+            self.A_qk, self.A_qb = (self.Qg @ k_inv.mT).tril(), (self.Qg @ b_inv.mT).tril()
+            e_last = torch.exp(last)
+            self.Kd, self.Bd = k_inv * e_last, b_inv * e_last
+        else:
+            A_ab = channel_scores(a, b, G, Gx, strict=True)
+            A_ak = channel_scores(a, k, G, Gx, strict=True)
+            self.A_qk = channel_scores(q, k, G, G, strict=False)
+            self.A_qb = channel_scores(q, b, G, G, strict=False)
+            a_dec, self.Qg = a * torch.exp(Gx), q * torch.exp(G)
+            self.Kd, self.Bd = k * torch.exp(last - G), b * torch.exp(last - G)
+        K = q.shape[-1]
+        wu = unit_lower_solve(-A_ab, torch.cat([a_dec, A_ak @ v], -1))  # (I − A_ab)⁻¹ rhs
+        self.w, self.u = wu[..., :K], wu[..., K:]
         self.decay = torch.exp(last).transpose(-1, -2)  # [BH, NT, K, 1]: row scale of the state
         self.v = v
 

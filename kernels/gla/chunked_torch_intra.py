@@ -6,12 +6,27 @@ into sub-chunks of 16. Blocks below the diagonal use the reference r = last row 
 sub-chunk, so both ``exp(Gq_i - G_r)`` and ``exp(G_r - G_j)`` are <= 1 and the block is one matmul.
 Diagonal blocks are exact: for each key column j only rows i >= j (i > j if strict) are formed, so
 every exponent ``Gq_i - G_j`` is <= 0 without any masking.
+
+When the decay inside every chunk is mild (``|G| <= FACTORED_SPAN``, e.g. RWKV-7, whose log-decay per
+token is above -0.61, so |G| < 39 over 64 tokens), the sub-chunks are skipped: ``exp(Gq_i - G_j) =
+exp(Gq_i) * exp(-G_j)`` and the whole score matrix is one masked matmul. Each factor then stays within
+e^±40 of 1, so every product is as accurate as the exact exponent (both come from the same rounded G);
+only the masked entries above the diagonal, which are discarded, can be large.
 """
 from __future__ import annotations
 
 import torch
 
 SUB_CHUNK = 16
+# Largest |G| for the one-matmul factorisation: e^±40 keeps fp32 factors, their products with the
+# inputs and with gradients far from overflow (e^88) and from subnormals; fp64 has e^±709.
+FACTORED_SPAN = {torch.float32: 40.0, torch.float64: 300.0}
+
+
+def factored_is_safe(G: torch.Tensor) -> bool:
+    """Whether in-chunk cumulative log-decays G (any shape) allow the one-matmul factorisation."""
+    limit = FACTORED_SPAN.get(G.dtype)
+    return limit is not None and (G.numel() == 0 or G.abs().amax().item() <= limit)
 
 
 def _diag_blocks(x: torch.Tensor, S: int) -> torch.Tensor:
@@ -49,6 +64,9 @@ class _ChannelScores(torch.autograd.Function):
 
 
 def _channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
+    if factored_is_safe(G):
+        A = (q * torch.exp(Gq)) @ (k * torch.exp(-G)).transpose(-1, -2)
+        return A.tril_(-1 if strict else 0)
     BH, NT, C, K = q.shape
     S = min(SUB_CHUNK, C)
     ns = C // S
@@ -74,7 +92,11 @@ def _channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
 
 def channel_scores_backward(q, k, G, Gq, dA, strict: bool):
     """Gradients of ``sum(dA * channel_scores(q, k, G, Gq))`` w.r.t. q and k (dA ``[BH, NT, C, C]``,
-    zero outside the causal mask). Returns dq, dk ``[BH, NT, C, K]``."""
+    entries outside the causal mask are ignored). Returns dq, dk ``[BH, NT, C, K]``."""
+    if factored_is_safe(G):
+        eq, ek = torch.exp(Gq), torch.exp(-G)
+        dA = dA.tril(-1 if strict else 0)
+        return eq * (dA @ (k * ek)), ek * (dA.transpose(-1, -2) @ (q * eq))
     BH, NT, C, K = q.shape
     S = min(SUB_CHUNK, C)
     ns = C // S

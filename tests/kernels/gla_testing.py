@@ -5,7 +5,8 @@ import torch
 
 from kernels import gated_linear_attention
 
-GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0)}
+# "mild": RWKV-7's range of log-decays (> -e^-0.5 per token), where per-channel scores are one matmul
+GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0), "mild": (-0.6, 0.0)}
 
 
 def make_inputs(B=2, T=15, H=2, K=16, V=8, gate="channel", use_u=False, use_h0=True, N=None,

@@ -10,7 +10,7 @@ from kernels.utils import interpreter_enabled
 from tests.fla_files import load_fla_file
 from tests.kernels import gla_testing
 
-GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0)}
+from tests.kernels.gla_testing import GATE_RANGES
 NAMES = ("q", "k", "v", "a", "b", "gk")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
