@@ -90,6 +90,9 @@ def main(args: list[str] | None = None, run: bool = True):
     if run and not args:
         args = ["fit", "--config", str(QUICKSTART)]
     use_wandb_offline_unless_logged_in()
+    from kernels.cpu_memory import retain_freed_memory
+
+    retain_freed_memory()  # CPU: reuse freed large tensors instead of page-faulting fresh ones every step
 
     from lightning.pytorch.cli import LightningCLI
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO

@@ -24,6 +24,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from kernels.cpu_memory import retain_freed_memory  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -38,6 +40,7 @@ class Settings:
     warmup: int = 1
     recurrent_T: int = 512  # the token loop is only timed at this length
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    malloc_retained: bool = False  # kernels.cpu_memory.retain_freed_memory took effect
 
 
 @dataclass
@@ -323,7 +326,8 @@ def to_markdown(rows: list[Row], s: Settings, sections_run, started: float) -> s
         "# Kernel benchmarks", "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"- torch {torch.__version__}, device: {s.device.type} ({dev}), threads: {torch.get_num_threads()}, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, malloc: "
+        + ("freed blocks retained (kernels.cpu_memory)" if s.malloc_retained else "the C library's defaults"),
         f"- shapes: B={s.B} H={s.H} D(head)={s.D}; T in {s.T}; median of {s.repeats} after {s.warmup} warm-up; "
         f"chunk size 64; the token recurrence only at T={s.recurrent_T}",
         f"- load average at the end (other jobs share this machine): {load[0]:.1f}" if load else "",
@@ -360,6 +364,7 @@ def main(argv=None):
     s = Settings(device=torch.device(args.device), T=args.T, B=args.B, H=args.H, D=args.D, repeats=args.repeats,
                  warmup=args.warmup)
     torch.set_num_threads(s.threads)
+    s.malloc_retained = retain_freed_memory()
     started = time.time()
     chosen = [sec for sec in SECTIONS if args.sections is None or sec[0] in args.sections]
     rows = []

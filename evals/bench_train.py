@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kernels.cpu_memory import retain_freed_memory
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("forward", "backward", "optimizer", "overhead")
 
@@ -261,6 +263,7 @@ def main(argv: list[str] | None = None):
             parser.error(f"--config {config}: no such file")
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc = "freed blocks retained (kernels.cpu_memory)" if retain_freed_memory() else "the C library's defaults"
     load_before = os.getloadavg()
     rows = []
     for config in args.config:
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None):
         f"`python -m evals.bench_train {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n"
         f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, torch {torch.__version__}; load average "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: {malloc}, torch {torch.__version__}; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after. Median of {args.steps} steps after "
         f"{args.warmup} warm-up steps, milliseconds."
     )

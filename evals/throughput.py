@@ -49,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from kernels.cpu_memory import retain_freed_memory
 from models.config import ModelConfig
 from models.decoder import DecoderLM
 from models.generation import decode_step
@@ -413,7 +414,8 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
     ctx, batches = args.contexts, args.batch_sizes
     lines = [
         f"# Inference throughput and memory ({meta['device']}, {meta['dtype']})", "",
-        f"- date: {meta['date']}; machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} intra-op thread(s)",
+        f"- date: {meta['date']}; machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} intra-op thread(s); "
+        f"malloc: {meta.get('malloc', 'not recorded')}",
         f"- load average (1 min) at start {meta['load_start']}, at end {meta['load_end']}; wall time {meta['wall_s']:.0f} s, "
         f"of which this process ran on a CPU {meta['cpu_s']:.0f} s (the rest: waiting for a core)",
         f"- command: `{meta['command']}`",
@@ -560,12 +562,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     dtype = getattr(torch, args.dtype)
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc_retained = retain_freed_memory()
     args.batch_sizes = sorted(set(args.batch_sizes))
     args.contexts = sorted(set(args.contexts))
     command = " ".join(["python -m evals.throughput", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     meta = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine_description(device),
                 torch=torch.__version__, threads=torch.get_num_threads(), device=device.type, dtype=args.dtype,
-                load_start=f"{os.getloadavg()[0]:.2f}", command=command)
+                load_start=f"{os.getloadavg()[0]:.2f}", command=command,
+                malloc="freed blocks retained (kernels.cpu_memory)" if malloc_retained else "the C library's defaults")
     print(f"{meta['date']} {meta['machine']}; torch {meta['torch']}, {meta['threads']} thread(s); "
           f"load {meta['load_start']}; preset {args.preset}", flush=True)
 
