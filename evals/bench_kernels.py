@@ -4,27 +4,26 @@ Prints a markdown table and writes it to ``evals/results/bench_kernels_{cpu,cuda
 "section": a function ``(Settings) -> list[Row]`` appended to ``SECTIONS`` (gated linear attention here;
 sliding-window attention adds its own). Times are the median of ``repeats`` runs after ``warmup`` runs,
 in milliseconds; "fwd+bwd" is one forward plus ``backward()`` of a random projection of the output.
+
+``OMP_WAIT_POLICY`` is left as the caller sets it, and recorded: on 2 idle cores ``PASSIVE`` (OpenMP
+workers sleep between ops) made the chunked kernels ≈ 40 % slower than the default, while beside another
+job the default's spinning workers can be far worse. Measure on an idle machine.
 """
 from __future__ import annotations
 
+import argparse
+import datetime
 import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-# Idle OpenMP workers sleep instead of spinning: on a shared CPU, spinning workers steal the core of the
-# main thread and make every short op wait (5x slower chunked kernels here). Set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch
+import torch.nn.functional as F
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from kernels.cpu_memory import retain_freed_memory  # noqa: E402
+from kernels.cpu_memory import retain_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,6 +40,7 @@ class Settings:
     recurrent_T: int = 512  # the token loop is only timed at this length
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     malloc_retained: bool = False  # kernels.cpu_memory.retain_freed_memory took effect
+    matmul_rates: str = ""  # filled by matmul_rates()
 
 
 @dataclass
@@ -68,6 +68,19 @@ def timeit(fn, s: Settings) -> float:
         sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def matmul_rates(s: Settings) -> str:
+    """The matmul rate every chunked kernel here works under: GFLOP/s of 512 batched 64×64 by 64×64
+    products (the chunk shape) and of one 2048³ product, median of 5."""
+    dtype = torch.bfloat16 if s.device.type == "cuda" else torch.float32
+    rates = []
+    for batch, n in ((512, 64), (1, 2048)):
+        a, b = (torch.randn(batch, n, n, device=s.device, dtype=dtype) for _ in range(2))
+        ms = timeit(lambda: a @ b, replace(s, repeats=5, warmup=2))
+        shape = f"{batch} × {n}×{n}·{n}×{n}" if batch > 1 else f"{n}×{n}·{n}×{n}"
+        rates.append(f"{shape} {2 * batch * n**3 / ms / 1e6:.0f} GFLOP/s")
+    return f"{str(dtype).replace('torch.', '')} matmul rate: " + ", ".join(rates)
 
 
 def time_fwd_bwd(make_inputs, call, s: Settings) -> tuple[float, float]:
@@ -329,10 +342,11 @@ def to_markdown(rows: list[Row], s: Settings, sections_run, started: float) -> s
         "# Kernel benchmarks", "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"- torch {torch.__version__}, device: {s.device.type} ({dev}), threads: {torch.get_num_threads()}, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, malloc: "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: "
         + ("freed blocks retained (kernels.cpu_memory)" if s.malloc_retained else "the C library's defaults"),
         f"- shapes: B={s.B} H={s.H} D(head)={s.D}; T in {s.T}; median of {s.repeats} after {s.warmup} warm-up; "
         f"chunk size 64; the token recurrence only at T={s.recurrent_T}",
+        f"- {s.matmul_rates}" if s.matmul_rates else "",
         f"- load average at the end (other jobs share this machine): {load[0]:.1f}" if load else "",
         f"- wall time of the whole benchmark: {time.time() - started:.0f} s", "",
     ]
@@ -368,6 +382,7 @@ def main(argv=None):
                  warmup=args.warmup)
     torch.set_num_threads(s.threads)
     s.malloc_retained = retain_freed_memory()
+    s.matmul_rates = matmul_rates(s)
     started = time.time()
     chosen = [sec for sec in SECTIONS if args.sections is None or sec[0] in args.sections]
     rows = []
