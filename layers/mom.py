@@ -66,8 +66,8 @@ class MixtureOfMemories(nn.Module):
     ``MomAttention``: fla convolves q per memory too, over each memory's routed copies of the tokens
     (and, in training mode, across segment boundaries); here q is computed once per token, as the
     shared query it is, so its convolution sees the token's true predecessors. With the q convolution
-    made the identity the two layers agree given the same weights (a one-off side-by-side check against
-    fla 0.6 on 2026-12-01, not a committed test).
+    made the identity the two layers agree given the same weights, output and every gradient
+    (tests/layers/test_mom_fla.py, against fla 0.6).
     Key head dim = d_model / num_heads; value head dim = expand_v · that.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
