@@ -12,8 +12,8 @@ Everything but the two lines marked "the scan" is batched over all chunks at onc
 backend, :mod:`kernels.delta.triton_autograd`, runs the same steps as Triton kernels). Decays appear only
 as exp of non-positive differences. The backward is a custom autograd Function: the reverse scan over
 chunks (the state and V_new gradients) is written by hand; the chunk-local maps (q, k, v, β, g) →
-(W, U, Q ⊙ e^γ, the masked score matrix, K ⊙ e^{γ_C − γ}, e^{γ_C}) are recomputed from the inputs and
-differentiated as batched tensor expressions (no autograd through a loop).
+(W, U, Q ⊙ e^γ, the masked score matrix, K ⊙ e^{γ_C − γ}, e^{γ_C}) are built under autograd in the
+forward and differentiated as batched tensor expressions (no autograd through a loop).
 """
 from __future__ import annotations
 
@@ -101,31 +101,44 @@ def _scan_backward(local: _Local, states, v_new, do, dh, scale):
 
 
 class ChunkGatedDeltaRule(torch.autograd.Function):
+    """With ``keep_graph`` (set when a backward can follow) the forward builds the chunk-local maps under
+    autograd and keeps that graph for the backward, instead of recomputing them there: one fewer pass of
+    the two score matmuls and the solve, for the memory of their intermediates (≈ 6 tensors of
+    [B·H, T/C, C, C]). A second backward through the same graph (``retain_graph``) rebuilds them."""
+
     @staticmethod
-    def forward(ctx, q, k, v, beta, g, h0, scale, chunk_size):
+    def forward(ctx, q, k, v, beta, g, h0, scale, chunk_size, keep_graph):
         B, T, H, K = q.shape
         V = v.shape[-1]
         cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
         chunked = [None if x is None else to_chunks(x, chunk_size, cdt) for x in (q, k, v, beta, g)]
-        local = _Local(*chunked)
+        if keep_graph:
+            chunked = [None if x is None else x.requires_grad_() for x in chunked]
+            with torch.enable_grad():
+                ctx.local, ctx.leaves = _Local(*chunked), chunked
+            local = _detached(ctx.local)
+        else:
+            local, ctx.local = _Local(*chunked), None
         h = q.new_zeros(B * H, K, V, dtype=cdt) if h0 is None else h0.reshape(B * H, K, V).to(cdt, copy=True)
         v_new, states, final = _scan(local, h)
         o = scale * (local.Qg @ states + local.P @ v_new)
-        ctx.save_for_backward(q, k, v, beta, g, states)
+        ctx.save_for_backward(q, k, v, beta, g, states, v_new)
         ctx.scale, ctx.chunk_size, ctx.h0_meta = scale, chunk_size, None if h0 is None else (h0.dtype, h0.shape)
         return from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        q, k, v, beta, g, states = ctx.saved_tensors
+        q, k, v, beta, g, states, v_new = ctx.saved_tensors
         B, T, H, K = q.shape
         V = v.shape[-1]
         cdt = states.dtype
-        inputs = [None if x is None else to_chunks(x, ctx.chunk_size, cdt).requires_grad_() for x in (q, k, v, beta, g)]
-        with torch.enable_grad():
-            local = _Local(*inputs)
-        v_new = torch.baddbmm(local.U.detach().flatten(0, 1), local.W.detach().flatten(0, 1),
-                              states.flatten(0, 1), alpha=-1.0).view_as(local.U)
+        local, inputs = ctx.local, ctx.leaves
+        ctx.local = ctx.leaves = None  # the kept graph goes with the first backward
+        if local is None:  # a second backward through the same graph (retain_graph=True): build it again
+            inputs = [None if x is None else to_chunks(x, ctx.chunk_size, cdt).requires_grad_()
+                      for x in (q, k, v, beta, g)]
+            with torch.enable_grad():
+                local = _Local(*inputs)
         do_c = to_chunks(do, ctx.chunk_size, cdt)
         dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(B * H, K, V).to(cdt)
         with torch.no_grad():
@@ -141,7 +154,7 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
             grad = torch.zeros_like(x) if grad is None else grad
             out.append(from_chunks(grad.contiguous(), B, T, original.dtype))
         dh0_out = None if ctx.h0_meta is None else dh0.view(ctx.h0_meta[1]).to(ctx.h0_meta[0])
-        return (*out, dh0_out, None, None)
+        return (*out, dh0_out, None, None, None)
 
 
 def _detached(local: _Local) -> _Local:
@@ -156,10 +169,12 @@ def chunk_gated_delta_rule_torch(q, k, v, beta, g=None, *, scale, initial_state=
                                  cu_seqlens=None, chunk_size=64):
     """Chunked backend. Shapes as in :func:`kernels.gated_delta_rule`; packed sequences are scattered into
     zero-padded batches of similar lengths (zero k, β and g leave the state unchanged)."""
+    keep_graph = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, beta, g, initial_state))
     if cu_seqlens is None:
-        o, final = ChunkGatedDeltaRule.apply(q, k, v, beta, g, initial_state, scale, chunk_size)
+        o, final = ChunkGatedDeltaRule.apply(q, k, v, beta, g, initial_state, scale, chunk_size, keep_graph)
         return o, (final if output_final_state else None)
     o, final = run_padded_varlen(
-        lambda padded, h0: ChunkGatedDeltaRule.apply(*padded, h0, scale, chunk_size),
+        lambda padded, h0: ChunkGatedDeltaRule.apply(*padded, h0, scale, chunk_size, keep_graph),
         cu_seqlens, (q, k, v, beta, g), initial_state, chunk_size)
     return o, (final if output_final_state else None)

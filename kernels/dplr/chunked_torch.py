@@ -14,7 +14,8 @@ else 16-token sub-chunks with every exponent ≤ 0):
 
 (v₂_t = a_tᵀ S_{t−1} is what the low-rank part reads from the state.) As in
 :mod:`kernels.delta.chunked_torch`, the backward runs the reverse scan by hand and differentiates the
-recomputed chunk-local maps as batched expressions; V enters both, so its two gradients are added.
+chunk-local maps, built under autograd in the forward, as batched expressions; V enters both, so its
+two gradients are added.
 """
 from __future__ import annotations
 
@@ -101,53 +102,72 @@ def _scan_backward(L: _Local, states, v2, do, dh, scale):
 
 
 class ChunkDPLR(torch.autograd.Function):
+    """With ``keep_graph`` (set when a backward can follow) the forward builds the chunk-local maps under
+    autograd and keeps that graph for the backward instead of recomputing them there; a second backward
+    through the same graph (``retain_graph``) rebuilds them."""
+
     @staticmethod
-    def forward(ctx, q, k, v, a, b, gk, h0, scale, chunk_size):
+    def forward(ctx, q, k, v, a, b, gk, h0, scale, chunk_size, keep_graph):
         B, T, H, K = q.shape
         V = v.shape[-1]
         cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        chunked = [to_chunks(x, chunk_size, cdt) for x in (q, k, v, a, b, gk)]
+        ctx.local = ctx.leaves = None
+        if keep_graph:
+            chunked = [x.requires_grad_() for x in chunked]
+            with torch.enable_grad():
+                ctx.local, ctx.leaves = _Local(*chunked), chunked
+            L = _detached(ctx.local)
+        else:
+            L = _Local(*chunked)
         with torch.no_grad():
-            L = _Local(*(to_chunks(x, chunk_size, cdt) for x in (q, k, v, a, b, gk)))
             h = q.new_zeros(B * H, K, V, dtype=cdt) if h0 is None else h0.reshape(B * H, K, V).to(cdt, copy=True)
             v2, states, final = _scan(L, h)
             o = scale * (L.Qg @ states + L.A_qk @ L.v + L.A_qb @ v2)
-        ctx.save_for_backward(q, k, v, a, b, gk, states)
+        ctx.save_for_backward(q, k, v, a, b, gk, states, v2)
         ctx.scale, ctx.chunk_size = scale, chunk_size
         ctx.h0_meta = None if h0 is None else (h0.dtype, h0.shape)
         return from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        q, k, v, a, b, gk, states = ctx.saved_tensors
+        q, k, v, a, b, gk, states, v2 = ctx.saved_tensors
         B, T, H, K = q.shape
         V = v.shape[-1]
         cdt = states.dtype
-        inputs = [to_chunks(x, ctx.chunk_size, cdt).requires_grad_() for x in (q, k, v, a, b, gk)]
-        with torch.enable_grad():
-            L = _Local(*inputs)
+        L, inputs = ctx.local, ctx.leaves
+        ctx.local = ctx.leaves = None  # the kept graph goes with the first backward
+        if L is None:  # a second backward through the same graph (retain_graph=True): build it again
+            inputs = [to_chunks(x, ctx.chunk_size, cdt).requires_grad_() for x in (q, k, v, a, b, gk)]
+            with torch.enable_grad():
+                L = _Local(*inputs)
         with torch.no_grad():
-            detached = object.__new__(_Local)
-            for name in _Local.NAMES:
-                setattr(detached, name, getattr(L, name).detach())
-            v2 = torch.baddbmm(detached.u.flatten(0, 1), detached.w.flatten(0, 1),
-                               states.flatten(0, 1)).view_as(detached.u)
             dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(B * H, K, V).to(cdt)
-            grads, dh0 = _scan_backward(detached, states, v2, to_chunks(do, ctx.chunk_size, cdt), dh, ctx.scale)
+            grads, dh0 = _scan_backward(_detached(L), states, v2, to_chunks(do, ctx.chunk_size, cdt), dh, ctx.scale)
         got = torch.autograd.grad(L.tensors(), inputs, grads, allow_unused=True)
         out = [from_chunks((torch.zeros_like(x) if g is None else g).contiguous(), B, T, orig.dtype)
                for g, x, orig in zip(got, inputs, (q, k, v, a, b, gk))]
         dh0_out = None if ctx.h0_meta is None else dh0.view(ctx.h0_meta[1]).to(ctx.h0_meta[0])
-        return (*out, dh0_out, None, None)
+        return (*out, dh0_out, None, None, None)
+
+
+def _detached(L: _Local) -> _Local:
+    view = object.__new__(_Local)
+    for name in _Local.NAMES:
+        setattr(view, name, getattr(L, name).detach())
+    return view
 
 
 def chunk_dplr_torch(q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False, cu_seqlens=None,
                      chunk_size=64):
     """Chunked backend. Shapes as in :func:`kernels.dplr_delta_rule`; packed sequences are scattered into
     zero-padded batches of similar lengths (zero k, v, b and gk leave the state unchanged)."""
+    keep_graph = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, a, b, gk, initial_state))
     if cu_seqlens is None:
-        o, final = ChunkDPLR.apply(q, k, v, a, b, gk, initial_state, scale, chunk_size)
+        o, final = ChunkDPLR.apply(q, k, v, a, b, gk, initial_state, scale, chunk_size, keep_graph)
         return o, (final if output_final_state else None)
     o, final = run_padded_varlen(
-        lambda padded, h0: ChunkDPLR.apply(*padded, h0, scale, chunk_size),
+        lambda padded, h0: ChunkDPLR.apply(*padded, h0, scale, chunk_size, keep_graph),
         cu_seqlens, (q, k, v, a, b, gk), initial_state, chunk_size)
     return o, (final if output_final_state else None)

@@ -95,3 +95,4 @@ def test_fp32_in_rwkv7_range_factored(op):
         G = x["gk"].detach().view(2, 2, 64, 2, 16).cumsum(2)
         test_dplr.compare_to_naive(x, "torch", 2e-4, chunk_size=64)
     assert 15.0 < -G.min() <= 40.0 and intra.factored_is_safe(G)
+

@@ -86,3 +86,27 @@ def test_an_unrolled_state_recalls_its_last_write():
     recalled = torch.einsum("kv,k->v", S[0, 0], torch.eye(K, dtype=torch.float64)[0])
     torch.testing.assert_close(recalled, v[0, -1, 0])  # the second write replaced the first
     torch.testing.assert_close(S[0, 0, 1:], v[0, 1:K, 0])
+
+
+@pytest.mark.parametrize("op", ["delta", "dplr"])
+def test_kept_graph_and_rebuilt_graph_give_the_same_gradients(op):
+    """The chunked delta-rule backends keep the chunk-local graph from the forward for the first backward
+    and rebuild it for a second one (retain_graph): the two must agree (the first is checked against the
+    fp64 loop by the tests above and in test_dplr.py)."""
+    from kernels import dplr_delta_rule
+    from tests.kernels import delta_testing, test_dplr
+
+    if op == "delta":
+        x = delta_testing.make_inputs(B=1, T=70, H=2, K=8, V=4, gated=True)
+        o, _ = gated_delta_rule(x["q"], x["k"], x["v"], x["beta"], x["g"], initial_state=x["initial_state"],
+                                backend="torch", chunk_size=32)
+    else:
+        x = test_dplr.make_inputs(B=1, T=70)
+        o, _ = dplr_delta_rule(*(x[n] for n in test_dplr.NAMES), initial_state=x["initial_state"],
+                               backend="torch", chunk_size=32)
+    leaves = [t for t in x.values() if t is not None and t.requires_grad]
+    do = torch.randn_like(o)
+    first = torch.autograd.grad(o, leaves, do, retain_graph=True)
+    second = torch.autograd.grad(o, leaves, do)
+    for g1, g2 in zip(first, second):
+        torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
