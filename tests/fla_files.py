@@ -77,3 +77,11 @@ def run_fla_comparison(script) -> dict:
                             timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_matches_fla(script, tolerance: float) -> None:
+    """Run ``script``'s comparison (see :func:`run_fla_comparison`): every max abs difference of every case
+    must be below ``tolerance``."""
+    for case, diffs in run_fla_comparison(script).items():
+        for name, err in diffs.items():
+            assert err < tolerance, f"{case} {name}: fla vs ours max abs diff {err:.2e}"

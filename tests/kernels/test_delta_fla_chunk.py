@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.fla_files import run_fla_comparison
+from tests.fla_files import assert_matches_fla
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,9 +49,7 @@ def compare() -> dict:
 
 
 def test_matches_fla_chunk_ops_under_the_interpreter():
-    for case, diffs in run_fla_comparison(Path(__file__).resolve()).items():
-        for name, err in diffs.items():
-            assert err < 2e-4, f"{case} {name}: fla vs ours max abs diff {err:.2e}"
+    assert_matches_fla(Path(__file__).resolve(), 2e-4)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.fla_files import run_fla_comparison
+from tests.fla_files import assert_matches_fla
 
 ROOT = Path(__file__).resolve().parents[2]
 FLA_NAMES = {"conv.conv.weight": "conv1d.weight", "conv.conv.bias": "conv1d.bias"}  # ours -> fla's
@@ -56,9 +56,7 @@ def compare() -> dict:
 
 
 def test_matches_fla_mamba2_layer():
-    for case, diffs in run_fla_comparison(Path(__file__).resolve()).items():
-        for name, err in diffs.items():
-            assert err < 1e-5, f"{case} {name}: fla vs ours max abs diff {err:.2e}"
+    assert_matches_fla(Path(__file__).resolve(), 1e-5)
 
 
 if __name__ == "__main__":
