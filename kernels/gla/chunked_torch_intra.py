@@ -7,11 +7,14 @@ sub-chunk, so both ``exp(Gq_i - G_r)`` and ``exp(G_r - G_j)`` are <= 1 and the b
 Diagonal blocks are exact: for each key column j only rows i >= j (i > j if strict) are formed, so
 every exponent ``Gq_i - G_j`` is <= 0 without any masking.
 
-When the decay inside every chunk is mild (``|G| <= FACTORED_SPAN``, e.g. RWKV-7, whose log-decay per
-token is above -0.61, so |G| < 39 over 64 tokens), the sub-chunks are skipped: ``exp(Gq_i - G_j) =
-exp(Gq_i) * exp(-G_j)`` and the whole score matrix is one masked matmul. Each factor then stays within
-e^±40 of 1, so every product is as accurate as the exact exponent (both come from the same rounded G);
-only the masked entries above the diagonal, which are discarded, can be large.
+When the decay is milder, the same factorisation covers more (:func:`score_form`): with |G| within
+``FACTORED_SPAN`` everywhere (e.g. RWKV-7, whose log-decay per token is above -0.61, so |G| < 39 over
+64 tokens) ``exp(Gq_i - G_j) = exp(Gq_i) * exp(-G_j)`` and the whole score matrix is one masked matmul;
+with G falling by at most the span inside every 16-token sub-chunk (log-decays down to -2.5 per token:
+RWKV-6's and GLA's in practice), each block of 16 query rows is one matmul including its diagonal
+block. Each factor then stays within e^±40 of 1, so every kept product is as accurate as the exact
+exponent (both come from the same rounded G); only the masked entries above the diagonal, which are
+discarded, can be large.
 """
 from __future__ import annotations
 
@@ -63,20 +66,50 @@ class _ChannelScores(torch.autograd.Function):
         return dq, dk, -k * dk, q * dq, None
 
 
+def score_form(G: torch.Tensor, S: int) -> str:
+    """How per-channel scores of in-chunk cumulative log-decays G ``[BH, NT, C, K]`` are formed:
+
+    * ``"chunk"``: |G| ≤ the span everywhere: e^Gq (≤ 1) times e^-G, one masked matmul per chunk;
+    * ``"row_blocks"``: within every S-token sub-chunk G falls by at most the span: each block of S
+      query rows is one matmul against all keys up to its own sub-chunk, with the reference r = the row
+      before the sub-chunk (e^(Gq - G_r) ≤ 1, e^(G_r - G) ≤ e^span), then the mask;
+    * ``"exact"``: stronger decay: blocks below the diagonal as in row_blocks, and each diagonal block
+      column by column, every exponent formed as one difference ≤ 0."""
+    limit = FACTORED_SPAN.get(G.dtype)
+    if limit is None or G.numel() == 0:
+        return "exact"
+    if G.abs().amax().item() <= limit:
+        return "chunk"
+    BH, NT, C, K = G.shape
+    Gs = G.view(BH, NT, C // S, S, K)
+    before = torch.cat([torch.zeros_like(Gs[:, :, :1, -1:]), Gs[:, :, :-1, -1:]], 2)  # G_r of each sub-chunk
+    return "row_blocks" if (before - Gs).amax().item() <= limit else "exact"
+
+
+def _reference(G: torch.Tensor, a: int, S: int) -> torch.Tensor:
+    """G at the row before sub-chunk a (0 before the first) ``[BH, NT, 1, K]``."""
+    return G[..., a * S - 1 : a * S, :] if a > 0 else torch.zeros_like(G[..., :1, :])
+
+
 def _channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
-    if factored_is_safe(G):
-        A = (q * torch.exp(Gq)) @ (k * torch.exp(-G)).transpose(-1, -2)
-        return A.tril_(-1 if strict else 0)
     BH, NT, C, K = q.shape
     S = min(SUB_CHUNK, C)
+    form = score_form(G, S)
+    if form == "chunk":
+        A = (q * torch.exp(Gq)) @ (k * torch.exp(-G)).transpose(-1, -2)
+        return A.tril_(-1 if strict else 0)
     ns = C // S
     A = q.new_zeros(BH, NT, C, C)
-    for a in range(1, ns):
-        rows = slice(a * S, (a + 1) * S)
-        ref = G[..., a * S - 1 : a * S, :]
+    for a in range(ns):
+        rows, cols = slice(a * S, (a + 1) * S), (a + 1) * S if form == "row_blocks" else a * S
+        if cols == 0:
+            continue
+        ref = _reference(G, a, S)
         qa = q[..., rows, :] * torch.exp(Gq[..., rows, :] - ref)
-        kb = k[..., : a * S, :] * torch.exp(ref - G[..., : a * S, :])
-        A[..., rows, : a * S] = qa @ kb.transpose(-1, -2)
+        kb = k[..., :cols, :] * torch.exp(ref - G[..., :cols, :])
+        A[..., rows, :cols] = qa @ kb.transpose(-1, -2)
+    if form == "row_blocks":
+        return A.tril_(-1 if strict else 0)
     qs, ks, Gs, Gqs = (x.view(BH, NT, ns, S, K) for x in (q, k, G, Gq))
     diag = _diag_blocks(A, S)  # [BH, NT, S(i), S(j), ns]
     for j in range(S):
@@ -93,22 +126,29 @@ def _channel_scores(q, k, G, Gq, strict: bool) -> torch.Tensor:
 def channel_scores_backward(q, k, G, Gq, dA, strict: bool):
     """Gradients of ``sum(dA * channel_scores(q, k, G, Gq))`` w.r.t. q and k (dA ``[BH, NT, C, C]``,
     entries outside the causal mask are ignored). Returns dq, dk ``[BH, NT, C, K]``."""
-    if factored_is_safe(G):
+    BH, NT, C, K = q.shape
+    S = min(SUB_CHUNK, C)
+    form = score_form(G, S)
+    if form == "chunk":
         eq, ek = torch.exp(Gq), torch.exp(-G)
         dA = dA.tril(-1 if strict else 0)
         return eq * (dA @ (k * ek)), ek * (dA.transpose(-1, -2) @ (q * eq))
-    BH, NT, C, K = q.shape
-    S = min(SUB_CHUNK, C)
+    if form == "row_blocks":
+        dA = dA.tril(-1 if strict else 0)
     ns = C // S
     dq, dk = torch.zeros_like(q), torch.zeros_like(k)
-    for a in range(1, ns):
-        rows = slice(a * S, (a + 1) * S)
-        ref = G[..., a * S - 1 : a * S, :]
+    for a in range(ns):
+        rows, cols = slice(a * S, (a + 1) * S), (a + 1) * S if form == "row_blocks" else a * S
+        if cols == 0:
+            continue
+        ref = _reference(G, a, S)
         eq = torch.exp(Gq[..., rows, :] - ref)  # [BH, NT, S, K]
-        ek = torch.exp(ref - G[..., : a * S, :])  # [BH, NT, aS, K]
-        dA_a = dA[..., rows, : a * S]
-        dq[..., rows, :] += eq * (dA_a @ (k[..., : a * S, :] * ek))
-        dk[..., : a * S, :] += ek * (dA_a.transpose(-1, -2) @ (q[..., rows, :] * eq))
+        ek = torch.exp(ref - G[..., :cols, :])  # [BH, NT, cols, K]
+        dA_a = dA[..., rows, :cols]
+        dq[..., rows, :] += eq * (dA_a @ (k[..., :cols, :] * ek))
+        dk[..., :cols, :] += ek * (dA_a.transpose(-1, -2) @ (q[..., rows, :] * eq))
+    if form == "row_blocks":
+        return dq, dk
     qs, ks, Gs, Gqs = (x.view(BH, NT, ns, S, K) for x in (q, k, G, Gq))
     dqs, dks = dq.view(BH, NT, ns, S, K), dk.view(BH, NT, ns, S, K)
     dA_diag = _diag_blocks(dA, S)  # [BH, NT, S(i), S(j), ns]

@@ -1,10 +1,12 @@
-"""Per-channel decayed scores (``kernels.gla.chunked_torch_intra``) have two forms: one masked matmul of
-e^{±G}-scaled factors when every |G| is small, exact 16-token sub-chunks otherwise. Both against the
-score written out with exact exponents, forward and backward; the dispatch at its bounds; and the GLA
-and DPLR chunked backends forced onto the sub-chunk form against their fp64 loops."""
+"""Per-channel decayed scores (``kernels.gla.chunked_torch_intra``) have three forms: one masked matmul
+of e^{±G}-scaled factors when every |G| is small, one matmul per 16-row block when G falls little
+within each 16-token sub-chunk, exact diagonal columns otherwise. Each against the score written out
+with exact exponents, forward and backward; the choice at its bounds; and the GLA and DPLR chunked
+backends forced onto each form against their fp64 loops."""
 import pytest
 import torch
 
+from kernels.dplr import chunked_torch as dplr_chunked
 from kernels.gla import chunked_torch_intra as intra
 from tests.kernels import gla_testing, test_dplr
 
@@ -27,9 +29,14 @@ def _chunked_inputs(C, strict, lo, hi, dtype=torch.float64, seed=0):
     return q, k, G, (G - g if strict else G)
 
 
-@pytest.fixture(params=["one_matmul", "sub_chunks"])
+@pytest.fixture(params=["one_matmul", "row_blocks", "sub_chunks"])
 def path(request, monkeypatch):
-    """Forces one form: the span limit at +inf (always factor) or below 0 (never)."""
+    """Forces one form: the span limit at +inf (always one matmul) or below 0 (never factor), or the
+    row-block form (and DPLR off its shared one-matmul factors)."""
+    if request.param == "row_blocks":
+        monkeypatch.setattr(intra, "score_form", lambda G, S: "row_blocks")
+        monkeypatch.setattr(dplr_chunked, "factored_is_safe", lambda G: False)
+        return request.param
     limit = float("inf") if request.param == "one_matmul" else -1.0
     for dtype in (torch.float32, torch.float64):
         monkeypatch.setitem(intra.FACTORED_SPAN, dtype, limit)
@@ -57,16 +64,28 @@ def test_dispatch_bounds():
         assert intra.factored_is_safe(torch.tensor([0.0, -limit], dtype=dtype))
         assert not intra.factored_is_safe(torch.tensor([0.0, -limit - 0.5], dtype=dtype))
     assert intra.factored_is_safe(torch.zeros(0))
+    steps = torch.full((1, 1, 64, 1), -1.0)  # G falls by 16 per sub-chunk, by 64 over the chunk
+    assert intra.score_form(steps.cumsum(-2) * 0.5, 16) == "chunk"
+    assert intra.score_form(steps.cumsum(-2), 16) == "row_blocks"
+    assert intra.score_form(steps.cumsum(-2) * 2.6, 16) == "exact"  # 41.6 within a sub-chunk
 
 
-def test_fp32_beyond_the_span_uses_sub_chunks():
-    """|G| up to ~100 in fp32: e^{-G} alone would reach e^100 = inf; the dispatch must not factor."""
-    q, k, G, Gq = _chunked_inputs(64, False, -3.0, -0.1, dtype=torch.float32)
-    assert not intra.factored_is_safe(G)
-    A = intra.channel_scores(q, k, G, Gq, strict=False)
-    ref = _written_out(*(x.double() for x in (q, k, G, Gq)), strict=False)
+@pytest.mark.parametrize("lo, hi, form", [(-2.0, -0.1, "row_blocks"), (-21.0, -19.0, "exact")])
+def test_fp32_beyond_the_chunk_span(lo, hi, form):
+    """|G| up to ~130 (row blocks) or ~1300 (exact) in fp32, where e^{-G} alone would be inf: the choice
+    must not factor the whole chunk, and the scores and gradients stay those written out."""
+    q, k, G, Gq = _chunked_inputs(64, False, lo, hi, dtype=torch.float32)
+    assert intra.score_form(G, 16) == form
+    leaves = [x.clone().requires_grad_() for x in (q, k, G, Gq)]  # G and Gq as separate inputs
+    A = intra.channel_scores(*leaves, strict=False)
+    ref_leaves = [x.detach().double().requires_grad_() for x in (q, k, G, Gq)]
+    ref = _written_out(*ref_leaves, strict=False)
     assert torch.isfinite(A).all()
     torch.testing.assert_close(A.double(), ref, rtol=1e-4, atol=1e-4)
+    dA = torch.randn(A.shape)
+    for name, g_got, g_want in zip("q k G Gq".split(), torch.autograd.grad(A, leaves, dA),
+                                   torch.autograd.grad(ref, ref_leaves, dA.double())):
+        assert (g_got.double() - g_want).abs().max().item() <= 1e-4 * max(g_want.abs().max().item(), 1.0), name
 
 
 @pytest.mark.parametrize("gate_range", ["mild", "typical"])
