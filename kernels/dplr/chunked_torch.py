@@ -4,7 +4,7 @@ Per chunk of C tokens, with G the inclusive and G⁻ = G − gk the exclusive in
 log-decay (per key channel) and S₀ the state at the chunk start; every score is
 ``X_ij = Σ_k x_ik y_jk exp(Gx_ik − G_jk)`` over the causal part (``kernels.gla.chunked_torch_intra``:
 one matmul of e^{±G}-scaled factors shared by all four when the decay is mild, as RWKV-7's always is,
-else 16-token sub-chunks with every exponent ≤ 0):
+else ``channel_scores`` with its 16-row blocks or exact diagonal columns, every exponent ≤ 0):
 
     A_ab, A_ak = scores of (a with G⁻; b, k), strictly lower;   A_qk, A_qb = scores of (q with G; k, b), lower
     T = (I − A_ab)⁻¹ (a unit-triangular solve);   w = T (a ⊙ e^{G⁻});   u = T (A_ak V)
