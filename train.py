@@ -92,7 +92,10 @@ def main(args: list[str] | None = None, run: bool = True):
     use_wandb_offline_unless_logged_in()
     from kernels.cpu_memory import retain_freed_memory
 
-    retain_freed_memory()  # CPU: reuse freed large tensors instead of page-faulting fresh ones every step
+    try:
+        retain_freed_memory()  # CPU: reuse freed large tensors instead of page-faulting fresh ones every step
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
     from lightning.pytorch.cli import LightningCLI
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO

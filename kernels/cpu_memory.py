@@ -8,7 +8,7 @@ the mmap and trim thresholds lets freed blocks be reused, which is what PyTorch'
 on a GPU; the resident memory then stays near its peak rather than shrinking after each step.
 
 The training and benchmark entry points call :func:`retain_freed_memory`; ``RECALL_LM_MALLOC=system``
-keeps the C library's defaults.
+keeps the C library's defaults (``retain``, the default, raises the thresholds).
 """
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ def retain_freed_memory() -> bool:
     whether the setting took effect: False elsewhere, with ``RECALL_LM_MALLOC=system``, or if mallopt
     refuses it (some glibc versions cap the threshold at 32 MiB;
     2.36 takes 1 GiB)."""
-    if os.environ.get("RECALL_LM_MALLOC", "").strip().lower() == "system" or not sys.platform.startswith("linux"):
+    choice = os.environ.get("RECALL_LM_MALLOC", "").strip().lower()
+    if choice not in ("", "retain", "system"):
+        raise ValueError(f"RECALL_LM_MALLOC must be 'retain' (the default) or 'system', got {choice!r}")
+    if choice == "system" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
