@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) -m evals.bench_kernels
 	$(PY) -m evals.bench_swa
 	$(PY) -m evals.throughput
+	$(PY) -m evals.readme_perf  # the README's speed section, from the files just written
 
 # On a machine with a CUDA device: every kernel test compiled for the GPU, then the CUDA benchmark rows,
 # in a dated report under evals/results/gpu/ (sized to run twice in 15 minutes of device time).

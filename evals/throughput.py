@@ -40,6 +40,7 @@ import gc
 import math
 import os
 import platform
+import re
 import resource
 import shlex
 import sys
@@ -324,6 +325,36 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
     return rows
 
 
+def median_pass(passes: list[list[dict]]) -> list[dict]:
+    """One row per (model, context, batch) point: the pass whose decode tokens/s is the median of that
+    point's passes (its prefill and memory figures come with it), in the first pass's order; with more
+    than one pass the note gives the range over passes."""
+    if len(passes) == 1:
+        return passes[0]
+    by_point: dict[tuple, list[dict]] = {}
+    for rows in passes:
+        for row in rows:
+            by_point.setdefault((row["model"], row["context"], row["batch"]), []).append(row)
+    out = []
+    for row in passes[0]:
+        runs = by_point[(row["model"], row["context"], row["batch"])]
+        timed = sorted((r for r in runs if r["decode_tok_s"] != ""), key=lambda r: r["decode_tok_s"])
+        if not timed:
+            out.append(runs[0])
+            continue
+        pick = dict(timed[(len(timed) - 1) // 2])
+        spread = f"median of {len(timed)} passes: {timed[0]['decode_tok_s']:,.0f}–{timed[-1]['decode_tok_s']:,.0f} tok/s"
+        pick["note"] = "; ".join(x for x in (pick["note"], spread) if x)
+        out.append(pick)
+    return out
+
+
+def _pass_range(note: str) -> str:
+    """'a–b' from a note written by :func:`median_pass` (empty if there is none)."""
+    found = re.search(r"passes: ([\d,]+–[\d,]+) tok/s", note)
+    return found.group(1) if found else ""
+
+
 def _fmt(x, digits=1):
     if x == "" or x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -422,7 +453,8 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
         f"- read bandwidth (``sum`` over 256 MiB, {meta['threads']} thread(s)): {meta['bandwidth_gbs']:.1f} GB/s",
         f"- settings: d_model {args.d_model}, {args.n_layers} layers, vocabulary {args.vocab_size}, {args.dtype}; "
         f"contexts {ctx}; batch sizes {batches}; {args.new_tokens} timed decode steps after {args.warmup_tokens} "
-        f"untimed ones (median of {args.repeats} round(s)); prefill timed at B·L ≤ {args.max_prefill_tokens:,}; MLP widths solved to match "
+        f"untimed ones (median of {args.repeats} round(s); median of {args.passes} pass(es) over the models in "
+        f"alternating order); prefill timed at B·L ≤ {args.max_prefill_tokens:,}; MLP widths solved to match "
         f"attention's parameter count",
         f"- decode step: {'torch.compile (inductor) of the single-token step, compiled in the warm-up' if args.compile else 'eager PyTorch'}; "
         "the KV cache grows in place (buffers doubled when full)",
@@ -438,6 +470,10 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
     for B in batches:
         lines += ["", f"## Decode tokens/s, batch {B}", ""]
         lines += _pivot(rows, models, ctx, lambda r: _fmt(r["decode_tok_s"], 0) if r["decode_tok_s"] != "" else r["note"] or "–", B)
+    if args.passes > 1:
+        for B in batches:
+            lines += ["", f"## Decode tokens/s, batch {B}: the range over the {args.passes} passes", ""]
+            lines += _pivot(rows, models, ctx, lambda r: _pass_range(r["note"]) or "–", B)
     if "attention" in models:
         for B in batches:
             ref = {r["context"]: _num(r["decode_tok_s"]) for r in rows if r["model"] == "attention" and r["batch"] == B}
@@ -517,6 +553,10 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--new-tokens", type=int, help="timed decode steps")
     p.add_argument("--repeats", type=int, default=1,
                    help="timed rounds of --new-tokens decode steps each; the median round is reported")
+    p.add_argument("--passes", type=int, default=1,
+                   help="measure every model this many times, in alternating order (forward, reversed, ...), and "
+                        "report each point's median pass: a slow spell of a shared machine then lands on every "
+                        "model instead of on the ones that happened to run during it")
     p.add_argument("--warmup-tokens", type=int, help="untimed decode steps before them (at least 4 with --compile)")
     p.add_argument("--compile", action="store_true",
                    help="decode through torch.compile (inductor) of the single-token step; compiling happens in "
@@ -537,7 +577,7 @@ def parse_args(argv: list[str] | None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.preset = preset
-    for key in ("new_tokens", "repeats", "d_model", "n_layers", "vocab_size", "max_prefill_tokens"):
+    for key in ("new_tokens", "repeats", "passes", "d_model", "n_layers", "vocab_size", "max_prefill_tokens"):
         if getattr(args, key) < 1:
             raise SystemExit(f"--{key.replace('_', '-')} must be ≥ 1, got {getattr(args, key)}")
     if args.warmup_tokens < 0:
@@ -590,9 +630,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     started = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_started = usage.ru_utime + usage.ru_stime
-    rows = []
-    for name in args.models:
-        rows += measure_model(name, configs[name], params[name]["params"], args, device, dtype)
+    passes = []
+    for p in range(args.passes):
+        order = args.models if p % 2 == 0 else args.models[::-1]
+        passes.append([row for name in order
+                       for row in measure_model(name, configs[name], params[name]["params"], args, device, dtype)])
+    rows = median_pass(passes)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     meta.update(load_end=f"{os.getloadavg()[0]:.2f}", wall_s=time.time() - started,
                 cpu_s=usage.ru_utime + usage.ru_stime - cpu_started)

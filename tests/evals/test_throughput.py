@@ -6,7 +6,7 @@ import csv
 import pytest
 import torch
 
-from evals.throughput import COLUMNS, MemoryMeter, decode, main, model_config, repeat_state
+from evals.throughput import COLUMNS, MemoryMeter, decode, main, median_pass, model_config, repeat_state
 from models import DecoderLM
 from models.generation import decode_step
 
@@ -33,6 +33,35 @@ def test_quick_run_writes_the_three_files(tmp_path):
                     "## Decode speed-up over attention, batch 1", "command: `python -m evals.throughput"):
         assert heading in text
     assert (tmp_path / "tp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _row(model, tok_s, note=""):
+    return dict(model=model, context=64, batch=1, decode_tok_s=tok_s, prefill_tok_s=tok_s / 10, note=note)
+
+
+def test_median_pass_keeps_each_points_median_pass_whole():
+    passes = [[_row("a", 100.0), _row("b", 50.0)],
+              [_row("b", 10.0), _row("a", 300.0)],  # the second pass runs the models in reverse order
+              [_row("a", 200.0), _row("b", 30.0, note="out of memory")]]
+    rows = median_pass(passes)
+    assert [r["model"] for r in rows] == ["a", "b"]
+    assert [r["decode_tok_s"] for r in rows] == [200.0, 30.0]
+    assert rows[0]["prefill_tok_s"] == 20.0  # the figures of the median pass, not mixed from others
+    assert rows[0]["note"] == "median of 3 passes: 100–300 tok/s"
+    assert rows[1]["note"] == "out of memory; median of 3 passes: 10–50 tok/s"
+    assert median_pass(passes[:1]) == passes[0]
+
+
+def test_passes_alternate_the_model_order_and_report_the_range(tmp_path, capsys):
+    main(["--quick", "--models", "attention,based", "--contexts", "16", "--batch-sizes", "1", "--new-tokens", "2",
+          "--passes", "3", "--out-dir", str(tmp_path), "--name", "tp"])
+    printed = [line.split(":")[0].split()[0] for line in capsys.readouterr().out.splitlines()
+               if line.lstrip().startswith(("attention ", "based ")) and "tok/s" in line]
+    assert printed == ["attention", "based", "based", "attention", "attention", "based"]
+    text = (tmp_path / "tp.md").read_text()
+    assert "median of 3 pass(es)" in text and "## Decode tokens/s, batch 1: the range over the 3 passes" in text
+    with open(tmp_path / "tp.csv") as f:
+        assert all("median of 3 passes" in r["note"] for r in csv.DictReader(f))
 
 
 @pytest.mark.parametrize("name", ["attention", "swa", "rwkv6", "mom"])
