@@ -2,8 +2,10 @@
 
 Prints a markdown table and writes it to ``evals/results/bench_kernels_{cpu,cuda}.md``. Each family is a
 "section": a function ``(Settings) -> list[Row]`` appended to ``SECTIONS`` (gated linear attention here;
-sliding-window attention adds its own). Times are the median of ``repeats`` runs after ``warmup`` runs,
-in milliseconds; "fwd+bwd" is one forward plus ``backward()`` of a random projection of the output.
+sliding-window attention adds its own). Times are in milliseconds, the median of ``repeats`` rounds
+after ``warmup`` untimed ones; "fwd+bwd" is one forward plus ``backward()`` of a random projection of the
+output. Every op of a section at one T (ours, SDPA, the token loop, fla) is timed in the same rounds,
+one call each in turn, so a slow spell of a shared machine falls on all of them and their ratios hold.
 
 ``OMP_WAIT_POLICY`` is left as the caller sets it, and recorded: on 2 idle cores ``PASSIVE`` (OpenMP
 workers sleep between ops) made the chunked kernels ≈ 40 % slower than the default, while beside another
@@ -18,6 +20,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -83,22 +86,57 @@ def matmul_rates(s: Settings) -> str:
     return f"{str(dtype).replace('torch.', '')} matmul rate: " + ", ".join(rates)
 
 
-def time_fwd_bwd(make_inputs, call, s: Settings) -> tuple[float, float]:
-    """(forward ms under no_grad, forward+backward ms) of ``call(*inputs)`` returning the output first."""
-    inputs = make_inputs()
-    with torch.no_grad():
-        fwd = timeit(lambda: call(*inputs), s)
-    leaves = [x.detach().requires_grad_() if x is not None and x.is_floating_point() else x for x in inputs]
-    do = torch.randn_like(call(*inputs)[0])
+@dataclass
+class Case:
+    """One op to time: ``call(*make_inputs())`` returns the output first."""
+    op: str
+    impl: str
+    make_inputs: Callable
+    call: Callable
+    ratio_note: bool = True  # note the backward / forward ratio
 
-    def step():
-        for x in leaves:
-            if isinstance(x, torch.Tensor) and x.grad is not None:
-                x.grad = None
-        out = call(*leaves)[0]
-        out.backward(do)
 
-    return fwd, timeit(step, s)
+def time_cases(cases: list[Case], s: Settings) -> list[tuple[float, float]]:
+    """(forward ms under no_grad, forward+backward ms) of every case: the median of ``s.repeats`` rounds,
+    each round timing every case once in turn (after ``s.warmup`` untimed rounds)."""
+    sync = torch.cuda.synchronize if s.device.type == "cuda" else (lambda: None)
+    steps = []
+    for case in cases:
+        inputs = case.make_inputs()
+        leaves = [x.detach().requires_grad_() if x is not None and x.is_floating_point() else x for x in inputs]
+        with torch.no_grad():
+            do = torch.randn_like(case.call(*inputs)[0])
+
+        def forward(c=case, x=inputs):
+            with torch.no_grad():
+                c.call(*x)
+
+        def forward_backward(c=case, x=leaves, grad=do):
+            for t in x:
+                if isinstance(t, torch.Tensor):
+                    t.grad = None
+            c.call(*x)[0].backward(grad)
+
+        steps.append((forward, forward_backward))
+    times = [([], []) for _ in cases]
+    for round_ in range(s.warmup + s.repeats):
+        for (forward, forward_backward), (fwd_ms, fb_ms) in zip(steps, times):
+            for fn, out in ((forward, fwd_ms), (forward_backward, fb_ms)):
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                if round_ >= s.warmup:
+                    out.append((time.perf_counter() - t0) * 1e3)
+    return [(statistics.median(f), statistics.median(b)) for f, b in times]
+
+
+def timed_rows(section: str, T: int, dtype: str, cases: list[Case], s: Settings) -> list[Row]:
+    rows = []
+    for case, (fwd, fb) in zip(cases, time_cases(cases, s)):
+        note = f"backward/forward {(fb - fwd) / fwd:.1f}x" if case.ratio_note else ""
+        rows.append(Row(section, case.op, case.impl, T, dtype, fwd, fb, note))
+    return rows
 
 
 def _gla_inputs(s: Settings, T: int, gate: str | None, dtype, use_u=False):
@@ -138,55 +176,54 @@ def gla_section(s: Settings) -> list[Row]:
     cuda = s.device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     dname = str(dtype).replace("torch.", "")
-    backends = ["triton"] if cuda else ["torch"]
+    backend = "triton" if cuda else "torch"
+
+    def ours(q, k, v, g, u):
+        return gated_linear_attention(q, k, v, g, u, backend=backend)
+
+    def recurrent(q, k, v, g, u):
+        return gated_linear_attention(q, k, v, g, u, backend="recurrent")
+
     for T in s.T:
-        for op, gate in GATES.items():
-            for backend in backends:
-                def call(q, k, v, g, u, _b=backend):
-                    return gated_linear_attention(q, k, v, g, u, backend=_b)
-
-                fwd, fb = time_fwd_bwd(_gla_inputs(s, T, gate, dtype), call, s)
-                rows.append(Row("gla", op, backend, T, dname, fwd, fb, f"backward/forward {(fb - fwd) / fwd:.1f}x"))
+        cases = [Case(op, backend, _gla_inputs(s, T, gate, dtype), ours) for op, gate in GATES.items()]
         if cuda:
-            rows += _fla_rows(s, T, dtype, dname, rows)
-        fwd, fb = time_fwd_bwd(_sdpa_inputs(s, T, dtype), _sdpa, s)
-        rows.append(Row("gla", "softmax attention (causal)", "torch SDPA", T, dname, fwd, fb))
+            try:
+                cases += _fla_cases(s, T, dtype, ours)
+            except RuntimeError as e:  # still time ours, and say why fla's rows are missing
+                rows.append(Row("gla", "fla", "unavailable", T, dname, None, None, str(e)[:80]))
+        cases.append(Case("softmax attention (causal)", "torch SDPA", _sdpa_inputs(s, T, dtype), _sdpa, False))
         if T == s.recurrent_T:
-            def rec(q, k, v, g, u):
-                return gated_linear_attention(q, k, v, g, u, backend="recurrent")
-
-            fwd, fb = time_fwd_bwd(_gla_inputs(s, T, "head", dtype), rec, s)
-            rows.append(Row("gla", "per-head g (RetNet)", "recurrent (token loop)", T, dname, fwd, fb))
+            cases.append(Case("per-head g (RetNet)", "recurrent (token loop)", _gla_inputs(s, T, "head", dtype),
+                              recurrent, False))
+        rows += _note_fla_ratios(timed_rows("gla", T, dname, cases, s))
     return rows
 
 
-def _fla_rows(s: Settings, T: int, dtype, dname: str, ours: list[Row]) -> list[Row]:
-    """fla's chunked Triton kernels at the same shapes, with the ratio fla time / our time."""
+def _fla_cases(s: Settings, T: int, dtype, ours) -> list[Case]:
+    """fla's chunked Triton kernels at the same shapes (and ours with RWKV-6's bonus u, to compare)."""
     try:
         from fla.ops.gla import chunk_gla
         from fla.ops.rwkv6 import chunk_rwkv6
         from fla.ops.simple_gla import chunk_simple_gla
     except Exception as e:  # pragma: no cover - fla is a dependency
-        return [Row("gla", "fla", "unavailable", T, dname, None, None, repr(e)[:60])]
-    from kernels import gated_linear_attention
-
-    cases = [
-        ("per-head g (RetNet)", "head", False, lambda q, k, v, g, u: chunk_simple_gla(q, k, v, g=g)),
-        ("per-channel g (GLA)", "channel", False, lambda q, k, v, g, u: chunk_gla(q, k, v, g)),
-        ("per-channel g + u (RWKV-6)", "channel", True, lambda q, k, v, g, u: chunk_rwkv6(q, k, v, g, u)),
+        raise RuntimeError(f"fla's ops are needed for the CUDA rows: {e!r}") from e
+    rwkv6 = _gla_inputs(s, T, "channel", dtype, use_u=True)
+    return [
+        Case("per-head g (RetNet)", "fla", _gla_inputs(s, T, "head", dtype),
+             lambda q, k, v, g, u: chunk_simple_gla(q, k, v, g=g)),
+        Case("per-channel g (GLA)", "fla", _gla_inputs(s, T, "channel", dtype),
+             lambda q, k, v, g, u: chunk_gla(q, k, v, g)),
+        Case("per-channel g + u (RWKV-6)", "triton", rwkv6, ours),
+        Case("per-channel g + u (RWKV-6)", "fla", rwkv6, lambda q, k, v, g, u: chunk_rwkv6(q, k, v, g, u)),
     ]
-    rows = []
-    for op, gate, use_u, fla_call in cases:
-        make = _gla_inputs(s, T, gate, dtype, use_u)
-        f_fwd, f_fb = time_fwd_bwd(make, fla_call, s)
-        if use_u:
-            o_fwd, o_fb = time_fwd_bwd(make, lambda q, k, v, g, u: gated_linear_attention(q, k, v, g, u), s)
-            rows.append(Row("gla", op, "triton", T, dname, o_fwd, o_fb))
-        else:
-            mine = next(r for r in ours if r.op == op and r.T == T and r.impl == "triton")
-            o_fwd, o_fb = mine.fwd_ms, mine.fwdbwd_ms
-        rows.append(Row("gla", op, "fla", T, dname, f_fwd, f_fb,
-                        f"fla/ours: fwd {f_fwd / o_fwd:.2f}x, fwd+bwd {f_fb / o_fb:.2f}x"))
+
+
+def _note_fla_ratios(rows: list[Row]) -> list[Row]:
+    """fla rows get the ratio fla time / our (triton) time of the same op and T."""
+    for r in rows:
+        mine = next((m for m in rows if m.op == r.op and m.T == r.T and m.impl == "triton"), None)
+        if r.impl == "fla" and mine and mine.fwd_ms and mine.fwdbwd_ms:
+            r.note = f"fla/ours: fwd {r.fwd_ms / mine.fwd_ms:.2f}x, fwd+bwd {r.fwdbwd_ms / mine.fwdbwd_ms:.2f}x"
     return rows
 
 
@@ -256,36 +293,33 @@ def delta_section(s: Settings) -> list[Row]:
     dtype = torch.bfloat16 if cuda else torch.float32
     dname = str(dtype).replace("torch.", "")
     for T in s.T:
+        cases = []
         for op, (family, gated) in DELTA_OPS.items():
-            fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), _delta_call(op, "torch"), s)
-            rows.append(Row("delta", op, "torch", T, dname, fwd, fb, f"backward/forward {(fb - fwd) / fwd:.1f}x"))
+            make = _delta_inputs(s, T, op, dtype)
+            cases.append(Case(op, "torch", make, _delta_call(op, "torch")))
             if cuda:
-                fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), _delta_call(op, "triton"), s)
-                rows.append(Row("delta", op, "triton", T, dname, fwd, fb, f"backward/forward {(fb - fwd) / fwd:.1f}x"))
+                cases.append(Case(op, "triton", make, _delta_call(op, "triton")))
             if cuda and family == "delta":
-                rows += _fla_delta_rows(s, T, gated, op, dtype, dname)
+                try:
+                    cases.append(Case(op, "fla", make, _fla_delta_call(gated), False))
+                except RuntimeError as e:
+                    rows.append(Row("delta", op, "fla unavailable", T, dname, None, None, str(e)[:80]))
             if T == s.recurrent_T:
-                fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), _delta_call(op, "recurrent"), s)
-                rows.append(Row("delta", op, "recurrent (token loop)", T, dname, fwd, fb))
-        fwd, fb = time_fwd_bwd(_sdpa_inputs(s, T, dtype), _sdpa, s)
-        rows.append(Row("delta", "softmax attention (causal)", "torch SDPA", T, dname, fwd, fb))
+                cases.append(Case(op, "recurrent (token loop)", make, _delta_call(op, "recurrent"), False))
+        cases.append(Case("softmax attention (causal)", "torch SDPA", _sdpa_inputs(s, T, dtype), _sdpa, False))
+        rows += timed_rows("delta", T, dname, cases, s)
     return rows
 
 
-def _fla_delta_rows(s: Settings, T: int, gated: bool, op: str, dtype, dname: str) -> list[Row]:
+def _fla_delta_call(gated: bool):
     try:
         from fla.ops.delta_rule import chunk_delta_rule
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule
     except Exception as e:  # pragma: no cover - fla is a dependency
-        return [Row("delta", op, "fla unavailable", T, dname, None, None, repr(e)[:60])]
+        raise RuntimeError(f"fla's ops are needed for the CUDA rows: {e!r}") from e
     if gated:
-        def call(q, k, v, beta, g):
-            return chunk_gated_delta_rule(q, k, v, g, beta)
-    else:
-        def call(q, k, v, beta, g):
-            return chunk_delta_rule(q, k, v, beta)
-    fwd, fb = time_fwd_bwd(_delta_inputs(s, T, op, dtype), call, s)
-    return [Row("delta", op, "fla", T, dname, fwd, fb)]
+        return lambda q, k, v, beta, g: chunk_gated_delta_rule(q, k, v, g, beta)
+    return lambda q, k, v, beta, g: chunk_delta_rule(q, k, v, beta)
 
 
 def delta_summary(rows: list[Row], s: Settings) -> list[str]:

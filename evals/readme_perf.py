@@ -172,9 +172,8 @@ def render(results: Path = RESULTS) -> str:
     """The section's text (without the markers)."""
     gpu = sorted((results / "gpu").glob("*.md")) if (results / "gpu").is_dir() else []
     parts = [
-        ["The committed result files, each as measured (repeats and passes are in the files); the ranges over "
-         "repeated runs, the targets and what bounds "
-         "each number are in [docs/kernels.md](docs/kernels.md). "
+        ["The committed result files, each as measured (repeats and passes are in the files); the ranges "
+         "over repeated runs, the targets and what bounds each number are in [docs/kernels.md](docs/kernels.md). "
          + ("GPU reports: " + ", ".join(f"`evals/results/gpu/{p.name}`" for p in gpu) + "."
             if gpu else "No GPU figures yet: `make gpu-check` writes them under `evals/results/gpu/`.")],
         kernels_section(results / "bench_kernels_cpu.md"),

@@ -13,3 +13,22 @@ def test_tiny_run_writes_rows_settings_and_ratios(tmp_path):
                    "| softmax attention (causal) | torch SDPA | 64 |", "backward/forward",
                    "chunked (torch, per-channel g (GLA)) vs SDPA causal: T=64 forward"):
         assert needle in text, needle
+
+
+def test_every_case_is_timed_in_each_round_in_turn():
+    """Rounds interleave the ops (a, b, a, b, ...), so a slow spell of the machine lands on both."""
+    import torch
+
+    calls = []
+
+    def case(name):
+        def call(x):
+            calls.append((name, torch.is_grad_enabled()))
+            return (x * 2,)
+        return bench_kernels.Case(name, "torch", lambda: (torch.ones(3),), call)
+
+    s = bench_kernels.Settings(torch.device("cpu"), [8], repeats=3, warmup=1)
+    times = bench_kernels.time_cases([case("a"), case("b")], s)
+    assert len(times) == 2 and all(fwd > 0 and fb > 0 for fwd, fb in times)
+    rounds = calls[2:]  # after the two calls that size each output gradient
+    assert rounds == [("a", False), ("a", True), ("b", False), ("b", True)] * 4  # 1 warm-up + 3 timed rounds
