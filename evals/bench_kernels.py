@@ -96,39 +96,56 @@ class Case:
     ratio_note: bool = True  # note the backward / forward ratio
 
 
-def time_cases(cases: list[Case], s: Settings) -> list[tuple[float, float]]:
+def time_cases(cases: list[Case], s: Settings, errors: list | None = None) -> list[tuple[float, float]]:
     """(forward ms under no_grad, forward+backward ms) of every case: the median of ``s.repeats`` rounds,
-    each round timing every case once in turn (after ``s.warmup`` untimed rounds)."""
+    each round timing every case once in turn (after ``s.warmup`` untimed rounds). With ``errors`` (a
+    list), a case that raises while it is set up (e.g. out of memory) gets NaN times and its exception
+    appended there (None for the others) instead of stopping the others."""
     sync = torch.cuda.synchronize if s.device.type == "cuda" else (lambda: None)
     steps = []
     for case in cases:
-        inputs = case.make_inputs()
-        leaves = [x.detach().requires_grad_() if x is not None and x.is_floating_point() else x for x in inputs]
-        with torch.no_grad():
-            do = torch.randn_like(case.call(*inputs)[0])
-
-        def forward(c=case, x=inputs):
-            with torch.no_grad():
-                c.call(*x)
-
-        def forward_backward(c=case, x=leaves, grad=do):
-            for t in x:
-                if isinstance(t, torch.Tensor):
-                    t.grad = None
-            c.call(*x)[0].backward(grad)
-
-        steps.append((forward, forward_backward))
+        try:
+            steps.append(_prepare(case))
+            if errors is not None:
+                errors.append(None)
+        except Exception as error:
+            if errors is None:
+                raise
+            steps.append(None)
+            errors.append(error)
     times = [([], []) for _ in cases]
     for round_ in range(s.warmup + s.repeats):
-        for (forward, forward_backward), (fwd_ms, fb_ms) in zip(steps, times):
-            for fn, out in ((forward, fwd_ms), (forward_backward, fb_ms)):
+        for step, (fwd_ms, fb_ms) in zip(steps, times):
+            for fn, out in (() if step is None else zip(step, (fwd_ms, fb_ms))):
                 sync()
                 t0 = time.perf_counter()
                 fn()
                 sync()
                 if round_ >= s.warmup:
                     out.append((time.perf_counter() - t0) * 1e3)
-    return [(statistics.median(f), statistics.median(b)) for f, b in times]
+    nan = float("nan")
+    return [(statistics.median(f), statistics.median(b)) if f else (nan, nan) for f, b in times]
+
+
+def _prepare(case: Case):
+    """The (forward, forward+backward) callables of one case, each called once here."""
+    inputs = case.make_inputs()
+    leaves = [x.detach().requires_grad_() if x is not None and x.is_floating_point() else x for x in inputs]
+    with torch.no_grad():
+        do = torch.randn_like(case.call(*inputs)[0])
+
+    def forward():
+        with torch.no_grad():
+            case.call(*inputs)
+
+    def forward_backward():
+        for t in leaves:
+            if isinstance(t, torch.Tensor):
+                t.grad = None
+        case.call(*leaves)[0].backward(do)
+
+    forward_backward()
+    return forward, forward_backward
 
 
 def timed_rows(section: str, T: int, dtype: str, cases: list[Case], s: Settings) -> list[Row]:

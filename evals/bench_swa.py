@@ -14,37 +14,17 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from evals.bench_kernels import Case, Settings, time_cases
 from kernels.swa import sliding_window_attention
 
 B, H, D = 2, 4, 64
 SEQ_LENS = (2048, 8192)
 WINDOWS = (64, 512)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def _sdpa(q, k, v, window):
@@ -89,38 +69,38 @@ def _implementations(device: torch.device) -> list:
     return impls
 
 
-def _time_one(fn, T: int, window: int, dtype, device, repeats: int) -> tuple[float, float]:
-    gen = torch.Generator(device=device).manual_seed(0)
-    q, k, v = (torch.randn(B, T, H, D, device=device, dtype=dtype, generator=gen) for _ in range(3))
-    do = torch.randn(B, T, H, D, device=device, dtype=dtype, generator=gen)
-    with torch.no_grad():
-        fwd = median_ms(lambda: fn(q, k, v, window), device, repeats)
-    q, k, v = (x.requires_grad_() for x in (q, k, v))
-    both = median_ms(lambda: torch.autograd.grad(fn(q, k, v, window), (q, k, v), do), device, repeats)
-    return fwd, both
+def _inputs(T: int, dtype, device):
+    def make():
+        gen = torch.Generator(device=device).manual_seed(0)
+        return tuple(torch.randn(B, T, H, D, device=device, dtype=dtype, generator=gen) for _ in range(3))
+
+    return make
 
 
 def swa_section(device: str | torch.device | None = None, seq_lens=SEQ_LENS, windows=WINDOWS,
                 repeats: int | None = None) -> list[str]:
     """Markdown table lines (header, separator, one row per implementation / T / w).
 
-    Times are medians in ms of the forward (no grad) and of forward + backward; "vs SDPA" is the
-    SDPA fwd+bwd time divided by this row's. Shapes: q, k, v [B=2, T, H=4, D=64].
+    Times are medians in ms of the forward (no grad) and of forward + backward, every implementation and
+    window at one T timed in the same interleaved rounds (``evals.bench_kernels.time_cases``); "vs SDPA"
+    is the SDPA fwd+bwd time divided by this row's. Shapes: q, k, v [B=2, T, H=4, D=64].
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     repeats = repeats or (20 if device.type == "cuda" else 3)
     rows = ["| device | dtype | impl | T | w | fwd ms | fwd+bwd ms | vs SDPA (fwd+bwd) |",
             "|---|---|---|---:|---:|---:|---:|---:|"]
+    settings = Settings(device, list(seq_lens), repeats=repeats, warmup=1)
     for T in seq_lens:
-        results = []
+        cases, meta = [], []
         for name, dtype, fn, windowed in _implementations(device):
             for window in (windows if windowed else [None]):
-                try:
-                    fwd, both = _time_one(fn, T, window or T, dtype, device, repeats)
-                except Exception as error:  # e.g. out of memory: report instead of aborting the table
-                    fwd = both = float("nan")
-                    name = f"{name} ({type(error).__name__})"
-                results.append((name, dtype, window, fwd, both))
+                cases.append(Case(name, name, _inputs(T, dtype, device),
+                                  lambda q, k, v, _fn=fn, _w=window or T: (_fn(q, k, v, _w),)))
+                meta.append((name, dtype, window))
+        errors = []  # e.g. out of memory: reported in the row instead of aborting the table
+        timed = time_cases(cases, settings, errors)
+        results = [(name if error is None else f"{name} ({type(error).__name__})", dtype, window, fwd, both)
+                   for (name, dtype, window), (fwd, both), error in zip(meta, timed, errors)]
         sdpa = next((r[4] for r in results if r[0].startswith("sdpa")), float("nan"))
         for name, dtype, window, fwd, both in results:
             dt = str(dtype).replace("torch.", "")
@@ -160,7 +140,7 @@ def main() -> None:
     text = "\n".join(
         [f"# Sliding-window attention benchmark ({device.type})", "",
          *machine_description(device),
-         f"- q, k, v [B={B}, T, H={H}, D={D}]; median of repeated runs; SDPA is full causal attention", "",
+         f"- q, k, v [B={B}, T, H={H}, D={D}]; median of interleaved rounds; SDPA is full causal attention", "",
          *swa_section(device), ""]
     )
     print(text)

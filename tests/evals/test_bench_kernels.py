@@ -30,5 +30,26 @@ def test_every_case_is_timed_in_each_round_in_turn():
     s = bench_kernels.Settings(torch.device("cpu"), [8], repeats=3, warmup=1)
     times = bench_kernels.time_cases([case("a"), case("b")], s)
     assert len(times) == 2 and all(fwd > 0 and fb > 0 for fwd, fb in times)
-    rounds = calls[2:]  # after the two calls that size each output gradient
+    setup, rounds = calls[:4], calls[4:]  # set-up: one call to size each output gradient, one backward
+    assert setup == [("a", False), ("a", True), ("b", False), ("b", True)]
     assert rounds == [("a", False), ("a", True), ("b", False), ("b", True)] * 4  # 1 warm-up + 3 timed rounds
+
+
+def test_a_case_that_fails_is_reported_and_the_others_still_timed():
+    import math
+
+    import pytest
+    import torch
+
+    def broken(x):
+        raise MemoryError("too big")
+
+    good = bench_kernels.Case("good", "torch", lambda: (torch.ones(3),), lambda x: (x * 2,))
+    bad = bench_kernels.Case("bad", "torch", lambda: (torch.ones(3),), broken)
+    s = bench_kernels.Settings(torch.device("cpu"), [8], repeats=2, warmup=0)
+    errors = []
+    (fwd, fb), (bad_fwd, bad_fb) = bench_kernels.time_cases([good, bad], s, errors)
+    assert fwd > 0 and fb > 0 and math.isnan(bad_fwd) and math.isnan(bad_fb)
+    assert errors[0] is None and isinstance(errors[1], MemoryError)
+    with pytest.raises(MemoryError):  # without an error list, a failure is not hidden
+        bench_kernels.time_cases([good, bad], s)
