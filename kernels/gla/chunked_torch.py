@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.gla.chunked_torch_intra import apply_scalar_decay_, channel_scores, channel_scores_backward
+from kernels.gla.chunked_torch_intra import (apply_scalar_decay_, channel_scores, channel_scores_backward,
+                                             factored_is_safe)
 from kernels.gla.chunked_torch_scan import scan_scalar, scan_scalar_reverse
 from kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
@@ -25,17 +26,29 @@ class _Chunked:
     """Chunked inputs of one call and their gate cumsums. Shapes: q, k ``[BH, NT, C, K]``,
     v ``[BH, NT, C, V]``, g/G/Gq ``[BH, NT, C]`` (per head) or ``[BH, NT, C, K]`` (per channel)."""
 
-    def __init__(self, q, k, v, g, u, scale):
+    def __init__(self, q, k, v, g, u, scale, factored: bool | None = None):
         self.q, self.k, self.v, self.u, self.scale = q, k, v, u, scale
         self.strict = u is not None
         self.gate = None if g is None else ("head" if g.ndim == 3 else "channel")
         C = q.shape[2]
         self.mask = _causal_mask(C, self.strict, q.device)
+        self._factors = None
         if self.gate is None:
             self.G = self.Gq = None
+            self.factored = False
             return
         self.G = g.cumsum(2)
         self.Gq = self.G - g if self.strict else self.G
+        # per-channel gates with |G| within the span: scores and gradients from shared e^{±G} factors
+        self.factored = self.gate == "channel" and (factored_is_safe(self.G) if factored is None else factored)
+
+    def channel_factors(self):
+        """Per-channel gates, factored case: (e^Gq, e^-G, e^(G_last - G)) ``[BH, NT, C, K]``, computed once
+        (each within e^±40 of 1, so the products below are as accurate as exact exponents)."""
+        if self._factors is None:
+            eq, en = torch.exp(self.Gq), torch.exp(-self.G)
+            self._factors = eq, en, en * torch.exp(self.G[:, :, -1:, :])
+        return self._factors
 
     def decays(self, in_place: bool = False):
         """(q * exp(Gq), k * exp(G_last - G), exp(G_last) as a row scale of the state, or None).
@@ -49,7 +62,11 @@ class _Chunked:
             decay = torch.exp(Gl)[..., None]  # [BH, NT, 1, 1]
         else:
             Gl = self.G[:, :, -1:, :]
-            eq, ek, decay = torch.exp(self.Gq), torch.exp(Gl - self.G), torch.exp(Gl).transpose(-1, -2)
+            if self.factored:
+                eq, _, ek = self.channel_factors()
+            else:
+                eq, ek = torch.exp(self.Gq), torch.exp(Gl - self.G)
+            decay = torch.exp(Gl).transpose(-1, -2)
         if in_place:
             return q.mul_(eq), k.mul_(ek), decay
         return q * eq, k * ek, decay
@@ -96,16 +113,22 @@ def _forward(ch: _Chunked, h0, keep_inputs: bool):
     q, k, v = ch.q, ch.k, ch.v
     BH, NT, C, K = q.shape
     V = v.shape[-1]
-    if ch.gate == "channel":
+    bonus = (q * ch.bonus_u() * k).sum(-1) if ch.strict else None  # before q and k may be overwritten
+    if ch.factored:  # one masked matmul of q e^Gq and k e^-G; q e^Gq is reused for the states below
+        k_en = k * ch.channel_factors()[1]
+        qd, kd, decay = ch.decays(in_place=not keep_inputs)
+        A = (qd @ k_en.transpose(-1, -2)).tril_(-1 if ch.strict else 0)
+    elif ch.gate == "channel":
         A = channel_scores(q, k, ch.G, ch.Gq, ch.strict)
     else:
         A = ch.apply_scalar_decay_(q @ k.transpose(-1, -2))
     if ch.strict:
-        A.diagonal(dim1=-2, dim2=-1).add_((q * ch.bonus_u() * k).sum(-1))
+        A.diagonal(dim1=-2, dim2=-1).add_(bonus)
     if ch.scale != 1.0:
         A.mul_(ch.scale)
     o = A @ v
-    qd, kd, decay = ch.decays(in_place=not keep_inputs)
+    if not ch.factored:
+        qd, kd, decay = ch.decays(in_place=not keep_inputs)
     states = kd.transpose(-1, -2) @ v  # [BH, NT, K, V]: chunk contributions, then chunk-start states
     h = q.new_zeros(BH, K, V) if h0 is None else h0.to(q.dtype, copy=True)
     if ch.gate == "channel":
@@ -132,23 +155,34 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
     else:
         dh_end, dh0 = scan_scalar_reverse(U, ch.chunk_log_decay(), dh)
     dA = (do @ v.transpose(-1, -2)).masked_fill_(~_causal_mask(C, False, q.device), 0.0).mul_(scale)
+    d_bonus = dA.diagonal(dim1=-2, dim2=-1).clone() if ch.strict else None  # the bonus u's share
     dv = A.transpose(-1, -2) @ do
     dv.view(BH * NT, C, V).baddbmm_(kd.reshape(BH * NT, C, K), dh_end.view(BH * NT, K, V))
     dq = do @ states.transpose(-1, -2)  # [BH, NT, C, K]
-    dk = v @ dh_end.transpose(-1, -2)
-    if ch.gate is not None:
-        Gl = ch.G[:, :, -1:] if ch.gate == "channel" else ch.G[:, :, -1:, None]
-        dq.mul_(torch.exp(ch.Gq if ch.gate == "channel" else ch.Gq[..., None]))
-        dk.mul_(torch.exp(Gl - (ch.G if ch.gate == "channel" else ch.G[..., None])))
-    dq.mul_(scale)
-    if ch.gate == "channel":
-        dq_intra, dk_intra = channel_scores_backward(q, k, ch.G, ch.Gq, dA, ch.strict)
-        dq += dq_intra
-        dk += dk_intra
-    else:  # dA itself is needed again only for the bonus u's diagonal
-        dAD = ch.apply_scalar_decay_(dA.clone() if ch.strict else dA).view(BH * NT, C, C)
-        dq.view(BH * NT, C, K).baddbmm_(dAD, k.reshape(BH * NT, C, K))
-        dk.view(BH * NT, C, K).baddbmm_(dAD.transpose(-1, -2), q.reshape(BH * NT, C, K))
+    if ch.factored:
+        # dq = e^Gq ⊙ (scale · do Sᵀ + dA (k e^-G)),  dk = e^(G_last - G) ⊙ (v dhᵀ) + e^-G ⊙ (dAᵀ (q e^Gq))
+        eq, en, ek = ch.channel_factors()
+        if ch.strict:
+            dA.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is the bonus's, not a decayed score
+        dq.mul_(scale).view(BH * NT, C, K).baddbmm_(dA.view(BH * NT, C, C), (k * en).view(BH * NT, C, K))
+        dq.mul_(eq)
+        dk = (dA.transpose(-1, -2) @ qd).mul_(en)
+        dk.addcmul_(v @ dh_end.transpose(-1, -2), ek)
+    else:
+        dk = v @ dh_end.transpose(-1, -2)
+        if ch.gate is not None:
+            Gl = ch.G[:, :, -1:] if ch.gate == "channel" else ch.G[:, :, -1:, None]
+            dq.mul_(torch.exp(ch.Gq if ch.gate == "channel" else ch.Gq[..., None]))
+            dk.mul_(torch.exp(Gl - (ch.G if ch.gate == "channel" else ch.G[..., None])))
+        dq.mul_(scale)
+        if ch.gate == "channel":
+            dq_intra, dk_intra = channel_scores_backward(q, k, ch.G, ch.Gq, dA, ch.strict)
+            dq += dq_intra
+            dk += dk_intra
+        else:
+            dAD = ch.apply_scalar_decay_(dA).view(BH * NT, C, C)
+            dq.view(BH * NT, C, K).baddbmm_(dAD, k.reshape(BH * NT, C, K))
+            dk.view(BH * NT, C, K).baddbmm_(dAD.transpose(-1, -2), q.reshape(BH * NT, C, K))
 
     dg = None
     if ch.gate is not None and need_dg:
@@ -166,7 +200,7 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
             dg += share.sum(-1)[:, None, None] if ch.gate == "head" else share[:, None, None, :]
     du = None
     if ch.strict:
-        d = dA.diagonal(dim1=-2, dim2=-1)[..., None]  # [BH, NT, C, 1]
+        d = d_bonus[..., None]  # [BH, NT, C, 1]
         u = ch.bonus_u()
         du = (d * q * k).sum((1, 2)).view(-1, ch.u.shape[0], K).sum(0)
         dq += d * u * k
@@ -190,6 +224,7 @@ class ChunkGLATorch(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, g, u, A, states, final)
         ctx.meta = (B, T, H, scale, chunk_size, q.dtype, None if g is None else g.dtype,
                     None if u is None else u.dtype, None if h0 is None else h0.dtype)
+        ctx.factored = ch.factored
         ctx.set_materialize_grads(False)
         state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         return from_chunks(o, B, T, q.dtype), final.view(B, H, K, -1).to(state_dtype, copy=True)
@@ -200,7 +235,7 @@ class ChunkGLATorch(torch.autograd.Function):
         q, k, v, g, u, A, states, final = ctx.saved_tensors
         cdt = A.dtype
         ch = _Chunked(*(None if x is None else to_chunks(x, C, cdt) for x in (q, k, v, g)),
-                      None if u is None else u.to(cdt), scale)
+                      None if u is None else u.to(cdt), scale, factored=ctx.factored)
         if do is None:
             do_c = torch.zeros_like(ch.v)
         else:

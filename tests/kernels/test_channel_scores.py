@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kernels.dplr import chunked_torch as dplr_chunked
+from kernels.gla import chunked_torch as gla_chunked
 from kernels.gla import chunked_torch_intra as intra
 from tests.kernels import gla_testing, test_dplr
 
@@ -32,10 +33,11 @@ def _chunked_inputs(C, strict, lo, hi, dtype=torch.float64, seed=0):
 @pytest.fixture(params=["one_matmul", "row_blocks", "sub_chunks"])
 def path(request, monkeypatch):
     """Forces one form: the span limit at +inf (always one matmul) or below 0 (never factor), or the
-    row-block form (and DPLR off its shared one-matmul factors)."""
+    row-block form (and GLA and DPLR off their shared one-matmul factors)."""
     if request.param == "row_blocks":
         monkeypatch.setattr(intra, "score_form", lambda G, S: "row_blocks")
         monkeypatch.setattr(dplr_chunked, "factored_is_safe", lambda G: False)
+        monkeypatch.setattr(gla_chunked, "factored_is_safe", lambda G: False)
         return request.param
     limit = float("inf") if request.param == "one_matmul" else -1.0
     for dtype in (torch.float32, torch.float64):
