@@ -188,7 +188,8 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
     if ch.gate is not None and need_dg:
         # every gate factor is exp(+Gq) on a query or exp(-G) on a key: dg_t = sum_{s>=t} (q dq - k dk)_s
         # (minus (q dq)_t itself with u, whose queries see G_{t-1}) + the final state's share
-        x_q, x = q * dq, q * dq - k * dk
+        x_q = q * dq
+        x = x_q - k * dk
         if ch.gate == "head":
             x_q, x = x_q.sum(-1), x.sum(-1)
         flat = x.reshape(BH, NT * C, *x.shape[3:])
