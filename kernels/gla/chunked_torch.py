@@ -39,15 +39,17 @@ class _Chunked:
             return
         self.G = g.cumsum(2)
         self.Gq = self.G - g if self.strict else self.G
-        # per-channel gates with |G| within the span: scores and gradients from shared e^{±G} factors
-        self.factored = self.gate == "channel" and (factored_is_safe(self.G) if factored is None else factored)
+        # |G| within the span: scores and gradients from shared e^{±G} factors (any gate)
+        self.factored = factored_is_safe(self.G) if factored is None else factored
 
-    def channel_factors(self):
-        """Per-channel gates, factored case: (e^Gq, e^-G, e^(G_last - G)) ``[BH, NT, C, K]``, computed once
-        (each within e^±40 of 1, so the products below are as accurate as exact exponents)."""
+    def factors(self):
+        """Factored case: (e^Gq, e^-G, e^(G_last - G)), ``[BH, NT, C, K]`` per channel or ``[BH, NT, C, 1]``
+        per head, computed once (each within e^±40 of 1, so the products with them are as accurate as
+        exact exponents)."""
         if self._factors is None:
-            eq, en = torch.exp(self.Gq), torch.exp(-self.G)
-            self._factors = eq, en, en * torch.exp(self.G[:, :, -1:, :])
+            G, Gq = (self.G, self.Gq) if self.gate == "channel" else (self.G[..., None], self.Gq[..., None])
+            eq, en = torch.exp(Gq), torch.exp(-G)
+            self._factors = eq, en, en * torch.exp(G[:, :, -1:, :])
         return self._factors
 
     def decays(self, in_place: bool = False):
@@ -58,15 +60,16 @@ class _Chunked:
             return q, k, None
         if self.gate == "head":
             Gl = self.G[:, :, -1:]
-            eq, ek = torch.exp(self.Gq)[..., None], torch.exp(Gl - self.G)[..., None]
             decay = torch.exp(Gl)[..., None]  # [BH, NT, 1, 1]
+            if not self.factored:
+                eq, ek = torch.exp(self.Gq)[..., None], torch.exp(Gl - self.G)[..., None]
         else:
             Gl = self.G[:, :, -1:, :]
-            if self.factored:
-                eq, _, ek = self.channel_factors()
-            else:
-                eq, ek = torch.exp(self.Gq), torch.exp(Gl - self.G)
             decay = torch.exp(Gl).transpose(-1, -2)
+            if not self.factored:
+                eq, ek = torch.exp(self.Gq), torch.exp(Gl - self.G)
+        if self.factored:
+            eq, _, ek = self.factors()
         if in_place:
             return q.mul_(eq), k.mul_(ek), decay
         return q * eq, k * ek, decay
@@ -115,7 +118,7 @@ def _forward(ch: _Chunked, h0, keep_inputs: bool):
     V = v.shape[-1]
     bonus = (q * ch.bonus_u() * k).sum(-1) if ch.strict else None  # before q and k may be overwritten
     if ch.factored:  # one masked matmul of q e^Gq and k e^-G; q e^Gq is reused for the states below
-        k_en = k * ch.channel_factors()[1]
+        k_en = k * ch.factors()[1]
         qd, kd, decay = ch.decays(in_place=not keep_inputs)
         A = (qd @ k_en.transpose(-1, -2)).tril_(-1 if ch.strict else 0)
     elif ch.gate == "channel":
@@ -159,9 +162,9 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
     dv = A.transpose(-1, -2) @ do
     dv.view(BH * NT, C, V).baddbmm_(kd.reshape(BH * NT, C, K), dh_end.view(BH * NT, K, V))
     dq = do @ states.transpose(-1, -2)  # [BH, NT, C, K]
-    if ch.factored:
+    if ch.factored and ch.gate == "channel":  # (per head, decaying dA in place is cheaper: C x C scalars)
         # dq = e^Gq ⊙ (scale · do Sᵀ + dA (k e^-G)),  dk = e^(G_last - G) ⊙ (v dhᵀ) + e^-G ⊙ (dAᵀ (q e^Gq))
-        eq, en, ek = ch.channel_factors()
+        eq, en, ek = ch.factors()
         if ch.strict:
             dA.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is the bonus's, not a decayed score
         dq.mul_(scale).view(BH * NT, C, K).baddbmm_(dA.view(BH * NT, C, C), (k * en).view(BH * NT, C, K))

@@ -2,7 +2,7 @@
 of e^{±G}-scaled factors when every |G| is small, one matmul per 16-row block when G falls little
 within each 16-token sub-chunk, exact diagonal columns otherwise. Each against the score written out
 with exact exponents, forward and backward; the choice at its bounds; and the GLA and DPLR chunked
-backends forced onto each form against their fp64 loops."""
+backends (GLA with per-channel and per-head gates) forced onto each form against their fp64 loops."""
 import pytest
 import torch
 
@@ -92,8 +92,11 @@ def test_fp32_beyond_the_chunk_span(lo, hi, form):
 
 @pytest.mark.parametrize("gate_range", ["mild", "typical"])
 @pytest.mark.parametrize("use_u", [False, True])
-def test_gla_per_channel_on_either_form(path, gate_range, use_u):
-    x = gla_testing.make_inputs(B=1, T=130, H=2, K=8, V=4, gate="channel", use_u=use_u, gate_range=gate_range)
+@pytest.mark.parametrize("gate", ["channel", "head"])
+def test_gla_on_either_form(path, gate, gate_range, use_u):
+    """Per-head gates use the same shared e^{±G} factors when |G| allows (one_matmul), else the exact
+    block decay (the other two forms)."""
+    x = gla_testing.make_inputs(B=1, T=130, H=2, K=8, V=4, gate=gate, use_u=use_u, gate_range=gate_range)
     gla_testing.compare_to_naive(x, "torch", 1e-9, chunk_size=64)
 
 
