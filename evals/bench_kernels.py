@@ -17,7 +17,9 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -386,12 +388,13 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
-def to_markdown(rows: list[Row], s: Settings, sections_run, started: float) -> str:
+def to_markdown(rows: list[Row], s: Settings, sections_run, started: float, command: str = "") -> str:
     dev = torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_model()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = [
         "# Kernel benchmarks", "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- command: `{command}`" if command else "",
         f"- torch {torch.__version__}, device: {s.device.type} ({dev}), threads: {torch.get_num_threads()}, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: "
         + ("freed blocks retained (kernels.cpu_memory)" if s.malloc_retained else "the C library's defaults"),
@@ -443,7 +446,8 @@ def main(argv=None):
             rows.append(r)
             print(f"{name} | {r.op} | {r.impl} | T={r.T} | fwd {_fmt(r.fwd_ms)} ms | fwd+bwd {_fmt(r.fwdbwd_ms)} ms",
                   flush=True)
-    text = to_markdown(rows, s, chosen, started)
+    args_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    text = to_markdown(rows, s, chosen, started, f"python -m evals.bench_kernels {args_text}".strip())
     print(text)
     out = args.out or RESULTS / f"bench_kernels_{s.device.type}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

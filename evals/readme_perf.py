@@ -42,12 +42,14 @@ def markdown_tables(text: str) -> list[list[dict]]:
 
 
 def provenance(path: Path) -> str:
-    """'file, date, load average …' from a result file's own header (the words it recorded)."""
+    """'file, date, load average …, command …' from a result file's own header (the words it recorded)."""
     text = path.read_text()
     date = re.search(r"\d{4}-\d{2}-\d{2}", text)
     load = re.search(r"load average.*?(?=\.\s|\.$|;|$)", text, re.M)
+    command = re.search(r"`(python -m evals\.[^`]*?)\s*`", text)
     parts = [f"`evals/results/{path.name}`", date.group(0) if date else "undated"]
     parts.append(load.group(0) if load else "no load average recorded")
+    parts.append(f"command `{command.group(1)}`" if command else "command not recorded")
     return ", ".join(parts)
 
 
@@ -176,12 +178,21 @@ def render(results: Path = RESULTS) -> str:
          "over repeated runs, the targets and what bounds each number are in [docs/kernels.md](docs/kernels.md). "
          + ("GPU reports: " + ", ".join(f"`evals/results/gpu/{p.name}`" for p in gpu) + "."
             if gpu else "No GPU figures yet: `make gpu-check` writes them under `evals/results/gpu/`.")],
-        kernels_section(results / "bench_kernels_cpu.md"),
+        _read(kernels_section, results / "bench_kernels_cpu.md"),
     ]
     if (results / "bench_kernels_cuda.md").exists():
-        parts.append(kernels_section(results / "bench_kernels_cuda.md"))
-    parts += [decode_section(results), training_section(results), loss_section(results)]
+        parts.append(_read(kernels_section, results / "bench_kernels_cuda.md"))
+    parts += [_read(section, results) for section in (decode_section, training_section, loss_section)]
     return "\n\n".join("\n".join(p) for p in parts)
+
+
+def _read(section, path: Path) -> list[str]:
+    """``section(path)``, with a result file that is not in its benchmark's format named in a ValueError."""
+    try:
+        return section(path)
+    except (KeyError, ValueError, IndexError, AttributeError, OSError) as err:
+        raise ValueError(f"{section.__name__}: a file under {path} is not in its benchmark's format "
+                         f"({type(err).__name__}: {err}); rerun the benchmark that writes it") from err
 
 
 def splice(readme: str, section: str) -> str:

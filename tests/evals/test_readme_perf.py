@@ -35,6 +35,7 @@ def test_kernel_rows_against_their_own_tables_sdpa(tmp_path):
     assert "| delta rule (DeltaNet) | torch | 150 (3.0×) | 600 (6.0×) |" in lines  # section B's: 450, 3600
     assert not any("token loop" in line for line in lines)
     assert "load average at the end" in lines[0] and "B=4 H=4 D(head)=64" in lines[0]
+    assert "command not recorded" in lines[0]  # to_markdown was given no command here
 
 
 def _throughput_files(folder, name, points):
@@ -45,6 +46,7 @@ def _throughput_files(folder, name, points):
             writer.writerow({**dict.fromkeys(COLUMNS, ""), "model": model, "batch": B, "context": L,
                              "decode_tok_s": tok_s})
     (folder / f"{name}.md").write_text("- date: 2026-01-02 03:04; machine: x; torch 2, 1 intra-op thread(s)\n"
+                                       f"- command: `python -m evals.throughput --name {name}`\n"
                                        "- load average (1 min) at start 0.50, at end 0.60; wall time 1 s\n"
                                        "- settings: d_model 256, 4 layers, vocabulary 256\n")
 
@@ -60,6 +62,7 @@ def test_decoding_table_reads_eager_and_compiled_runs(tmp_path):
     assert "| attention | 100 | 200 | 150 |" in lines
     assert "2026-01-02, load average (1 min) at start 0.50, at end 0.60" in lines[0]
     assert "d_model 256, 4 layers, 1 thread(s)" in lines[0]
+    assert "command `python -m evals.throughput --name throughput_cpu_compiled`" in lines[0]
 
 
 def test_missing_results_are_reported_as_not_measured(tmp_path):
@@ -81,3 +84,13 @@ def test_check_fails_on_a_stale_readme_and_a_rewrite_fixes_it(tmp_path, capsys):
     readme.write_text("# no markers\n")
     assert readme_perf.main(args) == 2
     assert "must hold the markers" in capsys.readouterr().err
+
+
+def test_a_malformed_result_file_is_named(tmp_path, capsys):
+    (tmp_path / "throughput_cpu.csv").write_text("model,batch,decode_tok_s\nattention,1,5\n")  # no context
+    (tmp_path / "throughput_cpu.md").write_text("- date: 2026-01-02\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{readme_perf.BEGIN}\n{readme_perf.END}\n")
+    assert readme_perf.main(["--results", str(tmp_path), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert "decode_section" in err and "not in its benchmark's format" in err and "context" in err
