@@ -226,7 +226,9 @@ class MixtureOfMemories(nn.Module):
         if self.shared_memory:
             written[:, M] = True
         mix = torch.zeros(B, M, dtype=weights.dtype, device=x.device).scatter_(1, memories, weights)
-        kvg = torch.einsum("bd,mdw->bmw", x[:, 0], self.kvg_weight.to(x.dtype))  # [B, Mt, widths]
+        # [B, Mt, widths] as one batched matmul over the memories (an einsum here becomes a strided
+        # reduction under torch.compile on CPU, several times slower)
+        kvg = torch.matmul(x[:, 0], self.kvg_weight.to(x.dtype)).transpose(0, 1)
         if self.memory == "gla":
             kvg = kvg + F.pad(self.gate_bias, (H * K + H * V, 0)).to(x.dtype)
         k, v, *gates = kvg.split(self.widths, -1)

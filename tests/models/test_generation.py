@@ -67,3 +67,61 @@ def test_compiled_decode_equals_eager_greedy_generation():
     compiled = model.generate(prompts, 12, temperature=0, compile=True)
     for a, b in zip(eager, compiled):
         assert torch.equal(a, b)
+
+
+@pytest.fixture
+def eager_backend_compile(monkeypatch):
+    """decode_step(compile=True) through dynamo with the eager backend: the same guards and caching as
+    inductor, without its compile time."""
+    import models.generation as generation
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(generation, "_compiled_step", torch.compile(generation._step, backend="eager"))
+    yield
+    torch._dynamo.reset()
+
+
+def _steps(step, model, state, tokens):
+    """Feed tokens [B, n] one at a time; returns the logits [B, n, V] and the last state."""
+    logits = []
+    for t in range(tokens.shape[1]):
+        out, state = step(tokens[:, t : t + 1], state)
+        logits.append(out)
+    return torch.stack(logits, 1), state
+
+
+@torch.no_grad()
+def test_compiled_step_skips_guards_only_for_a_repeating_signature(eager_backend_compile):
+    """A fixed-size state: after two guarded calls with the same signature the rest skip guard
+    evaluation and still equal the eager step; a new batch size, a cast of the model, or a KV cache
+    (its length changes every token) are evaluated with guards, and give the eager results too."""
+    from models.generation import decode_step
+
+    model = build("gated_deltanet")
+    tokens = torch.randint(0, VOCAB, (2, 8))
+    step = decode_step(model, compile=True)
+    want, _ = _steps(decode_step(model), model, model.init_state(1), tokens[:1])
+    got, state = _steps(step, model, model.init_state(1), tokens[:1])
+    torch.testing.assert_close(got, want)
+    assert step.unguarded_calls == 8 - 2  # calls 1 and 2 run with guards (warm-up)
+
+    skipped = step.unguarded_calls
+    want, _ = _steps(decode_step(model), model, model.init_state(2), tokens)
+    got, _ = _steps(step, model, model.init_state(2), tokens)  # batch 2: a new signature
+    torch.testing.assert_close(got, want)
+    assert step.unguarded_calls - skipped == 8 - 2  # a new signature warms up again
+
+    model.double()
+    skipped = step.unguarded_calls
+    state = model.init_state(1, dtype=torch.float64)
+    got, _ = _steps(step, model, state, tokens[:1, :1])
+    want, _ = _steps(decode_step(model), model, model.init_state(1, dtype=torch.float64), tokens[:1, :1])
+    assert got.dtype == torch.float64 and step.unguarded_calls == skipped
+    torch.testing.assert_close(got, want)
+
+    attention = build("attention")
+    step = decode_step(attention, compile=True)
+    got, _ = _steps(step, attention, attention.init_state(1), tokens[:1])
+    want, _ = _steps(decode_step(attention), attention, attention.init_state(1), tokens[:1])
+    torch.testing.assert_close(got, want)
+    assert step.unguarded_calls == 0
