@@ -257,7 +257,8 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
     Per context L: one batch-1 prefill (timed: the B=1 prefill throughput) whose state seeds every
     batch size's decode; batches with B·L ≤ max_prefill_tokens also get their own timed prefill.
     The decode state is a fresh copy made inside the memory window, so ``decode_peak_mb`` counts
-    the state itself plus what decoding allocates on top (e.g. the KV cache's growth and copies).
+    the state itself plus what decoding allocates on top (e.g. the KV cache's growth and copies);
+    a warm-up on another copy comes first, so compiling stays outside it.
     """
     model = build(config, device, dtype)
     if args.compile:
@@ -297,6 +298,9 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
                         out = prefill(model, ids[:B], dtype)
                         row["prefill_tok_s"], row["prefill_peak_mb"] = B * L / out[2], meter.peak_mb()
                         del out
+                    # warm-up on a throwaway copy first, so that compiling for this batch and state
+                    # layout (torch.compile) stays out of the measured memory
+                    decode(step, repeat_state(one[1], B), one[0].expand(B, -1).contiguous(), args.warmup_tokens)
                     meter.start()
                     logits, state = one[0].expand(B, -1).contiguous(), repeat_state(one[1], B)
                     logits, state = decode(step, state, logits, args.warmup_tokens)
@@ -461,7 +465,8 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
         "- decode tok/s = B × steps / time of the greedy single-token loop (torch.inference_mode), after a prefill of L "
         "tokens (the batch-1 prefill's state replicated over the batch); state = `DecoderLM.state_bytes(L)` per "
         "sequence; decode peak = measured peak memory of the decode loop above what was in use before its state "
-        "was copied in (CPU: peak RSS, VmHWM; CUDA: max_memory_allocated)", "",
+        "was copied in, after a warm-up on another copy (compiling excluded; CPU: peak RSS, VmHWM; CUDA: "
+        "max_memory_allocated)", "",
         "## Models", "", "| model | layers | parameters | MLP width |", "|---|---|---:|---:|",
     ]
     for m in models:

@@ -40,17 +40,19 @@ def _step(model, tokens: torch.Tensor, state):
 
 def call_signature(model, tokens: torch.Tensor, state) -> tuple | None:
     """Everything torch.compile's guards on a decode step can depend on: the model, its mode, the grad
-    mode, the token tensor and, per layer state, its type and every field (tensors by shape, dtype,
-    device and requires_grad; Python numbers by value). None when a field is anything else (e.g. the
-    KV cache's shared frontier list), which never matches."""
+    mode, the token tensor and, per layer state, its type and every field (tensors by what dynamo's
+    tensor guards check: shape, strides, dtype, device, requires_grad, inference or not; Python
+    numbers by value). None when a field is anything else (e.g. the KV cache's shared frontier
+    list), which never matches."""
     parts = [id(model), model.training, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
-             tokens.shape, tokens.dtype, tokens.device]
+             tokens.shape, tokens.stride(), tokens.dtype, tokens.device, tokens.is_inference()]
     for layer in state.layer_states():
         parts.append(type(layer))
         for f in fields(layer):
             value = getattr(layer, f.name)
             if torch.is_tensor(value):
-                parts.append((value.shape, value.dtype, value.device, value.requires_grad))
+                parts.append((value.shape, value.stride(), value.dtype, value.device, value.requires_grad,
+                              value.is_inference()))
             elif value is None or isinstance(value, (bool, int, float, str)):
                 parts.append(value)
             else:
