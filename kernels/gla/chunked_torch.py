@@ -2,8 +2,8 @@
 
 Inputs are laid out as chunks ``[BH, NT, C, D]`` (BH = B*H). Inside a chunk ``G`` is the inclusive cumsum
 of g and ``Gq`` what the queries see (G, or G - g with the bonus u). The intra-chunk part is one batched
-matmul over every chunk at once (score matrix ``A``); the inter-chunk state recurrence is a two-level scan
-for scalar gates and a loop over chunks on ``[BH, K, V]`` tensors for per-channel gates. Decays enter
+matmul over every chunk at once (score matrix ``A``); the inter-chunk state recurrence is a loop over
+chunks of one fused multiply-add each (:mod:`kernels.gla.chunked_torch_scan`). Decays enter
 only as differences with a non-positive exponent. The backward follows the same maths as the Triton
 kernels (see :mod:`kernels.gla.triton_backward`); the autograd Function saves the inputs, ``A`` and the
 chunk states, and re-chunks the inputs in the backward (the forward overwrites its chunked copies).
@@ -14,7 +14,7 @@ import torch
 
 from kernels.gla.chunked_torch_intra import (apply_scalar_decay_, channel_scores, channel_scores_backward,
                                              factored_is_safe)
-from kernels.gla.chunked_torch_scan import scan_scalar, scan_scalar_reverse
+from kernels.gla.chunked_torch_scan import scan_states, scan_states_reverse
 from kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
@@ -74,10 +74,6 @@ class _Chunked:
             return q.mul_(eq), k.mul_(ek), decay
         return q * eq, k * ek, decay
 
-    def chunk_log_decay(self):
-        """Per-head gates: the log-decay of each whole chunk ``[BH, NT]`` (None without a gate)."""
-        return None if self.gate is None else self.G[:, :, -1]
-
     def apply_scalar_decay_(self, A):
         """In place on ``[BH, NT, C, C]``: times exp(Gq_i - G_j) under the causal mask, zero above it."""
         if self.gate is None:
@@ -89,23 +85,6 @@ class _Chunked:
         BH, K = self.q.shape[0], self.q.shape[-1]
         H = self.u.shape[0]
         return self.u.to(self.q.dtype).repeat(BH // H, 1).view(BH, 1, 1, K)
-
-
-def _pass_states(kv, decay, h, reverse: bool = False):
-    """In place: ``kv[:, c]`` (chunk c's contribution) becomes the state at the start of chunk c, and
-    ``h <- decay_c * h + kv_c``; returns the last h. kv ``[BH, NT, K, V]``, h ``[BH, K, V]`` (updated).
-    With ``reverse`` the chunks are visited last to first (the state gradient of the backward)."""
-    tmp = torch.empty_like(h)
-    NT = kv.shape[1]
-    for c in (range(NT - 1, -1, -1) if reverse else range(NT)):
-        slot = kv[:, c]
-        tmp.copy_(slot)
-        slot.copy_(h)
-        if decay is None:
-            h.add_(tmp)
-        else:
-            torch.addcmul(tmp, decay[:, c], h, out=h)
-    return h
 
 
 def _forward(ch: _Chunked, h0, keep_inputs: bool):
@@ -133,11 +112,8 @@ def _forward(ch: _Chunked, h0, keep_inputs: bool):
     if not ch.factored:
         qd, kd, decay = ch.decays(in_place=not keep_inputs)
     states = kd.transpose(-1, -2) @ v  # [BH, NT, K, V]: chunk contributions, then chunk-start states
-    h = q.new_zeros(BH, K, V) if h0 is None else h0.to(q.dtype, copy=True)
-    if ch.gate == "channel":
-        final = _pass_states(states, decay, h)
-    else:
-        states, final = scan_scalar(states, ch.chunk_log_decay(), h)
+    h = q.new_zeros(BH, K, V) if h0 is None else h0.to(q.dtype)
+    states, final = scan_states(states, decay, h)
     o.view(BH * NT, C, V).baddbmm_(qd.reshape(BH * NT, C, K), states.view(BH * NT, K, V), alpha=ch.scale)
     return o, A, states, final
 
@@ -151,12 +127,8 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
     # gradient of the state at each chunk end, in reverse: dh <- exp(G_last) dh + scale (q exp(Gq))^T do
     U = qd.transpose(-1, -2) @ do  # [BH, NT, K, V], times scale below
     U.mul_(scale)
-    dh = q.new_zeros(BH, K, V) if dht is None else dht.to(q.dtype, copy=True)
-    if ch.gate == "channel":
-        dh_end = U  # in place: becomes the gradient of the state at each chunk end
-        dh0 = _pass_states(dh_end, decay, dh, reverse=True)
-    else:
-        dh_end, dh0 = scan_scalar_reverse(U, ch.chunk_log_decay(), dh)
+    dh = q.new_zeros(BH, K, V) if dht is None else dht.to(q.dtype)
+    dh_end, dh0 = scan_states_reverse(U, decay, dh)
     dA = (do @ v.transpose(-1, -2)).masked_fill_(~_causal_mask(C, False, q.device), 0.0).mul_(scale)
     d_bonus = dA.diagonal(dim1=-2, dim2=-1).clone() if ch.strict else None  # the bonus u's share
     dv = A.transpose(-1, -2) @ do
