@@ -74,9 +74,9 @@ def test_gradcheck(gate, use_u):
     assert torch.autograd.gradcheck(fn, tuple(x[n] for n in names), eps=1e-6, atol=1e-7, fast_mode=True)
 
 
-@pytest.mark.parametrize("gate", [None, "head"])
-def test_long_sequence_multi_block_scan(gate):
-    # 38 chunks of 16: the two-level state scan runs 3 blocks (the last one padded)
+@pytest.mark.parametrize("gate", [None, "head", "channel"])
+def test_long_sequence_many_chunks(gate):
+    # 38 chunks of 16 (the last one partly padded): the state scans over many chunks
     x = make_inputs(B=1, T=600, H=2, K=4, V=3, gate=gate, use_u=gate == "head", seed=3)
     compare_to_naive(x, "torch", RTOL_FP64, chunk_size=16)
 
