@@ -124,11 +124,12 @@ def to_chunks(x: torch.Tensor, C: int, dtype: torch.dtype, scale: float | None =
     return out.view((B * H, nt, C) + tuple(x.shape[3:]))
 
 
-def from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Tensor:
-    """``[B*H, NT, C, *D]`` -> ``[B, T, H, *D]`` in ``dtype``."""
+def from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype, scale: float | None = None) -> torch.Tensor:
+    """``[B*H, NT, C, *D]`` -> ``[B, T, H, *D]`` in ``dtype`` (one copy, times ``scale`` if given)."""
     BH, nt, C = x.shape[:3]
     x = x.view((B, BH // B, nt * C) + tuple(x.shape[3:]))[:, :, :T].movedim(1, 2)
-    return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    return out.copy_(x) if scale is None else torch.mul(x, scale, out=out)
 
 
 def length_buckets(lengths: list[int], chunk_size: int) -> list[list[int]]:

@@ -5,8 +5,8 @@ of g and ``Gq`` what the queries see (G, or G - g with the bonus u). The intra-c
 matmul over every chunk at once (score matrix ``A``); the inter-chunk state recurrence is a loop over
 chunks of one fused multiply-add each (:mod:`kernels.gla.chunked_torch_scan`). Decays enter
 only as differences with a non-positive exponent. The backward follows the same maths as the Triton
-kernels (see :mod:`kernels.gla.triton_backward`); the autograd Function saves the inputs, ``A`` and the
-chunk states, and re-chunks the inputs in the backward (the forward overwrites its chunked copies).
+kernels (see :mod:`kernels.gla.triton_backward`); the autograd Function saves the chunked inputs (or, for
+bf16/fp16, the inputs themselves, re-chunked in the backward), ``A`` and the chunk states.
 """
 from __future__ import annotations
 
@@ -126,10 +126,13 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
     qd, kd, decay = ch.decays()
     # gradient of the state at each chunk end, in reverse: dh <- exp(G_last) dh + scale (q exp(Gq))^T do
     U = qd.transpose(-1, -2) @ do  # [BH, NT, K, V], times scale below
-    U.mul_(scale)
+    if scale != 1.0:
+        U.mul_(scale)
     dh = q.new_zeros(BH, K, V) if dht is None else dht.to(q.dtype)
     dh_end, dh0 = scan_states_reverse(U, decay, dh)
-    dA = (do @ v.transpose(-1, -2)).masked_fill_(~_causal_mask(C, False, q.device), 0.0).mul_(scale)
+    dA = (do @ v.transpose(-1, -2)).masked_fill_(~_causal_mask(C, False, q.device), 0.0)
+    if scale != 1.0:
+        dA.mul_(scale)
     d_bonus = dA.diagonal(dim1=-2, dim2=-1).clone() if ch.strict else None  # the bonus u's share
     dv = A.transpose(-1, -2) @ do
     dv.view(BH * NT, C, V).baddbmm_(kd.reshape(BH * NT, C, K), dh_end.view(BH * NT, K, V))
@@ -139,7 +142,9 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
         eq, en, ek = ch.factors()
         if ch.strict:
             dA.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is the bonus's, not a decayed score
-        dq.mul_(scale).view(BH * NT, C, K).baddbmm_(dA.view(BH * NT, C, C), (k * en).view(BH * NT, C, K))
+        if scale != 1.0:
+            dq.mul_(scale)
+        dq.view(BH * NT, C, K).baddbmm_(dA.view(BH * NT, C, C), (k * en).view(BH * NT, C, K))
         dq.mul_(eq)
         dk = (dA.transpose(-1, -2) @ qd).mul_(en)
         dk.addcmul_(v @ dh_end.transpose(-1, -2), ek)
@@ -149,7 +154,8 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
             Gl = ch.G[:, :, -1:] if ch.gate == "channel" else ch.G[:, :, -1:, None]
             dq.mul_(torch.exp(ch.Gq if ch.gate == "channel" else ch.Gq[..., None]))
             dk.mul_(torch.exp(Gl - (ch.G if ch.gate == "channel" else ch.G[..., None])))
-        dq.mul_(scale)
+        if scale != 1.0:
+            dq.mul_(scale)
         if ch.gate == "channel":
             dq_intra, dk_intra = channel_scores_backward(q, k, ch.G, ch.Gq, dA, ch.strict)
             dq += dq_intra
@@ -185,22 +191,27 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
 
 
 class ChunkGLATorch(torch.autograd.Function):
-    """Chunked forward and hand-written chunked backward, on equal-length sequences ``[B, T, H, D]``."""
+    """Chunked forward and hand-written chunked backward, on equal-length sequences ``[B, T, H, D]``.
+
+    The forward works on q · scale (and then scale 1). fp32 and fp64 inputs: it keeps its chunked
+    copies of q · scale, k, v and g unchanged and saves them, so the backward does not re-chunk them
+    and scales dq on its way out. Narrower inputs (bf16, fp16): the chunked fp32 copies would be twice
+    the inputs' size, so the forward overwrites them and the backward re-chunks the saved inputs."""
 
     @staticmethod
     def forward(ctx, q, k, v, g, u, h0, scale, chunk_size):
         B, T, H, K = q.shape
         cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-        # the forward works on q * scale (then scale = 1); the backward re-chunks the unscaled inputs
-        ch = _Chunked(to_chunks(q, chunk_size, cdt, scale),
-                      *(None if x is None else to_chunks(x, chunk_size, cdt) for x in (k, v, g)),
-                      None if u is None else u.to(cdt), 1.0)
+        chunked = [to_chunks(q, chunk_size, cdt, scale),
+                   *(None if x is None else to_chunks(x, chunk_size, cdt) for x in (k, v, g))]
+        ch = _Chunked(*chunked, None if u is None else u.to(cdt), 1.0)
         h0c = None if h0 is None else h0.reshape(B * H, K, -1)
-        o, A, states, final = _forward(ch, h0c, keep_inputs=False)
-        ctx.save_for_backward(q, k, v, g, u, A, states, final)
+        keep = q.dtype == cdt
+        o, A, states, final = _forward(ch, h0c, keep_inputs=keep)
+        ctx.save_for_backward(*(chunked if keep else (q, k, v, g)), u, A, states, final)
         ctx.meta = (B, T, H, scale, chunk_size, q.dtype, None if g is None else g.dtype,
                     None if u is None else u.dtype, None if h0 is None else h0.dtype)
-        ctx.factored = ch.factored
+        ctx.factored, ctx.chunked = ch.factored, keep
         ctx.set_materialize_grads(False)
         state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         return from_chunks(o, B, T, q.dtype), final.view(B, H, K, -1).to(state_dtype, copy=True)
@@ -210,8 +221,12 @@ class ChunkGLATorch(torch.autograd.Function):
         B, T, H, scale, C, dtype, g_dtype, u_dtype, h0_dtype = ctx.meta
         q, k, v, g, u, A, states, final = ctx.saved_tensors
         cdt = A.dtype
-        ch = _Chunked(*(None if x is None else to_chunks(x, C, cdt) for x in (q, k, v, g)),
-                      None if u is None else u.to(cdt), scale, factored=ctx.factored)
+        u_c = None if u is None else u.to(cdt)
+        if ctx.chunked:  # q is q · scale: gradients for it, dq scaled on the way out
+            ch = _Chunked(q, k, v, g, u_c, 1.0, factored=ctx.factored)
+        else:
+            ch = _Chunked(*(None if x is None else to_chunks(x, C, cdt) for x in (q, k, v, g)), u_c, scale,
+                          factored=ctx.factored)
         if do is None:
             do_c = torch.zeros_like(ch.v)
         else:
@@ -219,7 +234,8 @@ class ChunkGLATorch(torch.autograd.Function):
         dht_c = None if dht is None else dht.reshape(B * H, *dht.shape[2:])
         dq, dk, dv, dg, du, dh0 = _backward(ch, A, states, final, do_c, dht_c, h0_dtype is not None,
                                             need_dg=ctx.needs_input_grad[3])
-        out = [from_chunks(dq, B, T, dtype), from_chunks(dk, B, T, dtype), from_chunks(dv, B, T, dtype),
+        out = [from_chunks(dq, B, T, dtype, scale if ctx.chunked else None), from_chunks(dk, B, T, dtype),
+               from_chunks(dv, B, T, dtype),
                None if dg is None else from_chunks(dg, B, T, g_dtype),
                None if du is None else du.to(u_dtype),
                None if dh0 is None else dh0.view(B, H, *dh0.shape[1:]).to(h0_dtype)]
