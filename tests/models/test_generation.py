@@ -81,7 +81,7 @@ def eager_backend_compile(monkeypatch):
     torch._dynamo.reset()
 
 
-def _steps(step, model, state, tokens):
+def _steps(step, state, tokens):
     """Feed tokens [B, n] one at a time; returns the logits [B, n, V] and the last state."""
     logits = []
     for t in range(tokens.shape[1]):
@@ -100,29 +100,29 @@ def test_compiled_step_skips_guards_only_for_a_repeating_signature(eager_backend
     model = build("gated_deltanet")
     tokens = torch.randint(0, VOCAB, (2, 8))
     step = decode_step(model, compile=True)
-    want, _ = _steps(decode_step(model), model, model.init_state(1), tokens[:1])
-    got, state = _steps(step, model, model.init_state(1), tokens[:1])
+    want, _ = _steps(decode_step(model), model.init_state(1), tokens[:1])
+    got, state = _steps(step, model.init_state(1), tokens[:1])
     torch.testing.assert_close(got, want)
     # two guarded calls per signature; init_state's strides may differ from the step's outputs (one more)
     assert 8 - 3 <= step.unguarded_calls <= 8 - 2
 
     skipped = step.unguarded_calls
-    want, _ = _steps(decode_step(model), model, model.init_state(2), tokens)
-    got, _ = _steps(step, model, model.init_state(2), tokens)  # batch 2: a new signature
+    want, _ = _steps(decode_step(model), model.init_state(2), tokens)
+    got, _ = _steps(step, model.init_state(2), tokens)  # batch 2: a new signature
     torch.testing.assert_close(got, want)
     assert 8 - 3 <= step.unguarded_calls - skipped <= 8 - 2  # a new signature warms up again
 
     model.double()
     skipped = step.unguarded_calls
     state = model.init_state(1, dtype=torch.float64)
-    got, _ = _steps(step, model, state, tokens[:1, :1])
-    want, _ = _steps(decode_step(model), model, model.init_state(1, dtype=torch.float64), tokens[:1, :1])
+    got, _ = _steps(step, state, tokens[:1, :1])
+    want, _ = _steps(decode_step(model), model.init_state(1, dtype=torch.float64), tokens[:1, :1])
     assert got.dtype == torch.float64 and step.unguarded_calls == skipped
     torch.testing.assert_close(got, want)
 
     attention = build("attention")
     step = decode_step(attention, compile=True)
-    got, _ = _steps(step, attention, attention.init_state(1), tokens[:1])
-    want, _ = _steps(decode_step(attention), attention, attention.init_state(1), tokens[:1])
+    got, _ = _steps(step, attention.init_state(1), tokens[:1])
+    want, _ = _steps(decode_step(attention), attention.init_state(1), tokens[:1])
     torch.testing.assert_close(got, want)
     assert step.unguarded_calls == 0
