@@ -18,15 +18,16 @@ from layers.state import MixerState
 class SlidingWindowCache(MixerState):
     """Ring buffers of the last w keys (already rotated) and values: k, v [B, w, H, D].
 
-    The token at absolute position p sits in slot p % w. ``seen`` counts the tokens seen so far
-    (every sequence of the batch has seen the same number); slot s holds a token iff s < seen, so the
-    validity mask needs no storage. The buffers are allocated at full size from the start: the state
-    holds 2·w·H·D numbers per sequence at every length.
+    The token at absolute position p sits in slot p % w. ``seen`` [B] int64 counts the tokens seen so
+    far (every sequence of the batch has seen the same number; a tensor, so that a decode step is the
+    same computation at every position); slot s holds a token iff s < seen, so the validity mask needs
+    no storage. The buffers are allocated at full size from the start: the state holds 2·w·H·D
+    numbers (and the counter) per sequence at every length.
     """
 
     k: torch.Tensor
     v: torch.Tensor
-    seen: int = 0
+    seen: torch.Tensor
 
     @property
     def window_size(self) -> int:
@@ -34,7 +35,7 @@ class SlidingWindowCache(MixerState):
 
     def valid(self) -> torch.Tensor:
         """[w] bool: the slots that hold a token."""
-        return torch.arange(self.window_size, device=self.k.device) < self.seen
+        return torch.arange(self.window_size, device=self.k.device) < self.seen[0]
 
 
 @register_mixer("swa")
@@ -85,15 +86,35 @@ class SlidingWindowAttention(nn.Module):
             o = sliding_window_attention(q, k, v, self.window_size,
                                          cu_seqlens=None if documents is None else documents.cu_seqlens)
             new_state = None
+        elif T == 1:
+            new_state = self._write_token(state, k, v)
+            o = self._attend_to_buffer(q, new_state)
         else:
             o = self._attend_with_cache(q, k, v, state)
             new_state = self._write(state, k, v)
         return self.out(o.reshape(B, T, self.d_model)), new_state
 
+    def _write_token(self, state: SlidingWindowCache, k: torch.Tensor, v: torch.Tensor) -> SlidingWindowCache:
+        """One token (k, v [B, 1, H, D]) into slot seen % w, out of place: it replaces the one token that
+        falls out of its window."""
+        slot = state.seen[:1] % self.window_size
+        new_k = state.k.index_copy(1, slot, k.to(state.k.dtype))
+        new_v = state.v.index_copy(1, slot, v.to(state.v.dtype))
+        return SlidingWindowCache(new_k, new_v, state.seen + 1)
+
+    def _attend_to_buffer(self, q: torch.Tensor, state: SlidingWindowCache) -> torch.Tensor:
+        """q [B, 1, H, D] of the token just written -> o [B, 1, H, D]: attention over the buffer's valid
+        slots, which hold exactly its window. The slots are not in time order, which softmax attention
+        does not see (the keys carry their rotation); no Python number depends on the position."""
+        allowed = (torch.arange(self.window_size, device=q.device) < state.seen[:, None])[:, None, None, :]
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), state.k.to(q.dtype).transpose(1, 2),
+                                           state.v.to(q.dtype).transpose(1, 2), attn_mask=allowed)
+        return o.transpose(1, 2)
+
     def _attend_with_cache(self, q, k, v, state: SlidingWindowCache) -> torch.Tensor:
         """q, k, v: [B, T, H, D] of the tokens at positions seen .. seen + T - 1 -> o [B, T, H, D]."""
         B, T, H, D = q.shape
-        w, seen = self.window_size, state.seen
+        w, seen = self.window_size, int(state.seen[0])
         n = min(seen, w)
         order = torch.arange(seen - n, seen, device=q.device) % w  # valid slots, oldest first
         keys = torch.cat([state.k[:, order].to(q.dtype), k], dim=1)  # positions seen - n .. seen + T - 1
@@ -111,15 +132,17 @@ class SlidingWindowAttention(nn.Module):
         """Store the last min(T, w) keys and values in their slots (out of place: the old state stays valid)."""
         T, w = k.shape[1], self.window_size
         m = min(T, w)
-        slots = torch.arange(state.seen + T - m, state.seen + T, device=k.device) % w
+        seen = int(state.seen[0])
+        slots = torch.arange(seen + T - m, seen + T, device=k.device) % w
         new_k = state.k.index_copy(1, slots, k[:, T - m :].to(state.k.dtype))
         new_v = state.v.index_copy(1, slots, v[:, T - m :].to(state.v.dtype))
         return SlidingWindowCache(new_k, new_v, state.seen + T)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> SlidingWindowCache:
         empty = torch.zeros(batch_size, self.window_size, self.num_heads, self.head_dim, device=device, dtype=dtype)
-        return SlidingWindowCache(empty, empty.clone(), 0)
+        return SlidingWindowCache(empty, empty.clone(), torch.zeros(batch_size, dtype=torch.long, device=device))
 
     def state_size(self, seq_len: int = 1) -> int:
-        """2·w·d_model numbers per sequence, whatever the length (the ring buffer is allocated in full)."""
-        return 2 * self.window_size * self.d_model
+        """2·w·d_model numbers per sequence and the position counter, whatever the length (the ring
+        buffer is allocated in full)."""
+        return 2 * self.window_size * self.d_model + 1
