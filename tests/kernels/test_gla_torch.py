@@ -86,3 +86,11 @@ def test_constant_gate_without_gradient():
     x = make_inputs(B=1, T=70, H=2, K=8, V=4, gate="head", use_u=False)
     x["g"] = x["g"].detach()
     compare_to_naive(x, "torch", RTOL_FP64, chunk_size=32)
+
+
+@pytest.mark.parametrize("gate", ["head", "channel"])
+def test_bf16_inputs_close_to_fp64(gate):
+    """bf16 inputs take the branch that saves the inputs (not the chunked fp32 copies) and re-chunks them
+    in the backward; outputs and gradients come back in bf16."""
+    x = make_inputs(B=2, T=70, H=2, K=16, V=8, gate=gate, use_u=True, dtype=torch.bfloat16)
+    compare_to_naive(x, "torch", 2e-2, chunk_size=32)
