@@ -45,7 +45,8 @@ class SlidingWindowAttention(nn.Module):
     Local softmax attention as in Longformer/Mistral and in the BASED hybrid (Arora et al., 2024),
     where a small window (64) gives exact local recall at a state of 2·w·d_model numbers, constant in
     the sequence length. Training runs ``kernels.sliding_window_attention`` (O(T·w)). Decoding keeps a
-    ``SlidingWindowCache``; a chunk of T tokens given a cache attends over the buffer's valid keys
+    ``SlidingWindowCache``: one token writes its slot, then attends over the buffer's valid slots (in
+    slot order); a chunk of T > 1 tokens given a cache attends over the buffer's valid keys
     (chronological order) followed by its own keys, under the window and causal constraints: a masked
     softmax of O(T·(w + T)) for T ≤ w, the banded kernel over [buffer, chunk] for longer chunks.
     ``rotary=False`` drops the positional rotation (Zoology's ``SlidingAttn``, whose window of
