@@ -413,7 +413,7 @@ def _num(x) -> float:
 def summary_lines(rows: list[dict], models: list[str], contexts: list[int], batches: list[int]) -> list[str]:
     """Ratios to attention at the context nearest 4k, and whether each model's state is flat in L."""
     lines = []
-    if "attention" in models:
+    if "attention" in models and len(models) > 1:  # ratios need attention and something to compare with it
         L = min(contexts, key=lambda c: abs(math.log(c / 4096)))
         for B in batches:
             ref = [r for r in rows if r["model"] == "attention" and r["batch"] == B and r["context"] == L]

@@ -105,6 +105,8 @@ def test_summary_claims_nothing_about_growth_from_one_context():
                                                                                        else 1)} for r in rows]
     text = "\n".join(summary_lines(rows, ["attention", "rwkv6"], [4096, 8192], [1]))
     assert "constant in context length: rwkv6; growing (KV caches): attention" in text
+    alone = "\n".join(summary_lines([r for r in rows if r["model"] == "attention"], ["attention"], [4096, 8192], [1]))
+    assert "relative to attention" not in alone and "the bytes allow" not in alone  # nothing to compare with
 
 
 def test_bandwidth_floor_is_the_bytes_a_step_must_read(tmp_path, monkeypatch):
