@@ -3,7 +3,8 @@
 ``torch.linalg.solve_triangular`` on a CPU runs one small LAPACK call per matrix; for the thousands of
 64 × 64 chunk matrices of a batch it is several times slower than a matmul of the same size. Here the
 inverse T = (I + L)⁻¹ of a unit lower-triangular matrix (L strictly lower) is built explicitly:
-forward substitution on 16 × 16 diagonal blocks (one batched row update per row), then the blocks merged
+forward substitution on 16 × 16 diagonal blocks (once a row of the inverse is final, one batched
+multiply-add takes its multiples from all the rows below), then the blocks merged
 pairwise up to the full size with
 
     [[T₁₁, 0], [L₂₁, T₂₂]]⁻¹ = [[T₁₁⁻¹, 0], [−T₂₂⁻¹ L₂₁ T₁₁⁻¹, T₂₂⁻¹]],
@@ -27,12 +28,12 @@ def unit_lower_inverse(L: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"unit_lower_inverse: size {n} must be {b} times a power of two")
     nb = n // b
     blocks = L.unflatten(-2, (nb, b)).unflatten(-1, (nb, b))  # [..., nb, b, nb, b]
-    diag = torch.diagonal(blocks, dim1=-4, dim2=-2).movedim(-1, -3)  # [..., nb, b, b]
-    inv = torch.zeros_like(diag)
-    inv[..., 0, 0] = 1.0
-    for i in range(1, b):  # row i of the inverse: e_i − L[i, :i] T[:i, :]
-        inv[..., i, :] = -(diag[..., i, None, :i] @ inv[..., :i, :]).squeeze(-2)
-        inv[..., i, i] = 1.0
+    diag = torch.diagonal(blocks, dim1=-4, dim2=-2).movedim(-1, -3).contiguous()  # [..., nb, b, b]
+    inv = torch.eye(b, dtype=L.dtype, device=L.device).expand_as(diag).contiguous()
+    for j in range(b - 1):  # row j is final: take L[i, j] times it from every row i below
+        inv[..., j + 1:, :].addcmul_(diag[..., j + 1:, j, None], inv[..., j, None, :], value=-1.0)
+    if nb == 1:
+        return inv.view_as(L)
     T = torch.zeros_like(L)
     for j in range(nb):
         T[..., j * b:(j + 1) * b, j * b:(j + 1) * b] = inv[..., j, :, :]

@@ -89,10 +89,11 @@ def test_an_unrolled_state_recalls_its_last_write():
 
 
 @pytest.mark.parametrize("op", ["delta", "dplr"])
-def test_kept_graph_and_rebuilt_graph_give_the_same_gradients(op):
-    """The chunked delta-rule backends keep the chunk-local graph from the forward for the first backward
-    and rebuild it for a second one (retain_graph): the two must agree (the first is checked against the
-    fp64 loop by the tests above and in test_dplr.py)."""
+def test_a_second_backward_gives_the_same_gradients(op):
+    """A second backward through the same graph (retain_graph): the DPLR backend keeps the chunk-local
+    graph for the first and rebuilds it for the second, the delta rule's written-out backward reads its
+    saved tensors again; both must give the first backward's gradients (checked against the fp64 loop by
+    the tests above and in test_dplr.py)."""
     from kernels import dplr_delta_rule
     from tests.kernels import delta_testing, test_dplr
 
