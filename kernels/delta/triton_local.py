@@ -11,7 +11,8 @@ where the value width is tiled). Per chunk, with γ = cumsum(g) and Γ_ij = e^{�
 * ``output``: O = scale [(Q ⊙ e^γ) S₀ + tril(Q Kᵀ ⊙ Γ) V_new] from the scan's chunk states and V_new.
 * ``output_bwd``: the output's share of the scan gradients, dV⁰ = scale Pᵀ dO and dS⁰ = scale (Q ⊙ e^γ)ᵀ dO.
 * ``local_bwd``: given the reverse scan's dV_new and the gradient after each chunk, the gradients of
-  q, k, v, β and g, recomputing A, T, W and U (nothing chunk-local is stored by the forward).
+  q, k, v, β and g, recomputing A and T (nothing chunk-local is stored by the forward); with
+  Y = Tᵀ dV_new the solve's gradients need neither W nor U.
 
 Decays enter only as exponentials of non-positive differences, so nothing overflows at any length.
 """
@@ -149,20 +150,20 @@ def delta_local_bwd_kernel(q, k, v, beta, g, states, v_new, do, dv_new, dh_after
     G, G_last = _chunk_gates(g, chunk, o_c, C, HAS_G)
     e_G = tl.exp(G)
     e_tail = tl.exp(G_last - G)
-    # recompute the forward's chunk-local quantities
+    # recompute the forward's A and T (W and U are not needed: see below)
     b_kk = tl.dot(b_k, tl.trans(b_k), input_precision=DOT_PREC)
     gamma_strict = _decay_matrix(G, o_c, False)
     gamma_causal = _decay_matrix(G, o_c, True)
     b_A = b_kk * b_beta[:, None] * gamma_strict
     b_T = _unit_lower_inverse(b_A, o_c, C)
-    b_w = tl.dot(b_T, b_k * (b_beta * e_G)[:, None], input_precision=DOT_PREC)
     b_P = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PREC) * gamma_causal
-    # gradients of the local quantities, summed over the value blocks
-    b_dw = tl.zeros([C, BK], dtype=tl.float32)
+    # With Y = Tᵀ dV_new, dW = −dV_new S₀ᵀ, dU = dV_new and U − W S₀ = V_new, the solve's gradients are
+    # d(diag(β) V) = Y, d(diag(β e^γ) K) = −Y S₀ᵀ and dA = −strictly-lower(Y V_newᵀ): summed over value blocks.
+    b_drw = tl.zeros([C, BK], dtype=tl.float32)
     b_dqg = tl.zeros([C, BK], dtype=tl.float32)
     b_dkd = tl.zeros([C, BK], dtype=tl.float32)
     b_dP = tl.zeros([C, C], dtype=tl.float32)
-    b_duu = tl.zeros([C, C], dtype=tl.float32)  # dU Uᵀ
+    b_yv = tl.zeros([C, C], dtype=tl.float32)  # Y V_newᵀ
     b_dbeta = tl.zeros([C], dtype=tl.float32)
     d_decay = 0.0
     for i_v in range(0, V, BV):
@@ -174,27 +175,21 @@ def delta_local_bwd_kernel(q, k, v, beta, g, states, v_new, do, dv_new, dh_after
         b_v = tl.load(v + cv_off, mask=m_v[None, :], other=0.0)
         b_vn = tl.load(v_new + cv_off, mask=m_v[None, :], other=0.0)
         b_do = tl.load(do + cv_off, mask=m_v[None, :], other=0.0)
-        b_dvn = tl.load(dv_new + cv_off, mask=m_v[None, :], other=0.0)  # = dU, and −dW Sᵀ's left factor
+        b_dvn = tl.load(dv_new + cv_off, mask=m_v[None, :], other=0.0)
         b_s = tl.load(states + kv_off, mask=m_kv, other=0.0)
         b_dh = tl.load(dh_after + kv_off, mask=m_kv, other=0.0)
-        b_dw -= tl.dot(b_dvn, tl.trans(b_s), input_precision=DOT_PREC)
+        b_y = tl.dot(tl.trans(b_T), b_dvn, input_precision=DOT_PREC)  # d(diag(β) V)
+        b_drw -= tl.dot(b_y, tl.trans(b_s), input_precision=DOT_PREC)
+        b_yv += tl.dot(b_y, tl.trans(b_vn), input_precision=DOT_PREC)
         b_dqg += tl.dot(b_do, tl.trans(b_s), input_precision=DOT_PREC)
         b_dP += tl.dot(b_do, tl.trans(b_vn), input_precision=DOT_PREC)
         b_dkd += tl.dot(b_vn, tl.trans(b_dh), input_precision=DOT_PREC)
         d_decay += tl.sum(tl.sum(b_dh * b_s, 1), 0)
-        b_vb = b_v * b_beta[:, None]
-        b_u = tl.dot(b_T, b_vb, input_precision=DOT_PREC)
-        b_duu += tl.dot(b_dvn, tl.trans(b_u), input_precision=DOT_PREC)
-        b_dru = tl.dot(tl.trans(b_T), b_dvn, input_precision=DOT_PREC)  # d(diag(β) V)
-        tl.store(dv + cv_off, b_dru * b_beta[:, None], mask=m_v[None, :])
-        b_dbeta += tl.sum(b_dru * b_v, 1)
+        tl.store(dv + cv_off, b_y * b_beta[:, None], mask=m_v[None, :])
+        b_dbeta += tl.sum(b_y * b_v, 1)
     b_dqg *= scale
     b_dP *= scale
-    # through the solve: X = T R gives dR = Tᵀ dX and dA = −strictly-lower(dR Xᵀ)
-    b_drw = tl.dot(tl.trans(b_T), b_dw, input_precision=DOT_PREC)
-    b_dA = tl.dot(tl.trans(b_T), tl.dot(b_dw, tl.trans(b_w), input_precision=DOT_PREC) + b_duu,
-                  input_precision=DOT_PREC)
-    b_dA = -tl.where(o_c[:, None] > o_c[None, :], b_dA, 0.0)
+    b_dA = -tl.where(o_c[:, None] > o_c[None, :], b_yv, 0.0)
     # A = diag(β)(K Kᵀ ⊙ Γ) and P = Q Kᵀ ⊙ Γ
     b_dkk = b_dA * b_beta[:, None] * gamma_strict
     b_dbeta += tl.sum(b_dA * b_kk * gamma_strict, 1)
