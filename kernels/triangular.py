@@ -1,4 +1,4 @@
-"""Batched unit lower-triangular solves for the chunked delta-rule families (the UT / WY transform).
+"""Batched unit lower-triangular inverses for the chunked delta-rule families (the UT / WY transform).
 
 ``torch.linalg.solve_triangular`` on a CPU runs one small LAPACK call per matrix; for the thousands of
 64 × 64 chunk matrices of a batch it is several times slower than a matmul of the same size. Here the
@@ -9,8 +9,9 @@ pairwise up to the full size with
 
     [[T₁₁, 0], [L₂₁, T₂₂]]⁻¹ = [[T₁₁⁻¹, 0], [−T₂₂⁻¹ L₂₁ T₁₁⁻¹, T₂₂⁻¹]],
 
-after which X = T R is one batched matmul. The backward needs no second solve: with X = T R,
-dR = Tᵀ dX and dL = −strictly-lower(dR Xᵀ).
+after which X = T R is one batched matmul. Its gradients need no second solve: dR = Tᵀ dX and
+dL = −strictly-lower(dR Xᵀ); the delta-rule backwards (``kernels/delta``, ``kernels/dplr``) apply
+them in a shorter form that their scans allow.
 """
 from __future__ import annotations
 
@@ -44,25 +45,3 @@ def unit_lower_inverse(L: torch.Tensor) -> torch.Tensor:
             T[..., bottom, top] = -(T[..., bottom, bottom] @ (L[..., bottom, top] @ T[..., top, top]))
         size *= 2
     return T
-
-
-class _UnitLowerSolve(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, L, rhs):
-        T = unit_lower_inverse(L)
-        X = T @ rhs
-        ctx.save_for_backward(T, X)
-        return X
-
-    @staticmethod
-    def backward(ctx, dX):
-        T, X = ctx.saved_tensors
-        d_rhs = T.transpose(-1, -2) @ dX
-        dL = -(d_rhs @ X.transpose(-1, -2)).tril(-1)
-        return dL, d_rhs
-
-
-def unit_lower_solve(L: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """X = (I + strictly-lower(L))⁻¹ rhs for L ``[..., n, n]``, rhs ``[..., n, m]``; differentiable in both
-    (the gradient of L is strictly lower)."""
-    return _UnitLowerSolve.apply(L, rhs)

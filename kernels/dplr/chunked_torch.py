@@ -22,16 +22,18 @@ from __future__ import annotations
 import torch
 
 from kernels.gla.chunked_torch_intra import channel_scores, factored_is_safe
-from kernels.triangular import unit_lower_solve
+from kernels.triangular import unit_lower_inverse
 from kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
 class _Local:
-    """Chunk-local maps of chunked q, k, a, b, gk ``[BH, NT, C, K]`` and v ``[BH, NT, C, V]``:
-    w ``[.., C, K]``, u ``[.., C, V]``, Qg = q ⊙ e^G, A_qk and A_qb ``[.., C, C]``, Kd = k ⊙ e^{G_C − G},
-    Bd = b ⊙ e^{G_C − G}, the chunk decay e^{G_C} ``[.., K, 1]``, and v itself."""
+    """Chunk-local maps of chunked q, k, a, b, gk ``[BH, NT, C, K]`` and v ``[BH, NT, C, V]``: the
+    solve's matrix −A_ab and right-hand side [a ⊙ e^{G⁻} | A_ak V] ``[.., C, K + V]``, Qg = q ⊙ e^G, A_qk
+    and A_qb ``[.., C, C]``, Kd = k ⊙ e^{G_C − G}, Bd = b ⊙ e^{G_C − G}, the chunk decay e^{G_C}
+    ``[.., K, 1]``, and v itself (``NAMES``, the maps the backward differentiates); besides, outside any
+    graph, T = (I − A_ab)⁻¹ and w, u (T times the right-hand side)."""
 
-    NAMES = ("w", "u", "Qg", "A_qk", "A_qb", "Kd", "Bd", "decay", "v")
+    NAMES = ("solve_L", "rhs", "Qg", "A_qk", "A_qb", "Kd", "Bd", "decay", "v")
 
     def __init__(self, q, k, v, a, b, gk):
         G = gk.cumsum(-2)
@@ -53,7 +55,10 @@ class _Local:
             a_dec, self.Qg = a * torch.exp(Gx), q * torch.exp(G)
             self.Kd, self.Bd = k * torch.exp(last - G), b * torch.exp(last - G)
         K = q.shape[-1]
-        wu = unit_lower_solve(-A_ab, torch.cat([a_dec, A_ak @ v], -1))  # (I − A_ab)⁻¹ rhs
+        self.solve_L, self.rhs = -A_ab, torch.cat([a_dec, A_ak @ v], -1)
+        with torch.no_grad():
+            self.T = unit_lower_inverse(self.solve_L)
+            wu = self.T @ self.rhs  # (I − A_ab)⁻¹ rhs
         self.w, self.u = wu[..., :K], wu[..., K:]
         self.decay = torch.exp(last).transpose(-1, -2)  # [BH, NT, K, 1]: row scale of the state
         self.v = v
@@ -71,8 +76,8 @@ def _scan(L: _Local, h: torch.Tensor):
         states[:, c] = h
         v2_c = torch.baddbmm(L.u[:, c], L.w[:, c], h)  # the scan: u + w S₀
         v2[:, c] = v2_c
-        h = torch.baddbmm(L.Kd[:, c].transpose(-1, -2) @ L.v[:, c], L.Bd[:, c].transpose(-1, -2), v2_c)
-        h = h + L.decay[:, c] * states[:, c]  # the scan: S_C
+        update = torch.baddbmm(L.Kd[:, c].transpose(-1, -2) @ L.v[:, c], L.Bd[:, c].transpose(-1, -2), v2_c)
+        h = torch.addcmul(update, L.decay[:, c], h)  # the scan: S_C
     return v2, states, h
 
 
@@ -87,9 +92,14 @@ def _scan_backward(L: _Local, states, v2, do, dh, scale):
         dv2_c = torch.baddbmm(dv2[:, c], L.Bd[:, c], dh)
         dv2[:, c] = dv2_c
         dh = torch.baddbmm(ds_out[:, c] + L.decay[:, c] * dh, L.w[:, c].transpose(-1, -2), dv2_c)
+    # dw = dv₂ S₀ᵀ and du = dv₂ with v₂ = u + w S₀: through the solve, Y = Tᵀ dv₂ gives d(rhs) =
+    # [Y S₀ᵀ | Y] and d(solve_L) = −strictly-lower(Y v₂ᵀ)
+    Y = L.T.transpose(-1, -2) @ dv2
+    C = Y.shape[-2]
+    minus_strict = -torch.ones(C, C, dtype=Y.dtype, device=Y.device).tril_(-1)
     grads = [
-        dv2 @ states.transpose(-1, -2),  # w
-        dv2,  # u
+        (Y @ v2.transpose(-1, -2)).mul_(minus_strict),  # solve_L
+        torch.cat([Y @ states.transpose(-1, -2), Y], -1),  # rhs
         scale * do @ states.transpose(-1, -2),  # Qg
         scale * do @ L.v.transpose(-1, -2),  # A_qk
         scale * do @ v2.transpose(-1, -2),  # A_qb
@@ -155,6 +165,7 @@ def _detached(L: _Local) -> _Local:
     view = object.__new__(_Local)
     for name in _Local.NAMES:
         setattr(view, name, getattr(L, name).detach())
+    view.T, view.w, view.u = L.T, L.w, L.u
     return view
 
 
