@@ -120,14 +120,13 @@ def dplr_local_bwd_kernel(q, k, v, a, b, G, Gx, A_ab, A_ak, states, v2, do, dv2,
     ck_off = chunk * C * K + o_c[:, None] * K + o_k[None, :]
     cc_off = chunk * C * C + o_c[:, None] * C + o_c[None, :]
     b_T, b_ak, b_ax = _solve_tiles(A_ab, A_ak, a, Gx, chunk, o_c, ck_off, m_k, C)
-    b_w = tl.dot(b_T, b_ax, input_precision=DOT_PREC)
     b_g = tl.load(G + ck_off, mask=m_k[None, :], other=0.0)
     g_last = tl.load(G + chunk * C * K + (C - 1) * K + o_k, mask=m_k, other=0.0)
     tail = tl.exp(g_last[None, :] - b_g)
     b_qg = tl.load(q + ck_off, mask=m_k[None, :], other=0.0) * tl.exp(b_g)
     b_kd = tl.load(k + ck_off, mask=m_k[None, :], other=0.0) * tail
     b_bd = tl.load(b + ck_off, mask=m_k[None, :], other=0.0) * tail
-    b_dw = tl.zeros([C, BK], dtype=tl.float32)
+    b_drw = tl.zeros([C, BK], dtype=tl.float32)  # d(a ⊙ e^{G⁻})
     b_dqg = tl.zeros([C, BK], dtype=tl.float32)
     b_dkd = tl.zeros([C, BK], dtype=tl.float32)
     b_dbd = tl.zeros([C, BK], dtype=tl.float32)
@@ -135,7 +134,7 @@ def dplr_local_bwd_kernel(q, k, v, a, b, G, Gx, A_ab, A_ak, states, v2, do, dv2,
     b_dqk = tl.zeros([C, C], dtype=tl.float32)
     b_dqb = tl.zeros([C, C], dtype=tl.float32)
     b_dak = tl.zeros([C, C], dtype=tl.float32)
-    b_duu = tl.zeros([C, C], dtype=tl.float32)  # dR_u uᵀ
+    b_dab = tl.zeros([C, C], dtype=tl.float32)
     for i_v in range(0, V, BV):
         o_v = i_v + tl.arange(0, BV)
         m_v = o_v < V
@@ -145,29 +144,26 @@ def dplr_local_bwd_kernel(q, k, v, a, b, G, Gx, A_ab, A_ak, states, v2, do, dv2,
         b_v = tl.load(v + cv_off, mask=m_v[None, :], other=0.0)
         b_v2 = tl.load(v2 + cv_off, mask=m_v[None, :], other=0.0)
         b_do = tl.load(do + cv_off, mask=m_v[None, :], other=0.0)
-        b_dv2 = tl.load(dv2 + cv_off, mask=m_v[None, :], other=0.0)  # = du, and dw's left factor
+        b_dv2 = tl.load(dv2 + cv_off, mask=m_v[None, :], other=0.0)
         b_s = tl.load(states + kv_off, mask=m_kv, other=0.0)
         b_dh = tl.load(dh_after + kv_off, mask=m_kv, other=0.0)
-        b_dw += tl.dot(b_dv2, tl.trans(b_s), input_precision=DOT_PREC)
         b_dqg += tl.dot(b_do, tl.trans(b_s), input_precision=DOT_PREC)
         b_dkd += tl.dot(b_v, tl.trans(b_dh), input_precision=DOT_PREC)
         b_dbd += tl.dot(b_v2, tl.trans(b_dh), input_precision=DOT_PREC)
         b_d_decay += tl.sum(b_dh * b_s, 1)
         b_dqk += tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PREC)
         b_dqb += tl.dot(b_do, tl.trans(b_v2), input_precision=DOT_PREC)
-        b_akv = tl.dot(b_ak, b_v, input_precision=DOT_PREC)
-        b_u = tl.dot(b_T, b_akv, input_precision=DOT_PREC)
-        b_dru = tl.dot(tl.trans(b_T), b_dv2, input_precision=DOT_PREC)  # d(A_ak V)
-        b_duu += tl.dot(b_dru, tl.trans(b_u), input_precision=DOT_PREC)
+        # dw = dv₂ S₀ᵀ and du = dv₂ with v₂ = u + w S₀: through the solve, Y = Tᵀ dv₂ gives
+        # d(A_ak V) = Y, d(a ⊙ e^{G⁻}) = Y S₀ᵀ and dA_ab = strictly-lower(Y v₂ᵀ)
+        b_dru = tl.dot(tl.trans(b_T), b_dv2, input_precision=DOT_PREC)
+        b_drw += tl.dot(b_dru, tl.trans(b_s), input_precision=DOT_PREC)
+        b_dab += tl.dot(b_dru, tl.trans(b_v2), input_precision=DOT_PREC)
         b_dak += tl.dot(b_dru, tl.trans(b_v), input_precision=DOT_PREC)
         b_dv = (tl.load(dv_out + cv_off, mask=m_v[None, :], other=0.0) + tl.dot(b_kd, b_dh, input_precision=DOT_PREC)
                 + tl.dot(tl.trans(b_ak), b_dru, input_precision=DOT_PREC))
         tl.store(dv + cv_off, b_dv, mask=m_v[None, :])
     strict = o_c[:, None] > o_c[None, :]
     causal = o_c[:, None] >= o_c[None, :]
-    # through the solve: X = (I − A_ab)⁻¹ R gives dR = Tᵀ dX and dA_ab = +strictly-lower(dR Xᵀ)
-    b_drw = tl.dot(tl.trans(b_T), b_dw, input_precision=DOT_PREC)
-    b_dab = tl.dot(b_drw, tl.trans(b_w), input_precision=DOT_PREC) + b_duu
     tl.store(dA_ab + cc_off, tl.where(strict, b_dab, 0.0))
     tl.store(dA_ak + cc_off, tl.where(strict, b_dak, 0.0))
     tl.store(dA_qk + cc_off, tl.where(causal, scale * b_dqk, 0.0))
