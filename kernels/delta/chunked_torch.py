@@ -146,13 +146,15 @@ def _local_backward(local: _Local, q, k, v, beta, states, v_new, do, dv_new, dh_
         s_kd = (dKd * local.Kd).sum(-1)
         dG = M.sum(-1) - M.sum(-2) + w_factor * r + (dQg * local.Qg).sum(-1) - s_kd
         # γ_C also enters Kd (through e^{γ_C − γ}) and the chunk decay e^{γ_C}
-        dG[..., -1] += s_kd.sum(-1) + (dh_after * states).sum((-1, -2)) * local.decay[..., 0, 0]
+        d_decay = torch.linalg.vecdot(dh_after.flatten(-2), states.flatten(-2))
+        dG[..., -1] += s_kd.sum(-1) + d_decay * local.decay[..., 0, 0]
         dg = dG.flip(-1).cumsum(-1).flip(-1)  # γ = cumsum g
     flat = lambda x: x.flatten(0, 1)  # noqa: E731  [BH, NT, ...] -> [BH·NT, ...] for the batched calls
     dq = torch.baddbmm(flat(dq_local), flat(dqk), flat(k)).view_as(q)
     dk = torch.addcmul(dk_tail, minus_d_rhs_w, w_factor[..., None], value=-1.0)
     dk_flat = flat(dk)  # kk = k kᵀ is symmetric: both factors' gradients in one product
-    dk_flat.baddbmm_(flat(dkk + dkk.transpose(-1, -2)), flat(k)).baddbmm_(flat(dqk).transpose(-1, -2), flat(q))
+    dk_flat.baddbmm_(flat(dkk + dkk.transpose(-1, -2)), flat(k))
+    dk_flat.baddbmm_(flat(dqk).transpose(-1, -2), flat(q))
     return dq, dk, dv, dbeta, dg
 
 
@@ -190,8 +192,9 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(BH, K, V).to(states.dtype)
         dv_new, dh_after, dh0 = _scan_backward(local, states, v_new, do_c, dh)
         dq, dk, dv, dbeta, dg = _local_backward(local, qc, kc, vc, bc, states, v_new, do_c, dv_new, dh_after)
-        grads = (from_chunks(dq, B, T, q_dtype, None if scale == 1 else scale), from_chunks(dk, B, T, q_dtype),
-                 from_chunks(dv, B, T, q_dtype), from_chunks(dbeta, B, T, beta_dtype),
+        grads = (from_chunks(dq, B, T, q_dtype, None if scale == 1 else scale),
+                 from_chunks(dk, B, T, q_dtype), from_chunks(dv, B, T, q_dtype),
+                 from_chunks(dbeta, B, T, beta_dtype),
                  None if dg is None else from_chunks(dg, B, T, g_dtype))
         dh0_out = None if h0_meta is None else dh0.view(h0_meta[1]).to(h0_meta[0])
         return (*grads, dh0_out, None, None)

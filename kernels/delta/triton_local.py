@@ -157,8 +157,9 @@ def delta_local_bwd_kernel(q, k, v, beta, g, states, v_new, do, dv_new, dh_after
     b_A = b_kk * b_beta[:, None] * gamma_strict
     b_T = _unit_lower_inverse(b_A, o_c, C)
     b_P = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PREC) * gamma_causal
-    # With Y = Tᵀ dV_new, dW = −dV_new S₀ᵀ, dU = dV_new and U − W S₀ = V_new, the solve's gradients are
-    # d(diag(β) V) = Y, d(diag(β e^γ) K) = −Y S₀ᵀ and dA = −strictly-lower(Y V_newᵀ): summed over value blocks.
+    # With Y = Tᵀ dV_new, dW = −dV_new S₀ᵀ, dU = dV_new and U − W S₀ = V_new, the solve's gradients
+    # are d(diag(β) V) = Y, d(diag(β e^γ) K) = −Y S₀ᵀ and dA = −strictly-lower(Y V_newᵀ), summed over
+    # the value blocks.
     b_drw = tl.zeros([C, BK], dtype=tl.float32)
     b_dqg = tl.zeros([C, BK], dtype=tl.float32)
     b_dkd = tl.zeros([C, BK], dtype=tl.float32)

@@ -163,10 +163,12 @@ def _backward(ch: _Chunked, A, states, final, do, dht, need_dh0: bool, need_dg: 
     if ch.gate is not None and need_dg:
         # every gate factor is exp(+Gq) on a query or exp(-G) on a key: dg_t = sum_{s>=t} (q dq - k dk)_s
         # (minus (q dq)_t itself with u, whose queries see G_{t-1}) + the final state's share
-        x_q = q * dq
-        x = x_q - k * dk
-        if ch.gate == "head":
-            x_q, x = x_q.sum(-1), x.sum(-1)
+        if ch.gate == "head":  # the sums over K only: no full-size products
+            x_q = torch.linalg.vecdot(q, dq)
+            x = x_q - torch.linalg.vecdot(k, dk)
+        else:
+            x_q = q * dq
+            x = x_q - k * dk
         flat = x.reshape(BH, NT * C, *x.shape[3:])
         dg = flat.flip(1).cumsum(1).flip(1).view_as(x)
         if ch.strict:

@@ -182,7 +182,8 @@ def apply_scalar_decay_(A, G, Gq, strict: bool) -> torch.Tensor:
             row_scale = torch.exp(Gq[..., rows] - ref)[..., :, None]
             A[..., rows, : a * S] *= row_scale * torch.exp(ref - G[..., : a * S])[..., None, :]
     Gs, Gqs = G.view(BH, NT, ns, S), Gq.view(BH, NT, ns, S)
-    # exponents clamped at 0 before the exp (the entries above the mask are then zeroed): no overflow
-    decay = (Gqs[..., :, None] - Gs[..., None, :]).clamp_max_(0.0).exp_().tril_(-1 if strict else 0)  # [BH,NT,ns,S,S]
+    # [BH, NT, ns, S, S]; exponents clamped at 0 before the exp (the entries above the mask are then
+    # zeroed), so nothing overflows
+    decay = (Gqs[..., :, None] - Gs[..., None, :]).clamp_max_(0.0).exp_().tril_(-1 if strict else 0)
     _diag_blocks(A, S).mul_(decay.permute(0, 1, 3, 4, 2))
     return A
