@@ -76,7 +76,10 @@ def swa_torch(
     if cu_seqlens is not None:
         tokens = torch.arange(T, device=q.device)
         seq_id = torch.searchsorted(cu_seqlens[1:].to(torch.long), tokens, right=True)
-    allowed = band_mask(T, C, P, w, seq_id, q.device)  # [nb, C, S]
+    # 0 where allowed, −inf elsewhere [nb, 1, C, S]: adding it is several times cheaper than a boolean
+    # masked_fill_ with the same broadcast
+    bias = torch.zeros((), dtype=compute, device=q.device).masked_fill(
+        ~band_mask(T, C, P, w, seq_id, q.device), float("-inf"))[:, None]
 
     # [B, T, H, D] -> [B, Hk, nb, G * C, D]: the G query heads of one kv head share the keys.
     qb = F.pad(q.to(compute) * scale, (0, 0, 0, 0, 0, pad))
@@ -89,7 +92,7 @@ def swa_torch(
 
     scores = torch.matmul(qb, band(k).transpose(-1, -2)).view(B, Hk, nb, G, C, S)
     # In place: matmul's backward needs its inputs, not its output, so no extra copy is kept.
-    scores.masked_fill_(~allowed[:, None], float("-inf"))
+    scores.add_(bias)
     probs = torch.softmax(scores, dim=-1).view(B, Hk, nb, G * C, S)
     o = torch.matmul(probs, band(v))  # [B, Hk, nb, G * C, D]
     o = o.view(B, Hk, nb, G, C, D).permute(0, 2, 4, 1, 3, 5).reshape(B, nb * C, H, D)
