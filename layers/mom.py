@@ -294,7 +294,9 @@ class MixtureOfMemories(nn.Module):
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> MemoriesState:
         H, K, V, Mt = self.num_heads, self.head_dim, self.value_dim, self.num_states
-        state = MemoriesState(torch.zeros(batch_size, Mt, H, K, V, device=device))
+        # the memories in fp32, or fp64 for an fp64 model (as the kernels compute)
+        S = torch.zeros(batch_size, Mt, H, K, V, device=device, dtype=torch.promote_types(dtype, torch.float32))
+        state = MemoriesState(S)
         if self.short_conv:
             W1 = self.q_conv.kernel_size - 1
             state.q_conv = torch.zeros(batch_size, W1, H * K, device=device, dtype=dtype)
