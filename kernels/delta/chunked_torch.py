@@ -98,9 +98,9 @@ def _scan(local: _Local, h: torch.Tensor):
 
 
 def _scan_backward(local: _Local, states, v_new, do, dh):
-    """The reverse scan, given do ``[BH, NT, C, V]`` and dh ``[BH, K, V]`` (the final
-    state's gradient). Returns dV_new ``[BH, NT, C, V]`` (every path), the gradient of each chunk's end
-    state ``[BH, NT, K, V]`` and dh₀."""
+    """The reverse scan, given do ``[BH, NT, C, V]`` and dh ``[BH, K, V]`` (the final state's gradient).
+    Returns dV_new ``[BH, NT, C, V]`` (every path), the gradient of each chunk's end state
+    ``[BH, NT, K, V]`` and dh₀."""
     W, Kd, decay = local.W, local.Kd, local.decay
     NT = W.shape[1]
     dv_new = local.P.transpose(-1, -2) @ do  # the output's part; the state's is added below
