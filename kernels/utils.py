@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 
 import torch
@@ -28,6 +29,36 @@ def triton_available_for(tensor: torch.Tensor) -> bool:
     if tensor.is_cuda:
         return True
     return tensor.device.type == "cpu" and interpreter_enabled()
+
+
+def autocast_aware(*cast: str):
+    """Make a public op behave under ``torch.autocast`` as autocast's own matmuls do.
+
+    When autocast is on for the first argument's device, the named floating-point arguments (the
+    activations, e.g. q, k, v) are cast to autocast's dtype, and the op runs with autocast off: it
+    already computes in fp32 where its precision needs it (decays, scans, the state), which autocast
+    would otherwise override op by op, mixing dtypes inside the kernels. Decays, write strengths and
+    states pass through unchanged. Outside autocast the op is called as is."""
+
+    def decorate(op):
+        names = list(inspect.signature(op).parameters)
+        positions = [names.index(name) for name in cast]
+
+        @functools.wraps(op)
+        def wrapper(*args, **kwargs):
+            device = (args[0] if args else kwargs[names[0]]).device.type
+            if not torch.is_autocast_enabled(device):
+                return op(*args, **kwargs)
+            dtype = torch.get_autocast_dtype(device)
+            lower = lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
+            args = tuple(lower(x) if i in positions else x for i, x in enumerate(args))
+            kwargs = {name: lower(x) if name in cast else x for name, x in kwargs.items()}
+            with torch.autocast(device, enabled=False):
+                return op(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def check_ndim_shape(name: str, tensor, expected: tuple, what: str) -> None:

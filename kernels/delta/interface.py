@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import (check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
+from kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
                            triton_available_for)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
@@ -33,6 +33,7 @@ def _check_inputs(q, k, v, beta, g, initial_state, cu_seqlens, chunk_size, backe
         check_triton_scan_backend(q, chunk_size, TRITON_MAX_K)
 
 
+@autocast_aware('q', 'k', 'v')
 def gated_delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, output_final_state=False,
                      cu_seqlens=None, chunk_size=64, backend="auto"):
     """The gated delta rule ``S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``,
@@ -85,6 +86,7 @@ def gated_delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, o
     return naive_gated_delta_rule(q, k, v, beta, g, **kwargs)
 
 
+@autocast_aware('q', 'k', 'v')
 def gated_delta_rule_step(q, k, v, beta, g=None, state=None, scale=None):
     """One decoding step of :func:`gated_delta_rule`.
 

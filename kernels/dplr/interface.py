@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import (check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
+from kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
                            triton_available_for)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
@@ -30,6 +30,7 @@ def _check_inputs(q, k, v, a, b, gk, initial_state, cu_seqlens, chunk_size, back
         check_triton_scan_backend(q, chunk_size, TRITON_MAX_K)
 
 
+@autocast_aware('q', 'k', 'v', 'a', 'b')
 def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output_final_state=False,
                     cu_seqlens=None, chunk_size=64, backend="auto"):
     """The diagonal-plus-low-rank delta rule ``S_t = (diag(exp(gk_t)) + b_t a_t^T) S_{t-1} + k_t v_t^T``,
@@ -76,6 +77,7 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
     return naive_dplr_delta_rule(q, k, v, a, b, gk, **kwargs)
 
 
+@autocast_aware('q', 'k', 'v', 'a', 'b')
 def dplr_delta_rule_step(q, k, v, a, b, gk, state=None, scale=None):
     """One decoding step of :func:`dplr_delta_rule`: q, k, a, b, gk ``[B, H, K]``, v ``[B, H, V]``, state
     ``[B, H, K, V]`` fp32 (None = zeros). Returns o ``[B, H, V]`` (q's dtype) and the new state."""

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import check_chunked_layout, check_ndim_shape, interpreter_enabled, triton_available_for
+from kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, interpreter_enabled,
+                           triton_available_for)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
 
@@ -50,6 +51,7 @@ def _resolve_backend(backend: str, q: torch.Tensor, chunk_size: int) -> str:
     return backend
 
 
+@autocast_aware('q', 'k', 'v')
 def gated_linear_attention(q, k, v, g=None, u=None, *, scale=None, initial_state=None,
                            output_final_state=False, cu_seqlens=None, chunk_size=64, backend="auto"):
     """Gated linear attention ``S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t``, ``o_t = scale q_t S_t``.
@@ -97,6 +99,7 @@ def gated_linear_attention(q, k, v, g=None, u=None, *, scale=None, initial_state
     return naive_gla(q, k, v, g, u, **kwargs)
 
 
+@autocast_aware('q', 'k', 'v')
 def gated_linear_attention_step(q, k, v, g=None, u=None, state=None, scale=None):
     """One decoding step of :func:`gated_linear_attention`.
 

@@ -11,6 +11,7 @@ import torch
 from kernels.swa.banded_torch import swa_torch
 from kernels.swa.naive import swa_naive
 from kernels.swa.triton_common import interpreting
+from kernels.utils import autocast_aware
 
 __all__ = ["sliding_window_attention"]
 
@@ -61,6 +62,7 @@ def _check_cu_seqlens(cu_seqlens, batch: int, total: int, device) -> None:
         raise ValueError("cu_seqlens must be non-decreasing")
 
 
+@autocast_aware('q', 'k', 'v')
 def sliding_window_attention(
     q: torch.Tensor,
     k: torch.Tensor,
