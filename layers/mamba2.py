@@ -106,7 +106,8 @@ class Mamba2(nn.Module):
         return linear_flops(self.in_proj) + linear_flops(self.out_proj) + conv + core
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> Mamba2State:
-        S = torch.zeros(batch_size, self.num_heads, self.d_state, self.head_dim, device=device)
+        S = torch.zeros(batch_size, self.num_heads, self.d_state, self.head_dim, device=device,
+                        dtype=torch.promote_types(dtype, torch.float32))  # fp32, fp64 for fp64
         return Mamba2State(S, self.conv.init_state(batch_size, device, dtype).x)
 
     def state_size(self, seq_len: int = 1) -> int:

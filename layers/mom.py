@@ -60,7 +60,8 @@ class MixtureOfMemories(nn.Module):
 
     Training path (state None): ``self.aux_loss = aux_loss_coef · M · Σ_m f_m P_m`` (Switch
     load-balancing loss); None on the decoding path, with one memory, or with coefficient 0.
-    Optional short convolutions (``short_conv``, kernel ``conv_size``, SiLU as in fla): on q over the
+    Short convolutions (``short_conv``, default on as in the reference code and fla, which require
+    them; kernel ``conv_size``, then SiLU; without them q, k, v = SiLU(projection)): on q over the
     token stream, on each memory's k and v over that memory's own stream of routed tokens (weights
     shared by the memories, as in fla's MoM), so per-token cost stays k (+1). Departure from fla's
     ``MomAttention``: fla convolves q per memory too, over each memory's routed copies of the tokens
@@ -88,7 +89,7 @@ class MixtureOfMemories(nn.Module):
         aux_loss_coef: float = 0.01,
         norm_eps: float = 1e-5,
         init_std: float = 0.02,
-        short_conv: bool = False,
+        short_conv: bool = True,
         conv_size: int = 4,
         memory: str = "gated_deltanet",
     ):
@@ -124,6 +125,7 @@ class MixtureOfMemories(nn.Module):
         self.kvg_weight = nn.Parameter(torch.empty(self.num_states, d_model, sum(self.widths)))
         if memory == "gla":
             self.gate_bias = nn.Parameter(torch.empty(self.num_states, HK))
+            self.no_weight_decay = ("gate_bias",)  # a bias per memory: [M, H·K] but not a matrix
         else:
             self.A_log = nn.Parameter(torch.empty(num_heads))
             self.dt_bias = nn.Parameter(torch.empty(num_heads))
@@ -186,6 +188,8 @@ class MixtureOfMemories(nn.Module):
             q, q_hist = self.q_conv(q, None if state is None else ConvState(state.q_conv), documents)
             k, k_hist = conv_segments(self.k_conv, k, pack.lengths, self._to_segments(state, "k_conv"))
             v, v_hist = conv_segments(self.v_conv, v, pack.lengths, self._to_segments(state, "v_conv"))
+        else:  # the SiLU that follows the convolutions otherwise (fla's MoM without them)
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
         q = q.reshape(B * T, H, K)[pack.token]
 
         h0 = self._to_segments(state, "S")
@@ -239,6 +243,8 @@ class MixtureOfMemories(nn.Module):
             new_state.q_conv = q_hist.x
             k, new_state.k_conv = self._conv_step(self.k_conv, k, state.k_conv, written)
             v, new_state.v_conv = self._conv_step(self.v_conv, v, state.v_conv, written)
+        else:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
         q = q.reshape(B, 1, H, K).expand(B, Mt, H, K).reshape(B * Mt, H, K)
         k, v = k.reshape(B * Mt, H, K), v.reshape(B * Mt, H, V)
         S = state.S.reshape(B * Mt, H, K, V)

@@ -97,7 +97,8 @@ class MultiScaleRetention(nn.Module):
         return y, (None if state is None else RetentionState(final, state.offset + T))
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> RetentionState:
-        S = torch.zeros(batch_size, self.num_heads, self.head_k_dim, self.head_v_dim, device=device)
+        S = torch.zeros(batch_size, self.num_heads, self.head_k_dim, self.head_v_dim, device=device,
+                        dtype=torch.promote_types(dtype, torch.float32))  # fp32, fp64 for fp64
         return RetentionState(S, torch.zeros(batch_size, dtype=torch.long, device=device))
 
     def state_size(self, seq_len: int = 1) -> int:

@@ -80,6 +80,9 @@ class RWKV6TimeMix(nn.Module):
         self.time_decay_w1 = nn.Parameter(torch.zeros(C, decay_lora_rank))
         self.time_decay_w2 = nn.Parameter(torch.zeros(decay_lora_rank, C))
         self.time_faaaa = nn.Parameter(torch.zeros(self.num_heads, head_size))
+        # RWKV-LM's optimiser (layerwise_lr): no weight decay but on the projections, time_decay at 2× the lr
+        self.no_weight_decay = tuple(name for name, _ in self.named_parameters(recurse=False))
+        self.lr_scale = {"time_decay": 2.0}
         self.receptance = nn.Linear(C, C, bias=False)
         self.key = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(C, C, bias=False)
@@ -142,7 +145,8 @@ class RWKV6TimeMix(nn.Module):
         return y, (None if state is None else RWKV6State(final, x[:, -1].clone()))
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> RWKV6State:
-        S = torch.zeros(batch_size, self.num_heads, self.head_size, self.head_size, device=device)
+        S = torch.zeros(batch_size, self.num_heads, self.head_size, self.head_size, device=device,
+                        dtype=torch.promote_types(dtype, torch.float32))  # fp32, fp64 for fp64
         return RWKV6State(S, torch.zeros(batch_size, self.d_model, device=device, dtype=dtype))
 
     def state_size(self, seq_len: int = 1) -> int:

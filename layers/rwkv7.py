@@ -48,17 +48,20 @@ class RWKV7TimeMix(nn.Module):
     soft clamp. x_r … x_g are token-shift interpolations x + (x_{t−1} − x)·μ; a = σ(a₀ + x_a A₁A₂) is the
     in-context learning rate; κ̂ = L2norm(k ⊙ k_k) per head; k̃ = k ⊙ (1 + (a − 1) ⊙ k_a). Value residual:
     the first RWKV-7 layer of a model stores its v in the forward's ``shared`` dict, and every later one
-    (``layer_idx`` > 0: only those have v₀, V₁, V₂) mixes it in, v ← v + (v_first − v)·σ(v₀ + x_v V₁V₂)
+    (only those have v₀, V₁, V₂, also in hybrids whose first RWKV-7 layer is not layer 0) mixes it in, v ← v + (v_first − v)·σ(v₀ + x_v V₁V₂)
     (decoding recomputes it at each step, so no state carries it). The output (GroupNorm per head, eps 64e-5, plus the bonus
     (Σ r ⊙ k̃ ⊙ r_k)·v per head) is gated by σ(x_g G₁)G₂ and projected. Initialisation: RWKV-LM's
-    (``reset_mixer_parameters``), which needs ``layer_idx`` / ``n_layers`` (DecoderLM passes them).
+    (``reset_mixer_parameters``: the module's vectors and LoRAs, then its training script's orthogonal
+    matrices), which needs ``layer_idx`` / ``n_layers`` (DecoderLM passes them). Optimiser: as in RWKV-LM,
+    only the four projection matrices are weight-decayed (``no_weight_decay`` names the rest) and w₀ learns
+    at twice the learning rate (``lr_scale``).
     Decoding state: ``RWKV7State``. x: [B, T, d_model] -> y: [B, T, d_model].
     """
 
     uses_shared = True  # DecoderLM passes the forward's shared dict (the first layer's v)
 
     def __init__(self, d_model: int, head_size: int = 64, layer_idx: int = 0, n_layers: int = 1,
-                 chunk_size: int = 64):
+                 chunk_size: int = 64, first_of_its_kind: bool | None = None):
         super().__init__()
         if head_size < 1 or d_model % head_size:
             raise ValueError(f"rwkv7: head_size={head_size} must be ≥ 1 and divide d_model={d_model}")
@@ -66,13 +69,19 @@ class RWKV7TimeMix(nn.Module):
         C = d_model
         self.d_model, self.head_size, self.num_heads = C, head_size, C // head_size
         self.layer_idx, self.n_layers, self.chunk_size = layer_idx, n_layers, chunk_size
-        # the value-residual gate (v0, V1, V2) exists from layer 1 on: RWKV-LM's layer 0 never uses it
-        self.value_residual = layer_idx > 0
+        # the value-residual gate (v0, V1, V2) exists in every RWKV-7 layer after the model's first one
+        # (DecoderLM says which that is; standalone: layer_idx > 0), as RWKV-LM's layer 0 never uses it
+        self.value_residual = layer_idx > 0 if first_of_its_kind is None else not first_of_its_kind
         self.loras = ("w", "a", "v", "g") if self.value_residual else ("w", "a", "g")
         for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "k_k", "k_a") + \
                 (("v0",) if self.value_residual else ()):
             setattr(self, name, nn.Parameter(torch.empty(C)))
         self.r_k = nn.Parameter(torch.empty(self.num_heads, head_size))
+        # RWKV-LM's optimiser: weight decay only on the projection matrices, w0 at twice the learning rate
+        vectors = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "k_k", "k_a", "r_k")
+        self.no_weight_decay = vectors + (("v0",) if self.value_residual else ()) + \
+            tuple(f"{name}{i}" for name in self.loras for i in (1, 2))
+        self.lr_scale = {"w0": 2.0}
         ranks = {"w": _lora_rank(C, 2.5), "a": _lora_rank(C, 2.5), "v": _lora_rank(C, 1.7), "g": _lora_rank(C, 5)}
         ranks = {name: ranks[name] for name in self.loras}
         for name, rank in ranks.items():
@@ -109,11 +118,13 @@ class RWKV7TimeMix(nn.Module):
             first, second = getattr(self, f"{name}1"), getattr(self, f"{name}2")
             first.zero_()
             second.copy_(_orthogonal(second.shape, 0.1))
-        self.receptance.weight.uniform_(-0.5 / C**0.5, 0.5 / C**0.5)
-        self.key.weight.uniform_(-0.05 / C**0.5, 0.05 / C**0.5)
-        self.value.weight.uniform_(-0.5 / C**0.5, 0.5 / C**0.5)
+        # RWKV-LM's training start (generate_init_weight, which overrides the module's uniform init of the
+        # matrices): orthogonal r, k (gain 0.1) and v, a zero output, and a GroupNorm gain growing with depth
+        for linear, gain in ((self.receptance, 1.0), (self.key, 0.1), (self.value, 1.0)):
+            nn.init.orthogonal_(linear.weight, gain=gain)
         self.output.weight.zero_()
-        self.ln_x.reset_parameters()
+        self.ln_x.weight.fill_(((1 + self.layer_idx) / self.n_layers) ** 0.7)
+        self.ln_x.bias.zero_()
 
     def forward(self, x: torch.Tensor, state: RWKV7State | None = None, shared: dict | None = None,
                 documents=None):
@@ -146,7 +157,7 @@ class RWKV7TimeMix(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Analytic forward FLOPs per token: the four projections, the LoRAs, and the chunked DPLR core
-        (four decayed C×C score blocks, the blocked triangular inverse and its product, and six state
+        (four decayed C×C score blocks, the blocked triangular inverse and its product, and four state
         products per head)."""
         C, H, N = self.d_model, self.num_heads, self.head_size
         Cc = max(1, min(self.chunk_size, seq_len))
@@ -155,7 +166,8 @@ class RWKV7TimeMix(nn.Module):
         return 8.0 * C * C + lora + core
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> RWKV7State:
-        S = torch.zeros(batch_size, self.num_heads, self.head_size, self.head_size, device=device)
+        S = torch.zeros(batch_size, self.num_heads, self.head_size, self.head_size, device=device,
+                        dtype=torch.promote_types(dtype, torch.float32))  # fp32, fp64 for fp64
         return RWKV7State(S, torch.zeros(batch_size, self.d_model, device=device, dtype=dtype))
 
     def state_size(self, seq_len: int = 1) -> int:
@@ -166,7 +178,7 @@ class RWKV7TimeMix(nn.Module):
 class RWKV7ChannelMix(nn.Module):
     """RWKV-7 channel-mix (RWKV-LM's ``RWKV_CMix_x070``), the MLP slot of an RWKV-7 block:
     y = W_v relu(W_k (x + Δ ⊙ μ_k))², Δ = previous token's input − x, hidden 4·d_model. Initialisation as in
-    RWKV-LM (μ_k = 1 − (i/C)^{(1 − l/L)⁴}, W_k uniform ±0.5/√C, W_v zero). Stateful (token shift):
+    RWKV-LM (μ_k = 1 − (i/C)^{(1 − l/L)⁴}, W_k orthogonal, W_v zero). Stateful (token shift):
     ``TokenShiftState`` (last [B, d_model]). x: [B, T, d_model] -> y: [B, T, d_model]."""
 
     def __init__(self, d_model: int, hidden_size: int | None = None, layer_idx: int = 0, n_layers: int = 1):
@@ -183,7 +195,7 @@ class RWKV7ChannelMix(nn.Module):
     def reset_mixer_parameters(self) -> None:
         _, r10 = _layer_ratios(self.layer_idx, self.n_layers)
         self.x_k.copy_(1.0 - _channel_fraction(self.d_model, self.x_k.device).pow(r10**4))
-        self.key.weight.uniform_(-0.5 / self.d_model**0.5, 0.5 / self.d_model**0.5)
+        nn.init.orthogonal_(self.key.weight, gain=1.0)  # RWKV-LM's generate_init_weight
         self.value.weight.zero_()
 
     def forward(self, x: torch.Tensor, state: TokenShiftState | None = None, documents=None):

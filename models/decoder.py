@@ -46,7 +46,8 @@ class Block(nn.Module):
         super().__init__()
         self.mixer_name = mixer_name
         self.mixer_norm = build_norm(config.norm, config.d_model, config.norm_eps)
-        where = {"layer_idx": layer_idx, "n_layers": config.n_layers}  # the block's place wins over YAML
+        where = {"layer_idx": layer_idx, "n_layers": config.n_layers,  # the block's place wins over YAML
+                 "first_of_its_kind": config.layer_mixers().index(mixer_name) == layer_idx}
         mixer_kwargs = {**config.mixer_kwargs.get(mixer_name, {}), **_accepted(MIXERS.get(mixer_name), where)}
         self.mixer = build_mixer(mixer_name, config.d_model, **mixer_kwargs)
         mlp_kwargs = {**config.mlp_kwargs, **_accepted(MLPS.get(config.mlp), where)}

@@ -26,6 +26,7 @@ over the table below (new mixers do that, or add a rule here).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -69,10 +70,15 @@ def _swa(m, T: int) -> float:
     return linear_flops(m.qkv) + linear_flops(m.out) + window_attention_core_flops(T, m.d_model, m.window_size)
 
 
-def _linear_attention(m, T: int) -> float:
-    from kernels.gla.interface import gated_linear_attention
+def _default_chunk_size(op) -> int:
+    """The chunk size a kernel op uses when the layer does not pass one."""
+    return inspect.signature(op).parameters["chunk_size"].default
 
-    chunk = gated_linear_attention.__kwdefaults__["chunk_size"]
+
+def _linear_attention(m, T: int) -> float:
+    from kernels import gated_linear_attention
+
+    chunk = _default_chunk_size(gated_linear_attention)
     value_dim = m.head_dim + int(m.normalize)
     core = chunked_linear_attention_flops(T, chunk, m.num_heads, m.expanded_dim, value_dim)
     return linear_flops(m.qk) + linear_flops(m.v) + linear_flops(m.out) + core
@@ -102,13 +108,13 @@ def _rwkv6(m, T: int) -> float:
 
 
 def _mom(m, T: int) -> float:
-    from kernels.gla.interface import gated_linear_attention
+    from kernels import gated_delta_rule, gated_linear_attention
 
     H, K, V = m.num_heads, m.head_dim, m.value_dim
     d = m.d_model
     slots = m.top_k + int(m.shared_memory)  # memories each token is written to and read from
     per_slot = 2.0 * d * sum(m.widths)  # its k, v and gate logits from that memory's weights
-    chunk = gated_linear_attention.__kwdefaults__["chunk_size"]
+    chunk = _default_chunk_size(gated_linear_attention if m.memory == "gla" else gated_delta_rule)
     routed_len = max(1, round(T * m.top_k / m.num_memories))  # mean length of a (sequence, memory) stream
     memory_flops = chunked_linear_attention_flops if m.memory == "gla" else chunked_delta_rule_flops
     core = m.top_k * memory_flops(routed_len, chunk, H, K, V)

@@ -10,7 +10,9 @@ import importlib
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
-# Modules whose parameters include log-decays / bonuses that bf16 would round (kept fp32).
+# Modules whose parameters include log-decays / bonuses that bf16 would round (kept fp32). RWKV-7, Mamba-2
+# and Gated DeltaNet are not listed: like fla's FSDP training they compute with bf16 copies of their decay
+# parameters (the fp32 masters stay in the optimiser); name them in fp32_modules to keep them fp32.
 DEFAULT_FP32_MODULES = ("layers.rwkv6.RWKV6TimeMix", "layers.mom.MixtureOfMemories")
 
 

@@ -64,7 +64,8 @@ class LanguageModelTask(L.LightningModule):
         model: the ModelConfig of the DecoderLM.
         lr, weight_decay, betas: AdamW.
         weight_decay_on: "matrices" (default: matrices and embeddings, not norms or biases) or "all"
-            (every parameter, as Zoology's ``AdamW(model.parameters())``).
+            (every parameter, as Zoology's ``AdamW(model.parameters())``); either way not those a mixer
+            exempts (``no_weight_decay``: decays, biases, RWKV's mixing vectors and LoRAs).
         warmup_steps: linear warm-up steps (an int, or a fraction of all steps when < 1); epochs when
             ``lr_interval="epoch"``.
         min_lr_ratio: the cosine ends at lr · min_lr_ratio.
@@ -256,16 +257,23 @@ class LanguageModelTask(L.LightningModule):
 
     def build_optimizer(self) -> torch.optim.AdamW:
         """AdamW with weight decay on the parameters that ``weight_decay_on`` names (the rest at 0), never
-        on those a module lists in its ``no_weight_decay`` (e.g. Gated DeltaNet's A_log and dt_bias)."""
+        on those a module lists in its ``no_weight_decay`` (e.g. Gated DeltaNet's A_log and dt_bias), and
+        a module's ``lr_scale`` ({parameter name: multiplier}, e.g. RWKV-7's w0 at 2×) as extra groups at
+        lr · multiplier (the schedule scales every group alike). Groups: decayed, not decayed, then one per
+        (decayed, multiplier) pair that occurs."""
         hp = self.hparams
-        exempt = {id(getattr(m, name)) for m in self.model.modules() for name in getattr(m, "no_weight_decay", ())}
-        decay, no_decay = [], []
+        modules = list(self.model.modules())
+        exempt = {id(getattr(m, name)) for m in modules for name in getattr(m, "no_weight_decay", ())}
+        scales = {id(getattr(m, name)): float(scale) for m in modules
+                  for name, scale in getattr(m, "lr_scale", {}).items()}
+        groups: dict[tuple[bool, float], list] = {(True, 1.0): [], (False, 1.0): []}
         for p in self.model.parameters():
             if p.requires_grad:
                 decayed = (p.ndim >= 2 or hp.get("weight_decay_on") == "all") and id(p) not in exempt
-                (decay if decayed else no_decay).append(p)
+                groups.setdefault((decayed, scales.get(id(p), 1.0)), []).append(p)
         return torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": params, "weight_decay": hp.weight_decay if decayed else 0.0, "lr": hp.lr * scale}
+             for (decayed, scale), params in groups.items()],
             lr=hp.lr, betas=tuple(hp.betas),
         )
 

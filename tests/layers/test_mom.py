@@ -59,6 +59,8 @@ def reference(mixer, x, initial=None):
         full = torch.cat([buf, q], 1)
         q = torch.stack([conv_tap(full[:, t : t + W], mixer.q_conv) for t in range(T)], 1)
         q_hist = full[:, T:]
+    else:
+        q = F.silu(q)
     q = q.view(B, T, H, K)
     delta = mixer.memory == "gated_deltanet"
     if delta:  # Gated DeltaNet memories read with an L2-normalised query
@@ -85,6 +87,8 @@ def reference(mixer, x, initial=None):
                 k_t, v_t = conv_tap(kw, mixer.k_conv), conv_tap(vw, mixer.v_conv)
                 kb = torch.where(r[..., None] > 0, kw[:, 1:], kb)
                 vb = torch.where(r[..., None] > 0, vw[:, 1:], vb)
+            else:
+                k_t, v_t = F.silu(k_t), F.silu(v_t)
             if delta:  # not routed: β = 0 and g = 0 leave the memory as it is
                 k_t = k_t.view(B, H, K) / k_t.view(B, H, K).norm(dim=-1, keepdim=True)
                 b_t, g_t = (beta[:, t] * r)[..., None, None], (g[:, t] * r)[..., None, None]
@@ -110,12 +114,12 @@ def reference(mixer, x, initial=None):
 
 
 CONFIGS = [
-    dict(num_heads=2),
+    dict(num_heads=2, short_conv=False),
     dict(num_heads=2, short_conv=True, conv_size=3),
     dict(num_heads=1, num_memories=3, top_k=1, shared_memory=False, output_gate=False),
     dict(num_heads=2, num_memories=5, top_k=3, expand_v=2),
     dict(num_memories=1, top_k=1, shared_memory=True),
-    dict(num_heads=2, memory="gla"),
+    dict(num_heads=2, memory="gla", short_conv=False),
     dict(num_heads=2, short_conv=True, conv_size=3, memory="gla"),
     dict(num_heads=2, num_memories=5, top_k=3, expand_v=2, memory="gla"),
 ]
@@ -198,16 +202,16 @@ def test_packing_groups_tokens_by_memory_in_time_order():
 
 
 def test_top_k_equal_to_num_memories_is_a_dense_mixture():
-    mixer = make(num_memories=3, top_k=3, shared_memory=False, output_gate=False, memory="gla")
+    mixer = make(num_memories=3, top_k=3, shared_memory=False, output_gate=False, memory="gla", short_conv=False)
     x = torch.randn(2, 150, D, dtype=torch.float64)  # every segment spans 3 chunks
     B, T, H, K = 2, 150, mixer.num_heads, mixer.head_dim
     probs = torch.softmax(mixer.router(x), -1)
-    q = mixer.q(x).view(B, T, H, K)
+    q = F.silu(mixer.q(x)).view(B, T, H, K)
     o = 0
     for m in range(3):  # each memory sees every token: plain dense GLA calls, no packing
         k, v, gl = (x @ mixer.kvg_weight[m]).split([H * K, H * K, H * K], -1)
         g = F.logsigmoid(gl + mixer.gate_bias[m]) / 16
-        k, v, g = (t.view(B, T, H, K) for t in (k, v, g))
+        k, v, g = (t.view(B, T, H, K) for t in (F.silu(k), F.silu(v), g))
         o_m, _ = gated_linear_attention(q, k, v, g, backend="naive")
         o = o + probs[..., m, None, None] * o_m
     y_dense = mixer.out(mixer.norm(o).reshape(B, T, -1))
@@ -270,12 +274,12 @@ def test_decoder_lm_returns_aux_loss_with_a_grad_path_to_the_routers():
 
 
 def test_state_size_and_layout():
-    mixer = build_mixer("mom", 64, num_heads=2, num_memories=4, top_k=2, expand_v=2)
+    mixer = build_mixer("mom", 64, num_heads=2, num_memories=4, top_k=2, expand_v=2, short_conv=False)
     assert mixer.state_size() == 5 * 2 * 32 * 64
     assert mixer.init_state(3).S.shape == (3, 5, 2, 32, 64)
-    single = build_mixer("mom", 64, num_memories=1, top_k=1, shared_memory=False, expand_v=3)
+    single = build_mixer("mom", 64, num_memories=1, top_k=1, shared_memory=False, expand_v=3, short_conv=False)
     assert single.state_size() == 64 * 192 and single.router is None
-    conv = build_mixer("mom", 64, num_heads=2, num_memories=4, top_k=2, short_conv=True, conv_size=4)
+    conv = build_mixer("mom", 64, num_heads=2, num_memories=4, top_k=2, conv_size=4)  # convolutions by default
     assert conv.state_size() == 5 * 2 * 32 * 32 + 3 * (64 + 5 * (64 + 64))
     state = conv.init_state(3)
     assert state.k_conv.shape == (3, 5, 3, 64) and state.q_conv.shape == (3, 3, 64)

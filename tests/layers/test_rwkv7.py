@@ -95,6 +95,23 @@ def test_model_passes_the_first_value_along_and_decodes_it():
     assert model.blocks[2].mixer.v0.grad.abs().sum() > 0  # the residual gate is trained
 
 
+def test_hybrid_first_rwkv7_layer_has_no_unused_gate():
+    """In [base_conv, rwkv7, rwkv7] the first RWKV-7 layer is layer 1: it stores v and has no v₀/V₁/V₂."""
+    config = ModelConfig(vocab_size=50, d_model=32, n_layers=3, mixer=["base_conv", "rwkv7", "rwkv7"],
+                         mixer_kwargs={"rwkv7": {"head_size": 8}}, mlp="none")
+    model = DecoderLM(config)
+    assert not model.blocks[1].mixer.value_residual and not hasattr(model.blocks[1].mixer, "v0")
+    assert model.blocks[2].mixer.value_residual
+    for block in model.blocks[1:]:
+        randomise(block.mixer)
+        if block.mixer.value_residual:
+            with torch.no_grad():
+                block.mixer.v1.normal_(0, 0.3)
+    model(torch.randint(0, 50, (2, 9))).logits.square().mean().backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not unused, unused
+
+
 def test_initialisation_follows_rwkv_lm():
     layer = build_mixer("rwkv7", 128, head_size=64, layer_idx=1, n_layers=4)
     assert (layer.output.weight == 0).all() and (layer.w1 == 0).all() and (layer.a1 == 0).all()
@@ -103,7 +120,40 @@ def test_initialisation_follows_rwkv_lm():
     assert float(w0[0]) == pytest.approx(-8.0) and float(w0[-1]) == pytest.approx(3.0)
     assert layer.w1.shape == (128, 32) and layer.g1.shape == (128, 64)  # RWKV-LM's suggested LoRA widths
     assert torch.allclose(layer.k_a, torch.full_like(layer.k_a, 1.02)) and (layer.r_k == -0.04).all()
-    assert abs(layer.receptance.weight).max() <= 0.5 / 128**0.5
+    # the matrices as RWKV-LM's training script starts them (generate_init_weight): orthogonal, key gain 0.1
+    eye = torch.eye(128)
+    for linear, gain in ((layer.receptance, 1.0), (layer.key, 0.1), (layer.value, 1.0)):
+        torch.testing.assert_close(linear.weight @ linear.weight.T, gain**2 * eye, atol=1e-5, rtol=0)
+    torch.testing.assert_close(layer.ln_x.weight, torch.full((128,), (2 / 4) ** 0.7))
+    assert (layer.ln_x.bias == 0).all()
+    mix = build_mlp("rwkv7_cmix", 128, layer_idx=1, n_layers=4)
+    torch.testing.assert_close(mix.key.weight.T @ mix.key.weight, eye, atol=1e-5, rtol=0)  # [4C, C]
+    assert (mix.value.weight == 0).all()
+
+
+@pytest.mark.parametrize("mixer", ["rwkv7", "rwkv6"])
+def test_optimiser_groups_follow_rwkv_lm(mixer):
+    """Weight decay only on the projection matrices (not the LoRAs, mixing vectors or bonus), in either
+    ``weight_decay_on`` mode; RWKV-7's w0 / RWKV-6's time_decay at twice the learning rate."""
+    from models.lightning_module import LanguageModelTask
+
+    config = ModelConfig(vocab_size=32, d_model=64, n_layers=2, mixer=mixer, mlp="none",
+                         mixer_kwargs={mixer: {"head_size": 32}})
+    for mode in ("matrices", "all"):
+        task = LanguageModelTask(config, lr=1e-3, weight_decay_on=mode)
+        groups = task.build_optimizer().param_groups
+        for block in task.model.blocks:
+            m = block.mixer
+            projections = [m.receptance, m.key, m.value, m.output] + ([m.gate] if mixer == "rwkv6" else [])
+            fast = m.w0 if mixer == "rwkv7" else m.time_decay
+            group_of = {id(p): g for g in groups for p in g["params"]}
+            for name, p in m.named_parameters(recurse=False):
+                group = group_of[id(p)]
+                assert group["weight_decay"] == 0.0, name
+                assert group["lr"] == pytest.approx(2e-3 if p is fast else 1e-3), name
+            for linear in projections:
+                assert group_of[id(linear.weight)]["weight_decay"] == 0.1
+                assert group_of[id(linear.weight)]["lr"] == pytest.approx(1e-3)
 
 
 def test_channel_mix_is_its_formula():
