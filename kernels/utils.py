@@ -50,7 +50,9 @@ def autocast_aware(*cast: str):
             if not torch.is_autocast_enabled(device):
                 return op(*args, **kwargs)
             dtype = torch.get_autocast_dtype(device)
-            lower = lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
+            def lower(x):
+                return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
             args = tuple(lower(x) if i in positions else x for i, x in enumerate(args))
             kwargs = {name: lower(x) if name in cast else x for name, x in kwargs.items()}
             with torch.autocast(device, enabled=False):

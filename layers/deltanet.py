@@ -128,8 +128,9 @@ class DeltaNet(nn.Module):
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> DeltaState:
         H, D = self.num_heads, self.head_dim
-        state = DeltaState(torch.zeros(batch_size, H, D, D, device=device,
-                                       dtype=torch.promote_types(dtype, torch.float32)))  # fp32; fp64 for fp64
+        S = torch.zeros(batch_size, H, D, D, device=device,
+                        dtype=torch.promote_types(dtype, torch.float32))  # fp32, fp64 for fp64
+        state = DeltaState(S)
         if self.use_short_conv:
             state.q_conv, state.k_conv, state.v_conv = (
                 conv.init_state(batch_size, device, dtype).x for conv in (self.q_conv, self.k_conv, self.v_conv))

@@ -48,9 +48,9 @@ class RWKV7TimeMix(nn.Module):
     soft clamp. x_r … x_g are token-shift interpolations x + (x_{t−1} − x)·μ; a = σ(a₀ + x_a A₁A₂) is the
     in-context learning rate; κ̂ = L2norm(k ⊙ k_k) per head; k̃ = k ⊙ (1 + (a − 1) ⊙ k_a). Value residual:
     the first RWKV-7 layer of a model stores its v in the forward's ``shared`` dict, and every later one
-    (only those have v₀, V₁, V₂, also in hybrids whose first RWKV-7 layer is not layer 0) mixes it in, v ← v + (v_first − v)·σ(v₀ + x_v V₁V₂)
-    (decoding recomputes it at each step, so no state carries it). The output (GroupNorm per head, eps 64e-5, plus the bonus
-    (Σ r ⊙ k̃ ⊙ r_k)·v per head) is gated by σ(x_g G₁)G₂ and projected. Initialisation: RWKV-LM's
+    (only those have v₀, V₁, V₂, also in hybrids whose first RWKV-7 layer is not layer 0) mixes it in,
+    v ← v + (v_first − v)·σ(v₀ + x_v V₁V₂) (decoding recomputes it at each step, so no state carries it).
+    The output (GroupNorm per head, eps 64e-5, plus the bonus (Σ r ⊙ k̃ ⊙ r_k)·v per head) is gated by σ(x_g G₁)G₂ and projected. Initialisation: RWKV-LM's
     (``reset_mixer_parameters``: the module's vectors and LoRAs, then its training script's orthogonal
     matrices), which needs ``layer_idx`` / ``n_layers`` (DecoderLM passes them). Optimiser: as in RWKV-LM,
     only the four projection matrices are weight-decayed (``no_weight_decay`` names the rest) and w₀ learns

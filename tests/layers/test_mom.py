@@ -202,7 +202,8 @@ def test_packing_groups_tokens_by_memory_in_time_order():
 
 
 def test_top_k_equal_to_num_memories_is_a_dense_mixture():
-    mixer = make(num_memories=3, top_k=3, shared_memory=False, output_gate=False, memory="gla", short_conv=False)
+    mixer = make(num_memories=3, top_k=3, shared_memory=False, output_gate=False, memory="gla",
+                 short_conv=False)
     x = torch.randn(2, 150, D, dtype=torch.float64)  # every segment spans 3 chunks
     B, T, H, K = 2, 150, mixer.num_heads, mixer.head_dim
     probs = torch.softmax(mixer.router(x), -1)
@@ -277,9 +278,10 @@ def test_state_size_and_layout():
     mixer = build_mixer("mom", 64, num_heads=2, num_memories=4, top_k=2, expand_v=2, short_conv=False)
     assert mixer.state_size() == 5 * 2 * 32 * 64
     assert mixer.init_state(3).S.shape == (3, 5, 2, 32, 64)
-    single = build_mixer("mom", 64, num_memories=1, top_k=1, shared_memory=False, expand_v=3, short_conv=False)
+    single = build_mixer("mom", 64, num_memories=1, top_k=1, shared_memory=False, expand_v=3,
+                         short_conv=False)
     assert single.state_size() == 64 * 192 and single.router is None
-    conv = build_mixer("mom", 64, num_heads=2, num_memories=4, top_k=2, conv_size=4)  # convolutions by default
+    conv = build_mixer("mom", 64, num_heads=2, num_memories=4, top_k=2, conv_size=4)  # convs: the default
     assert conv.state_size() == 5 * 2 * 32 * 32 + 3 * (64 + 5 * (64 + 64))
     state = conv.init_state(3)
     assert state.k_conv.shape == (3, 5, 3, 64) and state.q_conv.shape == (3, 3, 64)
