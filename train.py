@@ -30,10 +30,13 @@ def use_wandb_offline_unless_logged_in():
 
 
 def default_run_dir(config_paths) -> str:
-    """runs/<config path without .yaml>, e.g. runs/mqar/attention for configs/mqar/attention.yaml."""
+    """runs/<config path without .yaml>, e.g. runs/mqar/attention for configs/mqar/attention.yaml: the
+    last ``--config`` that is not a fragment (a file named ``_*.yaml``, e.g. configs/strategies/_ddp.yaml),
+    so that one model trained under two strategies does not share a folder with another model."""
     if not config_paths:
         return "runs/default"
-    path = Path(str(config_paths[-1])).resolve()
+    paths = [Path(str(p)) for p in config_paths]
+    path = ([p for p in paths if not p.name.startswith("_")] or paths)[-1].resolve()
     try:
         path = path.relative_to(ROOT / "configs")
     except ValueError:
@@ -54,13 +57,27 @@ def stable_wandb_id(root: str, resuming: bool) -> str:
     return run_id
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError)  # what a bad setting raises while being built
+
+
 def first_line(error: BaseException) -> str:
-    """The first line of the innermost ValueError / FileNotFoundError behind ``error`` (jsonargparse
-    wraps the error a class raised while being built in one of its own)."""
-    while isinstance(error.__cause__ or error.__context__, (ValueError, FileNotFoundError)):
+    """The first line of the innermost ValueError / FileNotFoundError / TypeError behind ``error``
+    (jsonargparse wraps the error a class raised while being built in one of its own)."""
+    while isinstance(error.__cause__ or error.__context__, USER_ERRORS):
         error = error.__cause__ or error.__context__
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
+
+
+def raised_at(error: BaseException) -> str:
+    """``file:line`` where ``error`` was raised, relative to the repository when inside it."""
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    path = Path(frames[-1].filename)
+    return f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{frames[-1].lineno}"
 
 
 def check_checkpoint(ckpt_path: str | None) -> None:
@@ -81,6 +98,30 @@ def check_checkpoint(ckpt_path: str | None) -> None:
         raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint ({first_line(error)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint (it has no state_dict)")
+
+
+def check_run_folder(root: str, ckpt_path: str | None, model_config: dict) -> None:
+    """Raise a ValueError when a fit would mix runs: a fresh run into a folder that holds an earlier
+    run's checkpoints (whose ``last.ckpt`` evals would keep reading), or a resume whose model settings
+    differ from its checkpoint's (the checkpoint's model, optimiser and schedule are what continue)."""
+    from models.resume_checks import config_changes, existing_checkpoints, last_checkpoint
+
+    if ckpt_path is None:
+        if existing_checkpoints(root):
+            raise ValueError(f"{root}/checkpoints already holds an earlier run's checkpoints: resume it with "
+                             "--ckpt_path last, or train into another --trainer.default_root_dir")
+        return
+    path = last_checkpoint(root) if ckpt_path == "last" else Path(ckpt_path) if Path(ckpt_path).is_file() else None
+    if path is None:
+        return
+    import torch
+
+    hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
+    changes = config_changes(hparams, model_config)
+    if changes:
+        raise ValueError(f"--ckpt_path {ckpt_path} resumes {path}, trained with other model settings than this "
+                         f"run's: {'; '.join(changes)}. A resume continues the checkpoint's model, optimiser and "
+                         "schedule: drop these overrides, or start a new run in another folder")
 
 
 def main(args: list[str] | None = None, run: bool = True):
@@ -114,8 +155,13 @@ def main(args: list[str] | None = None, run: bool = True):
 
         def _parse_ckpt_path(self):
             subcommand = self.config.get("subcommand")
+            config = self.config[subcommand] if subcommand else None
+            ckpt_path = config.get("ckpt_path") if config is not None else None
             try:
-                check_checkpoint(self.config[subcommand].get("ckpt_path") if subcommand else None)
+                check_checkpoint(ckpt_path)
+                if subcommand == "fit":
+                    root = config.trainer.default_root_dir or default_run_dir(config.get("config"))
+                    check_run_folder(str(root), ckpt_path, config.model.as_dict())
             except ValueError as error:
                 raise SystemExit(f"error: {first_line(error)}") from None
             super()._parse_ckpt_path()
@@ -123,8 +169,20 @@ def main(args: list[str] | None = None, run: bool = True):
         def instantiate_classes(self):
             try:
                 super().instantiate_classes()
-            except (ValueError, FileNotFoundError) as error:
+            except USER_ERRORS as error:
                 raise SystemExit(f"error: {first_line(error)}") from None
+
+        def _run_subcommand(self, subcommand):
+            """Settings that only fail once fitting starts (data files, tokenizers, MQAR slices, a kernel's
+            chunk size) end with their message and where it was raised; RECALL_LM_TRACEBACK=1 keeps the
+            traceback."""
+            try:
+                super()._run_subcommand(subcommand)
+            except (ValueError, FileNotFoundError) as error:
+                if os.environ.get("RECALL_LM_TRACEBACK"):
+                    raise
+                raise SystemExit(f"error: {first_line(error)} (raised at {raised_at(error)}; "
+                                 "RECALL_LM_TRACEBACK=1 shows the traceback)") from None
 
         def before_fit(self):
             try:
@@ -159,10 +217,20 @@ def main(args: list[str] | None = None, run: bool = True):
                         lg._id = lg._wandb_init["id"] = stable_wandb_id(root, resuming)
             trainer = super().instantiate_trainer(logger=loggers, **kwargs)
             trainer.callbacks.extend(extra_callbacks)
+            folder, monitored = os.path.join(root, "checkpoints"), False
             for checkpoint in trainer.checkpoint_callbacks:  # a fixed place, so `--ckpt_path last` finds it
                 if checkpoint.dirpath is None:
-                    checkpoint.dirpath = os.path.join(root, "checkpoints")
-                    checkpoint.save_last = True
+                    checkpoint.dirpath = folder
+                    # Lightning ≥ 2.6 writes a monitored callback's last.ckpt only when the metric improved
+                    checkpoint.save_last = checkpoint.monitor is None
+                    monitored |= checkpoint.monitor is not None
+            if monitored and not any(c.monitor is None and c.save_last and c.dirpath == folder
+                                     for c in trainer.checkpoint_callbacks):
+                from lightning.pytorch.callbacks import ModelCheckpoint
+
+                # last.ckpt at every save point whatever the metric did: what `--ckpt_path last` resumes
+                trainer.callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1,
+                                                         enable_version_counter=False))
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never a half-written last.ckpt
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             return trainer
@@ -171,6 +239,8 @@ def main(args: list[str] | None = None, run: bool = True):
 
     # Lightning's own pytree helper trips over torch's deprecation of LeafSpec on every fit: noise for users.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # check_run_folder refuses a fresh run into a folder with checkpoints: a full one means a resume
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     with warnings.catch_warnings():  # args may come from a caller (tests, sweeps) while sys.argv holds theirs
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return CLI(

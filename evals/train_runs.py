@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,6 +122,10 @@ def launch(run: TrainRun, threads: int, env: dict | None = None) -> dict | None:
     failed (the reason is in ``run.log``)."""
     run.result.unlink(missing_ok=True)
     run.log.parent.mkdir(parents=True, exist_ok=True)
+    roots = [a.split("=", 1)[1] for a in run.args if a.startswith("--trainer.default_root_dir=")]
+    stale = Path(roots[-1]) / "checkpoints" if roots else None
+    if stale is not None and stale.is_dir():  # an unfinished earlier attempt: this one starts afresh
+        shutil.rmtree(stale)
     env = dict(os.environ if env is None else env, OMP_NUM_THREADS=str(threads))
     env.setdefault("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
     cmd = [sys.executable, "-m", "evals.train_runs", "--json", str(run.result), "--", *run.args]

@@ -29,6 +29,23 @@ def test_bad_setting_is_one_line(tmp_path, capsys, extra, expected):
     assert run_bad(tmp_path, capsys, *extra).startswith(expected)
 
 
+@pytest.mark.parametrize("extra, expected", [
+    (["--data.init_args.train_slices=[{input_seq_len: 64, num_kv_pairs: 40, num_examples: 100}]"],
+     "error: MQAR needs 2·num_kv_pairs·num_passes + 2·num_kv_pairs ≤ input_seq_len"),
+    (["--model.model.mixer=deltanet", "--model.model.mixer_kwargs={deltanet: {chunk_size: 48}}"],
+     "error: chunk_size must be a power of two in [16, 256], got 48"),
+])
+def test_bad_setting_found_when_fitting_starts_is_one_line(tmp_path, capsys, extra, expected, monkeypatch):
+    monkeypatch.delenv("RECALL_LM_TRACEBACK", raising=False)
+    message = run_bad(tmp_path, capsys, *extra)
+    assert message.startswith(expected) and "(raised at " in message and "RECALL_LM_TRACEBACK=1" in message
+
+
+def test_unknown_mlp_option_is_one_line(tmp_path, capsys):
+    message = run_bad(tmp_path, capsys, "--model.model.mlp=swiglu", "--model.model.mlp_kwargs={hiden_size: 32}")
+    assert message.startswith("error: ") and "hiden_size" in message
+
+
 def test_ckpt_path_that_is_not_a_checkpoint(tmp_path, capsys):
     missing = tmp_path / "nothing.ckpt"
     assert run_bad(tmp_path, capsys, f"--ckpt_path={missing}") == (
@@ -43,3 +60,49 @@ def test_ckpt_path_that_is_not_a_checkpoint(tmp_path, capsys):
     torch.save({"weight": torch.zeros(2)}, weights)
     assert run_bad(tmp_path, capsys, f"--ckpt_path={weights}") == (
         f"error: --ckpt_path {weights} is not a train.py checkpoint (it has no state_dict)")
+
+
+TINY = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1", "--model.model.d_model=16", "--data.init_args.batch_size=32",
+        "--data.init_args.train_slices=[{input_seq_len: 64, num_kv_pairs: 4, num_examples: 64}]",
+        "--data.init_args.test_slices=[{input_seq_len: 64, num_kv_pairs: 4, num_examples: 32}]"]
+
+
+def fit(root, *extra):
+    return train.main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={root}", *TINY, *extra])
+
+
+def last_step(root):
+    import torch
+
+    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"]
+
+
+def test_last_checkpoint_is_the_last_step_when_the_monitored_metric_did_not_improve(tmp_path):
+    fit(tmp_path, "--trainer.max_epochs=3", "--model.lr=0.0")  # lr 0: val/acc the same every epoch
+    assert last_step(tmp_path) == 6  # 2 steps an epoch; the monitored best is epoch 0's
+
+
+@pytest.mark.filterwarnings("ignore:.*could not find the monitored key")  # max_steps stops before validating
+def test_a_fresh_run_into_a_used_folder_and_a_resume_with_other_settings_are_refused(tmp_path, capsys):
+    fit(tmp_path, "--trainer.max_steps=2")
+    with pytest.raises(SystemExit) as refused:
+        fit(tmp_path, "--trainer.max_steps=2")
+    assert str(refused.value.code) == (f"error: {tmp_path}/checkpoints already holds an earlier run's checkpoints: "
+                                       "resume it with --ckpt_path last, or train into another "
+                                       "--trainer.default_root_dir")
+    with pytest.raises(SystemExit) as refused:
+        fit(tmp_path, "--trainer.max_steps=4", "--ckpt_path=last", "--model.model.n_layers=3", "--model.lr=0.5")
+    message = str(refused.value.code)
+    assert message.startswith(f"error: --ckpt_path last resumes {tmp_path}/checkpoints/last.ckpt, trained with")
+    assert "model.lr=0.5 (checkpoint: 0.003); model.model.n_layers=3 (checkpoint: 2)" in message
+    explicit = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit, match=r"model.model.n_layers=3 \(checkpoint: 2\)"):
+        fit(tmp_path, f"--ckpt_path={explicit}", "--model.model.n_layers=3")
+    fit(tmp_path, "--trainer.max_steps=4", "--ckpt_path=last")  # the same settings resume
+    assert last_step(tmp_path) == 4
+
+
+def test_the_run_folder_is_named_after_the_model_config_not_a_fragment():
+    assert train.default_run_dir(["configs/lm/based-360m.yaml", "configs/strategies/_ddp.yaml"]) == \
+        "runs/lm/based-360m"
+    assert train.default_run_dir(["configs/strategies/_fsdp.yaml"]) == "runs/strategies/_fsdp"
