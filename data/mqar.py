@@ -72,6 +72,8 @@ def multiquery_ar(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate MQAR examples. Returns (inputs, labels), LongTensors [num_examples, input_seq_len]."""
     validate_mqar_arguments(vocab_size, input_seq_len, num_kv_pairs, num_passes)
+    if not power_a > 0:  # p(gap g) ∝ a·g^(a−1) is a distribution only for a > 0
+        raise ValueError(f"MQAR power_a must be > 0 (Zoology's default: 0.01), got {power_a}")
     rng = np.random.default_rng(seed)
     N, L, kv = num_examples, input_seq_len, num_kv_pairs
     half = vocab_size // 2

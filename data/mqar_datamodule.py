@@ -27,6 +27,10 @@ class MQARDataModule(SlicesDataModule):
         num_workers: int = 0,
         shuffle: bool = True,
     ):
+        for name, slices in (("train_slices", train_slices), ("test_slices", test_slices)):
+            if slices is not None and not len(slices):
+                raise ValueError(f"MQARDataModule.{name} is empty: give at least one slice, or leave it out "
+                                 "for the default")
         super().__init__(vocab_size, train_slices or [MQARSlice(64, 4, 10_000)],
                          test_slices or [MQARSlice(64, 4, 1_000)], batch_size, train_seed, test_seed,
                          num_workers, shuffle)

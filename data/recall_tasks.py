@@ -13,6 +13,7 @@ the tests read the offline fixture that ``write_fixture`` writes.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +66,18 @@ def load_recall_task(task: str, split: str = "validation", data_files: str | lis
     missing = {"key", "value", "text"} - set(dataset.column_names)
     if missing:
         raise ValueError(f"recall task {task!r} data lacks column(s) {sorted(missing)}; has {dataset.column_names}")
-    examples = []
+    examples, empty = [], 0
     for row in dataset:
         if limit is not None and len(examples) >= limit:
             break
+        value = str(row["value"]).strip()
+        if not value:  # "contains" would score an empty answer as recalled whatever the model says
+            empty += 1
+            continue
         context, question = split_question(row["text"], row["key"])
-        examples.append(RecallExample(context, question, str(row["value"]).strip(), row["key"], str(row.get("doc_id", ""))))
+        examples.append(RecallExample(context, question, value, row["key"], str(row.get("doc_id", ""))))
+    if empty:
+        warnings.warn(f"recall task {task!r}: left out {empty} row(s) with an empty value (nothing to recall)")
     return examples
 
 

@@ -425,12 +425,18 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sections", nargs="*", default=None, help="section names to run (default: all)")
+    parser.add_argument("--sections", nargs="*", default=None, metavar="NAME",
+                        help="sections to run (default: all): " + ", ".join(repr(name) for name, *_ in SECTIONS))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    for name in ("B", "H", "D"):
+    for name in ("B", "H", "D", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
+    if args.warmup < 0 or min(args.T) < 1:
+        parser.error(f"--warmup must be ≥ 0 and every --T ≥ 1, got {args.warmup} and {args.T}")
+    unknown = sorted(set(args.sections or ()) - {name for name, *_ in SECTIONS})
+    if unknown:
+        parser.error(f"unknown --sections {unknown}; known: {[name for name, *_ in SECTIONS]}")
 
     s = Settings(device=torch.device(args.device), T=args.T, B=args.B, H=args.H, D=args.D, repeats=args.repeats,
                  warmup=args.warmup)

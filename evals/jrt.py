@@ -132,7 +132,8 @@ def inference_gain(model, kvs: list[int], region: int = 48, num_examples: int = 
     return rows
 
 
-def run_inference(ckpts: list[str], kvs: list[int], region: int, num_examples: int, command: str) -> Path:
+def run_inference(ckpts: list[str], kvs: list[int], region: int, num_examples: int, command: str,
+                  out: Path | None = None) -> Path:
     from evals.probe_io import load_checkpoint_model, write_rows
 
     rows = []
@@ -146,7 +147,7 @@ def run_inference(ckpts: list[str], kvs: list[int], region: int, num_examples: i
     title = (f"Reading twice at test time (no JRT training), measured {date.today()}: MQAR of checkpoints "
              f"trained with one pass, evaluated with the context read once (x1) and twice (x2), the same "
              f"{region}-token query region after it, {num_examples} examples per cell. Command: `{command}`")
-    return write_rows(rows, columns, RESULTS / "jrt_inference", title)[1]
+    return write_rows(rows, columns, out or RESULTS / "jrt_inference", title)[1]
 
 
 def main(argv: list[str] | None = None):
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--kv", type=int, nargs="+", default=[4, 8, 16], help="--inference: key-value pairs")
     parser.add_argument("--region", type=int, default=48, help="--inference: query-region tokens")
     parser.add_argument("--num-examples", type=int, default=300, help="--inference: examples per cell")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="--inference: write <out>.csv and <out>.md (default: evals/results/probes/jrt_inference)")
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:split]), argv[split + 1 :]  # after --: train.py arguments
@@ -171,7 +174,8 @@ def main(argv: list[str] | None = None):
         parser.error(f"config file(s) not found: {missing}")
     command = "python -m evals.jrt " + " ".join(argv)
     if args.inference:
-        print(run_inference(args.inference, args.kv, args.region, args.num_examples, command.strip()).read_text())
+        text = run_inference(args.inference, args.kv, args.region, args.num_examples, command.strip(), args.out)
+        print(text.read_text())
         return
     if args.collect:
         rows = {}

@@ -152,7 +152,8 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
         if {"top2", "one_x5"} <= set(probe) and learnt(probe["top2"]) and learnt(probe["one_x5"]):
             routed, one = acc(probe["top2"], HARDEST), acc(probe["one_x5"], HARDEST)
             verdict = "agree (probe)" if routed > one else "disagree (probe)"
-            evidence += f"; rule at the probe's width: routed top-2 {_fmt(routed)} > one memory {_fmt(one)}"
+            relation = ">" if routed > one else "<" if routed < one else "="
+            evidence += f"; rule at the probe's width: routed top-2 {_fmt(routed)} {relation} one memory {_fmt(one)}"
         out.append(("Several routed memories beat one memory of the same state (MoM)", verdict, evidence))
     else:
         out.append(("Several routed memories beat one memory of the same state (MoM)", "pending",

@@ -10,15 +10,26 @@ from lightning.pytorch.utilities import rank_zero_only
 
 
 class RecallReport(L.Callback):
-    """At the end of fit, print the last validation's recall accuracy, overall and per slice."""
+    """At the end of fit, print the last validation's recall accuracy, overall and per slice, and the
+    step it was measured at when training went on after it."""
+
+    def __init__(self):
+        self.validated_at: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule):
+        if not trainer.sanity_checking:
+            self.validated_at = trainer.global_step
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/acc")}
-        if not metrics:
+        if not metrics or self.validated_at is None:
             return
         width = max(len(k) for k in metrics)
-        lines = [f"final recall accuracy after {trainer.global_step} steps (per example, averaged):"]
+        steps = trainer.global_step
+        lines = [f"final recall accuracy after {steps} steps (per example, averaged):" if self.validated_at == steps
+                 else f"recall accuracy of the last validation, at step {self.validated_at} of {steps} "
+                      "(per example, averaged):"]
         for key in sorted(metrics, key=lambda k: (k != "val/acc", k)):
             lines.append(f"  {key:<{width}}  {metrics[key]:.4f}")
         print("\n".join(lines), flush=True)

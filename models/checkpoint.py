@@ -42,7 +42,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     if is_pretrained_dir(path):
         model = load_pretrained(path, map_location)
         return model, {"model": asdict(model.config)}
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 — whatever torch fails on, the file is not a checkpoint
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ValueError(f"{path} is not a train.py checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a train.py checkpoint (it has no state_dict)")
     hparams = checkpoint.get("hyper_parameters") or {}
     if "model" not in hparams:
         raise ValueError(f"{path} has no 'model' hyper-parameters: not a train.py checkpoint")

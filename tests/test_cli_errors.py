@@ -106,3 +106,9 @@ def test_the_run_folder_is_named_after_the_model_config_not_a_fragment():
     assert train.default_run_dir(["configs/lm/based-360m.yaml", "configs/strategies/_ddp.yaml"]) == \
         "runs/lm/based-360m"
     assert train.default_run_dir(["configs/strategies/_fsdp.yaml"]) == "runs/strategies/_fsdp"
+
+
+def test_recall_report_names_the_step_of_an_earlier_validation(tmp_path, capsys):
+    fit(tmp_path, "--trainer.max_epochs=2", "--trainer.max_steps=3")  # validates after step 2 only
+    out = capsys.readouterr().out
+    assert "recall accuracy of the last validation, at step 2 of 3" in out and "final recall" not in out

@@ -94,3 +94,16 @@ def test_invalid_arguments(kwargs, match):
 
 def test_slice_names():
     assert MQARSlice(256, 16).name == "L256_kv16" and MQARSlice(64, 4, num_passes=2).name == "L64_kv4_x2"
+
+
+@pytest.mark.parametrize("power_a", [0.0, -1.0])
+def test_power_a_must_be_positive(power_a):
+    with pytest.raises(ValueError, match="power_a must be > 0"):
+        multiquery_ar(V, 2, 64, 4, power_a=power_a)
+
+
+def test_empty_slice_list_is_refused():
+    from data.mqar_datamodule import MQARDataModule
+
+    with pytest.raises(ValueError, match="train_slices is empty"):
+        MQARDataModule(vocab_size=V, train_slices=[])

@@ -144,3 +144,15 @@ def test_cli_end_to_end_with_the_runs_saved_tokenizer(fixture_files, tmp_path):
     lines = out.with_suffix(".csv").read_text().splitlines()
     assert lines[0] == "doc_id,key,value,prediction,correct,prompt_tokens" and len(lines) == 1 + 8
     assert "jrt True" in out.with_suffix(".md").read_text()
+
+
+def test_rows_with_an_empty_value_are_left_out_with_a_warning(tmp_path):
+    import json
+
+    rows = [{"text": "doc one\nYear: 1987", "key": "year", "value": "1987", "doc_id": "a"},
+            {"text": "doc two\nGenre:", "key": "genre", "value": "  ", "doc_id": "b"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match="left out 1 row"):
+        examples = load_recall_task("swde", data_files=str(path))
+    assert [e.doc_id for e in examples] == ["a"]

@@ -1,5 +1,7 @@
 """evals.bench_kernels end to end at a tiny size: rows for every op, the settings it ran under, and the
 summary lines against SDPA."""
+import pytest
+
 from evals import bench_kernels
 
 
@@ -53,3 +55,15 @@ def test_a_case_that_fails_is_reported_and_the_others_still_timed():
     assert errors[0] is None and isinstance(errors[1], MemoryError)
     with pytest.raises(MemoryError):  # without an error list, a failure is not hidden
         bench_kernels.time_cases([good, bad], s)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sections", "nosuch"], "unknown --sections ['nosuch']"),
+    (["--repeats", "0"], "--repeats must be ≥ 1"),
+    (["--T", "0"], "every --T ≥ 1"),
+])
+def test_bad_arguments_stop_before_writing(tmp_path, capsys, argv, message):
+    out = tmp_path / "bench.md"
+    with pytest.raises(SystemExit):
+        bench_kernels.main([*argv, "--out", str(out)])
+    assert message in capsys.readouterr().err and not out.exists()

@@ -138,7 +138,7 @@ def test_mom_probe_at_a_wider_width_decides_the_mom_claim():
         return next((v, e) for c, v, e in rc.claims(rc.cells(rs), None, probes) if c.startswith("Several"))
 
     verdict, evidence = mom([probe("top2", (1.0, 0.99, 0.958), 86400), probe("one_x5", (1.0, 0.99, 0.988), 84864)])
-    assert verdict == "disagree (probe)" and "routed top-2 0.958 > one memory 0.988" in evidence
+    assert verdict == "disagree (probe)" and "routed top-2 0.958 < one memory 0.988" in evidence
     assert mom([probe("top2", (1.0, 0.99, 0.99), 86400), probe("one_x5", (1.0, 0.9, 0.9), 84864)])[0] == "agree (probe)"
     assert mom([probe("top2", (0.0, 0.0, 0.0), 86400), probe("one_x5", (1.0, 0.9, 0.9), 84864)])[0] == \
         "not testable at this scale"

@@ -34,3 +34,10 @@ def test_missing_checkpoint_and_foreign_file_are_named(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {}}, tmp_path / "x.ckpt")
     with pytest.raises(ValueError, match="not a train.py checkpoint"):
         load_model(tmp_path / "x.ckpt")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"notes.txt is not a train.py checkpoint \("):
+        load_model(text)
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match="it has no state_dict"):
+        load_model(tmp_path / "weights.pt")
