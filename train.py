@@ -187,6 +187,7 @@ def main(args: list[str] | None = None, run: bool = True):
         def before_fit(self):
             try:
                 self.model.check_data(self.datamodule)
+                self.model.check_monitors(self.trainer.callbacks, self.datamodule)
             except ValueError as error:
                 raise SystemExit(f"error: {first_line(error)}") from None
 

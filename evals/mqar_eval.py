@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["seq_len", "num_kv_pairs", "num_passes", "accuracy", "num_examples", "trained_on", "status"]
 
 
-def training_settings(ckpt: str | Path) -> set[tuple[int, int, int]] | None:
-    """(seq_len, kv, passes) of the run's MQAR train slices, read from the config.yaml that train.py
-    saved beside the checkpoint (``<run>/csv/config.yaml``); None when it cannot be found."""
+def training_data(ckpt: str | Path) -> dict:
+    """The run's ``data.init_args``, read from the config.yaml that train.py saved beside the checkpoint
+    (``<run>/csv/config.yaml``); {} when it cannot be found."""
     import yaml
 
     from models.checkpoint import resolve_checkpoint
@@ -39,9 +39,14 @@ def training_settings(ckpt: str | Path) -> set[tuple[int, int, int]] | None:
     run = resolve_checkpoint(ckpt).parent.parent
     path = run / "csv" / "config.yaml"
     if not path.is_file():
-        return None
+        return {}
     data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
-    slices = (data.get("init_args") or {}).get("train_slices") or []
+    return data.get("init_args") or {}
+
+
+def training_settings(ckpt: str | Path) -> set[tuple[int, int, int]] | None:
+    """(seq_len, kv, passes) of the run's MQAR train slices; None when they cannot be found."""
+    slices = training_data(ckpt).get("train_slices") or []
     return {(s.get("input_seq_len"), s.get("num_kv_pairs"), s.get("num_passes", 1)) for s in slices} or None
 
 
@@ -59,11 +64,15 @@ def mqar_accuracy(model, inputs: torch.Tensor, labels: torch.Tensor, batch_size:
 
 def evaluate_grid(model, seq_lens: list[int], kvs: list[int], num_examples: int = 500, batch_size: int = 64,
                   num_passes: int = 1, seed: int = 1_000_003, power_a: float = 0.01,
-                  random_non_queries: bool = True) -> list[dict]:
-    """One row per (seq_len, kv): accuracy (NaN and a reason in ``status`` when infeasible)."""
+                  random_non_queries: bool = True, vocab_size: int | None = None) -> list[dict]:
+    """One row per (seq_len, kv): accuracy (NaN and a reason in ``status`` when infeasible). MQAR draws
+    keys from the lower half of ``vocab_size`` and values from the upper half, so it should be the
+    vocabulary the model was trained on (default: the model's)."""
     if num_examples < 1 or batch_size < 1:
         raise ValueError(f"num_examples and batch_size must be ≥ 1, got {num_examples}, {batch_size}")
-    vocab_size = model.config.vocab_size
+    vocab_size = vocab_size or model.config.vocab_size
+    if vocab_size > model.config.vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} is larger than the model's {model.config.vocab_size}")
     rows = []
     for i, L in enumerate(seq_lens):
         for j, kv in enumerate(kvs):
@@ -96,18 +105,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-passes", type=int, default=1, help="context reads (2 = JRT)")
     parser.add_argument("--seed", type=int, default=1_000_003)
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help="MQAR vocabulary (default: the run's data.init_args.vocab_size, else the model's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="output stem (default evals/results/probes/mqar_eval_<run>)")
     args = parser.parse_args(argv)
-    model, _ = load_checkpoint_model(args.ckpt, args.device)
-    rows = evaluate_grid(model, args.seq_lens, args.kv, args.num_examples, args.batch_size, args.num_passes, args.seed)
+    if args.num_examples < 1 or args.batch_size < 1:
+        parser.error(f"--num-examples and --batch-size must be ≥ 1, got {args.num_examples}, {args.batch_size}")
+    try:
+        model, _ = load_checkpoint_model(args.ckpt, args.device)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    vocab_size = args.vocab_size or training_data(args.ckpt).get("vocab_size") or model.config.vocab_size
+    if vocab_size > model.config.vocab_size:
+        parser.error(f"--vocab-size {vocab_size} is larger than the model's vocabulary {model.config.vocab_size}")
+    rows = evaluate_grid(model, args.seq_lens, args.kv, args.num_examples, args.batch_size, args.num_passes, args.seed,
+                         vocab_size=vocab_size)
     trained = training_settings(args.ckpt)
     for row in rows:  # marks extrapolation: "no" = a setting the model never saw in training
         key = (row["seq_len"], row["num_kv_pairs"], row["num_passes"])
         row["trained_on"] = "unknown" if trained is None else ("yes" if key in trained else "no")
     name = run_name(args.ckpt)
     out = args.out or ROOT / "evals" / "results" / "probes" / f"mqar_eval_{name}"
-    title = (f"MQAR accuracy of `{args.ckpt}` (vocabulary {model.config.vocab_size}, {args.num_examples} examples "
+    title = (f"MQAR accuracy of `{args.ckpt}` (vocabulary {vocab_size}, {args.num_examples} examples "
              f"per cell, passes {args.num_passes}); command: `python -m evals.mqar_eval "
              f"{' '.join(sys.argv[1:] if argv is None else argv)}`")
     csv_path, md_path = write_rows(rows, COLUMNS, out, title)

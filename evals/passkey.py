@@ -64,13 +64,20 @@ def evaluate_token_grid(model, lengths: list[int], depths: list[float], num_exam
 def evaluate_text_grid(model, tokenizer, lengths: list[int], depths: list[float], num_examples: int = 20,
                        max_new_tokens: int = 12, batch_size: int = 8, seed: int = 0) -> list[dict]:
     """One row per (length, depth) of the text task: the fraction of greedy continuations that contain
-    the pass key. ``length`` is the prompt's target size in tokens."""
+    the pass key. ``length`` is the prompt's target size in tokens; a length shorter than the intro,
+    the key sentence, one filler sentence and the question together is infeasible (NaN and the reason)."""
     rng = np.random.default_rng(seed)
     rows = []
     for L in lengths:
         for depth in depths:
             keys = rng.integers(10_000, 100_000, size=num_examples).tolist()
             prompts = [torch.tensor(passkey_text_prompt(tokenizer, L, depth, k)) for k in keys]
+            longest = max(p.numel() for p in prompts)
+            if longest > L:
+                rows.append({"length": L, "depth": depth, "accuracy": float("nan"), "token_accuracy": float("nan"),
+                             "num_examples": num_examples,
+                             "status": f"infeasible: the shortest prompt takes {longest} tokens > {L}"})
+                continue
             hits = 0
             for start in range(0, num_examples, batch_size):
                 batch = prompts[start : start + batch_size]

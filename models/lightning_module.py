@@ -150,6 +150,18 @@ class LanguageModelTask(L.LightningModule):
                              f"model.model.vocab_size={model_vocab}: token ids ≥ {model_vocab} have no "
                              f"embedding; set model.model.vocab_size ≥ {data_vocab}")
 
+    def check_monitors(self, callbacks, datamodule) -> None:
+        """Raise a ValueError when a callback monitors a ``train/`` or ``val/`` metric this task never logs
+        (a typo would otherwise stop the run at its first validation, without a checkpoint)."""
+        names = getattr(datamodule, "val_slice_names", None) or []
+        logged = {"train/loss", "train/aux_loss", "train/lr", "val/acc", "val/loss"}
+        logged |= {f"val/{kind}/{name}" for kind in ("acc", "loss") for name in names}
+        for callback in callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith(("train/", "val/")) and monitor not in logged:
+                raise ValueError(f"{type(callback).__name__}(monitor={monitor!r}): this run logs no such metric; "
+                                 f"it logs {sorted(logged)}")
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:

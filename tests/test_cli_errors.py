@@ -41,6 +41,14 @@ def test_bad_setting_found_when_fitting_starts_is_one_line(tmp_path, capsys, ext
     assert message.startswith(expected) and "(raised at " in message and "RECALL_LM_TRACEBACK=1" in message
 
 
+@pytest.mark.parametrize("callback", ["ModelCheckpoint", "EarlyStopping"])
+def test_a_monitored_metric_that_is_never_logged_is_named_before_training(tmp_path, capsys, callback):
+    message = run_bad(tmp_path, capsys, f"--trainer.callbacks+=lightning.pytorch.callbacks.{callback}",
+                      "--trainer.callbacks.monitor=val/ac")
+    assert message.startswith(f"error: {callback}(monitor='val/ac'): this run logs no such metric; it logs [")
+    assert "'val/acc/L64_kv4'" in message
+
+
 def test_unknown_mlp_option_is_one_line(tmp_path, capsys):
     message = run_bad(tmp_path, capsys, "--model.model.mlp=swiglu", "--model.model.mlp_kwargs={hiden_size: 32}")
     assert message.startswith("error: ") and "hiden_size" in message

@@ -120,6 +120,24 @@ def test_mqar_eval_cli_writes_table_and_heatmap(fake_ckpt, tmp_path):
     assert "| 64 | 4 | 1 |" in (tmp_path / "grid.md").read_text()
 
 
+def test_mqar_eval_draws_from_the_vocabulary_the_run_trained_on(tmp_path, monkeypatch):
+    """A model with a 128-token embedding trained on MQAR over 64 tokens: the run's config.yaml says so,
+    and the test data keeps to those 64 tokens (values in its upper half, not the model's)."""
+    config = ModelConfig(vocab_size=128, d_model=16, n_layers=1, mixer="attention",
+                         mixer_kwargs={"attention": {"num_heads": 1}}, mlp="none")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "csv").mkdir()
+    ckpt = save_fake_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", config)
+    (tmp_path / "run" / "csv" / "config.yaml").write_text("data:\n  init_args:\n    vocab_size: 64\n")
+    assert mqar_eval.training_data(ckpt)["vocab_size"] == 64
+    seen, real = [], mqar_eval.multiquery_ar
+    monkeypatch.setattr(mqar_eval, "multiquery_ar",
+                        lambda vocab_size, *a, **k: seen.append(vocab_size) or real(vocab_size, *a, **k))
+    mqar_eval.main(["--ckpt", str(ckpt), "--seq-lens", "32", "--kv", "4", "--num-examples", "4",
+                    "--out", str(tmp_path / "grid")])
+    assert seen == [64] and "vocabulary 64" in (tmp_path / "grid.md").read_text()
+
+
 def test_passkey_grid_oracle_and_random(fake_ckpt, tmp_path):
     V = 128
     rows = passkey.evaluate_token_grid(StubLM(V, passkey_oracle), [32, 64], [0.0, 0.5, 1.0], num_examples=8)
@@ -159,8 +177,10 @@ def test_passkey_text_mode_with_an_echoing_model():
 
             return generate(self, input_ids, max_new_tokens, **kwargs)
 
-    rows = passkey.evaluate_text_grid(Echo(256, None), tok, [300, 600], [0.0, 1.0], num_examples=3, batch_size=3)
+    rows = passkey.evaluate_text_grid(Echo(256, None), tok, [400, 600], [0.0, 1.0], num_examples=3, batch_size=3)
     assert [r["accuracy"] for r in rows] == [1.0] * 4
+    short = passkey.evaluate_text_grid(Echo(256, None), tok, [300], [0.5], num_examples=2)  # the minimum: 322
+    assert short[0]["status"].startswith("infeasible: the shortest prompt takes") and short[0]["accuracy"] != 0.0
 
 
 def test_jrt_table_from_collected_runs(tmp_path, monkeypatch):
