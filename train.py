@@ -85,6 +85,10 @@ def check_checkpoint(ckpt_path: str | None) -> None:
     if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
         return
     path = Path(ckpt_path)
+    if path.is_dir():  # FSDP's sharded checkpoints are folders, with the non-tensor part in meta.pt
+        if not (path / "meta.pt").is_file():
+            raise ValueError(f"--ckpt_path {ckpt_path} is a folder but not a sharded checkpoint (no meta.pt)")
+        return
     if not path.is_file():
         raise ValueError(f"--ckpt_path {ckpt_path}: no such file (use a .ckpt a run wrote, or 'last')")
     with path.open("rb") as f:
@@ -111,12 +115,15 @@ def check_run_folder(root: str, ckpt_path: str | None, model_config: dict) -> No
             raise ValueError(f"{root}/checkpoints already holds an earlier run's checkpoints: resume it with "
                              "--ckpt_path last, or train into another --trainer.default_root_dir")
         return
-    path = last_checkpoint(root) if ckpt_path == "last" else Path(ckpt_path) if Path(ckpt_path).is_file() else None
+    path = last_checkpoint(root) if ckpt_path == "last" else Path(ckpt_path) if Path(ckpt_path).exists() else None
     if path is None:
         return
     import torch
 
-    hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
+    saved = path / "meta.pt" if path.is_dir() else path  # a sharded checkpoint keeps its hparams in meta.pt
+    if not saved.is_file():
+        return
+    hparams = torch.load(saved, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
     changes = config_changes(hparams, model_config)
     if changes:
         raise ValueError(f"--ckpt_path {ckpt_path} resumes {path}, trained with other model settings than this "

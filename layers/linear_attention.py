@@ -36,6 +36,9 @@ class LinearAttention(nn.Module):
         super().__init__()
         self.d_model, self.num_heads = d_model, num_heads
         self.head_dim = split_heads(d_model, num_heads, "linear_attention")
+        if feature_dim is not None and (int(feature_dim) != feature_dim or feature_dim < 1):
+            raise ValueError(f"linear_attention: feature_dim must be an integer ≥ 1 (or unset: the head dim), "
+                             f"got {feature_dim}")
         self.feature_dim = feature_dim or self.head_dim
         self.feature_map = build_feature_map(feature_map)
         self.expanded_dim = self.feature_map.output_dim(self.feature_dim)

@@ -1,6 +1,8 @@
 """Channel mixers that fill the MLP slot of a block."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,10 @@ class SwiGLU(nn.Module):
 
     def __init__(self, d_model: int, hidden_size: int | None = None, multiple_of: int = 64):
         super().__init__()
+        if int(multiple_of) != multiple_of or multiple_of < 1:
+            raise ValueError(f"swiglu: multiple_of must be an integer ≥ 1, got {multiple_of}")
+        if hidden_size is not None and (int(hidden_size) != hidden_size or hidden_size < 1):
+            raise ValueError(f"swiglu: hidden_size must be an integer ≥ 1, got {hidden_size}")
         if hidden_size is None:
             hidden_size = multiple_of * -(-int(8 * d_model / 3) // multiple_of)
         self.gate_up = nn.Linear(d_model, 2 * hidden_size, bias=False)
@@ -63,8 +69,15 @@ def register_mlp(name: str):
 
 def build_mlp(name: str, d_model: int, **kwargs) -> nn.Module | None:
     """The MLP slot of a block: a registered channel mixer, or None for ``"none"`` (no second sub-layer)."""
-    if name == "none":
-        return None
-    if name not in MLPS:
+    if name not in MLPS and name != "none":
         raise ValueError(f"unknown mlp {name!r}; known: none, {', '.join(sorted(MLPS))}")
+    if name == "none":
+        if kwargs:
+            raise ValueError(f"mlp 'none' takes no arguments, got mlp_kwargs {sorted(kwargs)}")
+        return None
+    accepted = inspect.signature(MLPS[name].__init__).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        allowed = sorted(p for p in accepted if p not in ("self", "d_model"))
+        raise ValueError(f"mlp {name!r} got unknown argument(s) {unknown}; it accepts {allowed}")
     return MLPS[name](d_model, **kwargs)

@@ -64,6 +64,10 @@ def test_ckpt_path_that_is_not_a_checkpoint(tmp_path, capsys):
         f"error: --ckpt_path {text} is not a train.py checkpoint (not a torch.save zip archive)")
     import torch
 
+    folder = tmp_path / "sharded.ckpt"
+    folder.mkdir()
+    assert run_bad(tmp_path, capsys, f"--ckpt_path={folder}") == (
+        f"error: --ckpt_path {folder} is a folder but not a sharded checkpoint (no meta.pt)")
     weights = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(2)}, weights)
     assert run_bad(tmp_path, capsys, f"--ckpt_path={weights}") == (

@@ -26,6 +26,18 @@ def test_mlp_none_has_no_mlp():
     assert with_mlp.num_parameters() > model.num_parameters()
 
 
+@pytest.mark.parametrize("mlp, kwargs, message", [
+    ("swiglu", {"hiden_size": 32}, r"mlp 'swiglu' got unknown argument\(s\) \['hiden_size'\]; it accepts"),
+    ("swiglu", {"hidden_size": 0}, "hidden_size must be an integer ≥ 1, got 0"),
+    ("swiglu", {"multiple_of": 0}, "multiple_of must be an integer ≥ 1, got 0"),
+    ("none", {"hidden_size": 32}, "mlp 'none' takes no arguments"),
+    ("identity", {"hidden_size": 32}, r"mlp 'identity' got unknown argument\(s\)"),
+])
+def test_bad_mlp_options_are_named(mlp, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DecoderLM(small_config(mlp=mlp, mlp_kwargs=kwargs))
+
+
 def test_prefill_and_decode_equal_full_forward():
     torch.manual_seed(0)
     model = DecoderLM(small_config()).eval()
