@@ -234,11 +234,9 @@ def main(args: list[str] | None = None, run: bool = True):
                     monitored |= checkpoint.monitor is not None
             if monitored and not any(c.monitor is None and c.save_last and c.dirpath == folder
                                      for c in trainer.checkpoint_callbacks):
-                from lightning.pytorch.callbacks import ModelCheckpoint
+                from models.callbacks import LastCheckpoint
 
-                # last.ckpt at every save point whatever the metric did: what `--ckpt_path last` resumes
-                trainer.callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1,
-                                                         enable_version_counter=False))
+                trainer.callbacks.append(LastCheckpoint(folder))  # what `--ckpt_path last` resumes
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never a half-written last.ckpt
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             return trainer

@@ -6,7 +6,22 @@ from collections import deque
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``<dirpath>/last.ckpt``, rewritten at every save point (validation or epoch end) and at the end of
+    training, whatever a metric did. train.py adds it beside a ``ModelCheckpoint`` that monitors a
+    metric, because Lightning ≥ 2.6 rewrites such a callback's last.ckpt only when the metric improved:
+    ``--ckpt_path last`` would resume an older step."""
+
+    def __init__(self, dirpath: str):
+        super().__init__(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):  # e.g. max_steps reached between save points
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class RecallReport(L.Callback):
