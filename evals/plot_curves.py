@@ -53,7 +53,10 @@ def main(argv=None):
     parser.add_argument("--metrics", nargs="+", default=["train/loss", "val/loss"])
     parser.add_argument("--title")
     args = parser.parse_args(argv)
-    print(plot_curves(args.run_dir, args.out, args.metrics, args.title))
+    try:
+        print(plot_curves(args.run_dir, args.out, args.metrics, args.title))
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

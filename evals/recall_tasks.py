@@ -106,11 +106,17 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="output stem (default evals/results/probes/<task>[_jrt]_<run>)")
     args = parser.parse_args(argv)
-    model, _ = load_checkpoint_model(args.ckpt, args.device)
-    tokenizer = resolve_tokenizer(args.ckpt, args.tokenizer, model.config.vocab_size)
-    examples = load_recall_task(args.task, args.split, args.data_files, args.limit)
-    score, rows = evaluate_recall(model, tokenizer, examples, args.context_len, args.max_new_tokens, args.jrt,
-                                  args.batch_size)
+    for name in ("context_len", "max_new_tokens", "batch_size") + (("limit",) if args.limit is not None else ()):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+    try:
+        model, _ = load_checkpoint_model(args.ckpt, args.device)
+        tokenizer = resolve_tokenizer(args.ckpt, args.tokenizer, model.config.vocab_size)
+        examples = load_recall_task(args.task, args.split, args.data_files, args.limit)
+        score, rows = evaluate_recall(model, tokenizer, examples, args.context_len, args.max_new_tokens, args.jrt,
+                                      args.batch_size)
+    except (ValueError, FileNotFoundError, ConnectionError) as error:  # ConnectionError: the hub, offline
+        raise SystemExit(f"error: {str(error).splitlines()[0]}") from None
     name = run_name(args.ckpt)
     out = args.out or ROOT / "evals" / "results" / "probes" / f"{args.task}{'_jrt' if args.jrt else ''}_{name}"
     title = (f"{args.task.upper()} contains = {score:.4f} over {len(rows)} examples "

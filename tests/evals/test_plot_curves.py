@@ -23,3 +23,10 @@ def test_png_written_and_bad_inputs_named(tmp_path):
         plot_curves(tmp_path, tmp_path / "x.png", metrics=["val/acc"])
     with pytest.raises(FileNotFoundError, match="metrics.csv"):
         plot_curves(tmp_path / "nope", tmp_path / "x.png")
+
+
+def test_cli_names_a_missing_run_in_one_line(tmp_path):
+    from evals.plot_curves import main
+
+    with pytest.raises(SystemExit, match="^error: no metrics file at"):
+        main([str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])

@@ -214,3 +214,13 @@ def test_training_settings_read_from_the_run_config(tmp_path):
         "data:\n  init_args:\n    train_slices:\n    - {input_seq_len: 64, num_kv_pairs: 4}\n"
         "    - {input_seq_len: 64, num_kv_pairs: 8, num_passes: 2}\n")
     assert mqar_eval.training_settings(run) == {(64, 4, 1), (64, 8, 2)}
+
+
+@pytest.mark.parametrize("argv, message", [(["--limit", "0"], "--limit must be ≥ 1"),
+                                           (["--context-len", "0"], "--context-len must be ≥ 1")])
+def test_recall_tasks_cli_checks_sizes_first(fake_ckpt, capsys, argv, message):
+    from evals import recall_tasks
+
+    with pytest.raises(SystemExit):
+        recall_tasks.main(["--ckpt", str(fake_ckpt), "--task", "swde", *argv])
+    assert message in capsys.readouterr().err
