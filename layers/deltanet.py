@@ -37,7 +37,8 @@ class DeltaNet(nn.Module):
     q, k, v = SiLU(short_conv(W x)) (kernel ``conv_size``, 4; without ``use_short_conv``: SiLU(W x));
     q and k L2-normalised per head (``qk_norm="l2"``; "none" leaves them); β_t = sigmoid(W_β x_t) per
     head, or 2·sigmoid with ``allow_neg_eigval`` (eigenvalues of I − β k kᵀ in (−1, 1]); the output of
-    each head RMS-normalised, then projected back. ``head_dim`` defaults to d_model / num_heads.
+    each head RMS-normalised, then projected back. ``head_dim`` (d_k) defaults to d_model / num_heads; the
+    value heads are ``expand_v`` times as wide (d_v; default 1, where fla's Gated DeltaNet uses 2).
     Decoding state: ``DeltaState`` (S [B, H, d_k, d_v] and the convolutions' last inputs).
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
@@ -46,7 +47,7 @@ class DeltaNet(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int = 1, head_dim: int | None = None, use_short_conv: bool = True,
                  conv_size: int = 4, qk_norm: str = "l2", allow_neg_eigval: bool = False, norm_eps: float = 1e-5,
-                 chunk_size: int = 64):
+                 chunk_size: int = 64, expand_v: float = 1.0):
         super().__init__()
         name = self.mixer_name
         if num_heads < 1:
@@ -61,19 +62,22 @@ class DeltaNet(nn.Module):
             raise ValueError(f"{name}: qk_norm must be one of {QK_NORMS}, got {qk_norm!r}")
         if use_short_conv and (int(conv_size) != conv_size or conv_size < 2):
             raise ValueError(f"{name}: conv_size must be an integer ≥ 2, got {conv_size}")
+        self.value_dim = round(expand_v * head_dim)
+        if expand_v <= 0 or self.value_dim != expand_v * head_dim:
+            raise ValueError(f"{name}: expand_v={expand_v} times head_dim={head_dim} must be a positive integer")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.qk_norm, self.allow_neg_eigval, self.chunk_size = qk_norm, allow_neg_eigval, chunk_size
-        inner = num_heads * head_dim
+        inner, value_inner = num_heads * head_dim, num_heads * self.value_dim
         self.q_proj = nn.Linear(d_model, inner, bias=False)
         self.k_proj = nn.Linear(d_model, inner, bias=False)
-        self.v_proj = nn.Linear(d_model, inner, bias=False)
+        self.v_proj = nn.Linear(d_model, value_inner, bias=False)
         self.b_proj = nn.Linear(d_model, num_heads, bias=False)
         self.use_short_conv = use_short_conv
         if use_short_conv:
-            self.q_conv, self.k_conv, self.v_conv = (ShortConvolution(inner, int(conv_size), activation="silu")
-                                                     for _ in range(3))
-        self.o_norm = RMSNorm(head_dim, norm_eps)
-        self.o_proj = nn.Linear(inner, d_model, bias=False)
+            self.q_conv, self.k_conv, self.v_conv = (ShortConvolution(n, int(conv_size), activation="silu")
+                                                     for n in (inner, inner, value_inner))
+        self.o_norm = RMSNorm(self.value_dim, norm_eps)
+        self.o_proj = nn.Linear(value_inner, d_model, bias=False)
 
     def _qkv(self, x: torch.Tensor, state: DeltaState | None, documents=None):
         """q, k, v [B, T, H, D] after the convolutions, SiLU and the q/k norm; the new conv histories."""
@@ -89,7 +93,7 @@ class DeltaNet(nn.Module):
             histories = [None if h is None else h.x for _, h in outs]
         else:
             projected = tuple(F.silu(p) for p in projected)
-        q, k, v = (p.view(B, T, self.num_heads, self.head_dim) for p in projected)
+        q, k, v = (p.view(B, T, self.num_heads, -1) for p in projected)
         if self.qk_norm == "l2":
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         return q, k, v, histories
@@ -123,12 +127,12 @@ class DeltaNet(nn.Module):
         total = sum(linear_flops(getattr(self, n, None)) for n in ("q_proj", "k_proj", "v_proj", "b_proj", "o_proj",
                                                                    "a_proj", "g_proj"))
         if self.use_short_conv:
-            total += 3 * 2.0 * self.q_conv.kernel_size * self.q_conv.dim
-        return total + chunked_delta_rule_flops(seq_len, self.chunk_size, H, D, D)
+            total += sum(2.0 * c.kernel_size * c.dim for c in (self.q_conv, self.k_conv, self.v_conv))
+        return total + chunked_delta_rule_flops(seq_len, self.chunk_size, H, D, self.value_dim)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> DeltaState:
         H, D = self.num_heads, self.head_dim
-        S = torch.zeros(batch_size, H, D, D, device=device,
+        S = torch.zeros(batch_size, H, D, self.value_dim, device=device,
                         dtype=torch.promote_types(dtype, torch.float32))  # fp32, fp64 for fp64
         state = DeltaState(S)
         if self.use_short_conv:
@@ -137,6 +141,5 @@ class DeltaNet(nn.Module):
         return state
 
     def state_size(self, seq_len: int = 1) -> int:
-        H, D = self.num_heads, self.head_dim
-        convs = 3 * self.q_conv.state_size() if self.use_short_conv else 0
-        return H * D * D + convs
+        convs = sum(c.state_size() for c in (self.q_conv, self.k_conv, self.v_conv)) if self.use_short_conv else 0
+        return self.num_heads * self.head_dim * self.value_dim + convs

@@ -29,11 +29,11 @@ class GatedDeltaNet(DeltaNet):
 
     def __init__(self, d_model: int, num_heads: int = 1, head_dim: int | None = None, use_short_conv: bool = True,
                  conv_size: int = 4, qk_norm: str = "l2", allow_neg_eigval: bool = False, norm_eps: float = 1e-5,
-                 chunk_size: int = 64, output_gate: bool = True):
+                 chunk_size: int = 64, output_gate: bool = True, expand_v: float = 1.0):
         super().__init__(d_model, num_heads, head_dim, use_short_conv, conv_size, qk_norm, allow_neg_eigval,
-                         norm_eps, chunk_size)
+                         norm_eps, chunk_size, expand_v)
         self.a_proj = nn.Linear(d_model, num_heads, bias=False)
-        self.g_proj = nn.Linear(d_model, num_heads * self.head_dim, bias=False) if output_gate else None
+        self.g_proj = nn.Linear(d_model, num_heads * self.value_dim, bias=False) if output_gate else None
         self.A_log = nn.Parameter(torch.empty(num_heads))
         self.dt_bias = nn.Parameter(torch.empty(num_heads))
         self.reset_mixer_parameters()

@@ -30,9 +30,9 @@ MIXER_CASES: dict[str, list[dict]] = {
         {"num_memories": 3, "top_k": 1, "shared_memory": False, "short_conv": True, "memory": "gla"},
     ],
     "deltanet": [{"num_heads": 2}, {"num_heads": 1, "head_dim": 8, "use_short_conv": False, "qk_norm": "none",
-                                    "allow_neg_eigval": True, "chunk_size": 16}],
+                                    "allow_neg_eigval": True, "chunk_size": 16}, {"num_heads": 2, "expand_v": 1.5}],
     "gated_deltanet": [{"num_heads": 2}, {"num_heads": 2, "conv_size": 3, "allow_neg_eigval": True, "chunk_size": 16,
-                                          "output_gate": False}],
+                                          "output_gate": False}, {"num_heads": 2, "expand_v": 2}],
     "mamba2": [{"d_state": 8, "head_dim": 16}, {"d_state": 4, "head_dim": 8, "expand": 1, "d_conv": 3, "chunk_size": 16,
                                                   "n_groups": 2}],
     # standalone, so the first RWKV-7 layer (layer_idx 0); later layers' value residual: tests/layers/test_rwkv7.py

@@ -15,7 +15,7 @@ torch.manual_seed(0)
 def paper_forward(layer, x):
     """S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t / √d, from the layer's projections."""
     B, T, _ = x.shape
-    H, D = layer.num_heads, layer.head_dim
+    H, D, Dv = layer.num_heads, layer.head_dim, layer.value_dim
 
     def stream(proj, conv):
         y = proj(x)
@@ -24,7 +24,7 @@ def paper_forward(layer, x):
             K = W.shape[-1]
             padded = F.pad(y, (0, 0, K - 1, 0))
             y = sum(W[:, 0, i] * padded[:, i : i + T] for i in range(K))
-        return F.silu(y).view(B, T, H, D)
+        return F.silu(y).view(B, T, H, -1)
 
     q, k, v = stream(layer.q_proj, getattr(layer, "q_conv", None)), stream(layer.k_proj, getattr(layer, "k_conv", None)), \
         stream(layer.v_proj, getattr(layer, "v_conv", None))
@@ -34,7 +34,7 @@ def paper_forward(layer, x):
     gated = hasattr(layer, "A_log")
     if gated:
         alpha = torch.exp(-torch.exp(layer.A_log) * F.softplus(layer.a_proj(x) + layer.dt_bias))
-    S = x.new_zeros(B, H, D, D)
+    S = x.new_zeros(B, H, D, Dv)
     eye = torch.eye(D, dtype=x.dtype)
     outs = []
     for t in range(T):
@@ -46,13 +46,14 @@ def paper_forward(layer, x):
         outs.append(torch.einsum("bhkv,bhk->bhv", S, q[:, t]) / math.sqrt(D))
     o = layer.o_norm(torch.stack(outs, 1))
     if gated and layer.g_proj is not None:
-        o = o * F.silu(layer.g_proj(x)).view(B, T, H, D)
-    return layer.o_proj(o.reshape(B, T, H * D))
+        o = o * F.silu(layer.g_proj(x)).view(B, T, H, Dv)
+    return layer.o_proj(o.reshape(B, T, H * Dv))
 
 
 @pytest.mark.parametrize("name", ["deltanet", "gated_deltanet"])
 @pytest.mark.parametrize("kwargs", [{}, {"use_short_conv": False, "qk_norm": "none", "allow_neg_eigval": True},
-                                    {"num_heads": 2, "head_dim": 12, "conv_size": 3}])
+                                    {"num_heads": 2, "head_dim": 12, "conv_size": 3},
+                                    {"num_heads": 2, "expand_v": 2}])
 def test_layer_is_the_papers_recurrence(name, kwargs):
     _check_layer(name, kwargs)
 

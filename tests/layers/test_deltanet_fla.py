@@ -1,0 +1,78 @@
+"""Our ``deltanet`` / ``gated_deltanet`` layers against fla's ``DeltaNet`` / ``GatedDeltaNet`` given the
+same weights: the output and the gradients of the input and of every parameter, fp32, at odd and
+whole-chunk T, with and without short convolutions, negative eigenvalues, the output gate, and value
+heads twice as wide as the keys (fla's Gated DeltaNet default ``expand_v=2``). fla's layers run its
+Triton kernels, so the comparison runs in a child process under the interpreter (tests/fla_files.py):
+``TRITON_INTERPRET=1 python tests/layers/test_deltanet_fla.py``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tests.fla_files import assert_matches_fla
+
+ROOT = Path(__file__).resolve().parents[2]
+CONV_NAMES = {f"{c}_conv.conv.weight": f"{c}_conv1d.weight" for c in "qkv"}  # ours -> fla's
+CASES = {  # name: (gated, T, our options); d_model 32, 2 heads
+    "deltanet_T37": (False, 37, {}),
+    "deltanet_T40_no_conv_neg_eigval": (False, 40, {"use_short_conv": False, "allow_neg_eigval": True}),
+    "gated_T64": (True, 64, {}),
+    "gated_T37_expand_v2": (True, 37, {"expand_v": 2}),
+    "gated_T40_no_gate_neg_eigval": (True, 40, {"output_gate": False, "allow_neg_eigval": True}),
+}
+
+
+def compare() -> dict:
+    """Max differences per tensor relative to fla's largest entry of it, per case."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import torch
+    from fla.layers import DeltaNet as FlaDeltaNet, GatedDeltaNet as FlaGatedDeltaNet
+
+    from layers import build_mixer
+    from tests.fla_files import install_fla_interpreter_shims
+
+    install_fla_interpreter_shims()
+    torch.set_num_threads(1)
+    d, H = 32, 2
+    out = {}
+    for case, (gated, T, options) in CASES.items():
+        torch.manual_seed(T)
+        conv, neg = options.get("use_short_conv", True), options.get("allow_neg_eigval", False)
+        if gated:
+            fla = FlaGatedDeltaNet(hidden_size=d, head_dim=d // H, num_heads=H, expand_v=options.get("expand_v", 1),
+                                   use_gate=options.get("output_gate", True), use_short_conv=conv,
+                                   allow_neg_eigval=neg, conv_size=4)
+        else:
+            fla = FlaDeltaNet(hidden_size=d, num_heads=H, use_short_conv=conv, allow_neg_eigval=neg, conv_size=4)
+        ours = build_mixer("gated_deltanet" if gated else "deltanet", d, num_heads=H, **options)
+        fla_params = dict(fla.named_parameters())
+        with torch.no_grad():  # away from the inits (zero-ish convolutions, unit norm weights)
+            for name, p in fla_params.items():
+                if name.endswith("conv1d.weight") or name == "o_norm.weight":
+                    p.copy_(torch.randn_like(p) * 0.3 + (1.0 if name == "o_norm.weight" else 0.0))
+            for name, p in ours.named_parameters():
+                p.copy_(fla_params[CONV_NAMES.get(name, name)])
+        x, dy = torch.randn(2, T, d), torch.randn(2, T, d)
+        results = []
+        for module in (fla, ours):
+            xi = x.clone().requires_grad_()
+            y = module(xi)[0]
+            (y * dy).sum().backward()
+            grads = {(CONV_NAMES.get(n, n) if module is ours else n): p.grad for n, p in module.named_parameters()}
+            results.append({"y": y.detach(), "dx": xi.grad, **{f"d{n}": g for n, g in grads.items()}})
+        want, got = results
+        assert set(want) == set(got), (sorted(want), sorted(got))
+        out[case] = {n: ((want[n] - got[n]).abs().max() / want[n].abs().max()).item() for n in want}
+    return out
+
+
+def test_matches_fla_deltanet_and_gated_deltanet_layers():
+    assert_matches_fla(Path(__file__).resolve(), 5e-5)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    print(json.dumps(compare()))
