@@ -117,6 +117,9 @@ def check_run_folder(root: str, ckpt_path: str | None, model_config: dict) -> No
         return
     path = last_checkpoint(root) if ckpt_path == "last" else Path(ckpt_path) if Path(ckpt_path).exists() else None
     if path is None:
+        if ckpt_path == "last":  # (a restartable job's first start): say so instead of Lightning's hint
+            print(f"--ckpt_path last: no checkpoint in {root}/checkpoints yet, so this run starts from step 0",
+                  file=sys.stderr)
         return
     import torch
 
@@ -247,6 +250,7 @@ def main(args: list[str] | None = None, run: bool = True):
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # check_run_folder refuses a fresh run into a folder with checkpoints: a full one means a resume
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
     with warnings.catch_warnings():  # args may come from a caller (tests, sweeps) while sys.argv holds theirs
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return CLI(

@@ -114,6 +114,11 @@ def test_a_fresh_run_into_a_used_folder_and_a_resume_with_other_settings_are_ref
     assert last_step(tmp_path) == 4
 
 
+def test_resume_with_nothing_to_resume_says_it_starts_afresh(tmp_path, capsys):
+    fit(tmp_path, "--trainer.max_steps=2", "--ckpt_path=last")
+    assert "--ckpt_path last: no checkpoint in" in capsys.readouterr().err and last_step(tmp_path) == 2
+
+
 def test_the_run_folder_is_named_after_the_model_config_not_a_fragment():
     assert train.default_run_dir(["configs/lm/based-360m.yaml", "configs/strategies/_ddp.yaml"]) == \
         "runs/lm/based-360m"
