@@ -134,7 +134,7 @@ def test_cli_end_to_end_with_the_runs_saved_tokenizer(fixture_files, tmp_path):
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     torch.save({"hyper_parameters": {"model": asdict(config)},
                 "state_dict": {"model." + k: v for k, v in DecoderLM(config).state_dict().items()}}, ckpt)
-    with pytest.raises(ValueError, match="no saved tokenizer"):
+    with pytest.raises(SystemExit, match="^error: .*no saved tokenizer"):
         recall_tasks.main(["--ckpt", str(ckpt), "--task", "fda", "--data-files", str(fixture_files["fda"])])
     BYTE.save(tmp_path / "run" / "tokenizer")
     out = tmp_path / "fda_out"
