@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP)  # starts over: train.py refuses a fresh run into a folder that holds checkpoints
+	rm -rf runs/quickstart
 	$(PY) train.py
 
 test: $(STAMP)
