@@ -393,6 +393,31 @@ def load_average() -> str:
         return "n/a"
 
 
+def check_train_args(points: list[Point]) -> None:
+    """Parse, without running, one point per base config and variant with train.py's own parser, so that
+    a misspelled key or a bad value stops the sweep before any training rather than failing every run.
+    Raises ValueError naming the run and the parser's message."""
+    import contextlib
+    import io
+
+    import train
+
+    checked = set()
+    for p in points:
+        key = (p.config, p.values.get("variant"))
+        if key in checked:
+            continue
+        checked.add(key)
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                train.main(["fit", *p.args, "--print_config"])
+        except SystemExit as stop:
+            if stop.code not in (0, None):
+                lines = [line for line in err.getvalue().splitlines() if line.strip()] or [str(stop.code)]
+                raise ValueError(f"run {p.name}: train.py refuses its arguments: {lines[-1].strip()}") from None
+
+
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path, help="a sweep YAML, e.g. configs/sweeps/mqar_cpu.yaml")
@@ -447,6 +472,11 @@ def main(argv: list[str] | None = None):
         todo = [r for r in todo if matches(r)] + [r for r in todo if not matches(r)]
     print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo) - len(busy)} done, {len(busy)} running "
           f"elsewhere, {len(todo)} to train ({args.jobs} at a time)", flush=True)
+    try:  # the points still to train (all of them for a dry run), one per base config and variant
+        if args.dry_run or not args.collect:
+            check_train_args(points if args.dry_run else [p for p, r in zip(points, runs) if r in todo])
+    except ValueError as err:
+        sys.exit(f"sweep {sweep.name}: {err}")
     if args.dry_run:
         for p, r in zip(points, runs):
             state = "done" if r.result.exists() else "running" if r in busy else "todo"

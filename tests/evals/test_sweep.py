@@ -293,3 +293,15 @@ def test_run_setting_reads_grid_then_command_line_then_config():
     assert sw.run_setting(r, "model.model.d_model") == 64  # configs/zoology/mom.yaml's own value
     assert sw.run_setting({"point": {"model.lr": 0.01}, "train_args": ["--model.lr=0.003"]}, "model.lr") == 0.01
     assert sw.run_setting({"point": {}}, "seed_everything") is None
+
+
+def test_a_key_train_py_refuses_stops_the_sweep_before_training(tmp_path, capsys, monkeypatch):
+    trained = []
+    monkeypatch.setattr(sw, "run_many", lambda runs, *a, **k: trained.extend(runs))
+    path = write_sweep(tmp_path, grid={"mixer": ["attention"], "model.lrr": [1.0e-3]})
+    with pytest.raises(SystemExit) as stop:
+        sw.main([str(path), "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-wandb"])
+    assert "train.py refuses its arguments" in str(stop.value.code) and "model.lrr" in str(stop.value.code)
+    assert not trained
+    with pytest.raises(SystemExit, match="model.lrr"):
+        sw.main([str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs"), "--no-wandb"])
