@@ -1,5 +1,7 @@
 """generate(): greedy decoding equals argmax over a teacher-forced full forward, for every mixer
 and a hybrid; unequal prompt lengths in one batch equal one-by-one generation."""
+import copy
+
 import pytest
 import torch
 
@@ -105,6 +107,13 @@ def test_compiled_step_skips_guards_only_for_a_repeating_signature(eager_backend
     torch.testing.assert_close(got, want)
     # two guarded calls per signature; init_state's strides may differ from the step's outputs (one more)
     assert 8 - 3 <= step.unguarded_calls <= 8 - 2
+
+    skipped = step.unguarded_calls  # autocast switched on mid-loop: a new signature, which warms up again
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, _ = _steps(decode_step(model), copy.deepcopy(state), tokens[:1])
+        got, _ = _steps(step, state, tokens[:1])
+    assert got.dtype == want.dtype == torch.bfloat16 and 8 - 2 <= step.unguarded_calls - skipped <= 8 - 1
+    torch.testing.assert_close(got, want)
 
     skipped = step.unguarded_calls
     want, _ = _steps(decode_step(model), model.init_state(2), tokens)
