@@ -410,8 +410,8 @@ def check_train_args(points: list[Point]) -> None:
         checked.add(key)
         err = io.StringIO()
         try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-                train.main(["fit", *p.args, "--print_config"])
+            with contextlib.chdir(ROOT), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                train.main(["fit", *p.args, "--print_config"])  # where the runs start (train_runs.launch)
         except SystemExit as stop:
             if stop.code not in (0, None):
                 lines = [line for line in err.getvalue().splitlines() if line.strip()] or [str(stop.code)]
