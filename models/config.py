@@ -61,6 +61,8 @@ class ModelConfig:
             raise ValueError(f"unknown ModelConfig.norm {self.norm!r}; known: {', '.join(NORMS)}")
         if not 0.0 <= self.embed_dropout < 1.0:
             raise ValueError(f"ModelConfig.embed_dropout must be in [0, 1), got {self.embed_dropout}")
+        if not self.init_std > 0:
+            raise ValueError(f"ModelConfig.init_std must be > 0, got {self.init_std}")
 
     def layer_mixers(self) -> list[str]:
         """The mixer name of each layer, cycling a list over the layers."""

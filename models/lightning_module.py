@@ -113,6 +113,16 @@ class LanguageModelTask(L.LightningModule):
                              f"got {weight_decay_on!r}")
         if chunked_loss_rows < 0:
             raise ValueError(f"LanguageModelTask.chunked_loss_rows must be ≥ 0 (0: off), got {chunked_loss_rows}")
+        if not lr >= 0 or not weight_decay >= 0:
+            raise ValueError(f"LanguageModelTask needs lr ≥ 0 and weight_decay ≥ 0, got {lr}, {weight_decay}")
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"LanguageModelTask.betas must be two numbers in [0, 1), got {list(betas)}")
+        if compile:
+            import torch._dynamo
+
+            if compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+                raise ValueError(f"LanguageModelTask.compile_backend {compile_backend!r} is not a torch.compile "
+                                 f"backend; known: {', '.join(torch._dynamo.list_backends())}")
         if warmup_steps < 0 or not 0 <= min_lr_ratio <= 1:
             raise ValueError(f"LanguageModelTask needs warmup_steps ≥ 0 and 0 ≤ min_lr_ratio ≤ 1, "
                              f"got {warmup_steps}, {min_lr_ratio}")

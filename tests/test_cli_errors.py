@@ -24,6 +24,10 @@ def run_bad(tmp_path, capsys, *extra):
      "error: mixer 'attention' got unknown argument(s) ['variant']"),
     (["--model.lr_interval=batch"], "error: LanguageModelTask.lr_interval must be one of"),
     (["--model.model.norm=batchnorm"], "error: unknown ModelConfig.norm 'batchnorm'"),
+    (["--model.model.init_std=-1"], "error: ModelConfig.init_std must be > 0, got -1"),
+    (["--model.lr=-1"], "error: LanguageModelTask needs lr ≥ 0 and weight_decay ≥ 0, got -1"),
+    (["--model.betas=[1.5, 0.9]"], "error: LanguageModelTask.betas must be two numbers in [0, 1), got [1.5, 0.9]"),
+    (["--model.compile=true", "--model.compile_backend=foo"], "error: LanguageModelTask.compile_backend 'foo' is not"),
 ])
 def test_bad_setting_is_one_line(tmp_path, capsys, extra, expected):
     assert run_bad(tmp_path, capsys, *extra).startswith(expected)
