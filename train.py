@@ -104,36 +104,6 @@ def check_checkpoint(ckpt_path: str | None) -> None:
         raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint (it has no state_dict)")
 
 
-def check_run_folder(root: str, ckpt_path: str | None, model_config: dict) -> None:
-    """Raise a ValueError when a fit would mix runs: a fresh run into a folder that holds an earlier
-    run's checkpoints (whose ``last.ckpt`` evals would keep reading), or a resume whose model settings
-    differ from its checkpoint's (the checkpoint's model, optimiser and schedule are what continue)."""
-    from models.resume_checks import config_changes, existing_checkpoints, last_checkpoint
-
-    if ckpt_path is None:
-        if existing_checkpoints(root):
-            raise ValueError(f"{root}/checkpoints already holds an earlier run's checkpoints: resume it with "
-                             "--ckpt_path last, or train into another --trainer.default_root_dir")
-        return
-    path = last_checkpoint(root) if ckpt_path == "last" else Path(ckpt_path) if Path(ckpt_path).exists() else None
-    if path is None:
-        if ckpt_path == "last":  # (a restartable job's first start): say so instead of Lightning's hint
-            print(f"--ckpt_path last: no checkpoint in {root}/checkpoints yet, so this run starts from step 0",
-                  file=sys.stderr)
-        return
-    import torch
-
-    saved = path / "meta.pt" if path.is_dir() else path  # a sharded checkpoint keeps its hparams in meta.pt
-    if not saved.is_file():
-        return
-    hparams = torch.load(saved, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
-    changes = config_changes(hparams, model_config)
-    if changes:
-        raise ValueError(f"--ckpt_path {ckpt_path} resumes {path}, trained with other model settings than this "
-                         f"run's: {'; '.join(changes)}. A resume continues the checkpoint's model, optimiser and "
-                         "schedule: drop these overrides, or start a new run in another folder")
-
-
 def main(args: list[str] | None = None, run: bool = True):
     """Parse ``args`` (default: the command line) and run the subcommand; ``run=False`` only builds
     the model, data and trainer from ``--config`` (no subcommand), for tests and tools."""
@@ -171,6 +141,8 @@ def main(args: list[str] | None = None, run: bool = True):
                 check_checkpoint(ckpt_path)
                 if subcommand == "fit":
                     root = config.trainer.default_root_dir or default_run_dir(config.get("config"))
+                    from models.resume_checks import check_run_folder
+
                     check_run_folder(str(root), ckpt_path, config.model.as_dict())
             except ValueError as error:
                 raise SystemExit(f"error: {first_line(error)}") from None

@@ -472,11 +472,11 @@ def main(argv: list[str] | None = None):
         todo = [r for r in todo if matches(r)] + [r for r in todo if not matches(r)]
     print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo) - len(busy)} done, {len(busy)} running "
           f"elsewhere, {len(todo)} to train ({args.jobs} at a time)", flush=True)
-    try:  # the points still to train (all of them for a dry run), one per base config and variant
-        if args.dry_run or not args.collect:
+    if args.dry_run or not args.collect:  # the points still to train (all for a dry run)
+        try:
             check_train_args(points if args.dry_run else [p for p, r in zip(points, runs) if r in todo])
-    except ValueError as err:
-        sys.exit(f"sweep {sweep.name}: {err}")
+        except ValueError as err:
+            sys.exit(f"sweep {sweep.name}: {err}")
     if args.dry_run:
         for p, r in zip(points, runs):
             state = "done" if r.result.exists() else "running" if r in busy else "todo"

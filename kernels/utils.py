@@ -50,6 +50,7 @@ def autocast_aware(*cast: str):
             if not torch.is_autocast_enabled(device):
                 return op(*args, **kwargs)
             dtype = torch.get_autocast_dtype(device)
+
             def lower(x):
                 return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
