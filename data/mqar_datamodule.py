@@ -1,8 +1,8 @@
 """LightningDataModule serving MQAR: training slices mixed, test slices reported one by one."""
 from __future__ import annotations
 
-from data.mqar import MQARSlice
-from data.slices_datamodule import SliceBatches, SlicesDataModule
+from recall_lm.data.mqar import MQARSlice
+from recall_lm.data.slices_datamodule import SliceBatches, SlicesDataModule
 
 __all__ = ["MQARDataModule", "SliceBatches"]
 

@@ -70,7 +70,7 @@ def passkey_tokens(vocab_size: int, num_examples: int, seq_len: int, depth: floa
 
 @dataclass
 class PasskeySlice:
-    """One passkey setting (a train or test slice of ``data.probe_datamodule.PasskeyDataModule``).
+    """One passkey setting (a train or test slice of ``recall_lm.data.probe_datamodule.PasskeyDataModule``).
     ``depth`` None (training) splits the examples into 16 equal groups, each at its own depth drawn
     uniformly in [0, 1] (so 16 key positions per slice and seed); a number fixes it (evaluation)."""
 

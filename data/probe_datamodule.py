@@ -6,9 +6,9 @@ test slice reported as ``val/acc/<slice name>``), so ``train.py`` trains on them
 """
 from __future__ import annotations
 
-from data.passkey import PasskeySlice
-from data.set_disjointness import SetDisjointnessSlice
-from data.slices_datamodule import SlicesDataModule
+from recall_lm.data.passkey import PasskeySlice
+from recall_lm.data.set_disjointness import SetDisjointnessSlice
+from recall_lm.data.slices_datamodule import SlicesDataModule
 
 
 class PasskeyDataModule(SlicesDataModule):

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from data.resumable import resumable_loader
+from recall_lm.data.resumable import resumable_loader
 
 
 class SliceBatches(Dataset):
@@ -48,7 +48,7 @@ class SlicesDataModule(L.LightningDataModule):
             half the batch see exactly the examples of one rank with the whole batch.
 
     The training order is resumable: a run restarted from a mid-epoch checkpoint continues with the
-    batch after the last one it trained on (``data.resumable``).
+    batch after the last one it trained on (``recall_lm.data.resumable``).
     """
 
     def __init__(self, vocab_size: int, train_slices: list, test_slices: list, batch_size: int = 64,

@@ -14,17 +14,17 @@ Pipeline (``prepare_data`` on one process per node, ``setup`` on every rank):
    files and tokenises nothing;
 5. block ``i`` is tokens ``[i·(T+1), (i+1)·(T+1))`` (the tail shorter than a block is dropped), and
    a batch is ``(input_ids [B, T], labels [B, T])`` with ``labels[:, t] = input_ids[:, t + 1]`` of the
-   block, as ``models.lightning_module.LanguageModelTask`` expects;
+   block, as ``recall_lm.models.lightning_module.LanguageModelTask`` expects;
 6. with ``document_mask`` (the default) a batch also carries ``starts [B, T]`` (bool: a document
    begins here: the block's first token and every token after an EOS), and the label after each EOS
    (the next document's first token) is -100. The task then runs the B blocks as one packed row of
    documents (``DecoderLM(..., cu_seqlens=...)``): no token attends to, or is carried in a state
    from, another document — document-masked packing, as fla / flame train.
 
-The train loader is a ``data.resumable.ResumableDataLoader``: its order depends only on
+The train loader is a ``recall_lm.data.resumable.ResumableDataLoader``: its order depends only on
 (seed, epoch), it is sharded by rank, and a run resumed mid-epoch continues where it stopped.
 In ``setup`` the tokenizer is saved to ``<trainer.default_root_dir>/tokenizer/`` (rank 0) so that
-``data.tokenizers.tokenizer_for_checkpoint`` finds it beside the checkpoints.
+``recall_lm.data.tokenizers.tokenizer_for_checkpoint`` finds it beside the checkpoints.
 """
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data import corpus as builtin_corpus
-from data.resumable import resumable_loader
-from data.text_sources import as_list, files_fingerprint, load_hub, load_local, resolve_files
-from data.tokenizers import Tokenizer, load_saved_tokenizer, load_tokenizer, train_bpe
+from recall_lm.data import corpus as builtin_corpus
+from recall_lm.data.resumable import resumable_loader
+from recall_lm.data.text_sources import as_list, files_fingerprint, load_hub, load_local, resolve_files
+from recall_lm.data.tokenizers import Tokenizer, load_saved_tokenizer, load_tokenizer, train_bpe
 
 CACHE_VERSION = 1
 BUILTIN = builtin_corpus.NAME  # "python-stdlib"
@@ -159,7 +159,7 @@ class TextDataModule(L.LightningDataModule):
         streaming: stream the hub dataset (only the documents needed for ``max_tokens`` are read).
         format: ``auto`` (by suffix), ``text``, ``json`` or ``parquet``.
         text_column: the column holding the text in JSON-lines, parquet and hub data.
-        tokenizer: a ``data.tokenizers.load_tokenizer`` spec, or ``bpe:<vocab_size>`` to train a
+        tokenizer: a ``recall_lm.data.tokenizers.load_tokenizer`` spec, or ``bpe:<vocab_size>`` to train a
             byte-level BPE on the training documents (cached).
         seq_len: tokens per training sequence T (blocks hold T + 1 tokens).
         batch_size / val_batch_size: sequences per batch per device.

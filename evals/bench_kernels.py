@@ -1,4 +1,4 @@
-"""Kernel benchmarks: ``python -m evals.bench_kernels [--T 512 2048 8192] [--repeats 3]``.
+"""Kernel benchmarks: ``python -m recall_lm.evals.bench_kernels [--T 512 2048 8192] [--repeats 3]``.
 
 Prints a markdown table and writes it to ``evals/results/bench_kernels_{cpu,cuda}.md``. Each family is a
 "section": a function ``(Settings) -> list[Row]`` appended to ``SECTIONS`` (gated linear attention here;
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu_memory import retain_freed_memory
+from recall_lm.kernels.cpu_memory import retain_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,7 +44,7 @@ class Settings:
     warmup: int = 1
     recurrent_T: int = 512  # the token loop is only timed at this length
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    malloc_retained: bool = False  # kernels.cpu_memory.retain_freed_memory took effect
+    malloc_retained: bool = False  # recall_lm.kernels.cpu_memory.retain_freed_memory took effect
     matmul_rates: str = ""  # filled by matmul_rates()
 
 
@@ -189,7 +189,7 @@ GATES = {"linear attention (g=None)": None, "per-head g (RetNet)": "head", "per-
 
 def gla_section(s: Settings) -> list[Row]:
     """Gated linear attention: our backends against softmax attention (SDPA) and, on CUDA, fla."""
-    from kernels import gated_linear_attention
+    from recall_lm.kernels.ops import gated_linear_attention
 
     rows = []
     cuda = s.device.type == "cuda"
@@ -298,7 +298,7 @@ DELTA_OPS = {"delta rule (DeltaNet)": ("delta", False), "gated delta rule (Gated
 
 
 def _delta_call(op: str, backend: str):
-    from kernels import dplr_delta_rule, gated_delta_rule
+    from recall_lm.kernels.ops import dplr_delta_rule, gated_delta_rule
 
     fn = dplr_delta_rule if DELTA_OPS[op][0] == "dplr" else gated_delta_rule
     return lambda *x: fn(*x, backend=backend)
@@ -370,7 +370,7 @@ def delta_summary(rows: list[Row], s: Settings) -> list[str]:
 
 
 # Each section: (name, run(settings) -> rows, summary(rows, settings) -> lines). Sliding-window attention
-# has its own command, `python -m evals.bench_swa` (both run in `make bench`).
+# has its own command, `python -m recall_lm.evals.bench_swa` (both run in `make bench`).
 SECTIONS = [("Gated linear attention", gla_section, gla_summary), ("Delta rules", delta_section, delta_summary)]
 
 
@@ -397,7 +397,7 @@ def to_markdown(rows: list[Row], s: Settings, sections_run, started: float, comm
         f"- command: `{command}`" if command else "",
         f"- torch {torch.__version__}, device: {s.device.type} ({dev}), threads: {torch.get_num_threads()}, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: "
-        + ("freed blocks retained (kernels.cpu_memory)" if s.malloc_retained else "the C library's defaults"),
+        + ("freed blocks retained (recall_lm.kernels.cpu_memory)" if s.malloc_retained else "the C library's defaults"),
         f"- shapes: B={s.B} H={s.H} D(head)={s.D}; T in {s.T}; median of {s.repeats} after {s.warmup} warm-up; "
         f"chunk size 64; the token recurrence only at T={s.recurrent_T}",
         f"- {s.matmul_rates}" if s.matmul_rates else "",
@@ -453,7 +453,7 @@ def main(argv=None):
             print(f"{name} | {r.op} | {r.impl} | T={r.T} | fwd {_fmt(r.fwd_ms)} ms | fwd+bwd {_fmt(r.fwdbwd_ms)} ms",
                   flush=True)
     args_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    text = to_markdown(rows, s, chosen, started, f"python -m evals.bench_kernels {args_text}".strip())
+    text = to_markdown(rows, s, chosen, started, f"python -m recall_lm.evals.bench_kernels {args_text}".strip())
     print(text)
     out = args.out or RESULTS / f"bench_kernels_{s.device.type}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
-"""Memory and time of the LM head + cross-entropy, full logits vs chunked: ``python -m evals.bench_loss``.
+"""Memory and time of the LM head + cross-entropy, full logits vs chunked: ``python -m recall_lm.evals.bench_loss``.
 
 Each variant (``full``: ``F.cross_entropy(hidden @ W.T, labels)``; ``chunked``:
-``models.linear_cross_entropy`` with ``--chunk-rows``) runs forward + backward in its own process; its
+``recall_lm.models.linear_cross_entropy`` with ``--chunk-rows``) runs forward + backward in its own process; its
 peak memory is the process's peak resident set (``ru_maxrss``) less the peak after building the inputs,
 on CPU, or ``torch.cuda.max_memory_allocated`` on CUDA. Writes ``evals/results/bench_loss_<device>.md``.
 """
@@ -26,7 +26,7 @@ def measure(variant: str, tokens: int, d_model: int, vocab: int, chunk_rows: int
     import torch
     import torch.nn.functional as F
 
-    from models.linear_cross_entropy import linear_cross_entropy
+    from recall_lm.models.linear_cross_entropy import linear_cross_entropy
 
     gen = torch.Generator(device="cpu").manual_seed(0)
     hidden = torch.randn(tokens, d_model, generator=gen).to(device).requires_grad_()
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None):
         parser.error("--tokens, --d-model, --vocab and --chunk-rows must be ≥ 1")
     rows = []
     for variant in ("full", "chunked"):
-        cmd = [sys.executable, "-m", "evals.bench_loss", "--child", variant, "--tokens", str(args.tokens),
+        cmd = [sys.executable, "-m", "recall_lm.evals.bench_loss", "--child", variant, "--tokens", str(args.tokens),
                "--d-model", str(args.d_model), "--vocab", str(args.vocab), "--chunk-rows", str(args.chunk_rows),
                "--device", device]
         done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None):
     load = os.getloadavg()[0]
     lines = [
         f"# LM head + cross-entropy memory ({device})", "",
-        f"`python -m evals.bench_loss {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
+        f"`python -m recall_lm.evals.bench_loss {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
         f"{datetime.date.today()}, torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
         f"{load:.2f}; {args.tokens} tokens, d_model {args.d_model}, vocabulary {args.vocab:,}, chunks of "
         f"{args.chunk_rows} rows; one forward + backward, peak memory beyond the inputs.", "",

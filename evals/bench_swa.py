@@ -2,7 +2,7 @@
 
 ``swa_section()`` returns a markdown table (a list of lines, header first) for the combined
 kernel report in ``evals/bench_kernels.py``. Run standalone to print it and save it with the
-machine details: ``python -m evals.bench_swa`` writes ``evals/results/bench_swa_<device>.md``.
+machine details: ``python -m recall_lm.evals.bench_swa`` writes ``evals/results/bench_swa_<device>.md``.
 
 CPU (fp32): torch backend vs ``scaled_dot_product_attention(is_causal=True)``.
 CUDA (bf16), in addition: the Triton backend, SDPA (flash), and fla's ``parallel_attn`` /
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from evals.bench_kernels import Case, Settings, time_cases
-from kernels.swa import sliding_window_attention
+from recall_lm.evals.bench_kernels import Case, Settings, time_cases
+from recall_lm.kernels.swa import sliding_window_attention
 
 B, H, D = 2, 4, 64
 SEQ_LENS = (2048, 8192)
@@ -82,7 +82,7 @@ def swa_section(device: str | torch.device | None = None, seq_lens=SEQ_LENS, win
     """Markdown table lines (header, separator, one row per implementation / T / w).
 
     Times are medians in ms of the forward (no grad) and of forward + backward, every implementation and
-    window at one T timed in the same interleaved rounds (``evals.bench_kernels.time_cases``); "vs SDPA"
+    window at one T timed in the same interleaved rounds (``recall_lm.evals.bench_kernels.time_cases``); "vs SDPA"
     is the SDPA fwd+bwd time divided by this row's. Shapes: q, k, v [B=2, T, H=4, D=64].
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

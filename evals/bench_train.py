@@ -1,4 +1,4 @@
-"""Training-step benchmark: ``python -m evals.bench_train --config configs/zoology/based.yaml [...]``.
+"""Training-step benchmark: ``python -m recall_lm.evals.bench_train --config configs/zoology/based.yaml [...]``.
 
 For each config (model, data and trainer settings as ``train.py`` builds them), three loops train the
 same model on the same batches from the same initialisation:
@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu_memory import retain_freed_memory
+from recall_lm.kernels.cpu_memory import retain_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("forward", "backward", "optimizer", "overhead")
@@ -84,9 +84,9 @@ class StepTimer:
 
 def build(config: str, overrides: list[str]):
     """(task, datamodule, trainer) from a train.py config, as ``train.py fit`` would build them."""
-    import train
+    from recall_lm.training import cli as train_cli
 
-    cli = train.main(["--config", config, *overrides, "--trainer.logger", "false"], run=False)
+    cli = train_cli.main(["--config", config, *overrides, "--trainer.logger", "false"], run=False)
     return cli.model, cli.datamodule, cli.trainer
 
 
@@ -107,7 +107,7 @@ def lightning_steps(task, datamodule, configured, n: int) -> list[dict[str, floa
 
 def bare_steps(task, batches, clip, full_head: bool) -> list[float]:
     """Step times (ms) of a plain loop: loss, backward, optional clipping, AdamW step, zero_grad."""
-    from models.lightning_module import IGNORE_INDEX
+    from recall_lm.models.lightning_module import IGNORE_INDEX
 
     optimizer = task.build_optimizer()
     task.train()
@@ -186,7 +186,7 @@ def _timed_fwd_bwd(fn, inputs: list[torch.Tensor], repeats: int = 1) -> float:
 def component_split(task, batches) -> dict[str, float]:
     """Forward + backward ms per step of the mixers, the MLPs and the head + loss, each run alone on the
     inputs the model gives it in a training step of ``batches`` (hooks capture them; median over batches)."""
-    from models.lightning_module import IGNORE_INDEX
+    from recall_lm.models.lightning_module import IGNORE_INDEX
 
     model = task.model
     task.train()
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None):
             parser.error(f"--config {config}: no such file")
     if args.threads:
         torch.set_num_threads(args.threads)
-    malloc = "freed blocks retained (kernels.cpu_memory)" if retain_freed_memory() else "the C library's defaults"
+    malloc = "freed blocks retained (recall_lm.kernels.cpu_memory)" if retain_freed_memory() else "the C library's defaults"
     load_before = os.getloadavg()
     rows = []
     for config in args.config:
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     header = (
         f"# Training-step benchmark ({device})\n\n"
-        f"`python -m evals.bench_train {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n"
+        f"`python -m recall_lm.evals.bench_train {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n"
         f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
         f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: {malloc}, torch {torch.__version__}; load average "

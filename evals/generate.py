@@ -1,8 +1,8 @@
-"""Sample text from a trained checkpoint: ``python -m evals.generate --ckpt PATH --prompt "..."``.
+"""Sample text from a trained checkpoint: ``python -m recall_lm.evals.generate --ckpt PATH --prompt "..."``.
 
 For people who want to see what a run learned. The model is rebuilt with
-``models.checkpoint.load_model`` (a ``.ckpt`` file or a run folder); the tokenizer is the one the
-run was trained with, found by ``data.tokenizers.tokenizer_for_checkpoint`` (``<run>/tokenizer/``),
+``recall_lm.models.checkpoint.load_model`` (a ``.ckpt`` file or a run folder); the tokenizer is the one the
+run was trained with, found by ``recall_lm.data.tokenizers.tokenizer_for_checkpoint`` (``<run>/tokenizer/``),
 or the one named by ``--tokenizer`` (e.g. ``byte``). Runs without a saved tokenizer (MQAR) take
 token ids instead: ``--prompt-ids "1 2 3"`` prints the generated ids. Generation is
 ``DecoderLM.generate``: chunked prefill, then one token per step with each mixer's state; it stops
@@ -17,14 +17,14 @@ import sys
 
 import torch
 
-from data.tokenizers import load_tokenizer, tokenizer_for_checkpoint
-from models.checkpoint import load_model, resolve_checkpoint
+from recall_lm.data.tokenizers import load_tokenizer, tokenizer_for_checkpoint
+from recall_lm.models.checkpoint import load_model, resolve_checkpoint
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m evals.generate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m recall_lm.evals.generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True,
-                   help="a .ckpt file, a run folder (uses checkpoints/last.ckpt), or an exported folder (models.export)")
+                   help="a .ckpt file, a run folder (uses checkpoints/last.ckpt), or an exported folder (recall_lm.models.export)")
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="text, encoded with the run's tokenizer (or --tokenizer)")
     prompt.add_argument("--prompt-ids", help='token ids separated by spaces or commas, e.g. "1 2 3"')

@@ -1,8 +1,8 @@
-"""One GPU check for a machine with a CUDA device: ``make gpu-check`` (``python -m evals.gpu_check``).
+"""One GPU check for a machine with a CUDA device: ``make gpu-check`` (``python -m recall_lm.evals.gpu_check``).
 
 1. every kernel test on the GPU, compiled by Triton (not its CPU interpreter): ``pytest -m "slow or not
    slow" tests/kernels`` with ``TRITON_INTERPRET=0`` (not the ahead-of-time compile tests: the GPU compiles);
-2. the kernel benchmarks with their CUDA rows beside fla's (``evals.bench_kernels``, ``evals.bench_swa``),
+2. the kernel benchmarks with their CUDA rows beside fla's (``recall_lm.evals.bench_kernels``, ``recall_lm.evals.bench_swa``),
    and the delta rules again at fla's README shape (B 8, H 32, D 128);
 3. a dated markdown report, ``evals/results/gpu/<date>-<device>.md``: the device, the test summary and
    its failures, the benchmark tables, and the wall time of each part.
@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         run_part("kernel tests on the GPU", [sys.executable, "-m", "pytest", "-q", "-m", "slow or not slow",
                                              "tests/kernels", "--ignore-glob=*_aot.py",  # the GPU compiles them for real
                                              "-p", "no:cacheprovider", *workers], args.test_timeout, env),
-        run_part("bench_kernels", [sys.executable, "-m", "evals.bench_kernels", "--device", "cuda",
+        run_part("bench_kernels", [sys.executable, "-m", "recall_lm.evals.bench_kernels", "--device", "cuda",
                                    "--out", str(RESULTS / "bench_kernels_cuda.md")], args.bench_timeout, env),
         run_part("bench_kernels at fla's README shape", [  # B 8, H 32, D 128: beside fla's own published rows
-            sys.executable, "-m", "evals.bench_kernels", "--device", "cuda", "--B", "8", "--H", "32", "--D", "128",
+            sys.executable, "-m", "recall_lm.evals.bench_kernels", "--device", "cuda", "--B", "8", "--H", "32", "--D", "128",
             "--T", "2048", "8192", "--sections", "Delta rules",
             "--out", str(RESULTS / "bench_delta_cuda_fla_shape.md")], args.bench_timeout, env),
-        run_part("bench_swa", [sys.executable, "-m", "evals.bench_swa"], args.bench_timeout, env),
+        run_part("bench_swa", [sys.executable, "-m", "recall_lm.evals.bench_swa"], args.bench_timeout, env),
     ]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-")

@@ -1,13 +1,13 @@
 """EleutherAI's lm-evaluation-harness on our checkpoints: the ``recall-lm`` model and its command.
 
-    python -m evals.harness --ckpt runs/lm/tiny --tasks recall_swde recall_fda --limit 200
-    python -m evals.harness --ckpt runs/lm/tiny --tasks recall_swde --jrt          # read-twice prompts
-    python -m evals.harness --ckpt EXPORTED_DIR --tasks recall_fda --data-files my_fda.jsonl   # offline
-    lm_eval --model recall-lm --model_args ckpt=runs/lm/tiny --include_path evals/tasks --tasks recall_swde
+    python -m recall_lm.evals.harness --ckpt runs/lm/tiny --tasks recall_swde recall_fda --limit 200
+    python -m recall_lm.evals.harness --ckpt runs/lm/tiny --tasks recall_swde --jrt          # read-twice prompts
+    python -m recall_lm.evals.harness --ckpt EXPORTED_DIR --tasks recall_fda --data-files my_fda.jsonl   # offline
+    recall-lm-eval --model recall-lm --model_args ckpt=runs/lm/tiny --include_path evals/tasks --tasks recall_swde
 
-``RecallLM`` (registered with lm-eval as ``recall-lm`` when this module is imported; the task folder
-``evals/tasks`` imports it, so ``lm_eval --include_path evals/tasks`` finds it) loads a ``train.py``
-checkpoint, run folder or exported folder (``python -m models.export``) with its tokenizer and answers
+``RecallLM`` (registered with lm-eval as ``recall-lm`` when this module is imported; ``recall-lm-eval``,
+``recall_lm.evals.lm_eval_cli``, is lm-eval's own CLI after that import) loads a ``train.py``
+checkpoint, run folder or exported folder (``python -m recall_lm.models.export``) with its tokenizer and answers
 the three request types:
 
 * ``loglikelihood(context, continuation)``: the continuation's summed log-probability and whether it is
@@ -18,12 +18,12 @@ the three request types:
   ``max_length`` scored tokens, each after the preceding ``max_length`` tokens of context (EOS first).
 * ``generate_until(context, {until, max_gen_toks, ...})``: greedy (or sampled, ``do_sample``) decoding
   with the model's O(1)-per-token recurrent state, ragged prompts batched
-  (``models.generation.generate``), the prompt left-truncated to ``max_length − max_gen_toks``
+  (``recall_lm.models.generation.generate``), the prompt left-truncated to ``max_length − max_gen_toks``
   tokens, the continuation cut at the first ``until`` string.
 
 The shipped tasks (``evals/tasks/``): SWDE and FDA as in the BASED paper (greedy, 48 new tokens, cut at
 a newline, the "contains" metric), and their JRT variants (the document twice before the question;
-here the whole prompt is left-truncated like every lm-eval task, whereas ``evals.recall_tasks --jrt``
+here the whole prompt is left-truncated like every lm-eval task, whereas ``recall_lm.evals.recall_tasks --jrt``
 cuts each copy to half the budget). Results go to ``evals/results/harness/<run>.json`` (lm-eval's
 output) and ``.md`` (its table).
 """
@@ -47,7 +47,7 @@ SHIPPED = {"recall_swde", "recall_fda", "recall_swde_jrt", "recall_fda_jrt"}
 
 class RecallLM(LM):
     """lm-eval model over a DecoderLM checkpoint. ``model_args``: ckpt (required), tokenizer (a
-    ``data.tokenizers.load_tokenizer`` spec; default the one saved with the run), max_length (default
+    ``recall_lm.data.tokenizers.load_tokenizer`` spec; default the one saved with the run), max_length (default
     2048), batch_size, device."""
 
     def __init__(self, ckpt: str | None = None, tokenizer: str | None = None, max_length: int = 2048,
@@ -55,8 +55,8 @@ class RecallLM(LM):
         super().__init__()
         if ckpt is None:
             raise ValueError("recall-lm needs model_args ckpt=<checkpoint, run folder or exported folder>")
-        from data.tokenizers import load_tokenizer, tokenizer_for_checkpoint
-        from models.checkpoint import load_model
+        from recall_lm.data.tokenizers import load_tokenizer, tokenizer_for_checkpoint
+        from recall_lm.models.checkpoint import load_model
 
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             print(f"recall-lm: device {device!r} is not available here; running on the CPU", file=sys.stderr)
@@ -137,7 +137,7 @@ class RecallLM(LM):
 
     @torch.no_grad()
     def generate_until(self, requests) -> list[str]:
-        from models.generation import generate
+        from recall_lm.models.generation import generate
 
         results: list[str | None] = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i].args[0]))  # similar lengths together
@@ -227,21 +227,21 @@ def main(argv: list[str] | None = None) -> dict:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    from evals.probe_io import run_name
+    from recall_lm.evals.probe_io import run_name
 
     stem = Path(args.out) if args.out else RESULTS / f"{run_name(args.ckpt)}_{'_'.join(sorted(results['results']))}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=handle_non_serializable) + "\n")
     table = make_table(results)
-    command = "python -m evals.harness " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m recall_lm.evals.harness " + " ".join(sys.argv[1:] if argv is None else argv)
     stem.with_suffix(".md").write_text(f"# lm-evaluation-harness: {run_name(args.ckpt)}\n\n`{command}`\n\n{table}\n")
     print(table)
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
     return results
 
 
-if __name__ == "__main__":  # run as evals.harness, so lm-eval sees one RecallLM class (the task utils import it)
-    from evals.harness import main as _main
+if __name__ == "__main__":  # run as recall_lm.evals.harness, so lm-eval sees one RecallLM class (the task utils import it)
+    from recall_lm.evals.harness import main as _main
 
     _main()
 else:

@@ -1,9 +1,9 @@
 """What reading twice buys: train each mixer on MQAR with the context shown once and shown twice.
 
-    python -m evals.jrt                                   # every configs/mqar/*.yaml, 2 jobs
-    python -m evals.jrt --jobs 2 configs/mqar/based.yaml configs/mqar/rwkv6.yaml
-    python -m evals.jrt --collect                         # rebuild the table from finished runs
-    python -m evals.jrt --inference runs/mqar/based runs/mqar/rwkv6   # no training: read twice at test time
+    python -m recall_lm.evals.jrt                                   # every configs/mqar/*.yaml, 2 jobs
+    python -m recall_lm.evals.jrt --jobs 2 configs/mqar/based.yaml configs/mqar/rwkv6.yaml
+    python -m recall_lm.evals.jrt --collect                         # rebuild the table from finished runs
+    python -m recall_lm.evals.jrt --inference runs/mqar/based runs/mqar/rwkv6   # no training: read twice at test time
 
 "Just read twice" (Arora et al., 2024, "Just read twice: closing the recall gap for recurrent
 language models") repeats the context before the questions, so that a fixed-size recurrent state,
@@ -12,7 +12,7 @@ on its second read, already knows everything that will have to be stored. Here e
 (configs/probes/_jrt_x1.yaml, _jrt_x2.yaml: vocabulary 256, 8 key-value pairs, the same 48-token
 query region after a context read ``num_passes`` = 1 or 2 times, 400 steps of 64 by default) and the table
 reports the validation accuracy of both and the gain. Every run is a ``train.py fit`` subprocess
-(through ``evals.mqar_table --single``) with ``--threads`` torch threads; results land in
+(through ``recall_lm.evals.mqar_table --single``) with ``--threads`` torch threads; results land in
 evals/results/probes/jrt_cpu.{csv,md}, per-run JSON and logs in evals/results/probes/jrt_runs/.
 
 ``--inference CKPT...`` trains nothing: it evaluates already trained checkpoints (trained with one
@@ -54,7 +54,7 @@ def launch(config: Path, passes: int, threads: int, extra: list[str]) -> dict | 
     out, log = scratch / f"{config.stem}_x{passes}.json", scratch / f"{config.stem}_x{passes}.log"
     out.unlink(missing_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), WANDB_MODE=os.environ.get("WANDB_MODE", "disabled"))
-    cmd = [sys.executable, "-m", "evals.mqar_table", "--single", str(config), "--json", str(out),
+    cmd = [sys.executable, "-m", "recall_lm.evals.mqar_table", "--single", str(config), "--json", str(out),
            "--", *train_args(config, passes, extra)]
     with open(log, "w") as fh:
         code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
@@ -120,7 +120,7 @@ def write_table(rows: dict[tuple[str, int], dict], configs: list[Path], command:
 def inference_gain(model, kvs: list[int], region: int = 48, num_examples: int = 300,
                    batch_size: int = 64) -> list[dict]:
     """Per kv: MQAR accuracy of ``model`` read once (L = 2·kv + region) and twice (L = 4·kv + region)."""
-    from evals.mqar_eval import evaluate_grid
+    from recall_lm.evals.mqar_eval import evaluate_grid
 
     rows = []
     for kv in kvs:
@@ -134,7 +134,7 @@ def inference_gain(model, kvs: list[int], region: int = 48, num_examples: int = 
 
 def run_inference(ckpts: list[str], kvs: list[int], region: int, num_examples: int, command: str,
                   out: Path | None = None) -> Path:
-    from evals.probe_io import load_checkpoint_model, write_rows
+    from recall_lm.evals.probe_io import load_checkpoint_model, write_rows
 
     rows = []
     for ckpt in ckpts:
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None):
     missing = [str(c) for c in configs if not c.is_file()]
     if missing:
         parser.error(f"config file(s) not found: {missing}")
-    command = "python -m evals.jrt " + " ".join(argv)
+    command = "python -m recall_lm.evals.jrt " + " ".join(argv)
     if args.inference:
         text = run_inference(args.inference, args.kv, args.region, args.num_examples, command.strip(), args.out)
         print(text.read_text())

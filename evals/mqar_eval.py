@@ -1,13 +1,13 @@
 """MQAR accuracy of a trained checkpoint over a (sequence length × key-value pairs) grid.
 
-    python -m evals.mqar_eval --ckpt runs/mqar/based --seq-lens 64 128 256 --kv 4 8 16 32
-    python -m evals.mqar_eval --ckpt runs/quickstart --seq-lens 64 128 --kv 4 8 --num-passes 2
+    python -m recall_lm.evals.mqar_eval --ckpt runs/mqar/based --seq-lens 64 128 256 --kv 4 8 16 32
+    python -m recall_lm.evals.mqar_eval --ckpt runs/quickstart --seq-lens 64 128 --kv 4 8 --num-passes 2
 
 The grid may go beyond what the model was trained on (longer sequences, more pairs): that is the
-extrapolation probe. Test data come from ``data.mqar.multiquery_ar`` with the checkpoint's own
+extrapolation probe. Test data come from ``recall_lm.data.mqar.multiquery_ar`` with the checkpoint's own
 vocabulary; a combination the generator cannot build (2·kv·passes context + 2·kv query slots > L,
 vocabulary ≤ L, …) is kept in the table as "infeasible" with the generator's reason. Accuracy is
-averaged per example exactly as in training (``models.lightning_module.per_example_accuracy``):
+averaged per example exactly as in training (``recall_lm.models.lightning_module.per_example_accuracy``):
 the fraction of an example's queries answered right, then the mean over examples.
 Writes ``<out>.csv``, ``<out>.md`` and ``<out>.png`` (a heat map); default out is
 evals/results/probes/mqar_eval_<run name>.
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.mqar import multiquery_ar, validate_mqar_arguments
-from evals.probe_io import heatmap, load_checkpoint_model, run_name, write_rows
-from models.lightning_module import per_example_accuracy
+from recall_lm.data.mqar import multiquery_ar, validate_mqar_arguments
+from recall_lm.evals.probe_io import heatmap, load_checkpoint_model, run_name, write_rows
+from recall_lm.models.lightning_module import per_example_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["seq_len", "num_kv_pairs", "num_passes", "accuracy", "num_examples", "trained_on", "status"]
@@ -34,7 +34,7 @@ def training_data(ckpt: str | Path) -> dict:
     (``<run>/csv/config.yaml``); {} when it cannot be found."""
     import yaml
 
-    from models.checkpoint import resolve_checkpoint
+    from recall_lm.models.checkpoint import resolve_checkpoint
 
     run = resolve_checkpoint(ckpt).parent.parent
     path = run / "csv" / "config.yaml"
@@ -98,7 +98,7 @@ def grid_matrix(rows: list[dict], seq_lens: list[int], kvs: list[int]) -> np.nda
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True,
-                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (models.export)")
+                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (recall_lm.models.export)")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--kv", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--num-examples", type=int, default=500, help="examples per grid cell")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     name = run_name(args.ckpt)
     out = args.out or ROOT / "evals" / "results" / "probes" / f"mqar_eval_{name}"
     title = (f"MQAR accuracy of `{args.ckpt}` (vocabulary {vocab_size}, {args.num_examples} examples "
-             f"per cell, passes {args.num_passes}); command: `python -m evals.mqar_eval "
+             f"per cell, passes {args.num_passes}); command: `python -m recall_lm.evals.mqar_eval "
              f"{' '.join(sys.argv[1:] if argv is None else argv)}`")
     csv_path, md_path = write_rows(rows, COLUMNS, out, title)
     png = heatmap(grid_matrix(rows, args.seq_lens, args.kv), args.seq_lens, args.kv, out.with_suffix(".png"),

@@ -1,10 +1,10 @@
 """Train every MQAR config on the shared setting and write the README's table.
 
-    python -m evals.mqar_table                       # all configs/mqar/*.yaml, one after another
-    python -m evals.mqar_table --jobs 2 configs/mqar/attention.yaml configs/mqar/based.yaml
-    python -m evals.mqar_table -- --trainer.max_epochs 2      # after --: arguments for every train.py run
-    python -m evals.mqar_table --collect                     # rebuild the table from finished runs
-    python -m evals.mqar_table --set zoology                 # configs/zoology/*.yaml (Zoology's protocol, S1)
+    python -m recall_lm.evals.mqar_table                       # all configs/mqar/*.yaml, one after another
+    python -m recall_lm.evals.mqar_table --jobs 2 configs/mqar/attention.yaml configs/mqar/based.yaml
+    python -m recall_lm.evals.mqar_table -- --trainer.max_epochs 2      # after --: arguments for every train.py run
+    python -m recall_lm.evals.mqar_table --collect                     # rebuild the table from finished runs
+    python -m recall_lm.evals.mqar_table --set zoology                 # configs/zoology/*.yaml (Zoology's protocol, S1)
 
 Each config runs as its own ``train.py fit`` process through evals/train_runs.py (``--jobs`` at a
 time, torch threads split between them); the table (markdown and CSV under evals/results/) holds the final accuracy per test
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from evals.train_runs import TrainRun, run_many, train_and_measure
+from recall_lm.evals.train_runs import TrainRun, run_many, train_and_measure
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results"
@@ -57,7 +57,7 @@ def write_table(rows: list[dict], name: str, setting: str = SETS["mqar"][2]) -> 
                platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     header = ["config", "mixer", "params", f"state (numbers, L={rows[0]['state_at_len']})", "val/acc",
               *[f"acc {s}" for s in slices], "steps", "time (s)"]
-    command = " ".join(["python -m evals.mqar_table", *sys.argv[1:]])
+    command = " ".join(["python -m recall_lm.evals.mqar_table", *sys.argv[1:]])
     lines = [
         f"{setting}, measured {date.today()} on {cpu}, {os.cpu_count()} cores, torch {torch.__version__}; "
         f"command: `{command}`.",

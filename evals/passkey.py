@@ -1,7 +1,7 @@
 """Passkey retrieval accuracy of a checkpoint over a (length × depth) grid, as a heat map.
 
-    python -m evals.passkey --ckpt runs/probes/passkey --lengths 64 128 256 --depths 0 0.25 0.5 0.75 1
-    python -m evals.passkey --ckpt runs/lm/based-tiny --mode text --lengths 256 512 1024
+    python -m recall_lm.evals.passkey --ckpt runs/probes/passkey --lengths 64 128 256 --depths 0 0.25 0.5 0.75 1
+    python -m recall_lm.evals.passkey --ckpt runs/lm/based-tiny --mode text --lengths 256 512 1024
 
 ``--mode token`` (models trained on data/passkey.py's token task, e.g. configs/probes/passkey.yaml):
 the key tokens are read teacher-forced, and an example counts as right when the argmax at every
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.passkey import passkey_text_prompt, passkey_tokens
-from evals.probe_io import heatmap, load_checkpoint_model, run_name, write_rows
+from recall_lm.data.passkey import passkey_text_prompt, passkey_tokens
+from recall_lm.evals.probe_io import heatmap, load_checkpoint_model, run_name, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["length", "depth", "accuracy", "token_accuracy", "num_examples", "status"]
@@ -97,7 +97,7 @@ def grid_matrix(rows: list[dict], lengths: list[int], depths: list[float]) -> np
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True,
-                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (models.export)")
+                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (recall_lm.models.export)")
     parser.add_argument("--mode", choices=["token", "text"], default="token")
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
@@ -116,14 +116,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows = evaluate_token_grid(model, args.lengths, args.depths, args.num_examples or 200, args.key_len,
                                    args.filler, args.batch_size or 64, args.seed)
     else:
-        from evals.recall_tasks import resolve_tokenizer
+        from recall_lm.evals.recall_tasks import resolve_tokenizer
 
         tokenizer = resolve_tokenizer(args.ckpt, args.tokenizer, model.config.vocab_size)
         rows = evaluate_text_grid(model, tokenizer, args.lengths, args.depths, args.num_examples or 20,
                                   args.max_new_tokens, args.batch_size or 8, args.seed)
     name = run_name(args.ckpt)
     out = args.out or ROOT / "evals" / "results" / "probes" / f"passkey_{args.mode}_{name}"
-    title = (f"Passkey retrieval ({args.mode}) of `{args.ckpt}`; command: `python -m evals.passkey "
+    title = (f"Passkey retrieval ({args.mode}) of `{args.ckpt}`; command: `python -m recall_lm.evals.passkey "
              f"{' '.join(sys.argv[1:] if argv is None else argv)}`")
     csv_path, md_path = write_rows(rows, COLUMNS, out, title)
     png = heatmap(grid_matrix(rows, args.lengths, args.depths), args.lengths, args.depths, out.with_suffix(".png"),

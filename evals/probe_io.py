@@ -11,7 +11,7 @@ import numpy as np
 
 def load_checkpoint_model(ckpt: str | Path, device: str = "cpu"):
     """(DecoderLM in eval mode, hparams) from a train.py checkpoint or run folder."""
-    from models.checkpoint import load_model
+    from recall_lm.models.checkpoint import load_model
 
     return load_model(ckpt, map_location=device)
 

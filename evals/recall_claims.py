@@ -1,12 +1,12 @@
-"""The recall map's verdicts on the papers' claims: ``python -m evals.recall_claims [--sweep recall_map_cpu]``.
+"""The recall map's verdicts on the papers' claims: ``python -m recall_lm.evals.recall_claims [--sweep recall_map_cpu]``.
 
-    python -m evals.recall_claims --write-seeds-sweep configs/sweeps/recall_map_cpu_seeds.yaml
-    python -m evals.sweep configs/sweeps/recall_map_cpu_seeds.yaml --jobs 2 --collect
-    python -m evals.recall_claims        # now with the seed spread at each mixer's best cell
-    python -m evals.sweep configs/sweeps/recall_map_cpu_mom.yaml --jobs 2   # MoM at a wider d_model, if its
+    python -m recall_lm.evals.recall_claims --write-seeds-sweep configs/sweeps/recall_map_cpu_seeds.yaml
+    python -m recall_lm.evals.sweep configs/sweeps/recall_map_cpu_seeds.yaml --jobs 2 --collect
+    python -m recall_lm.evals.recall_claims        # now with the seed spread at each mixer's best cell
+    python -m recall_lm.evals.sweep configs/sweeps/recall_map_cpu_mom.yaml --jobs 2   # MoM at a wider d_model, if its
                                          # map cells did not learn: the MoM claim is then judged there
 
-Reads the per-run JSON that ``python -m evals.sweep configs/sweeps/<sweep>.yaml --collect`` commits
+Reads the per-run JSON that ``python -m recall_lm.evals.sweep configs/sweeps/<sweep>.yaml --collect`` commits
 (``evals/results/sweeps/<sweep>/runs/*.json``), keeps the best learning rate per (mixer, d_model) as
 the sweep does, and writes ``docs/recall_map.md``: the best-lr table (parameters, state numbers and
 bytes at the longest test length, accuracy per slice, wall time) and, for each claim, agree /
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from evals.sweep import best_lr, expand, load_sweep, slice_order
+from recall_lm.evals.sweep import best_lr, expand, load_sweep, slice_order
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results" / "sweeps"
@@ -33,7 +33,7 @@ HARDEST = "L256_kv64"
 def load_rows(sweep: str) -> list[dict]:
     folder = RESULTS / sweep / "runs"
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no per-run results; run python -m evals.sweep configs/sweeps/{sweep}.yaml "
+        raise FileNotFoundError(f"{folder}: no per-run results; run python -m recall_lm.evals.sweep configs/sweeps/{sweep}.yaml "
                                 "--collect first")
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
@@ -231,8 +231,8 @@ def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
                     key=slice_order)
     length = max((int(n) for r in rows for n in r.get("state_sizes", {})), default=0)
     lines = [f"# The recall map ({sweep})", "", "```bash",
-             f"python -m evals.sweep configs/sweeps/{sweep}.yaml --jobs 2     # resumable", f"python -m evals.sweep "
-             f"configs/sweeps/{sweep}.yaml --collect", f"python -m evals.recall_claims --sweep {sweep}", "```", "",
+             f"python -m recall_lm.evals.sweep configs/sweeps/{sweep}.yaml --jobs 2     # resumable", f"python -m recall_lm.evals.sweep "
+             f"configs/sweeps/{sweep}.yaml --collect", f"python -m recall_lm.evals.recall_claims --sweep {sweep}", "```", "",
              f"{len(rows)} runs finished, {len(best)} (mixer, d_model) cells, seed 0 "
              + (f"(reruns with seed 1 at {len({r['point']['mixer'] for r in seed_rows})} of the "
                 f"{len(best_cells(best))} mixers' best cells: the seed-spread table below)" if seed_rows else
@@ -281,8 +281,8 @@ def main(argv=None) -> str:
         raise SystemExit(2) from None
     if args.write_seeds_sweep:
         spec, waiting = seeds_sweep(ROOT / "configs" / "sweeps" / f"{args.sweep}.yaml", rows)
-        header = (f"# Written by python -m evals.recall_claims --write-seeds-sweep from {len(rows)} finished runs of "
-                  f"{args.sweep}.\n# Run: python -m evals.sweep {args.write_seeds_sweep} --jobs 2\n")
+        header = (f"# Written by python -m recall_lm.evals.recall_claims --write-seeds-sweep from {len(rows)} finished runs of "
+                  f"{args.sweep}.\n# Run: python -m recall_lm.evals.sweep {args.write_seeds_sweep} --jobs 2\n")
         if waiting:
             header += f"# Not yet here (map runs unfinished): {', '.join(waiting)}; rewrite this file when they finish.\n"
         args.write_seeds_sweep.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120))

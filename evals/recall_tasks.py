@@ -1,8 +1,8 @@
 """SWDE / FDA evaluation of a checkpoint: truncated prompt, greedy generation, the "contains" metric.
 
-    python -m evals.recall_tasks --ckpt runs/lm/based-tiny --task swde --limit 200
-    python -m evals.recall_tasks --ckpt runs/lm/based-tiny --task fda --jrt --context-len 1024
-    python -m evals.recall_tasks --ckpt RUN --task swde --data-files my_swde.parquet   # local copy
+    python -m recall_lm.evals.recall_tasks --ckpt runs/lm/based-tiny --task swde --limit 200
+    python -m recall_lm.evals.recall_tasks --ckpt runs/lm/based-tiny --task fda --jrt --context-len 1024
+    python -m recall_lm.evals.recall_tasks --ckpt RUN --task swde --data-files my_swde.parquet   # local copy
 
 As in the BASED paper's harness (lm-evaluation-harness ``generate_until`` with ``max_length``):
 the prompt (document then ``"<key>:"``) is cut from the left to ``context_len − max_new_tokens``
@@ -11,7 +11,7 @@ tokens, so the question at the end is always kept; the model decodes greedily up
 example scores 1 when the gold value occurs in it, case-insensitively ("contains"). The score is
 the mean over examples. ``--jrt`` builds JRT prompts (Arora et al., 2024, "Just read twice"):
 the document twice, then the question, each copy cut to half the budget (its end kept).
-Tokenizer: the one saved with the run (``data.tokenizers.tokenizer_for_checkpoint``) or
+Tokenizer: the one saved with the run (``recall_lm.data.tokenizers.tokenizer_for_checkpoint``) or
 ``--tokenizer SPEC``. Writes per-example ``<out>.csv`` and a summary ``<out>.md``.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from data.recall_tasks import RecallExample, load_recall_task
-from evals.probe_io import load_checkpoint_model, run_name, write_rows
+from recall_lm.data.recall_tasks import RecallExample, load_recall_task
+from recall_lm.evals.probe_io import load_checkpoint_model, run_name, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["doc_id", "key", "value", "prediction", "correct", "prompt_tokens"]
@@ -37,7 +37,7 @@ def contains(prediction: str, gold: str) -> bool:
 
 def resolve_tokenizer(ckpt, spec: str | None, vocab_size: int):
     """The tokenizer of ``--tokenizer spec``, else the one saved with the checkpoint's run."""
-    from data.tokenizers import load_tokenizer, tokenizer_for_checkpoint
+    from recall_lm.data.tokenizers import load_tokenizer, tokenizer_for_checkpoint
 
     tokenizer = load_tokenizer(spec) if spec else tokenizer_for_checkpoint(ckpt)
     if tokenizer is None:
@@ -93,7 +93,7 @@ def evaluate_recall(model, tokenizer, examples: list[RecallExample], context_len
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True,
-                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (models.export)")
+                        help="a train.py checkpoint (.ckpt), its run folder, or an exported folder (recall_lm.models.export)")
     parser.add_argument("--task", required=True, choices=["swde", "fda"])
     parser.add_argument("--context-len", type=int, default=1024, help="prompt + generation tokens at most")
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> float:
     out = args.out or ROOT / "evals" / "results" / "probes" / f"{args.task}{'_jrt' if args.jrt else ''}_{name}"
     title = (f"{args.task.upper()} contains = {score:.4f} over {len(rows)} examples "
              f"(context_len {args.context_len}, max_new_tokens {args.max_new_tokens}, jrt {args.jrt}) of "
-             f"`{args.ckpt}`; command: `python -m evals.recall_tasks {' '.join(sys.argv[1:] if argv is None else argv)}`")
+             f"`{args.ckpt}`; command: `python -m recall_lm.evals.recall_tasks {' '.join(sys.argv[1:] if argv is None else argv)}`")
     write_rows(rows, COLUMNS, out, title)
     print(title)
     return score

@@ -1,10 +1,10 @@
 """Grid sweeps of train.py runs: mixers × d_model × learning rate × any YAML key, best lr per model.
 
-    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --jobs 2     # train what is not done yet
-    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --dry-run    # list the runs and their commands
-    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --jobs 2 --first model.lr=0.003   # those points first
-    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --collect    # tables and plots from finished runs
-    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --wandb-yaml sweep.yaml   # the grid for W&B agents
+    python -m recall_lm.evals.sweep configs/sweeps/mqar_cpu.yaml --jobs 2     # train what is not done yet
+    python -m recall_lm.evals.sweep configs/sweeps/mqar_cpu.yaml --dry-run    # list the runs and their commands
+    python -m recall_lm.evals.sweep configs/sweeps/mqar_cpu.yaml --jobs 2 --first model.lr=0.003   # those points first
+    python -m recall_lm.evals.sweep configs/sweeps/mqar_cpu.yaml --collect    # tables and plots from finished runs
+    python -m recall_lm.evals.sweep configs/sweeps/mqar_cpu.yaml --wandb-yaml sweep.yaml   # the grid for W&B agents
                                                     # (evals/wandb_sweep.py; --torchrun N to launch with torchrun)
 
 A sweep YAML (see configs/sweeps/mqar_cpu.yaml):
@@ -52,7 +52,7 @@ from pathlib import Path
 
 import yaml
 
-from evals.train_runs import ROOT, TrainRun, is_running, read_result, run_many
+from recall_lm.evals.train_runs import ROOT, TrainRun, is_running, read_result, run_many
 
 RESULTS = ROOT / "evals" / "results" / "sweeps"
 RUNS = ROOT / "runs" / "sweeps"
@@ -400,7 +400,7 @@ def check_train_args(points: list[Point]) -> None:
     import contextlib
     import io
 
-    import train
+    from recall_lm.training import cli as train_cli
 
     checked = set()
     for p in points:
@@ -411,7 +411,7 @@ def check_train_args(points: list[Point]) -> None:
         err = io.StringIO()
         try:
             with contextlib.chdir(ROOT), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-                train.main(["fit", *p.args, "--print_config"])  # where the runs start (train_runs.launch)
+                train_cli.main(["fit", *p.args, "--print_config"])  # where the runs start (train_runs.launch)
         except SystemExit as stop:
             if stop.code not in (0, None):
                 lines = [line for line in err.getvalue().splitlines() if line.strip()] or [str(stop.code)]
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None):
     if args.wandb_yaml and sweep.variants:
         parser.error(f"{args.sweep}: a W&B grid sweeps train.py keys; 'variants' have no W&B equivalent")
     if args.wandb_yaml:
-        from evals.wandb_sweep import wandb_combinations, wandb_sweep_spec
+        from recall_lm.evals.wandb_sweep import wandb_combinations, wandb_sweep_spec
 
         spec = wandb_sweep_spec(sweep, args.torchrun)
         args.wandb_yaml.parent.mkdir(parents=True, exist_ok=True)
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None):
     rows = [r for r in (read_result(run) for run in runs) if r is not None]
     if not rows:
         sys.exit(f"sweep {sweep.name}: no finished runs in {runs_dir}")
-    command = "python -m evals.sweep " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m recall_lm.evals.sweep " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     header = [f"Measured {date.today()} on {machine_line()}; tables written by `{command}`.",
               f"Sweep file: `{shown(sweep.source)}`"
               f" ({len(runs)} runs; {len(rows)} finished).",
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None):
                       f"(1/5/15 min) before {entry['load_before']}, after {entry['load_after']}."
                       + (f" {entry['note']}" if entry.get("note") else ""))
     paths = write_results(rows, sweep, out_dir, header)
-    from evals import sweep_plots
+    from recall_lm.evals import sweep_plots
 
     paths.update(sweep_plots.plot_all(rows, sweep, out_dir))
     print((out_dir / "best_lr.md").read_text())

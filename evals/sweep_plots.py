@@ -26,7 +26,7 @@ D_MODEL_KEYS = ("model.model.d_model",)
 
 def slice_title(name: str) -> str:
     """``L256_kv32_x2`` → "seq len 256, 32 kv pairs, read 2×"."""
-    from evals.sweep import slice_order
+    from recall_lm.evals.sweep import slice_order
 
     length, kv, passes = slice_order(name)
     return f"seq len {length}, {kv} kv pairs" + (f", read {passes}×" if passes > 1 else "")
@@ -42,7 +42,7 @@ def line_label(row: dict, lr_key: str) -> str:
 
 
 def _slices(rows: list[dict]) -> list[str]:
-    from evals.sweep import slices_of
+    from recall_lm.evals.sweep import slices_of
 
     return slices_of(rows)
 
@@ -153,7 +153,7 @@ def plot_acc_vs_time(rows: list[dict], path: Path, lr_key: str = "model.lr", tit
 
 def plot_all(rows: list[dict], sweep, out_dir: Path) -> dict[str, Path]:
     """The three plots of a sweep's best-lr runs into ``out_dir``."""
-    from evals.sweep import best_lr
+    from recall_lm.evals.sweep import best_lr
 
     best = best_lr(rows, sweep.lr_key)
     return {

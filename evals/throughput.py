@@ -26,9 +26,9 @@ identical prompts would reach (the decode itself is then a real batched decode).
 ``<out>/<name>.csv``, ``.md`` (settings, machine, load, command, pivot tables, ratios to attention)
 and ``.png`` (decode tokens/s per batch size and state memory vs context length, log-x).
 
-CPU default (6.4 min of CPU time on one core, 13 min wall on a loaded machine): python -m evals.throughput
-Quick smoke run (seconds):                  python -m evals.throughput --quick
-BASED-paper-style GPU setting:               python -m evals.throughput --preset based-gpu
+CPU default (6.4 min of CPU time on one core, 13 min wall on a loaded machine): python -m recall_lm.evals.throughput
+Quick smoke run (seconds):                  python -m recall_lm.evals.throughput --quick
+BASED-paper-style GPU setting:               python -m recall_lm.evals.throughput --preset based-gpu
 """
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ from pathlib import Path
 
 import torch
 
-from kernels.cpu_memory import retain_freed_memory
-from models.config import ModelConfig
-from models.decoder import DecoderLM
-from models.generation import decode_step
-from models.state import ModelState
+from recall_lm.kernels.cpu_memory import retain_freed_memory
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
+from recall_lm.models.generation import decode_step
+from recall_lm.models.state import ModelState
 
 RESULTS_DIR = Path(__file__).parent / "results"
 MODELS = ("attention", "swa", "linear_attention", "based", "retnet", "rwkv6", "rwkv7", "mamba2", "deltanet",
@@ -236,7 +236,7 @@ def _sync(device: torch.device) -> None:
 
 def decode(step, state: ModelState, logits: torch.Tensor, steps: int):
     """``steps`` greedy single-token steps from ``logits`` [B, V] and ``state`` through ``step``
-    (``models.generation.decode_step``); returns (logits, state)."""
+    (``recall_lm.models.generation.decode_step``); returns (logits, state)."""
     for _ in range(steps):
         logits, state = step(logits.argmax(-1, keepdim=True), state)
     return logits, state
@@ -547,7 +547,7 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="python -m evals.throughput", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m recall_lm.evals.throughput", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="defaults for every setting below (cpu unless --device cuda or --quick)")
@@ -610,11 +610,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     malloc_retained = retain_freed_memory()
     args.batch_sizes = sorted(set(args.batch_sizes))
     args.contexts = sorted(set(args.contexts))
-    command = " ".join(["python -m evals.throughput", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m recall_lm.evals.throughput", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     meta = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine_description(device),
                 torch=torch.__version__, threads=torch.get_num_threads(), device=device.type, dtype=args.dtype,
                 load_start=f"{os.getloadavg()[0]:.2f}", command=command,
-                malloc="freed blocks retained (kernels.cpu_memory)" if malloc_retained else "the C library's defaults")
+                malloc="freed blocks retained (recall_lm.kernels.cpu_memory)" if malloc_retained else "the C library's defaults")
     print(f"{meta['date']} {meta['machine']}; torch {meta['torch']}, {meta['threads']} thread(s); "
           f"load {meta['load_start']}; preset {args.preset}", flush=True)
 

@@ -1,7 +1,7 @@
 """Run ``train.py fit`` as child processes, N at a time, and collect what each run measured.
 
 Shared by evals/mqar_table.py and evals/sweep.py. Each run is its own process (a crash or a leak
-stays in it); the child trains in-process through ``train.main`` and writes one JSON result:
+stays in it); the child trains in-process through ``train_cli.main`` and writes one JSON result:
 
     {"config": "configs/mqar/based.yaml", "mixer": "base_conv+based", "d_model": 64, "params": ...,
      "state_size": <numbers at the longest test length>, "state_at_len": 256,
@@ -11,7 +11,7 @@ stays in it); the child trains in-process through ``train.main`` and writes one 
      "train_args": [...]}
 
 The JSON is written last, so its presence marks a finished run (the sweep skips those).
-Child: ``python -m evals.train_runs --json OUT.json -- <train.py fit arguments>``.
+Child: ``python -m recall_lm.evals.train_runs --json OUT.json -- <train.py fit arguments>``.
 """
 from __future__ import annotations
 
@@ -63,11 +63,10 @@ def validation_history(run_dir: Path) -> list[float]:
 
 def train_and_measure(args: list[str], out_json: Path) -> dict:
     """Child side: ``train.py fit <args>`` in this process, then write and return its result."""
-    sys.path.insert(0, str(ROOT))
-    import train
+    from recall_lm.training import cli as train_cli
 
     start = time.time()
-    cli = train.main(["fit", *args, "--trainer.enable_progress_bar=false"])
+    cli = train_cli.main(["fit", *args, "--trainer.enable_progress_bar=false"])
     model = cli.model.model
     lengths = sorted({s.input_seq_len for s in getattr(cli.datamodule, "test_slices", [])}) or [1]
     mixer = model.config.mixer
@@ -128,7 +127,7 @@ def launch(run: TrainRun, threads: int, env: dict | None = None) -> dict | None:
         shutil.rmtree(stale)
     env = dict(os.environ if env is None else env, OMP_NUM_THREADS=str(threads))
     env.setdefault("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
-    cmd = [sys.executable, "-m", "evals.train_runs", "--json", str(run.result), "--", *run.args]
+    cmd = [sys.executable, "-m", "recall_lm.evals.train_runs", "--json", str(run.result), "--", *run.args]
     with open(run.log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()

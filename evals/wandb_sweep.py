@@ -1,6 +1,6 @@
 """A sweep's grid as a ``wandb sweep`` YAML, for users who run W&B agents instead of evals/sweep.py.
 
-    python -m evals.sweep configs/sweeps/mqar_cpu.yaml --wandb-yaml sweep.yaml [--torchrun 8]
+    python -m recall_lm.evals.sweep configs/sweeps/mqar_cpu.yaml --wandb-yaml sweep.yaml [--torchrun 8]
     wandb sweep sweep.yaml && wandb agent <entity/project/id>
 
 Method ``grid``; each parameter is a train.py key that the agent passes as ``--key=value`` through
@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from evals.sweep import Sweep, cli_value
+from recall_lm.evals.sweep import Sweep, cli_value
 
 
 def wandb_sweep_spec(sweep: Sweep, torchrun: int = 0) -> dict:

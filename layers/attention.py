@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layers.registry import register_mixer
-from layers.rotary import RotaryEmbedding
-from layers.state import KVCache
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.rotary import RotaryEmbedding
+from recall_lm.layers.state import KVCache
 
 
 def split_heads(d_model: int, num_heads: int, mixer: str) -> int:
@@ -25,7 +25,7 @@ class Attention(nn.Module):
     gets its positions from the BaseConv layer before it); ``dropout`` drops attention probabilities
     while training (Zoology: 0.1); ``bias`` adds biases to the qkv and output projections (Zoology: True).
 
-    Decoding state: a KV cache (``layers.state.KVCache``: buffers [B, H, capacity, D] grown in place),
+    Decoding state: a KV cache (``recall_lm.layers.state.KVCache``: buffers [B, H, capacity, D] grown in place),
     so the state grows with the context: ``state_size(seq_len) = 2 · seq_len · d_model``.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """

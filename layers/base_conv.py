@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from layers.registry import register_mixer
-from layers.short_conv import ConvState, ShortConvolution
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.short_conv import ConvState, ShortConvolution
 
 
 @register_mixer("base_conv")

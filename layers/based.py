@@ -1,9 +1,9 @@
 """BASED linear attention: normalised linear attention with the second-order Taylor feature map."""
 from __future__ import annotations
 
-from layers.attention import split_heads
-from layers.linear_attention import LinearAttention
-from layers.registry import register_mixer
+from recall_lm.layers.attention import split_heads
+from recall_lm.layers.linear_attention import LinearAttention
+from recall_lm.layers.registry import register_mixer
 
 
 @register_mixer("based")

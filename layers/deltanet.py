@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import gated_delta_rule
-from layers.norms import RMSNorm
-from layers.registry import register_mixer
-from layers.short_conv import ConvState, ShortConvolution
-from layers.state import MixerState
+from recall_lm.kernels.ops import gated_delta_rule
+from recall_lm.layers.norms import RMSNorm
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.short_conv import ConvState, ShortConvolution
+from recall_lm.layers.state import MixerState
 
 QK_NORMS = ("l2", "none")
 
@@ -121,7 +121,7 @@ class DeltaNet(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Analytic forward FLOPs per token (models/flops.py conventions)."""
-        from models.flops import chunked_delta_rule_flops, linear_flops
+        from recall_lm.models.flops import chunked_delta_rule_flops, linear_flops
 
         H, D = self.num_heads, self.head_dim
         total = sum(linear_flops(getattr(self, n, None)) for n in ("q_proj", "k_proj", "v_proj", "b_proj", "o_proj",

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layers.deltanet import DeltaNet
-from layers.registry import register_mixer
+from recall_lm.layers.deltanet import DeltaNet
+from recall_lm.layers.registry import register_mixer
 
 
 @register_mixer("gated_deltanet")

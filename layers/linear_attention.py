@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels import gated_linear_attention
-from layers.attention import split_heads
-from layers.feature_maps import build_feature_map
-from layers.registry import register_mixer
-from layers.state import RecurrentState
+from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.layers.attention import split_heads
+from recall_lm.layers.feature_maps import build_feature_map
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.state import RecurrentState
 
 
 @register_mixer("linear_attention")

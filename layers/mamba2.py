@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import gated_linear_attention
-from layers.norms import GroupedRMSNorm
-from layers.registry import register_mixer
-from layers.short_conv import ConvState, ShortConvolution
-from layers.state import MixerState
+from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.layers.norms import GroupedRMSNorm
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.short_conv import ConvState, ShortConvolution
+from recall_lm.layers.state import MixerState
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Mamba2(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Analytic forward FLOPs per token (models/flops.py conventions)."""
-        from models.flops import chunked_linear_attention_flops, linear_flops
+        from recall_lm.models.flops import chunked_linear_attention_flops, linear_flops
 
         conv = 2.0 * self.conv.kernel_size * self.conv_dim
         core = chunked_linear_attention_flops(seq_len, self.chunk_size, self.num_heads, self.d_state, self.head_dim)

@@ -50,7 +50,15 @@ class IdentityMLP(nn.Module):
         return x
 
 
-MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "identity": IdentityMLP}
+MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "identity": IdentityMLP}  # read it through mlps()
+
+
+def mlps() -> dict[str, type[nn.Module]]:
+    """Every registered MLP class by name (some are registered beside their mixer, e.g. ``rwkv6_cmix``)."""
+    from recall_lm.layers.registry import load_mixer_modules
+
+    load_mixer_modules()
+    return MLPS
 
 
 def register_mlp(name: str):
@@ -69,7 +77,7 @@ def register_mlp(name: str):
 
 def build_mlp(name: str, d_model: int, **kwargs) -> nn.Module | None:
     """The MLP slot of a block: a registered channel mixer, or None for ``"none"`` (no second sub-layer)."""
-    if name not in MLPS and name != "none":
+    if name not in mlps() and name != "none":
         raise ValueError(f"unknown mlp {name!r}; known: none, {', '.join(sorted(MLPS))}")
     if name == "none":
         if kwargs:

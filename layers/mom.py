@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import gated_delta_rule, gated_delta_rule_step, gated_linear_attention, gated_linear_attention_step
-from layers.attention import split_heads
-from layers.mom_routing import conv_segments, load_balancing_loss, pack_by_memory, route_top_k
-from layers.norms import RMSNorm
-from layers.registry import register_mixer
-from layers.short_conv import ConvState, ShortConvolution
-from layers.state import MixerState
+from recall_lm.kernels.ops import gated_delta_rule, gated_delta_rule_step, gated_linear_attention, gated_linear_attention_step
+from recall_lm.layers.attention import split_heads
+from recall_lm.layers.mom_routing import conv_segments, load_balancing_loss, pack_by_memory, route_top_k
+from recall_lm.layers.norms import RMSNorm
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.short_conv import ConvState, ShortConvolution
+from recall_lm.layers.state import MixerState
 
 
 @dataclass
@@ -55,7 +55,7 @@ class MixtureOfMemories(nn.Module):
     optionally gated by ``silu(x_t W_o')``, and the output projection.
 
     All memories run in ONE varlen kernel call: the B·M_total segments (segment m·B + b = the tokens
-    of sequence b routed to memory m, in time order; see layers.mom_routing) each start from their
+    of sequence b routed to memory m, in time order; see recall_lm.layers.mom_routing) each start from their
     own initial state. Per-token cost is k (+1) memory reads and writes, whatever M is.
 
     Training path (state None): ``self.aux_loss = aux_loss_coef · M · Σ_m f_m P_m`` (Switch

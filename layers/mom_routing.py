@@ -73,7 +73,7 @@ class Packing:
 def pack_by_memory(memories: torch.Tensor, num_memories: int, shared: bool, documents=None) -> Packing:
     """Group the routed token-slots ``memories`` [B, T, k] by (memory, sequence), keeping time order.
 
-    The sequences are the B rows, or, with packed ``documents`` (``layers.documents.Documents``, B = 1),
+    The sequences are the B rows, or, with packed ``documents`` (``recall_lm.layers.documents.Documents``, B = 1),
     the N documents of the row: then segment n = m·N + d and every segment lies within one document.
 
     The sort key ``m·B·T + b·T + t`` is unique per slot (a token picks k distinct memories), so the
@@ -107,7 +107,7 @@ def pack_by_memory(memories: torch.Tensor, num_memories: int, shared: bool, docu
 def conv_segments(conv, rows: torch.Tensor, lengths: torch.Tensor, history: torch.Tensor | None):
     """Run a causal short convolution over each packed segment separately, from its own history.
 
-    conv: a ``layers.short_conv.ShortConvolution`` of kernel size W (state-free call only);
+    conv: a ``recall_lm.layers.short_conv.ShortConvolution`` of kernel size W (state-free call only);
     rows: [N, C] packed rows; lengths: [S] rows per segment (summing to N); history: [S, W-1, C], the
     last W-1 inputs before each segment (oldest first), or None for zeros.
     Each segment is laid out right-aligned as ``[zeros, history, rows]`` in a dense [S, L_max+W-1, C]

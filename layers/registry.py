@@ -1,12 +1,41 @@
-"""The mixer registry: every sequence-mixing layer is registered by name and built from (d_model, **kwargs)."""
+"""The mixer registry: every sequence-mixing layer is registered by name and built from (d_model, **kwargs).
+
+Mixer protocol (every registered mixer):
+    forward(x: [B, T, d_model], state=None, documents=None) -> (y: [B, T, d_model], new_state)
+        state None: the training path, new_state is None. Given a state (from init_state or a
+        previous call), continue from it and return the state after the last token.
+    init_state(batch_size, device, dtype) -> state   (a recall_lm.layers.state.MixerState)
+    state_size(seq_len=1) -> int   numbers held per sequence while decoding
+
+The modules that register mixers (and MLPs) are listed in ``MIXER_MODULES``; ``mixers()`` and
+``build_mixer`` import them first, so the registry is complete whichever module a program imported
+before. A new mixer file is added to that list (``tests/layers/test_registry.py`` fails until it is).
+"""
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Callable
 
 from torch import nn
 
-MIXERS: dict[str, type[nn.Module]] = {}
+MIXERS: dict[str, type[nn.Module]] = {}  # filled by @register_mixer; read it through mixers()
+
+# Every module of recall_lm.layers that registers a mixer or an MLP.
+MIXER_MODULES = ("attention", "base_conv", "based", "deltanet", "gated_deltanet", "linear_attention", "mamba2",
+                 "mom", "retnet", "rwkv6", "rwkv7", "swa")
+
+
+def load_mixer_modules() -> None:
+    """Import every module in ``MIXER_MODULES`` (each registers its classes once, when first imported)."""
+    for module in MIXER_MODULES:
+        importlib.import_module(f"recall_lm.layers.{module}")
+
+
+def mixers() -> dict[str, type[nn.Module]]:
+    """Every registered mixer class by name."""
+    load_mixer_modules()
+    return MIXERS
 
 
 def register_mixer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -24,7 +53,7 @@ def register_mixer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 def build_mixer(name: str, d_model: int, **kwargs) -> nn.Module:
     """Build the mixer registered as ``name``; unknown names and unknown keyword arguments fail clearly."""
-    if name not in MIXERS:
+    if name not in mixers():
         raise ValueError(f"unknown mixer {name!r}; known mixers: {', '.join(sorted(MIXERS))}")
     cls = MIXERS[name]
     accepted = inspect.signature(cls.__init__).parameters

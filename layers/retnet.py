@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import gated_linear_attention
-from layers.norms import RMSNorm
-from layers.registry import register_mixer
-from layers.rotary import RotaryEmbedding
-from layers.state import MixerState
+from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.layers.norms import RMSNorm
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.rotary import RotaryEmbedding
+from recall_lm.layers.state import MixerState
 
 
 @dataclass

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import gated_linear_attention
-from layers.mlp import register_mlp
-from layers.registry import register_mixer
-from layers.state import MixerState
-from layers.token_shift import TokenShiftState, token_shift
+from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.layers.mlp import register_mlp
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.state import MixerState
+from recall_lm.layers.token_shift import TokenShiftState, token_shift
 
 
 @dataclass

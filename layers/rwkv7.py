@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import dplr_delta_rule
-from layers.mlp import register_mlp
-from layers.registry import register_mixer
-from layers.rwkv6 import _channel_fraction, _check_layer, _layer_ratios
-from layers.state import MixerState
-from layers.token_shift import TokenShiftState, token_shift
+from recall_lm.kernels.ops import dplr_delta_rule
+from recall_lm.layers.mlp import register_mlp
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.rwkv6 import _channel_fraction, _check_layer, _layer_ratios
+from recall_lm.layers.state import MixerState
+from recall_lm.layers.token_shift import TokenShiftState, token_shift
 
 
 @dataclass

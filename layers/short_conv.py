@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layers.state import MixerState
+from recall_lm.layers.state import MixerState
 
 ACTIVATIONS = {None: lambda x: x, "silu": F.silu}
 
@@ -42,7 +42,7 @@ class ShortConvolution(nn.Module):
 
     def forward(self, x: torch.Tensor, state: ConvState | None = None,
                 documents=None) -> tuple[torch.Tensor, ConvState | None]:
-        """``documents`` (``layers.documents.Documents``, x [1, T, D], no state): the filter of each token
+        """``documents`` (``recall_lm.layers.documents.Documents``, x [1, T, D], no state): the filter of each token
         reaches back only within its own document."""
         B, T, D = x.shape
         if D != self.dim:

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import sliding_window_attention
-from layers.attention import split_heads
-from layers.registry import register_mixer
-from layers.rotary import RotaryEmbedding
-from layers.state import MixerState
+from recall_lm.kernels.ops import sliding_window_attention
+from recall_lm.layers.attention import split_heads
+from recall_lm.layers.registry import register_mixer
+from recall_lm.layers.rotary import RotaryEmbedding
+from recall_lm.layers.state import MixerState
 
 
 @dataclass

@@ -57,7 +57,7 @@ class Throughput(L.Callback):
     training batches: data loading, forward, backward and optimiser step). MFU = achieved model
     FLOP/s per device / ``peak_flops`` with the model FLOPs from ``DecoderLM.flops_per_token``
     (analytic, training = 3 × forward; see models/flops.py). ``peak_flops`` (FLOP/s per device)
-    defaults to the bf16 dense peak of a known GPU (models.flops.PEAK_FLOPS_BF16, e.g. H100/H200
+    defaults to the bf16 dense peak of a known GPU (recall_lm.models.flops.PEAK_FLOPS_BF16, e.g. H100/H200
     989e12, A100 312e12); on CPU or an unknown GPU MFU is not logged unless ``peak_flops`` is given.
     """
 
@@ -73,7 +73,7 @@ class Throughput(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         if self.peak_flops is None and pl_module.device.type == "cuda":
-            from models.flops import peak_flops_for
+            from recall_lm.models.flops import peak_flops_for
 
             self.peak_flops = peak_flops_for(torch.cuda.get_device_name(pl_module.device))
         self._times.clear()

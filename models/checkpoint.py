@@ -3,7 +3,7 @@ unpickling code.
 
 Checkpoints written by ``train.py`` hold only plain types, so ``torch.load(weights_only=True)``
 reads them; the model is rebuilt from the ``model`` hyper-parameters (a ModelConfig as a dict).
-An exported folder (``python -m models.export``: config.json + model.safetensors) loads as JSON and
+An exported folder (``python -m recall_lm.models.export``: config.json + model.safetensors) loads as JSON and
 safetensors.
 """
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from models.config import ModelConfig
-from models.decoder import DecoderLM
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run folder / its ``checkpoints/`` folder (then ``last.ckpt`` in it), or an
     exported folder (returned as it is)."""
-    from models.pretrained import is_pretrained_dir
+    from recall_lm.models.pretrained import is_pretrained_dir
 
     path = Path(path)
     if is_pretrained_dir(path):
@@ -36,7 +36,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     For an exported folder the hyper-parameters are ``{"model": <its ModelConfig as a dict>}``."""
     from dataclasses import asdict
 
-    from models.pretrained import is_pretrained_dir, load_pretrained
+    from recall_lm.models.pretrained import is_pretrained_dir, load_pretrained
 
     path = resolve_checkpoint(path)
     if is_pretrained_dir(path):

@@ -13,7 +13,7 @@ class ModelConfig:
     ``[base_conv, based]`` gives base_conv, based, base_conv, based, ...). ``mixer_kwargs`` maps a
     mixer name to the keyword arguments of every layer of that mixer. ``mlp`` is ``"swiglu"``,
     ``"none"`` (no second sub-layer) or ``"identity"`` (Zoology's MQAR block: the second sub-layer
-    adds norm(x) back onto the residual stream; see layers.mlp.IdentityMLP).
+    adds norm(x) back onto the residual stream; see recall_lm.layers.mlp.IdentityMLP).
 
     The remaining options reproduce other training recipes (``configs/zoology/`` sets them to Zoology's):
 
@@ -40,8 +40,11 @@ class ModelConfig:
     scaled_residual_init: bool = False
 
     def __post_init__(self):
-        from layers import MIXERS, MLPS
-        from layers.norms import NORMS
+        from recall_lm.layers.mlp import mlps
+        from recall_lm.layers.norms import NORMS
+        from recall_lm.layers.registry import mixers
+
+        MIXERS, MLPS = mixers(), mlps()
 
         for name in ("vocab_size", "d_model", "n_layers"):
             if int(getattr(self, name)) < 1:

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from layers import MIXERS, build_mixer
-from layers.documents import Documents
-from layers.mlp import MLPS, build_mlp
-from layers.norms import build_norm
-from models.config import ModelConfig
-from models.state import ModelState
+from recall_lm.layers.registry import build_mixer, mixers
+from recall_lm.layers.documents import Documents
+from recall_lm.layers.mlp import build_mlp, mlps
+from recall_lm.layers.norms import build_norm
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.state import ModelState
 
 
 @dataclass
@@ -48,9 +48,9 @@ class Block(nn.Module):
         self.mixer_norm = build_norm(config.norm, config.d_model, config.norm_eps)
         where = {"layer_idx": layer_idx, "n_layers": config.n_layers,  # the block's place wins over YAML
                  "first_of_its_kind": config.layer_mixers().index(mixer_name) == layer_idx}
-        mixer_kwargs = {**config.mixer_kwargs.get(mixer_name, {}), **_accepted(MIXERS.get(mixer_name), where)}
+        mixer_kwargs = {**config.mixer_kwargs.get(mixer_name, {}), **_accepted(mixers().get(mixer_name), where)}
         self.mixer = build_mixer(mixer_name, config.d_model, **mixer_kwargs)
-        mlp_kwargs = {**config.mlp_kwargs, **_accepted(MLPS.get(config.mlp), where)}
+        mlp_kwargs = {**config.mlp_kwargs, **_accepted(mlps().get(config.mlp), where)}
         self.mlp = build_mlp(config.mlp, config.d_model, **mlp_kwargs)
         self.mlp_norm = build_norm(config.norm, config.d_model, config.norm_eps) if self.mlp is not None else None
 
@@ -61,7 +61,7 @@ class Block(nn.Module):
     def forward(self, x, mixer_state=None, mlp_state=None, shared: dict | None = None, documents=None):
         """``shared``: one dict per model forward, for mixers that read what an earlier layer left
         (``uses_shared``: RWKV-7's value residual from the first layer). ``documents``: packed documents
-        (``layers.documents.Documents``) that the mixer and a stateful MLP keep apart."""
+        (``recall_lm.layers.documents.Documents``) that the mixer and a stateful MLP keep apart."""
         extra = {} if documents is None else {"documents": documents}
         if getattr(self.mixer, "uses_shared", False):
             extra["shared"] = shared
@@ -125,7 +125,7 @@ class DecoderLM(nn.Module):
         64 at Zoology's S1), where the vocabulary-wide head is most of the step's cost.
 
         ``labels`` ([B, T], -100 ignored) computes the head and the cross-entropy ``loss_chunk_rows`` rows
-        at a time (models.linear_cross_entropy) instead of returning logits: no [B, T, vocab] tensor.
+        at a time (recall_lm.models.linear_cross_entropy) instead of returning logits: no [B, T, vocab] tensor.
         """
         documents = None
         if cu_seqlens is not None:
@@ -151,7 +151,7 @@ class DecoderLM(nn.Module):
         aux_loss = torch.stack(aux).sum() if aux else x.new_zeros((), dtype=torch.float32)
         new_state = None if state is None else ModelState(new_mixers, new_mlps)
         if labels is not None:
-            from models.linear_cross_entropy import linear_cross_entropy
+            from recall_lm.models.linear_cross_entropy import linear_cross_entropy
 
             hidden = self.norm(x).flatten(0, 1)
             total, correct = linear_cross_entropy(hidden, self.head.weight, labels.flatten(), loss_chunk_rows)
@@ -164,20 +164,20 @@ class DecoderLM(nn.Module):
 
     def save_pretrained(self, out_dir, tokenizer=None):
         """Write config.json + model.safetensors (+ the tokenizer) to ``out_dir``; see models/pretrained.py."""
-        from models.pretrained import save_pretrained
+        from recall_lm.models.pretrained import save_pretrained
 
         return save_pretrained(self, out_dir, tokenizer)
 
     @classmethod
     def from_pretrained(cls, path, map_location="cpu") -> "DecoderLM":
-        """The model of a folder written by ``save_pretrained`` / ``python -m models.export`` (eval mode)."""
-        from models.pretrained import load_pretrained
+        """The model of a folder written by ``save_pretrained`` / ``python -m recall_lm.models.export`` (eval mode)."""
+        from recall_lm.models.pretrained import load_pretrained
 
         return load_pretrained(path, map_location)
 
     def generate(self, input_ids, max_new_tokens: int, **kwargs):
-        """Sample continuations; see ``models.generation.generate`` for the arguments."""
-        from models.generation import generate
+        """Sample continuations; see ``recall_lm.models.generation.generate`` for the arguments."""
+        from recall_lm.models.generation import generate
 
         return generate(self, input_ids, max_new_tokens, **kwargs)
 
@@ -192,7 +192,7 @@ class DecoderLM(nn.Module):
 
     def flops_per_token(self, seq_len: int, training: bool = False) -> float:
         """Analytic forward FLOPs per token at length ``seq_len`` (3× with ``training``); see models/flops.py."""
-        from models.flops import model_flops_per_token
+        from recall_lm.models.flops import model_flops_per_token
 
         return (3.0 if training else 1.0) * model_flops_per_token(self, seq_len)
 

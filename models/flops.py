@@ -76,7 +76,7 @@ def _default_chunk_size(op) -> int:
 
 
 def _linear_attention(m, T: int) -> float:
-    from kernels import gated_linear_attention
+    from recall_lm.kernels.ops import gated_linear_attention
 
     chunk = _default_chunk_size(gated_linear_attention)
     value_dim = m.head_dim + int(m.normalize)
@@ -108,7 +108,7 @@ def _rwkv6(m, T: int) -> float:
 
 
 def _mom(m, T: int) -> float:
-    from kernels import gated_delta_rule, gated_linear_attention
+    from recall_lm.kernels.ops import gated_delta_rule, gated_linear_attention
 
     H, K, V = m.num_heads, m.head_dim, m.value_dim
     d = m.d_model
@@ -136,14 +136,14 @@ def _rwkv6_cmix(m, T: int) -> float:
 
 
 def _rules() -> dict[type, Callable[[nn.Module, int], float]]:
-    from layers.attention import Attention
-    from layers.base_conv import BaseConv
-    from layers.linear_attention import LinearAttention
-    from layers.mlp import IdentityMLP, SwiGLU
-    from layers.mom import MixtureOfMemories
-    from layers.retnet import MultiScaleRetention
-    from layers.rwkv6 import RWKV6ChannelMix, RWKV6TimeMix
-    from layers.swa import SlidingWindowAttention
+    from recall_lm.layers.attention import Attention
+    from recall_lm.layers.base_conv import BaseConv
+    from recall_lm.layers.linear_attention import LinearAttention
+    from recall_lm.layers.mlp import IdentityMLP, SwiGLU
+    from recall_lm.layers.mom import MixtureOfMemories
+    from recall_lm.layers.retnet import MultiScaleRetention
+    from recall_lm.layers.rwkv6 import RWKV6ChannelMix, RWKV6TimeMix
+    from recall_lm.layers.swa import SlidingWindowAttention
 
     return {
         Attention: _attention, SlidingWindowAttention: _swa, LinearAttention: _linear_attention,

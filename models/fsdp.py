@@ -1,6 +1,6 @@
 """Lightning's FSDP strategy with this codebase's defaults: one unit per Block, bf16 with fp32 decays.
 
-Selected in YAML (configs/strategies/_fsdp.yaml) as ``models.fsdp.BlockFSDPStrategy``. Lightning's
+Selected in YAML (configs/strategies/_fsdp.yaml) as ``recall_lm.models.fsdp.BlockFSDPStrategy``. Lightning's
 FSDP needs CUDA; on CPU the equivalent sharding is tested with torch FSDP2 (tests/test_distributed.py).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 # Modules whose parameters include log-decays / bonuses that bf16 would round (kept fp32). RWKV-7, Mamba-2
 # and Gated DeltaNet are not listed: like fla's FSDP training they compute with bf16 copies of their decay
 # parameters (the fp32 masters stay in the optimiser); name them in fp32_modules to keep them fp32.
-DEFAULT_FP32_MODULES = ("layers.rwkv6.RWKV6TimeMix", "layers.mom.MixtureOfMemories")
+DEFAULT_FP32_MODULES = ("recall_lm.layers.rwkv6.RWKV6TimeMix", "recall_lm.layers.mom.MixtureOfMemories")
 
 
 def _import(path: str) -> type:
@@ -32,7 +32,7 @@ def _dtype(name: str) -> torch.dtype:
 
 
 class BlockFSDPStrategy(FSDPStrategy):
-    """FSDPStrategy wrapping each ``models.decoder.Block``, with mixed precision that keeps decays fp32.
+    """FSDPStrategy wrapping each ``recall_lm.models.decoder.Block``, with mixed precision that keeps decays fp32.
 
     Args:
         param_dtype: dtype of the gathered parameters for compute ("bfloat16"; "float32" = off).
@@ -49,7 +49,7 @@ class BlockFSDPStrategy(FSDPStrategy):
         from torch.distributed.fsdp import MixedPrecision
         from torch.nn.modules.batchnorm import _BatchNorm
 
-        from models.decoder import Block
+        from recall_lm.models.decoder import Block
 
         keep = tuple(_import(p) for p in fp32_modules) + (_BatchNorm,)
         mixed = MixedPrecision(param_dtype=_dtype(param_dtype), reduce_dtype=_dtype(reduce_dtype),

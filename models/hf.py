@@ -1,11 +1,16 @@
-"""A ``transformers`` face for exported folders: ``import models.hf`` registers ``recall_lm`` with
-``AutoConfig`` and ``AutoModelForCausalLM``, so ``AutoModelForCausalLM.from_pretrained(out_dir)`` (a
-folder from ``python -m models.export``) returns a working model for ``forward`` and ``generate``.
+"""A ``transformers`` face for exported folders. The registration is explicit and needs nothing imported
+before it::
 
-The wrapper keeps the project's own decoding: ``generate`` is ``models.generation.generate`` (chunked
-prefill, then O(1)-per-token recurrent decoding) behind transformers' argument names; no transformers
-cache class is involved. Importing this module imports transformers (a few seconds), which is why
-``import models`` does not do it unless transformers is already loaded.
+    import recall_lm.models.hf  # registers model type "recall_lm" with AutoConfig and AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(out_dir)   # a folder from python -m recall_lm.models.export
+
+returns a working model for ``forward`` and ``generate``. Importing this module is the registration (it
+calls ``register()``, which may be called again); nothing else in the project imports transformers, so
+loading a model never pays transformers' few seconds of import unless asked to.
+
+The wrapper keeps the project's own decoding: ``generate`` is ``recall_lm.models.generation.generate``
+(chunked prefill, then O(1)-per-token recurrent decoding) behind transformers' argument names; no
+transformers cache class is involved.
 """
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
-from models.config import ModelConfig
-from models.pretrained import ARCHITECTURE, MODEL_TYPE, load_pretrained, read_config, save_pretrained
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.pretrained import ARCHITECTURE, MODEL_TYPE, load_pretrained, read_config, save_pretrained
 
 _FIELDS = [f.name for f in fields(ModelConfig)]
 
@@ -48,13 +53,13 @@ class RecallLMForCausalLM(PreTrainedModel):
 
     def __init__(self, config: RecallLMConfig, lm=None):
         super().__init__(config)
-        from models.decoder import DecoderLM
+        from recall_lm.models.decoder import DecoderLM
 
         self.lm = lm if lm is not None else DecoderLM(config.to_model_config())
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, **kwargs):
-        """An exported folder (local): the weights load through ``models.pretrained`` (safetensors, the
+        """An exported folder (local): the weights load through ``recall_lm.models.pretrained`` (safetensors, the
         DecoderLM's own key names), not through transformers' weight-loading machinery."""
         device = kwargs.pop("device_map", None) or "cpu"
         dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
@@ -97,7 +102,7 @@ class RecallLMForCausalLM(PreTrainedModel):
         if attention_mask is not None and not bool(attention_mask.all()):
             raise ValueError("RecallLMForCausalLM.generate takes equal-length prompts (no left padding); "
                              "call it once per prompt length")
-        from models.generation import generate
+        from recall_lm.models.generation import generate
 
         outs = generate(self.lm, input_ids, max_new_tokens, temperature=temperature if do_sample else 0.0,
                         top_k=top_k, top_p=top_p, eos_token_id=eos_token_id, seed=seed)
@@ -110,5 +115,12 @@ class RecallLMForCausalLM(PreTrainedModel):
 
 
 RecallLMConfig.architectures = [ARCHITECTURE]
-AutoConfig.register(MODEL_TYPE, RecallLMConfig, exist_ok=True)
-AutoModelForCausalLM.register(RecallLMConfig, RecallLMForCausalLM, exist_ok=True)
+
+
+def register() -> None:
+    """Make ``AutoConfig`` / ``AutoModelForCausalLM`` know model type ``recall_lm`` (idempotent)."""
+    AutoConfig.register(MODEL_TYPE, RecallLMConfig, exist_ok=True)
+    AutoModelForCausalLM.register(RecallLMConfig, RecallLMForCausalLM, exist_ok=True)
+
+
+register()

@@ -12,9 +12,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from layers.documents import Documents
-from models.config import ModelConfig
-from models.decoder import DecoderLM
+from recall_lm.layers.documents import Documents
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
 
 IGNORE_INDEX = -100
 
@@ -73,7 +73,7 @@ class LanguageModelTask(L.LightningModule):
             "epoch" (it advances once per epoch over ``trainer.max_epochs``: with warmup 0 and
             min_lr_ratio 0, Zoology's ``CosineAnnealingLR(T_max=max_epochs)``).
         chunked_loss_rows: for batches labelled at every position (text), > 0 computes the head and the
-            loss that many rows at a time without the [B, T, vocab] logits (models.linear_cross_entropy;
+            loss that many rows at a time without the [B, T, vocab] logits (recall_lm.models.linear_cross_entropy;
             the same loss and gradients, a fraction of the memory at large vocabularies); 0: off.
         aux_loss_weight: multiplies the mixers' auxiliary losses (e.g. MoM load balancing).
         compile: ``torch.compile`` each Block in place (``Block.compile()``: state_dict keys unchanged).

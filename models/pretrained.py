@@ -1,7 +1,7 @@
 """The exported model folder (the Hugging Face layout): ``config.json``, ``model.safetensors``, tokenizer.
 
 ``config.json`` holds the ModelConfig's fields at the top level plus ``model_type`` / ``architectures``
-(so ``transformers.AutoConfig`` reads it once ``models.hf`` is imported); ``model.safetensors`` holds
+(so ``transformers.AutoConfig`` reads it once ``recall_lm.models.hf`` is imported); ``model.safetensors`` holds
 the DecoderLM state dict (a tied head is stored once, as the embedding). Loading reads JSON and
 tensors only: nothing is ever unpickled.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from models.config import ModelConfig
+from recall_lm.models.config import ModelConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MODEL_TYPE, ARCHITECTURE = "recall_lm", "RecallLMForCausalLM"
@@ -38,7 +38,7 @@ def read_config(path) -> ModelConfig:
 
 
 def save_pretrained(model, out_dir, tokenizer=None) -> Path:
-    """Write ``model`` (a DecoderLM) and optionally its tokenizer (``data.tokenizers.Tokenizer``) to ``out_dir``."""
+    """Write ``model`` (a DecoderLM) and optionally its tokenizer (``recall_lm.data.tokenizers.Tokenizer``) to ``out_dir``."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -57,7 +57,7 @@ def load_pretrained(path, map_location="cpu"):
     """The DecoderLM of an exported folder, in eval mode."""
     from safetensors.torch import load_file
 
-    from models.decoder import DecoderLM
+    from recall_lm.models.decoder import DecoderLM
 
     path = Path(path)
     if not is_pretrained_dir(path):

@@ -72,8 +72,9 @@ def run_fla_comparison(script) -> dict:
 
     pytest.importorskip("fla")
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True,
+    module = ".".join(Path(script).resolve().relative_to(root).with_suffix("").parts)
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run([sys.executable, "-m", module], cwd=root, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,14 +1,14 @@
 """Bad input to train.py ends the run before training with one line naming the setting."""
 import pytest
 
-import train
+from recall_lm.training import cli as train_cli
 
-QUICKSTART = str(train.ROOT / "configs/quickstart.yaml")
+QUICKSTART = str(train_cli.ROOT / "configs/quickstart.yaml")
 
 
 def run_bad(tmp_path, capsys, *extra):
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={tmp_path}",
+        train_cli.main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={tmp_path}",
                     "--trainer.max_steps=1", "--trainer.enable_progress_bar=false", *extra])
     message = exit_info.value.code if isinstance(exit_info.value.code, str) else capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists(), "training started"
@@ -84,7 +84,7 @@ TINY = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1", 
 
 
 def fit(root, *extra):
-    return train.main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={root}", *TINY, *extra])
+    return train_cli.main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={root}", *TINY, *extra])
 
 
 def last_step(root):
@@ -124,12 +124,44 @@ def test_resume_with_nothing_to_resume_says_it_starts_afresh(tmp_path, capsys):
 
 
 def test_the_run_folder_is_named_after_the_model_config_not_a_fragment():
-    assert train.default_run_dir(["configs/lm/based-360m.yaml", "configs/strategies/_ddp.yaml"]) == \
+    assert train_cli.default_run_dir(["configs/lm/based-360m.yaml", "configs/strategies/_ddp.yaml"]) == \
         "runs/lm/based-360m"
-    assert train.default_run_dir(["configs/strategies/_fsdp.yaml"]) == "runs/strategies/_fsdp"
+    assert train_cli.default_run_dir(["configs/strategies/_fsdp.yaml"]) == "runs/strategies/_fsdp"
 
 
 def test_recall_report_names_the_step_of_an_earlier_validation(tmp_path, capsys):
     fit(tmp_path, "--trainer.max_epochs=2", "--trainer.max_steps=3")  # validates after step 2 only
     out = capsys.readouterr().out
     assert "recall accuracy of the last validation, at step 2 of 3" in out and "final recall" not in out
+
+
+def test_old_class_path_in_a_config_names_the_new_one(tmp_path, capsys):
+    """Before the code was imported as recall_lm.*, configs named data.mqar_datamodule.MQARDataModule; the
+    bare name would load a second copy of the modules, so train.py refuses it in one line."""
+    old = tmp_path / "old.yaml"
+    old.write_text((train_cli.ROOT / "configs/quickstart.yaml").read_text()
+                   .replace("recall_lm.data.mqar_datamodule", "data.mqar_datamodule"))
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["fit", "--config", str(old), f"--trainer.default_root_dir={tmp_path}"])
+    assert exit_info.value.code == (f"error: {old} names data.mqar_datamodule.MQARDataModule, which is now "
+                                    "recall_lm.data.mqar_datamodule.MQARDataModule (the code is imported as recall_lm.*)")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_old_class_path_on_the_command_line_is_refused(tmp_path, capsys):
+    message = run_bad(tmp_path, capsys, "--trainer.callbacks+=models.callbacks.Throughput")
+    assert message == ("error: the argument --trainer.callbacks+=models.callbacks.Throughput names "
+                       "models.callbacks.Throughput, which is now recall_lm.models.callbacks.Throughput "
+                       "(the code is imported as recall_lm.*)")
+
+
+def test_old_class_path_in_a_checkpoint_is_refused(tmp_path, capsys):
+    import torch
+
+    ckpt = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "models.lightning_module.LanguageModelTask"}},
+               ckpt)
+    message = run_bad(tmp_path / "run", capsys, f"--ckpt_path={ckpt}")
+    assert message == (f"error: --ckpt_path {ckpt} (hyper_parameters) names models.lightning_module.LanguageModelTask, "
+                       "which is now recall_lm.models.lightning_module.LanguageModelTask (the code is imported as "
+                       "recall_lm.*)")

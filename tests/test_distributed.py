@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import train
-from data.mqar import MQARSlice
-from data.slices_datamodule import SliceBatches
-from data.resumable import ResumableSampler
+from recall_lm.training import cli as train_cli
+from recall_lm.data.mqar import MQARSlice
+from recall_lm.data.slices_datamodule import SliceBatches
+from recall_lm.data.resumable import ResumableSampler
 
 CONFIG = """
 seed_everything: 0
@@ -27,7 +27,7 @@ model:
   lr: 3.0e-3
   warmup_steps: 2
 data:
-  class_path: data.mqar_datamodule.MQARDataModule
+  class_path: recall_lm.data.mqar_datamodule.MQARDataModule
   init_args:
     vocab_size: 64
     batch_size: 8
@@ -76,17 +76,17 @@ def test_two_ranks_with_half_batches_see_the_batches_of_one_rank():
 def test_torchrun_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(CONFIG)
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(train.ROOT)}
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     subprocess.run([sys.executable, "train.py", "fit", "--config", str(config),
-                    f"--trainer.default_root_dir={single}"], cwd=train.ROOT, env=env, check=True,
+                    f"--trainer.default_root_dir={single}"], cwd=train_cli.ROOT, env=env, check=True,
                    capture_output=True, timeout=600)
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
          "train.py", "fit", "--config", str(config), f"--trainer.default_root_dir={ddp}",
          "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu",
          "--data.init_args.batch_size=4"],
-        cwd=train.ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=train_cli.ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     expected, got = losses(single), losses(ddp)
     assert len(expected) == len(got) == 6
@@ -98,9 +98,9 @@ def _fsdp2_worker(rank: int, world: int, init_file: str, out_dir: str):
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
-    from models.config import ModelConfig
-    from models.decoder import DecoderLM
-    from models.lightning_module import clip_grad_norm
+    from recall_lm.models.config import ModelConfig
+    from recall_lm.models.decoder import DecoderLM
+    from recall_lm.models.lightning_module import clip_grad_norm
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -157,15 +157,15 @@ def test_fsdp2_fully_shard_per_block_matches_the_unsharded_model(tmp_path):
 @pytest.mark.parametrize("fragment", ["_ddp.yaml", "_fsdp.yaml", "_fsdp.yaml+checkpointing"])
 def test_strategy_fragments_combine_with_a_config(fragment, tmp_path):
     """The GPU fragments parse on top of a model/data config and build their strategy (CPU overrides)."""
-    import train
+    from recall_lm.training import cli as train_cli
     from lightning.pytorch.strategies import DDPStrategy
 
-    from models.decoder import Block
-    from models.fsdp import BlockFSDPStrategy
+    from recall_lm.models.decoder import Block
+    from recall_lm.models.fsdp import BlockFSDPStrategy
 
     fragment, _, checkpointing = fragment.partition("+")
     extra = ["--trainer.strategy.init_args.activation_checkpointing=true"] if checkpointing else []
-    cli = train.main(["--config", "configs/lm/tiny.yaml", "--config", f"configs/strategies/{fragment}",
+    cli = train_cli.main(["--config", "configs/lm/tiny.yaml", "--config", f"configs/strategies/{fragment}",
                       "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32",
                       f"--trainer.default_root_dir={tmp_path}", *extra], run=False)
     strategy = cli.trainer.strategy

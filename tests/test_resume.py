@@ -14,8 +14,8 @@ import lightning as L
 import pytest
 import torch
 
-import train
-from models.checkpoint_io import AtomicCheckpointIO
+from recall_lm.training import cli as train_cli
+from recall_lm.models.checkpoint_io import AtomicCheckpointIO
 
 CONFIG = """
 seed_everything: 0
@@ -25,7 +25,7 @@ model:
   lr: 3.0e-3
   warmup_steps: 4
 data:
-  class_path: data.mqar_datamodule.MQARDataModule
+  class_path: recall_lm.data.mqar_datamodule.MQARDataModule
   init_args:
     vocab_size: 64
     batch_size: 8
@@ -72,8 +72,8 @@ class KillAt(L.Callback):
 
 
 def run_train(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(train.ROOT)}
-    done = subprocess.run([sys.executable, str(train.ROOT / "train.py"), *args], cwd=train.ROOT, env=env,
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(train_cli.ROOT / "train.py"), *args], cwd=train_cli.ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     if check and done.returncode != 0:
         raise AssertionError(f"train.py {args} failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -141,16 +141,16 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path):
 
 
 def test_train_py_installs_atomic_checkpoint_io_and_resumable_logs(tmp_path):
-    cli = train.main(["--config", str(train.ROOT / "configs/quickstart.yaml"),
+    cli = train_cli.main(["--config", str(train_cli.ROOT / "configs/quickstart.yaml"),
                       f"--trainer.default_root_dir={tmp_path}"], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    from models.csv_logger import CSVResume, ResumableCSVLogger
+    from recall_lm.models.csv_logger import CSVResume, ResumableCSVLogger
 
     assert isinstance(cli.trainer.loggers[0], ResumableCSVLogger)
     assert any(isinstance(c, CSVResume) for c in cli.trainer.callbacks)
 
 
 def test_wandb_id_is_stable_across_resume(tmp_path):
-    first = train.stable_wandb_id(str(tmp_path), resuming=False)
-    assert train.stable_wandb_id(str(tmp_path), resuming=True) == first
-    assert train.stable_wandb_id(str(tmp_path), resuming=False) != first  # a fresh run is a new W&B run
+    first = train_cli.stable_wandb_id(str(tmp_path), resuming=False)
+    assert train_cli.stable_wandb_id(str(tmp_path), resuming=True) == first
+    assert train_cli.stable_wandb_id(str(tmp_path), resuming=False) != first  # a fresh run is a new W&B run

@@ -1,19 +1,10 @@
 """Prompt and metric functions of the shipped lm-eval tasks (``!function utils.<name>`` in the YAMLs).
 
-Importing this module (lm-eval does, for ``--include_path evals/tasks``) puts the repository on
-``sys.path`` and imports ``evals.harness``, which registers the ``recall-lm`` model: that is what lets
-``lm_eval --model recall-lm --include_path evals/tasks ...`` run from the plain lm-eval command.
+lm-eval imports this file by its path (``--include_path evals/tasks``); the project's code comes from the
+installed ``recall_lm`` package (``make install``).
 """
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import evals.harness  # noqa: E402,F401  (registers recall-lm)
-from data.recall_tasks import split_question  # noqa: E402
-from evals.recall_tasks import contains  # noqa: E402
+from recall_lm.data.recall_tasks import split_question
+from recall_lm.evals.recall_tasks import contains
 
 
 def recall_text(doc) -> str:

@@ -9,7 +9,7 @@ state at the chunk start (Yang et al., 2024; Gated DeltaNet, Yang et al., 2025):
     O = scale [(Q ⊙ e^γ) S₀ + tril(Q Kᵀ ⊙ Γ) V_new],   S_C = e^{γ_C} S₀ + (K ⊙ e^{γ_C − γ})ᵀ V_new
 
 Everything but the two lines marked "the scan" is batched over all chunks at once (the ``triton``
-backend, :mod:`kernels.delta.triton_autograd`, runs the same steps as Triton kernels). Decays appear only
+backend, :mod:`recall_lm.kernels.delta.triton_autograd`, runs the same steps as Triton kernels). Decays appear only
 as exp of non-positive differences. The backward is written out: the reverse scan over chunks gives
 dV_new (the output's share plus the state's) and the state gradients; then, with Y = Tᵀ dV_new, the
 solve's gradients collapse to d(diag(β) V) = Y, d(diag(β e^γ) K) = −Y S₀ᵀ and dA = −strictly-lower(Y V_newᵀ)
@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from kernels.triangular import unit_lower_inverse
-from kernels.utils import from_chunks, run_padded_varlen, to_chunks
+from recall_lm.kernels.triangular import unit_lower_inverse
+from recall_lm.kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
 def _masks(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
+from recall_lm.kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
                            triton_available_for)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
-TRITON_MAX_K = 128  # kernels.delta.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
+TRITON_MAX_K = 128  # recall_lm.kernels.delta.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
 
 
 def _check_inputs(q, k, v, beta, g, initial_state, cu_seqlens, chunk_size, backend):
@@ -52,7 +52,7 @@ def gated_delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, o
         chunk_size: chunk length of the chunked backend (a power of two in [16, 256]).
         backend: ``"auto"`` (recurrent for T = 1; triton on CUDA tensors with chunk_size ≤ 64 and K ≤ 128
             in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked algorithm as Triton kernels, forward
-            and backward: :mod:`kernels.delta.triton_autograd`), ``"torch"`` (chunked, WY transform), ``"recurrent"`` (token by
+            and backward: :mod:`recall_lm.kernels.delta.triton_autograd`), ``"torch"`` (chunked, WY transform), ``"recurrent"`` (token by
             token) or ``"naive"`` (fp64 loop, for tests).
 
     Returns:
@@ -70,18 +70,18 @@ def gated_delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, o
     if backend in ("torch", "triton") and q.shape[1] == 0:
         backend = "recurrent"  # nothing to chunk
     if backend == "triton":
-        from kernels.delta.triton_autograd import chunk_gated_delta_rule_triton
+        from recall_lm.kernels.delta.triton_autograd import chunk_gated_delta_rule_triton
 
         return chunk_gated_delta_rule_triton(q, k, v, beta, g, chunk_size=chunk_size, **kwargs)
     if backend == "torch":
-        from kernels.delta.chunked_torch import chunk_gated_delta_rule_torch
+        from recall_lm.kernels.delta.chunked_torch import chunk_gated_delta_rule_torch
 
         return chunk_gated_delta_rule_torch(q, k, v, beta, g, chunk_size=chunk_size, **kwargs)
     if backend == "recurrent":
-        from kernels.delta.recurrent import recurrent_gated_delta_rule
+        from recall_lm.kernels.delta.recurrent import recurrent_gated_delta_rule
 
         return recurrent_gated_delta_rule(q, k, v, beta, g, **kwargs)
-    from kernels.delta.naive import naive_gated_delta_rule
+    from recall_lm.kernels.delta.naive import naive_gated_delta_rule
 
     return naive_gated_delta_rule(q, k, v, beta, g, **kwargs)
 
@@ -93,7 +93,7 @@ def gated_delta_rule_step(q, k, v, beta, g=None, state=None, scale=None):
     q, k ``[B, H, K]``, v ``[B, H, V]``, beta ``[B, H]``, g ``[B, H]`` / None, state ``[B, H, K, V]``
     fp32 (None = zeros). Returns o ``[B, H, V]`` (q's dtype) and the new state.
     """
-    from kernels.delta.recurrent import delta_rule_step
+    from recall_lm.kernels.delta.recurrent import delta_rule_step
 
     check_ndim_shape("q", q, (None, None, None), "[B, H, K]")
     B, H, K = q.shape

@@ -14,7 +14,7 @@ def naive_gated_delta_rule(q, k, v, beta, g=None, *, scale, initial_state=None, 
     fp64 for fp64 inputs) or None. Differentiable by autograd.
     """
     if cu_seqlens is not None:
-        from kernels.utils import loop_over_sequences
+        from recall_lm.kernels.utils import loop_over_sequences
 
         return loop_over_sequences(naive_gated_delta_rule, q, k, v, beta, g, scale=scale, per_token=5,
                                    initial_state=initial_state, output_final_state=output_final_state,

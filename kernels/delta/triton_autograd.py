@@ -4,16 +4,16 @@ Forward: ``local_fwd`` (W, U, K ⊙ e^{γ_C − γ}, e^{γ_C} per chunk) → the
 V_new, final state) → ``output``. Backward: ``output_bwd`` (the output's share of the scan gradients) →
 ``local_fwd`` again (W, K ⊙ e^{γ_C − γ}; nothing chunk-local is kept) → the reverse scan → ``local_bwd``
 (the gradients of q, k, v, β, g). Saved for the backward: the fp32 chunked inputs, the chunk states and
-V_new. Kernels: :mod:`kernels.delta.triton_local`, :mod:`kernels.delta.triton_scan`.
+V_new. Kernels: :mod:`recall_lm.kernels.delta.triton_local`, :mod:`recall_lm.kernels.delta.triton_scan`.
 """
 from __future__ import annotations
 
 import torch
 import triton
 
-from kernels.delta import triton_local
-from kernels.delta.triton_scan import DOT_PRECISION, _blocks, scan_backward, scan_forward
-from kernels.utils import from_chunks, run_padded_varlen, to_chunks
+from recall_lm.kernels.delta import triton_local
+from recall_lm.kernels.delta.triton_scan import DOT_PRECISION, _blocks, scan_backward, scan_forward
+from recall_lm.kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
 def _local_forward(k, v, beta, g):

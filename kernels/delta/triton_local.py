@@ -1,6 +1,6 @@
 """Triton kernels for the chunk-local parts of the chunked gated delta rule (everything but the scans).
 
-All work on the chunked fp32 layout of :mod:`kernels.delta.chunked_torch` (``[BH, NT, C, *]`` contiguous,
+All work on the chunked fp32 layout of :mod:`recall_lm.kernels.delta.chunked_torch` (``[BH, NT, C, *]`` contiguous,
 chunk ``c`` of sequence-head ``bh`` at flat index ``bh·NT + c``), one program per chunk (and value block
 where the value width is tiled). Per chunk, with γ = cumsum(g) and Γ_ij = e^{γ_i − γ_j}:
 

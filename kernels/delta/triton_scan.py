@@ -1,6 +1,6 @@
 """Triton kernels for the sequential part of the chunked gated delta rule: the scan over chunks.
 
-Both kernels work on the chunked fp32 layout of :mod:`kernels.delta.chunked_torch` (``[BH, NT, C, *]``,
+Both kernels work on the chunked fp32 layout of :mod:`recall_lm.kernels.delta.chunked_torch` (``[BH, NT, C, *]``,
 contiguous), one program per (value block, sequence-head), the state block ``[K, BV]`` kept in
 registers across the chunks (value columns are independent: W and K ⊙ e^{γ_C − γ} do not depend on v).
 
@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.utils import next_power_of_2
+from recall_lm.kernels.utils import next_power_of_2
 
 LAUNCH = dict(num_warps=4, num_stages=2)  # as compiled ahead of time in tests/kernels/test_delta_aot.py
 DOT_PRECISION = "ieee"  # the state recurrence accumulates over the whole sequence: no tf32 rounding
@@ -85,7 +85,7 @@ def delta_scan_bwd_kernel(w, kd, decay, dv_out, ds_out, dht, dh_after, dv_new, d
     tl.store(dh0 + i_bh * K * V + kv_off, b_dh, mask=m_kv)
 
 
-MAX_K = 128  # = kernels.delta.interface.TRITON_MAX_K: the chunk tiles of W and K ⊙ e^{γ_C − γ} ([64, BK] fp32) must fit the A100's shared memory
+MAX_K = 128  # = recall_lm.kernels.delta.interface.TRITON_MAX_K: the chunk tiles of W and K ⊙ e^{γ_C − γ} ([64, BK] fp32) must fit the A100's shared memory
 
 
 def _blocks(K: int, V: int) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Per chunk of C tokens, with G the inclusive and G⁻ = G − gk the exclusive in-chunk cumulative
 log-decay (per key channel) and S₀ the state at the chunk start; every score is
-``X_ij = Σ_k x_ik y_jk exp(Gx_ik − G_jk)`` over the causal part (``kernels.gla.chunked_torch_intra``:
+``X_ij = Σ_k x_ik y_jk exp(Gx_ik − G_jk)`` over the causal part (``recall_lm.kernels.gla.chunked_torch_intra``:
 one matmul of e^{±G}-scaled factors shared by all four when the decay is mild, as RWKV-7's always is,
 else ``channel_scores`` with its 16-row blocks or exact diagonal columns, every exponent ≤ 0):
 
@@ -13,7 +13,7 @@ else ``channel_scores`` with its 16-row blocks or exact diagonal columns, every 
     S_C = e^{G_C} ⊙ S₀ + (k ⊙ e^{G_C − G})ᵀ V + (b ⊙ e^{G_C − G})ᵀ v₂             (the scan)
 
 (v₂_t = a_tᵀ S_{t−1} is what the low-rank part reads from the state.) As in
-:mod:`kernels.delta.chunked_torch`, the backward runs the reverse scan by hand and differentiates the
+:mod:`recall_lm.kernels.delta.chunked_torch`, the backward runs the reverse scan by hand and differentiates the
 chunk-local maps, built under autograd in the forward, as batched expressions; V enters both, so its
 two gradients are added.
 """
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels.gla.chunked_torch_intra import channel_scores, factored_is_safe
-from kernels.triangular import unit_lower_inverse
-from kernels.utils import from_chunks, run_padded_varlen, to_chunks
+from recall_lm.kernels.gla.chunked_torch_intra import channel_scores, factored_is_safe
+from recall_lm.kernels.triangular import unit_lower_inverse
+from recall_lm.kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
 class _Local:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
+from recall_lm.kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
                            triton_available_for)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
-TRITON_MAX_K = 64  # kernels.dplr.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
+TRITON_MAX_K = 64  # recall_lm.kernels.dplr.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
 
 
 def _check_inputs(q, k, v, a, b, gk, initial_state, cu_seqlens, chunk_size, backend):
@@ -44,7 +44,7 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
         initial_state, output_final_state, cu_seqlens, chunk_size: as in :func:`kernels.gated_delta_rule`.
         backend: ``"auto"`` (recurrent for T = 1; triton on CUDA tensors with chunk_size ≤ 64 and
             K ≤ 64 in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked algorithm as Triton
-            kernels, forward and backward: :mod:`kernels.dplr.triton_autograd`), ``"torch"`` (chunked: per-channel decayed scores, a
+            kernels, forward and backward: :mod:`recall_lm.kernels.dplr.triton_autograd`), ``"torch"`` (chunked: per-channel decayed scores, a
             unit-triangular solve per chunk, a scan over chunks, a hand-written reverse scan),
             ``"recurrent"`` or ``"naive"`` (fp64 loop, for tests).
 
@@ -61,18 +61,18 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
     kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state,
                   cu_seqlens=cu_seqlens)
     if backend == "triton" and q.shape[1] > 0:
-        from kernels.dplr.triton_autograd import chunk_dplr_triton
+        from recall_lm.kernels.dplr.triton_autograd import chunk_dplr_triton
 
         return chunk_dplr_triton(q, k, v, a, b, gk, chunk_size=chunk_size, **kwargs)
     if backend == "torch" and q.shape[1] > 0:
-        from kernels.dplr.chunked_torch import chunk_dplr_torch
+        from recall_lm.kernels.dplr.chunked_torch import chunk_dplr_torch
 
         return chunk_dplr_torch(q, k, v, a, b, gk, chunk_size=chunk_size, **kwargs)
     if backend in ("torch", "triton", "recurrent"):
-        from kernels.dplr.recurrent import recurrent_dplr_delta_rule
+        from recall_lm.kernels.dplr.recurrent import recurrent_dplr_delta_rule
 
         return recurrent_dplr_delta_rule(q, k, v, a, b, gk, **kwargs)
-    from kernels.dplr.naive import naive_dplr_delta_rule
+    from recall_lm.kernels.dplr.naive import naive_dplr_delta_rule
 
     return naive_dplr_delta_rule(q, k, v, a, b, gk, **kwargs)
 
@@ -81,7 +81,7 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
 def dplr_delta_rule_step(q, k, v, a, b, gk, state=None, scale=None):
     """One decoding step of :func:`dplr_delta_rule`: q, k, a, b, gk ``[B, H, K]``, v ``[B, H, V]``, state
     ``[B, H, K, V]`` fp32 (None = zeros). Returns o ``[B, H, V]`` (q's dtype) and the new state."""
-    from kernels.dplr.recurrent import dplr_step
+    from recall_lm.kernels.dplr.recurrent import dplr_step
 
     check_ndim_shape("q", q, (None, None, None), "[B, H, K]")
     B, H, K = q.shape

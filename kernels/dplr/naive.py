@@ -13,7 +13,7 @@ def naive_dplr_delta_rule(q, k, v, a, b, gk, *, scale, initial_state=None, outpu
     ``[B, T, H, V]`` (q's dtype) and the final state (fp32, fp64 for fp64 inputs) or None.
     """
     if cu_seqlens is not None:
-        from kernels.utils import loop_over_sequences
+        from recall_lm.kernels.utils import loop_over_sequences
 
         return loop_over_sequences(naive_dplr_delta_rule, q, k, v, a, b, gk, scale=scale, per_token=6,
                                    initial_state=initial_state, output_final_state=output_final_state,

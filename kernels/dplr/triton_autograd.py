@@ -14,13 +14,13 @@ from types import SimpleNamespace
 import torch
 import triton
 
-from kernels.delta.triton_scan import DOT_PRECISION, _blocks
-from kernels.dplr import triton_local
-from kernels.dplr.triton_scan import scan_backward, scan_forward
-from kernels.gla import triton_backward as gla_bwd
-from kernels.gla import triton_forward as gla_fwd
-from kernels.gla.triton_common import SUB_CHUNK
-from kernels.utils import from_chunks, next_power_of_2, run_padded_varlen, to_chunks
+from recall_lm.kernels.delta.triton_scan import DOT_PRECISION, _blocks
+from recall_lm.kernels.dplr import triton_local
+from recall_lm.kernels.dplr.triton_scan import scan_backward, scan_forward
+from recall_lm.kernels.gla import triton_backward as gla_bwd
+from recall_lm.kernels.gla import triton_forward as gla_fwd
+from recall_lm.kernels.gla.triton_common import SUB_CHUNK
+from recall_lm.kernels.utils import from_chunks, next_power_of_2, run_padded_varlen, to_chunks
 
 # (x, y, x's cumsum, strict) of A = Σ_k x_ik y_jk exp(Gx_ik − G_jk): x's cumsum is G⁻ ("x") or G ("g")
 SCORES = {"ab": ("a", "b", "x", True), "ak": ("a", "k", "x", True), "qk": ("q", "k", "g", False),

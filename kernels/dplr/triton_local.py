@@ -1,8 +1,8 @@
 """Triton kernels for the chunk-local parts of the chunked DPLR delta rule (RWKV-7's op), besides the
 per-channel decayed score matrices, which are gated linear attention's sub-chunked score kernels
-(:mod:`kernels.gla.triton_forward` / ``triton_backward``) run on the chunked layout with one head.
+(:mod:`recall_lm.kernels.gla.triton_forward` / ``triton_backward``) run on the chunked layout with one head.
 
-Layout: the chunked fp32 layout of :mod:`kernels.dplr.chunked_torch` (``[BH, NT, C, *]`` contiguous,
+Layout: the chunked fp32 layout of :mod:`recall_lm.kernels.dplr.chunked_torch` (``[BH, NT, C, *]`` contiguous,
 chunk index ``bh·NT + c``), score matrices ``[BH, NT, C, C]``; G and G⁻ = G − gk the inclusive and
 exclusive in-chunk cumsums of gk ``[BH, NT, C, K]``. Per chunk (notation of ``chunked_torch``):
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.delta.triton_local import BWD_LAUNCH, LAUNCH, _unit_lower_inverse  # noqa: F401 (launch settings)
+from recall_lm.kernels.delta.triton_local import BWD_LAUNCH, LAUNCH, _unit_lower_inverse  # noqa: F401 (launch settings)
 
 
 @triton.jit

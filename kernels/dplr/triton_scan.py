@@ -1,6 +1,6 @@
 """Triton kernels for the sequential part of the chunked DPLR delta rule: the scan over chunks.
 
-The chunked fp32 layout of :mod:`kernels.dplr.chunked_torch` (``[BH, NT, C, *]``, contiguous), one
+The chunked fp32 layout of :mod:`recall_lm.kernels.dplr.chunked_torch` (``[BH, NT, C, *]``, contiguous), one
 program per (value block, sequence-head), the state block ``[K, BV]`` in registers across the chunks.
 
 Forward, per chunk c:  states[c] = h;  v₂[c] = u[c] + w[c] h;  h ← e^{G_C} ⊙ h + Kd[c]ᵀ V[c] + Bd[c]ᵀ v₂[c].
@@ -12,7 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.delta.triton_scan import DOT_PRECISION, LAUNCH, _blocks
+from recall_lm.kernels.delta.triton_scan import DOT_PRECISION, LAUNCH, _blocks
 
 MAX_K = 64  # w, Kd and Bd chunk tiles ([64, BK] fp32 each) must fit the A100's shared memory
 

@@ -3,6 +3,6 @@
 See :func:`gated_linear_attention` for the maths and shapes; ``gated_linear_attention_step`` decodes
 one token.
 """
-from kernels.gla.interface import gated_linear_attention, gated_linear_attention_step
+from recall_lm.kernels.gla.interface import gated_linear_attention, gated_linear_attention_step
 
 __all__ = ["gated_linear_attention", "gated_linear_attention_step"]

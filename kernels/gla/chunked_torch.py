@@ -3,19 +3,19 @@
 Inputs are laid out as chunks ``[BH, NT, C, D]`` (BH = B*H). Inside a chunk ``G`` is the inclusive cumsum
 of g and ``Gq`` what the queries see (G, or G - g with the bonus u). The intra-chunk part is one batched
 matmul over every chunk at once (score matrix ``A``); the inter-chunk state recurrence is a loop over
-chunks of one fused multiply-add each (:mod:`kernels.gla.chunked_torch_scan`). Decays enter
+chunks of one fused multiply-add each (:mod:`recall_lm.kernels.gla.chunked_torch_scan`). Decays enter
 only as differences with a non-positive exponent. The backward follows the same maths as the Triton
-kernels (see :mod:`kernels.gla.triton_backward`); the autograd Function saves the chunked inputs (or, for
+kernels (see :mod:`recall_lm.kernels.gla.triton_backward`); the autograd Function saves the chunked inputs (or, for
 bf16/fp16, the inputs themselves, re-chunked in the backward), ``A`` and the chunk states.
 """
 from __future__ import annotations
 
 import torch
 
-from kernels.gla.chunked_torch_intra import (apply_scalar_decay_, channel_scores, channel_scores_backward,
+from recall_lm.kernels.gla.chunked_torch_intra import (apply_scalar_decay_, channel_scores, channel_scores_backward,
                                              factored_is_safe)
-from kernels.gla.chunked_torch_scan import scan_states, scan_states_reverse
-from kernels.utils import from_chunks, run_padded_varlen, to_chunks
+from recall_lm.kernels.gla.chunked_torch_scan import scan_states, scan_states_reverse
+from recall_lm.kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
 class _Chunked:

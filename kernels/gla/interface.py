@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, interpreter_enabled,
+from recall_lm.kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, interpreter_enabled,
                            triton_available_for)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
@@ -83,18 +83,18 @@ def gated_linear_attention(q, k, v, g=None, u=None, *, scale=None, initial_state
     kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state,
                   cu_seqlens=cu_seqlens)
     if backend == "torch":
-        from kernels.gla.chunked_torch import chunk_gla_torch
+        from recall_lm.kernels.gla.chunked_torch import chunk_gla_torch
 
         return chunk_gla_torch(q, k, v, g, u, chunk_size=chunk_size, **kwargs)
     if backend == "triton":
-        from kernels.gla.triton_autograd import chunk_gla_triton
+        from recall_lm.kernels.gla.triton_autograd import chunk_gla_triton
 
         return chunk_gla_triton(q, k, v, g, u, chunk_size=chunk_size, **kwargs)
     if backend == "recurrent":
-        from kernels.gla.recurrent import recurrent_gla
+        from recall_lm.kernels.gla.recurrent import recurrent_gla
 
         return recurrent_gla(q, k, v, g, u, **kwargs)
-    from kernels.gla.naive import naive_gla
+    from recall_lm.kernels.gla.naive import naive_gla
 
     return naive_gla(q, k, v, g, u, **kwargs)
 
@@ -106,7 +106,7 @@ def gated_linear_attention_step(q, k, v, g=None, u=None, state=None, scale=None)
     q, k ``[B, H, K]``, v ``[B, H, V]``, g ``[B, H]`` / ``[B, H, K]`` / None, u ``[H, K]`` / None,
     state ``[B, H, K, V]`` fp32 (None = zeros). Returns o ``[B, H, V]`` (q's dtype) and the new state.
     """
-    from kernels.gla.recurrent import gla_step
+    from recall_lm.kernels.gla.recurrent import gla_step
 
     check_ndim_shape("q", q, (None, None, None), "[B, H, K]")
     B, H, K = q.shape

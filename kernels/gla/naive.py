@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import loop_over_sequences
+from recall_lm.kernels.utils import loop_over_sequences
 
 
 def naive_gla(q, k, v, g=None, u=None, *, scale, initial_state=None, output_final_state=False,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.utils import loop_over_sequences
+from recall_lm.kernels.utils import loop_over_sequences
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

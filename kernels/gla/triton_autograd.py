@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from kernels.gla import triton_backward as bwd
-from kernels.gla import triton_forward as fwd
-from kernels.gla.triton_common import DOT_PRECISION, SUB_CHUNK
-from kernels.utils import chunk_tables, next_power_of_2
+from recall_lm.kernels.gla import triton_backward as bwd
+from recall_lm.kernels.gla import triton_forward as fwd
+from recall_lm.kernels.gla.triton_common import DOT_PRECISION, SUB_CHUNK
+from recall_lm.kernels.utils import chunk_tables, next_power_of_2
 
 
 @dataclass

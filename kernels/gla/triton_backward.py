@@ -16,7 +16,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.gla.triton_common import autotune_configs, chunk_lookup, sequence_bounds
+from recall_lm.kernels.gla.triton_common import autotune_configs, chunk_lookup, sequence_bounds
 
 
 @triton.autotune(configs=autotune_configs(), key=["BT", "BK", "BV", "HAS_G"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.utils import interpreter_enabled
+from recall_lm.kernels.utils import interpreter_enabled
 
 SUB_CHUNK = 16
 

@@ -3,14 +3,14 @@
 Split (as in GLA / fla): gate cumsum per chunk -> state passing over chunks (chunk-start states h) ->
 intra-chunk score matrix A -> output ``o = scale (q * exp(Gq)) h + A v``. Per chunk, ``G`` is the
 inclusive cumsum of g and ``Gq`` the cumsum the queries see (G, or G - g with the bonus ``u``).
-Shapes and layouts: see :mod:`kernels.gla.triton_common`.
+Shapes and layouts: see :mod:`recall_lm.kernels.gla.triton_common`.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from kernels.gla.triton_common import autotune_configs, chunk_lookup, sequence_bounds
+from recall_lm.kernels.gla.triton_common import autotune_configs, chunk_lookup, sequence_bounds
 
 
 @triton.autotune(configs=autotune_configs(), key=["BT", "BK"])

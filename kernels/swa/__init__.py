@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from kernels.swa.banded_torch import swa_torch
-from kernels.swa.naive import swa_naive
-from kernels.swa.triton_common import interpreting
-from kernels.utils import autocast_aware
+from recall_lm.kernels.swa.banded_torch import swa_torch
+from recall_lm.kernels.swa.naive import swa_naive
+from recall_lm.kernels.swa.triton_common import interpreting
+from recall_lm.kernels.utils import autocast_aware
 
 __all__ = ["sliding_window_attention"]
 
@@ -101,7 +101,7 @@ def sliding_window_attention(
         return q * 0 + (k.sum() + v.sum()) * 0  # empty output that still carries the autograd graph
     if backend == "triton":
         # Imported on first use: triton.jit reads TRITON_INTERPRET when the kernels are defined.
-        from kernels.swa.triton_autograd import swa_triton
+        from recall_lm.kernels.swa.triton_autograd import swa_triton
 
         return swa_triton(q, k, v, window_size, scale, cu_seqlens)
     if backend == "torch":

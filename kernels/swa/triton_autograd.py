@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels.swa.triton_backward import swa_backward
-from kernels.swa.triton_common import block_table, outer_block
-from kernels.swa.triton_forward import swa_forward
+from recall_lm.kernels.swa.triton_backward import swa_backward
+from recall_lm.kernels.swa.triton_common import block_table, outer_block
+from recall_lm.kernels.swa.triton_forward import swa_forward
 
 
 class SlidingWindowAttentionTriton(torch.autograd.Function):
@@ -31,5 +31,5 @@ class SlidingWindowAttentionTriton(torch.autograd.Function):
 
 
 def swa_triton(q, k, v, window_size: int, scale: float, cu_seqlens=None) -> torch.Tensor:
-    """Differentiable Triton sliding-window attention (shapes as in ``kernels.swa``)."""
+    """Differentiable Triton sliding-window attention (shapes as in ``recall_lm.kernels.swa``)."""
     return SlidingWindowAttentionTriton.apply(q, k, v, window_size, scale, cu_seqlens)

@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.swa.triton_common import dot_precision, head_block, interpreting, launch_grid, outer_block
-from kernels.swa.triton_forward import inner_configs, sequence_block
+from recall_lm.kernels.swa.triton_common import dot_precision, head_block, interpreting, launch_grid, outer_block
+from recall_lm.kernels.swa.triton_forward import inner_configs, sequence_block
 
 DELTA_BLOCK = 16 if interpreting() else 64
 

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.swa.triton_common import dot_precision, head_block, interpreting, launch_grid, outer_block
+from recall_lm.kernels.swa.triton_common import dot_precision, head_block, interpreting, launch_grid, outer_block
 
 
 def inner_configs(name: str) -> list:

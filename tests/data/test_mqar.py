@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.mqar import IGNORE_INDEX, MQARSlice, multiquery_ar, query_slot_probabilities
+from recall_lm.data.mqar import IGNORE_INDEX, MQARSlice, multiquery_ar, query_slot_probabilities
 
 V, N, L, KV = 8192, 300, 128, 8
 
@@ -103,7 +103,7 @@ def test_power_a_must_be_positive(power_a):
 
 
 def test_empty_slice_list_is_refused():
-    from data.mqar_datamodule import MQARDataModule
+    from recall_lm.data.mqar_datamodule import MQARDataModule
 
     with pytest.raises(ValueError, match="train_slices is empty"):
         MQARDataModule(vocab_size=V, train_slices=[])

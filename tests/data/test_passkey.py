@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from data.passkey import (
+from recall_lm.data.passkey import (
     IGNORE_INDEX, KEY_MARK, QUERY_MARK, PasskeySlice, TEXT_QUESTION, key_start, passkey_sentence,
     passkey_text_prompt, passkey_tokens,
 )
-from data.probe_datamodule import PasskeyDataModule
-from data.tokenizers import load_tokenizer
+from recall_lm.data.probe_datamodule import PasskeyDataModule
+from recall_lm.data.tokenizers import load_tokenizer
 
 V = 512
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from data.recall_tasks import FIXTURE_DOCS, RecallExample, load_recall_task, split_question, write_fixture
-from data.tokenizers import load_tokenizer
-from evals.recall_tasks import build_prompt, contains, evaluate_recall, resolve_tokenizer
-from models.decoder import LMOutput
+from recall_lm.data.recall_tasks import FIXTURE_DOCS, RecallExample, load_recall_task, split_question, write_fixture
+from recall_lm.data.tokenizers import load_tokenizer
+from recall_lm.evals.recall_tasks import build_prompt, contains, evaluate_recall, resolve_tokenizer
+from recall_lm.models.decoder import LMOutput
 
 BYTE = load_tokenizer("byte")
 
@@ -91,7 +91,7 @@ class ScriptedLM(nn.Module):
         return LMOutput(logits, new, logits.new_zeros(()))
 
     def generate(self, input_ids, max_new_tokens, **kwargs):
-        from models.generation import generate
+        from recall_lm.models.generation import generate
 
         return generate(self, input_ids, max_new_tokens, **kwargs)
 
@@ -124,9 +124,9 @@ def test_cli_end_to_end_with_the_runs_saved_tokenizer(fixture_files, tmp_path):
     tokenizer, reads the fixture through --data-files, generates, and writes its tables."""
     from dataclasses import asdict
 
-    from evals import recall_tasks
-    from models.config import ModelConfig
-    from models.decoder import DecoderLM
+    from recall_lm.evals import recall_tasks
+    from recall_lm.models.config import ModelConfig
+    from recall_lm.models.decoder import DecoderLM
 
     config = ModelConfig(vocab_size=256, d_model=16, n_layers=1, mixer="attention",
                          mixer_kwargs={"attention": {"num_heads": 1}}, mlp="none")

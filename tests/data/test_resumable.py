@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from data.resumable import ResumableDataLoader, ResumableSampler, resumable_loader
+from recall_lm.data.resumable import ResumableDataLoader, ResumableSampler, resumable_loader
 
 
 class Indices(Dataset):

@@ -1,8 +1,8 @@
 """JRT set disjointness: one shared element, the label; sets, separators and passes as documented."""
 import pytest
 
-from data.probe_datamodule import SetDisjointnessDataModule
-from data.set_disjointness import (
+from recall_lm.data.probe_datamodule import SetDisjointnessDataModule
+from recall_lm.data.set_disjointness import (
     ANSWER, IGNORE_INDEX, SEP, SetDisjointnessSlice, set_disjointness, set_disjointness_length,
 )
 

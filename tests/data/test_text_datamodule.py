@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import data.text_datamodule as tdm
-from data import corpus
-from data.text_datamodule import TextDataModule
-from data.tokenizers import ByteTokenizer, tokenizer_for_checkpoint
+import recall_lm.data.text_datamodule as tdm
+from recall_lm.data import corpus
+from recall_lm.data.text_datamodule import TextDataModule
+from recall_lm.data.tokenizers import ByteTokenizer, tokenizer_for_checkpoint
 
 datasets.disable_progress_bars()
 

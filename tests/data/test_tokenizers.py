@@ -1,7 +1,7 @@
 """Tokenizers: round trips, EOS, BPE training, save/load, the tokenizer found beside a checkpoint, errors."""
 import pytest
 
-from data.tokenizers import (
+from recall_lm.data.tokenizers import (
     ByteTokenizer, Tokenizer, default_rwkv_vocab_file, load_saved_tokenizer, load_tokenizer,
     tokenizer_for_checkpoint, train_bpe,
 )

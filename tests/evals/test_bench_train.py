@@ -1,10 +1,10 @@
-"""evals.bench_train: the three loops run the same computation and the table is written."""
+"""recall_lm.evals.bench_train: the three loops run the same computation and the table is written."""
 import copy
 import json
 
 import torch
 
-from evals import bench_train
+from recall_lm.evals import bench_train
 
 SMALL = ["--model.model.d_model=16", "--data.init_args.batch_size=8",
          "--data.init_args.train_slices=[{input_seq_len: 16, num_kv_pairs: 3, num_examples: 64}]",

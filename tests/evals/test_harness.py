@@ -1,4 +1,4 @@
-"""evals.harness: the lm-eval ``recall-lm`` model against hand computations with the same model, task
+"""recall_lm.evals.harness: the lm-eval ``recall-lm`` model against hand computations with the same model, task
 YAMLs over local JSONL written here (offline), the shipped recall tasks, the plain ``lm_eval`` command,
 and errors that name the problem."""
 import json
@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 
-from data.recall_tasks import load_recall_task, write_fixture
-from data.tokenizers import ByteTokenizer
-from evals import harness
-from evals.recall_tasks import evaluate_recall
-from models.config import ModelConfig
-from models.decoder import DecoderLM
+from recall_lm.data.recall_tasks import load_recall_task, write_fixture
+from recall_lm.data.tokenizers import ByteTokenizer
+from recall_lm.evals import harness
+from recall_lm.evals.recall_tasks import evaluate_recall
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
 
 CONFIG = ModelConfig(vocab_size=256, d_model=32, n_layers=2, mixer=["base_conv", "gated_deltanet"],
                      mixer_kwargs={"gated_deltanet": {"num_heads": 2}})
@@ -138,12 +138,12 @@ def test_tokenizer_vocabulary_mismatch_is_named(tmp_path):
         harness.RecallLM(ckpt=str(tmp_path / "m"))
 
 
-def test_plain_lm_eval_command_runs_recall_lm(exported, tmp_path):
-    """`make install` installs the hook (evals/lm_eval_plugin.py) that registers recall-lm with lm-eval."""
+def test_recall_lm_eval_command_runs_recall_lm(exported, tmp_path):
+    """`recall-lm-eval` (the console script `make install` installs) is lm-eval's CLI with recall-lm registered."""
     folder, _ = exported
     _write_tasks(tmp_path, tmp_path / "items.jsonl")
-    lm_eval = os.path.join(os.path.dirname(sys.executable), "lm_eval")
-    done = subprocess.run([lm_eval, "--model", "recall-lm", "--model_args", f"ckpt={folder}", "--include_path",
+    command = os.path.join(os.path.dirname(sys.executable), "recall-lm-eval")
+    done = subprocess.run([command, "--model", "recall-lm", "--model_args", f"ckpt={folder}", "--include_path",
                            str(tmp_path), "--tasks", "local_choice", "--limit", "3"],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-2000:]

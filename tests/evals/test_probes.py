@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from data.mqar import multiquery_ar
-from data.passkey import KEY_MARK, QUERY_MARK
-from evals import jrt, mqar_eval, passkey
-from models.config import ModelConfig
-from models.decoder import DecoderLM, LMOutput
+from recall_lm.data.mqar import multiquery_ar
+from recall_lm.data.passkey import KEY_MARK, QUERY_MARK
+from recall_lm.evals import jrt, mqar_eval, passkey
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM, LMOutput
 
 
 class StubLM(nn.Module):
@@ -152,8 +152,8 @@ def test_passkey_grid_oracle_and_random(fake_ckpt, tmp_path):
 
 def test_passkey_text_mode_with_an_echoing_model():
     """A model that, after the question, spells the pass key it saw: text-mode accuracy 1."""
-    from data.passkey import TEXT_QUESTION
-    from data.tokenizers import load_tokenizer
+    from recall_lm.data.passkey import TEXT_QUESTION
+    from recall_lm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer("byte")
 
@@ -173,7 +173,7 @@ def test_passkey_text_mode_with_an_echoing_model():
             return LMOutput(logits, state, logits.new_zeros(()))
 
         def generate(self, input_ids, max_new_tokens, **kwargs):
-            from models.generation import generate
+            from recall_lm.models.generation import generate
 
             return generate(self, input_ids, max_new_tokens, **kwargs)
 
@@ -219,7 +219,7 @@ def test_training_settings_read_from_the_run_config(tmp_path):
 @pytest.mark.parametrize("argv, message", [(["--limit", "0"], "--limit must be ≥ 1"),
                                            (["--context-len", "0"], "--context-len must be ≥ 1")])
 def test_recall_tasks_cli_checks_sizes_first(fake_ckpt, capsys, argv, message):
-    from evals import recall_tasks
+    from recall_lm.evals import recall_tasks
 
     with pytest.raises(SystemExit):
         recall_tasks.main(["--ckpt", str(fake_ckpt), "--task", "swde", *argv])

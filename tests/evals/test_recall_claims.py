@@ -1,5 +1,5 @@
-"""evals.recall_claims: verdicts follow their stated rules, and missing runs say pending."""
-from evals import recall_claims as rc
+"""recall_lm.evals.recall_claims: verdicts follow their stated rules, and missing runs say pending."""
+from recall_lm.evals import recall_claims as rc
 
 SLICES = ("L64_kv4", "L128_kv32", "L256_kv64")
 
@@ -66,7 +66,7 @@ def test_a_falling_family_is_a_disagreement_and_markdown_lists_cells():
 def test_seeds_sweep_reruns_each_mixers_best_cell(tmp_path):
     import yaml
 
-    from evals import sweep as sw
+    from recall_lm.evals import sweep as sw
 
     finished = [row("based_f8", 64, 3e-3, (1.0, 0.8, 0.3), 3000), row("based_f8", 128, 1e-3, (1.0, 0.9, 0.6), 6000),
                 row("attention", 64, 3e-3, (1.0, 1.0, 1.0), 1000), row("attention", 128, 3e-3, (1.0, 1.0, 1.0), 2000)]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals import sweep as sw
-from evals import sweep_plots
-from evals import wandb_sweep
+from recall_lm.evals import sweep as sw
+from recall_lm.evals import sweep_plots
+from recall_lm.evals import wandb_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "sweeps" / "smoke.yaml"
@@ -51,9 +51,9 @@ def test_expand_product_names_and_dotted_keys(tmp_path):
     assert logger["init_args"]["group"] == "t"
     assert logger["init_args"]["tags"] == ["attention", "d_model=32", "lr=0.001", "train_slices=0"]
     # the arguments are what train.py's parser takes (builds without training)
-    import train
+    from recall_lm.training import cli as train_cli
 
-    cli = train.main(points[-1].args, run=False)
+    cli = train_cli.main(points[-1].args, run=False)
     assert cli.model.config.d_model == 128 and cli.model.hparams.lr == 3e-3
     assert cli.model.config.mixer == ["base_conv", "based"] and cli.trainer.max_steps == 7
     assert [s.input_seq_len for s in cli.datamodule.train_slices] == [128]
@@ -86,9 +86,9 @@ def test_variants_are_named_bundles_of_settings(tmp_path):
     assert "--model.model.norm=rmsnorm" in rms.args and rms.values == {"variant": "rmsnorm", "model.lr": 1e-3}
     assert not any(a.startswith("--model.model.norm") for a in points[0].args)
     assert "--model.betas=[0.9, 0.95]" in points[4].args
-    import train
+    from recall_lm.training import cli as train_cli
 
-    cli = train.main(rms.args, run=False)
+    cli = train_cli.main(rms.args, run=False)
     assert cli.model.config.norm == "rmsnorm" and cli.trainer.max_steps == 3
     with pytest.raises(ValueError, match="set by variants and also fixed"):
         sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", grid={"model.lr": [1e-3]},
@@ -109,9 +109,9 @@ def test_base_entries_can_set_keys_of_their_own(tmp_path):
     w32, w8 = sw.expand(sweep, tmp_path / "runs", wandb=False)
     assert w8.config == w32.config == "configs/zoology/swa.yaml"
     assert not any(a.startswith("--model.model.mixer_kwargs") for a in w32.args)
-    import train
+    from recall_lm.training import cli as train_cli
 
-    assert train.main(w8.args, run=False).model.config.mixer_kwargs["swa"]["window_size"] == 8
+    assert train_cli.main(w8.args, run=False).model.config.mixer_kwargs["swa"]["window_size"] == 8
     with pytest.raises(ValueError, match="base entry 'x'"):
         sw.load_sweep(write_sweep(tmp_path, base={"x": {"config": "configs/zoology/swa.yaml", "sets": {}}},
                                   grid={"mixer": ["x"]}))
@@ -224,7 +224,7 @@ def test_wandb_yaml_round_trip(tmp_path):
     train.py's parser accepts, with the grid values in the built model."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    import train
+    from recall_lm.training import cli as train_cli
 
     out = tmp_path / "sweep.yaml"
     sw.main([str(SMOKE), "--wandb-yaml", str(out)])
@@ -239,7 +239,7 @@ def test_wandb_yaml_round_trip(tmp_path):
         command = [c for part in spec["command"] for c in (flags if part == "${args}" else [part])]
         assert command[:3] == ["${env}", "${interpreter}", "${program}"] and command[3] == "fit"
         assert wandb_sweep.wandb_command(spec, combo) == ["python", "train.py", *command[3:]]
-        cli = train.main(command[4:], run=False)
+        cli = train_cli.main(command[4:], run=False)
         assert cli.model.config.mixer == yaml.safe_load(open(ROOT / combo["config"]))["model"]["model"]["mixer"]
         assert cli.model.config.d_model == combo["model.model.d_model"]
         assert cli.model.hparams.lr == combo["model.lr"]
@@ -254,7 +254,7 @@ def test_wandb_yaml_round_trip(tmp_path):
 def test_smoke_sweep_end_to_end(tmp_path):
     """configs/sweeps/smoke.yaml for real: two train.py processes of 4 steps, then tables and plots."""
     env = dict(os.environ, WANDB_MODE="disabled")
-    cmd = [sys.executable, "-m", "evals.sweep", str(SMOKE), "--jobs", "2", "--runs-dir", str(tmp_path / "runs"),
+    cmd = [sys.executable, "-m", "recall_lm.evals.sweep", str(SMOKE), "--jobs", "2", "--runs-dir", str(tmp_path / "runs"),
            "--out", str(tmp_path / "out")]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -270,7 +270,7 @@ def test_smoke_sweep_end_to_end(tmp_path):
 
 def test_running_elsewhere_is_left_alone(tmp_path):
     """A run whose .running marker names a live process is busy; a dead pid or no marker is not."""
-    from evals.train_runs import TrainRun, is_running
+    from recall_lm.evals.train_runs import TrainRun, is_running
 
     run = TrainRun([], tmp_path / "r" / "result.json", tmp_path / "r" / "train.log")
     assert not is_running(run)

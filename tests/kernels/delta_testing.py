@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels import gated_delta_rule
+from recall_lm.kernels.ops import gated_delta_rule
 from tests.kernels import gla_testing
 
 GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0)}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels import gated_linear_attention
+from recall_lm.kernels.ops import gated_linear_attention
 
 # "mild": RWKV-7's range of log-decays (> -e^-0.5 per token), where per-channel scores are one matmul
 GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0), "mild": (-0.6, 0.0)}

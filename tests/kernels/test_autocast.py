@@ -1,10 +1,10 @@
 """Every public op under torch.autocast: its activations are cast to autocast's dtype, the rest (decays,
 write strengths, states) passes through, and the op then runs exactly as it does when called outside
-autocast with those inputs (``kernels.utils.autocast_aware``)."""
+autocast with those inputs (``recall_lm.kernels.utils.autocast_aware``)."""
 import pytest
 import torch
 
-import kernels
+import recall_lm.kernels.ops as kernels
 
 B, T, H, D = 2, 37, 2, 16
 

@@ -1,4 +1,4 @@
-"""Per-channel decayed scores (``kernels.gla.chunked_torch_intra``) have three forms: one masked matmul
+"""Per-channel decayed scores (``recall_lm.kernels.gla.chunked_torch_intra``) have three forms: one masked matmul
 of e^{±G}-scaled factors when every |G| is small, one matmul per 16-row block when G falls little
 within each 16-token sub-chunk, exact diagonal columns otherwise. Each against the score written out
 with exact exponents, forward and backward; the choice at its bounds; and the GLA and DPLR chunked
@@ -6,9 +6,9 @@ backends (GLA with per-channel and per-head gates) forced onto each form against
 import pytest
 import torch
 
-from kernels.dplr import chunked_torch as dplr_chunked
-from kernels.gla import chunked_torch as gla_chunked
-from kernels.gla import chunked_torch_intra as intra
+from recall_lm.kernels.dplr import chunked_torch as dplr_chunked
+from recall_lm.kernels.gla import chunked_torch as gla_chunked
+from recall_lm.kernels.gla import chunked_torch_intra as intra
 from tests.kernels import gla_testing, test_dplr
 
 

@@ -1,4 +1,4 @@
-"""kernels.cpu_memory: the malloc setting takes effect on glibc and can be switched off."""
+"""recall_lm.kernels.cpu_memory: the malloc setting takes effect on glibc and can be switched off."""
 import os
 import platform
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-CHECK = "from kernels.cpu_memory import retain_freed_memory; print(retain_freed_memory())"
+CHECK = "from recall_lm.kernels.cpu_memory import retain_freed_memory; print(retain_freed_memory())"
 
 
 def _run(env_value=None, check=True):

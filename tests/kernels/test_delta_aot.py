@@ -22,7 +22,7 @@ def _ptrs(*names: str) -> dict:
 
 def compile_delta(K: int, V: int, gated: bool) -> int:
     """The gated delta rule's six kernels at one width, with or without the decay."""
-    from kernels.delta import triton_local, triton_scan
+    from recall_lm.kernels.delta import triton_local, triton_scan
     from tests.kernels.aot import assert_compiles_and_fits
 
     BK, BV = triton_scan._blocks(K, V)
@@ -52,8 +52,8 @@ def compile_delta(K: int, V: int, gated: bool) -> int:
 def compile_dplr(every_kernel: bool) -> int:
     """The DPLR rule's kernels at its widest keys (K = 64 = MAX_K, V = 128): the two scans and the chunk-local
     backward (the most shared memory) always, the other chunk-local kernels with ``every_kernel``."""
-    from kernels.dplr import triton_local as dplr_local
-    from kernels.dplr import triton_scan as dplr_scan
+    from recall_lm.kernels.dplr import triton_local as dplr_local
+    from recall_lm.kernels.dplr import triton_scan as dplr_scan
     from tests.kernels.aot import assert_compiles_and_fits
 
     BK, BV = dplr_scan._blocks(dplr_scan.MAX_K, 128)
@@ -89,9 +89,8 @@ def compile_all(every_variant: bool) -> int:
 
 def _run(*flags: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), *flags], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", __name__, *flags], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=2400)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     assert "compiled" in result.stdout
@@ -107,5 +106,4 @@ def test_every_delta_kernel_variant_compiles_for_sm90_sm80():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     print(f"compiled {compile_all('--all' in sys.argv)} kernels")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import gated_delta_rule, gated_delta_rule_step
+from recall_lm.kernels.ops import gated_delta_rule, gated_delta_rule_step
 from tests.fla_files import load_fla_file
 from tests.kernels.delta_testing import make_inputs
 

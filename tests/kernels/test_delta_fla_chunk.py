@@ -19,7 +19,7 @@ def compare() -> dict:
     import torch.nn.functional as F
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
-    from kernels import gated_delta_rule
+    from recall_lm.kernels.ops import gated_delta_rule
     from tests.fla_files import install_fla_interpreter_shims
 
     install_fla_interpreter_shims()
@@ -53,5 +53,4 @@ def test_matches_fla_chunk_ops_under_the_interpreter():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     print(json.dumps(compare()))

@@ -3,7 +3,7 @@ transition matrix written out: outputs, final state and every gradient (q, k, v,
 import pytest
 import torch
 
-from kernels import gated_delta_rule
+from recall_lm.kernels.ops import gated_delta_rule
 from tests.kernels.delta_testing import compare_to_naive, make_inputs
 
 RTOL_FP64 = 1e-9  # fp64 end to end: only rounding differs from the naive loop
@@ -101,7 +101,7 @@ def test_a_second_backward_gives_the_same_gradients(op):
     graph for the first and rebuilds it for the second, the delta rule's written-out backward reads its
     saved tensors again; both must give the first backward's gradients (checked against the fp64 loop by
     the tests above and in test_dplr.py)."""
-    from kernels import dplr_delta_rule
+    from recall_lm.kernels.ops import dplr_delta_rule
     from tests.kernels import delta_testing, test_dplr
 
     if op == "delta":

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kernels import gated_delta_rule
-from kernels.utils import interpreter_enabled
+from recall_lm.kernels.ops import gated_delta_rule
+from recall_lm.kernels.utils import interpreter_enabled
 from tests.kernels.delta_testing import compare_to_naive, make_inputs
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or interpreter_enabled()),

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import dplr_delta_rule, dplr_delta_rule_step
-from kernels.utils import interpreter_enabled
+from recall_lm.kernels.ops import dplr_delta_rule, dplr_delta_rule_step
+from recall_lm.kernels.utils import interpreter_enabled
 from tests.fla_files import load_fla_file
 from tests.kernels import gla_testing
 

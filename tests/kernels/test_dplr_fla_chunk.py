@@ -18,7 +18,7 @@ def compare() -> dict:
     import torch.nn.functional as F
     from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule
 
-    from kernels import dplr_delta_rule
+    from recall_lm.kernels.ops import dplr_delta_rule
     from tests.fla_files import install_fla_interpreter_shims
 
     install_fla_interpreter_shims()
@@ -47,5 +47,4 @@ def test_matches_fla_chunk_dplr_under_the_interpreter():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     print(json.dumps(compare()))

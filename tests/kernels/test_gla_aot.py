@@ -27,7 +27,7 @@ ALL_VARIANTS = [(g, u, vl) for g in ("channel", "head", None) for u in (True, Fa
 
 
 def _constexprs(gate, use_u, varlen, K, V):
-    from kernels.utils import next_power_of_2
+    from recall_lm.kernels.utils import next_power_of_2
 
     BK, BV = min(64, next_power_of_2(K)), min(64, next_power_of_2(V))
     return dict(H=4, K=K, V=V, GK=K if gate == "channel" else 1, BT=64, BC=16, BK=BK, BV=BV,
@@ -37,8 +37,8 @@ def _constexprs(gate, use_u, varlen, K, V):
 
 
 def _kernels():
-    from kernels.gla import triton_backward as bwd
-    from kernels.gla import triton_forward as fwd
+    from recall_lm.kernels.gla import triton_backward as bwd
+    from recall_lm.kernels.gla import triton_forward as fwd
 
     return {
         "gate_cumsum": fwd.gate_cumsum_kernel, "state_fwd": fwd.state_fwd_kernel,
@@ -58,7 +58,7 @@ def _applies(name, gate) -> bool:
 
 
 def _cases(full: bool):
-    from kernels.gla.triton_common import GPU_CONFIGS
+    from recall_lm.kernels.gla.triton_common import GPU_CONFIGS
 
     configs = GPU_CONFIGS if full else [max(GPU_CONFIGS, key=lambda c: (c[1], c[0]))]
     for name in _kernels():
@@ -111,8 +111,7 @@ def compile_all(full: bool) -> int:
 
 def _run_child(full: bool):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, str(Path(__file__).resolve())] + (["--all"] if full else [])
+    cmd = [sys.executable, "-m", __name__] + (["--all"] if full else [])
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3000)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     assert "compiled" in result.stdout
@@ -131,6 +130,5 @@ def test_kernels_compile_every_variant_and_config():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     n = compile_all(full="--all" in sys.argv)
     print(f"compiled {n} kernels")

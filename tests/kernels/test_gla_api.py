@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import gated_linear_attention, gated_linear_attention_step
+from recall_lm.kernels.ops import gated_linear_attention, gated_linear_attention_step
 
 
 def _x(B=2, T=8, H=2, K=4, V=3):
@@ -49,7 +49,7 @@ def test_triton_on_cpu_without_interpreter(monkeypatch):
 
 
 def test_auto_is_torch_on_cpu(monkeypatch):
-    import kernels.gla.chunked_torch as chunked
+    import recall_lm.kernels.gla.chunked_torch as chunked
 
     calls = []
     original = chunked.chunk_gla_torch

@@ -6,7 +6,7 @@ import pulls in every Triton kernel and takes many seconds). They need only torc
 import pytest
 import torch
 
-from kernels import gated_linear_attention
+from recall_lm.kernels.ops import gated_linear_attention
 from tests.fla_files import load_fla_file
 from tests.kernels.gla_testing import make_inputs
 

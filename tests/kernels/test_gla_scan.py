@@ -4,7 +4,7 @@ per-head decay and a per-key-channel one, one chunk and several; the inputs are 
 import pytest
 import torch
 
-from kernels.gla.chunked_torch_scan import scan_states, scan_states_reverse
+from recall_lm.kernels.gla.chunked_torch_scan import scan_states, scan_states_reverse
 
 K, V = 4, 5
 

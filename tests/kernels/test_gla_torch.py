@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import gated_linear_attention
+from recall_lm.kernels.ops import gated_linear_attention
 from tests.kernels.gla_testing import compare_to_naive, make_inputs
 
 # fp64 end to end: only rounding differs from the naive loop.

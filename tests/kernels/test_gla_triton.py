@@ -8,7 +8,7 @@ outputs; compute stays fp32).
 import pytest
 import torch
 
-from kernels import gated_linear_attention
+from recall_lm.kernels.ops import gated_linear_attention
 from tests.kernels.gla_testing import compare_to_naive, make_inputs, run
 
 RTOL_FP32 = 1e-4

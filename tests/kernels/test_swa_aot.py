@@ -28,8 +28,8 @@ DTYPES = {"bf16": "tf32", "fp16": "tf32", "fp32": "ieee"}  # input dtype -> trit
 def compile_case(name: str, D: int, dtype: str, configs: str) -> None:
     """Child side: compile ``name`` at head dim D for sm_90 and sm_80 with each selected autotuning
     config ("largest": the largest inner block and pipeline depth, i.e. the most shared memory)."""
-    from kernels.swa import triton_backward, triton_forward
-    from kernels.swa.triton_common import GPU_OUTER_BLOCK
+    from recall_lm.kernels.swa import triton_backward, triton_forward
+    from recall_lm.kernels.swa.triton_common import GPU_OUTER_BLOCK
     from tests.kernels.aot import assert_compiles_and_fits
 
     if name == "swa_bwd_delta_kernel":
@@ -59,7 +59,6 @@ def compile_in_child(cases: list, workers: int = 2) -> dict:
     ``workers`` child processes (ptxas and the MLIR passes are single-threaded).
     """
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     workers = max(1, min(workers, os.cpu_count() or 1, len(cases)))
     children = [
         subprocess.Popen([sys.executable, "-m", "tests.kernels.test_swa_aot", json.dumps(cases[i::workers])],

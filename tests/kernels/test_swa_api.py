@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.swa import sliding_window_attention
+from recall_lm.kernels.swa import sliding_window_attention
 
 
 def make_qkv(B=1, T=17, H=2, Hk=None, D=16, dtype=torch.float64, seed=0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.swa import sliding_window_attention
+from recall_lm.kernels.swa import sliding_window_attention
 from tests.kernels.test_swa_api import forward_backward, make_qkv, max_rel_err
 
 # fp64 end to end: only summation order differs from the naive full-mask softmax.

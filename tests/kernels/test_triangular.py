@@ -1,8 +1,8 @@
-"""kernels.triangular: the blocked unit lower-triangular inverse against LAPACK, in fp64."""
+"""recall_lm.kernels.triangular: the blocked unit lower-triangular inverse against LAPACK, in fp64."""
 import pytest
 import torch
 
-from kernels.triangular import unit_lower_inverse
+from recall_lm.kernels.triangular import unit_lower_inverse
 
 
 def _strict_lower(n, batch=(3, 2), seed=0):

@@ -1,7 +1,7 @@
-"""kernels.utils.length_buckets / run_padded_varlen: the chunked backends' varlen batching."""
+"""recall_lm.kernels.utils.length_buckets / run_padded_varlen: the chunked backends' varlen batching."""
 import torch
 
-from kernels.utils import length_buckets
+from recall_lm.kernels.utils import length_buckets
 from tests.kernels import delta_testing, gla_testing
 
 

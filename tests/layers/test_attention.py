@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from layers import build_mixer
-from layers.feature_maps import TaylorFeatureMap, build_feature_map
+from recall_lm.layers.registry import build_mixer
+from recall_lm.layers.feature_maps import TaylorFeatureMap, build_feature_map
 
 
 def rope_reference(x, base=10000.0):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layers import build_mixer
+from recall_lm.layers.registry import build_mixer
 
 
 def based_reference(mixer, x):

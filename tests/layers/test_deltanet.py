@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layers import build_mixer
-from models import ModelConfig
-from models.lightning_module import LanguageModelTask
+from recall_lm.layers.registry import build_mixer
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.lightning_module import LanguageModelTask
 
 torch.manual_seed(0)
 

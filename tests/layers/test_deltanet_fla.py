@@ -31,7 +31,7 @@ def compare() -> dict:
     import torch
     from fla.layers import DeltaNet as FlaDeltaNet, GatedDeltaNet as FlaGatedDeltaNet
 
-    from layers import build_mixer
+    from recall_lm.layers.registry import build_mixer
     from tests.fla_files import install_fla_interpreter_shims
 
     install_fla_interpreter_shims()
@@ -74,5 +74,4 @@ def test_matches_fla_deltanet_and_gated_deltanet_layers():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     print(json.dumps(compare()))

@@ -26,7 +26,7 @@ def compare() -> dict:
     import torch
     from fla.layers import Mamba2 as FlaMamba2
 
-    from layers import build_mixer
+    from recall_lm.layers.registry import build_mixer
     from tests.fla_files import install_fla_interpreter_shims
 
     install_fla_interpreter_shims()
@@ -60,5 +60,4 @@ def test_matches_fla_mamba2_layer():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     print(json.dumps(compare()))

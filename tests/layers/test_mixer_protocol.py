@@ -3,7 +3,7 @@ state continuation, and state_size() == the numbers actually held in the state."
 import pytest
 import torch
 
-from layers import MIXERS, build_mixer
+from recall_lm.layers.registry import build_mixer, mixers
 from tests.layers.mixer_cases import D_MODEL, MIXER_CASES, all_cases, case_id
 
 CASES = all_cases()
@@ -19,7 +19,7 @@ def make(name, kwargs, seed=0):
 
 
 def test_every_mixer_has_a_case():
-    assert set(MIXERS) == set(MIXER_CASES), "add the new mixer's constructor arguments to mixer_cases.py"
+    assert set(mixers()) == set(MIXER_CASES), "add the new mixer's constructor arguments to mixer_cases.py"
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -118,7 +118,7 @@ DOCUMENT_LENGTHS = (5, 1, 0, 17, 9, 2)  # an empty document too (cu_seqlens may 
 def test_packed_documents_equal_separate_runs(case):
     """Document-masked packing: documents packed in one row (``documents=``) give the outputs and the
     gradients (input and every parameter) of running each document alone."""
-    from layers.documents import Documents
+    from recall_lm.layers.documents import Documents
 
     mixer = make(*case)
     cu = torch.tensor([0, *torch.tensor(DOCUMENT_LENGTHS).cumsum(0).tolist()], dtype=torch.int32)

@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import gated_linear_attention
-from layers import build_mixer
-from layers.mom_routing import load_balancing_loss, pack_by_memory, route_top_k
-from models import DecoderLM, ModelConfig
+from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.layers.registry import build_mixer
+from recall_lm.layers.mom_routing import load_balancing_loss, pack_by_memory, route_top_k
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
 
 D = 32
 
@@ -303,7 +304,7 @@ def test_bad_arguments_are_named(kwargs, name):
 def test_decode_step_is_unpacked_and_equals_the_packed_path(monkeypatch, memory):
     """A single token with a state takes the batched decode step (no routing packs), and token-by-token
     outputs and final state equal the packed whole-sequence path's, shared memory and convolutions on."""
-    import layers.mom as mom_module
+    import recall_lm.layers.mom as mom_module
 
     torch.manual_seed(0)
     mixer = build_mixer("mom", 32, num_heads=2, num_memories=3, top_k=2, short_conv=True, memory=memory).double()

@@ -50,7 +50,7 @@ def compare() -> dict:
     import torch
     from fla.layers import MomAttention
 
-    from layers import build_mixer
+    from recall_lm.layers.registry import build_mixer
     from tests.fla_files import install_fla_interpreter_shims
 
     install_fla_interpreter_shims()
@@ -99,5 +99,4 @@ def test_matches_fla_mom_attention():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     print(json.dumps(compare()))

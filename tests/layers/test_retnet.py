@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layers import build_mixer
+from recall_lm.layers.registry import build_mixer
 from tests.fla_files import load_fla_file
 
 D_MODEL = 32

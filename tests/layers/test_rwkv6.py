@@ -5,8 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layers import build_mixer, build_mlp
-from models import DecoderLM, ModelConfig
+from recall_lm.layers.mlp import build_mlp
+
+from recall_lm.layers.registry import build_mixer
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
 from tests.fla_files import load_fla_file
 
 D_MODEL = 32

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layers.short_conv import ShortConvolution
+from recall_lm.layers.short_conv import ShortConvolution
 
 
 def loop_reference(x, weight, bias=None):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from layers import build_mixer
+from recall_lm.layers.registry import build_mixer
 from tests.layers.test_attention import rope_reference
 
 

@@ -1,12 +1,12 @@
-"""models.checkpoint: a saved train.py checkpoint rebuilds the same model, weights-only."""
+"""recall_lm.models.checkpoint: a saved train.py checkpoint rebuilds the same model, weights-only."""
 from dataclasses import asdict
 
 import pytest
 import torch
 
-from models.checkpoint import load_model, resolve_checkpoint
-from models.config import ModelConfig
-from models.decoder import DecoderLM
+from recall_lm.models.checkpoint import load_model, resolve_checkpoint
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
 
 
 def _save(model: DecoderLM, path):

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from models import DecoderLM, ModelConfig
+from recall_lm.models.config import ModelConfig
+
+from recall_lm.models.decoder import DecoderLM
 
 
 def small_config(**overrides):

@@ -1,4 +1,4 @@
-"""Exported (Hugging Face-layout) folders: models.export, DecoderLM.save/from_pretrained, evals' --ckpt,
+"""Exported (Hugging Face-layout) folders: recall_lm.models.export, DecoderLM.save/from_pretrained, evals' --ckpt,
 and the transformers wrapper (AutoModelForCausalLM), all offline."""
 import json
 import pickle
@@ -7,11 +7,11 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from data.tokenizers import ByteTokenizer, tokenizer_for_checkpoint
-from models.checkpoint import load_model
-from models.config import ModelConfig
-from models.decoder import DecoderLM
-from models.export import main as export_main
+from recall_lm.data.tokenizers import ByteTokenizer, tokenizer_for_checkpoint
+from recall_lm.models.checkpoint import load_model
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
+from recall_lm.models.export import main as export_main
 
 CONFIGS = {
     "tied hybrid": ModelConfig(vocab_size=256, d_model=32, n_layers=3, mixer=["base_conv", "based", "swa"],
@@ -67,7 +67,7 @@ def test_export_command_writes_a_folder_every_eval_loads(tmp_path, capsys):
     ids = torch.randint(0, 256, (1, 9))
     torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
 
-    from evals import generate
+    from recall_lm.evals import generate
 
     args = generate.parse_args(["--ckpt", str(tmp_path / "out"), "--prompt", "ab", "--max-new-tokens", "5",
                                 "--temperature", "0"])
@@ -85,7 +85,7 @@ def test_export_errors_name_the_path(tmp_path, capsys):
 
 
 def test_transformers_auto_classes_load_and_generate(tmp_path):
-    import models.hf  # noqa: F401  (registers recall_lm)
+    import recall_lm.models.hf  # noqa: F401  (registers recall_lm)
     from transformers import AutoConfig, AutoModelForCausalLM
 
     model = _model(CONFIGS["untied rwkv7"])

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import layers.rwkv6  # noqa: F401  (registers rwkv6_cmix)
-from layers import build_mixer
-from layers.mlp import build_mlp
-from models.config import ModelConfig
-from models.decoder import DecoderLM
-from models.flops import (causal_attention_core_flops, model_flops_per_token, module_flops_per_token,
+import recall_lm.layers.rwkv6  # noqa: F401  (registers rwkv6_cmix)
+from recall_lm.layers.registry import build_mixer
+from recall_lm.layers.mlp import build_mlp
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
+from recall_lm.models.flops import (causal_attention_core_flops, model_flops_per_token, module_flops_per_token,
                           peak_flops_for, window_attention_core_flops)
 
 D, T = 64, 256

@@ -5,7 +5,9 @@ import copy
 import pytest
 import torch
 
-from models import DecoderLM, ModelConfig
+from recall_lm.models.config import ModelConfig
+
+from recall_lm.models.decoder import DecoderLM
 from tests.layers.mixer_cases import MIXER_CASES
 
 VOCAB = 61
@@ -75,7 +77,7 @@ def test_compiled_decode_equals_eager_greedy_generation():
 def eager_backend_compile(monkeypatch):
     """decode_step(compile=True) through dynamo with the eager backend: the same guards and caching as
     inductor, without its compile time."""
-    import models.generation as generation
+    import recall_lm.models.generation as generation
 
     torch._dynamo.reset()
     monkeypatch.setattr(generation, "_compiled_step", torch.compile(generation._step, backend="eager"))
@@ -97,7 +99,7 @@ def test_compiled_step_skips_guards_only_for_a_repeating_signature(eager_backend
     """A fixed-size state: after two guarded calls with the same signature the rest skip guard
     evaluation and still equal the eager step; a new batch size, a cast of the model, or a KV cache
     (its length changes every token) are evaluated with guards, and give the eager results too."""
-    from models.generation import decode_step
+    from recall_lm.models.generation import decode_step
 
     model = build("gated_deltanet")
     tokens = torch.randint(0, VOCAB, (2, 8))

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from layers.documents import Documents
-from models.config import ModelConfig
-from models.decoder import DecoderLM
+from recall_lm.layers.documents import Documents
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
 
 LENGTHS = (6, 1, 19, 3, 11)
 
@@ -83,7 +83,7 @@ def test_cu_seqlens_needs_one_row_and_no_state():
 def test_task_loss_on_masked_blocks_is_the_loss_of_each_document_alone(chunked_loss_rows):
     """A batch (input_ids, labels, starts) of two blocks: the task's loss is the token-mean loss of the
     documents run one by one, each predicting only its own tokens."""
-    from models.lightning_module import LanguageModelTask
+    from recall_lm.models.lightning_module import LanguageModelTask
 
     task = LanguageModelTask(ModelConfig(vocab_size=50, d_model=32, n_layers=2, mixer=["attention", "rwkv6"],
                                          mixer_kwargs={"rwkv6": {"head_size": 16, "chunk_size": 16}}),
@@ -91,7 +91,7 @@ def test_task_loss_on_masked_blocks_is_the_loss_of_each_document_alone(chunked_l
     input_ids = torch.randint(1, 50, (2, 12))
     input_ids[0, 4] = input_ids[1, 0] = input_ids[1, 7] = 0  # EOS ends documents there
     labels = torch.randint(1, 50, (2, 12))
-    labels[input_ids == 0] = -100  # as data.text_datamodule.PackedBlocks labels them
+    labels[input_ids == 0] = -100  # as recall_lm.data.text_datamodule.PackedBlocks labels them
     starts = torch.zeros(2, 12, dtype=torch.bool)
     starts[:, 0] = True
     starts[0, 5] = starts[1, 1] = starts[1, 8] = True

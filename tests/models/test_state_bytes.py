@@ -8,7 +8,9 @@ steps, then compare the analytic accounting with ``ModelState.nbytes_per_sequenc
 import pytest
 import torch
 
-from models import DecoderLM, ModelConfig
+from recall_lm.models.config import ModelConfig
+
+from recall_lm.models.decoder import DecoderLM
 from tests.layers.mixer_cases import D_MODEL, MIXER_CASES, all_cases, case_id
 
 VOCAB = 37

@@ -6,17 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.mqar import MQARSlice
-from data.mqar_datamodule import MQARDataModule
-from models.config import ModelConfig
-from models.lightning_module import IGNORE_INDEX, LanguageModelTask, per_example_accuracy, warmup_cosine
+from recall_lm.data.mqar import MQARSlice
+from recall_lm.data.mqar_datamodule import MQARDataModule
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.lightning_module import IGNORE_INDEX, LanguageModelTask, per_example_accuracy, warmup_cosine
 
 CONFIG = ModelConfig(vocab_size=64, d_model=16, n_layers=2, mixer=["base_conv", "based"],
                      mixer_kwargs={"based": {"feature_dim": 4}}, mlp="none")
 
 
 def mqar_batch(n=6, T=16):
-    from data.mqar import multiquery_ar
+    from recall_lm.data.mqar import multiquery_ar
 
     return multiquery_ar(64, n, T, 3, seed=0)
 

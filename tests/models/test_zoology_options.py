@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layers import build_mixer
-from models import DecoderLM, ModelConfig
+from recall_lm.layers.registry import build_mixer
+from recall_lm.models.config import ModelConfig
+from recall_lm.models.decoder import DecoderLM
 
 torch.manual_seed(0)
 

@@ -1,1 +1,0 @@
-"""Data: MQAR and the other synthetic recall probes; the text pipeline; tokenizers."""

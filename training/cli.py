@@ -1,0 +1,239 @@
+"""The training command behind ``train.py``: LightningCLI with the project's run folders, loggers,
+checkpoint IO and one-line errors. ``main(args)`` is what ``python train.py ...`` runs; sweeps and tests
+call it in-process.
+
+Resuming (``--ckpt_path last``) is exact: checkpoints are written atomically
+(recall_lm.models.checkpoint_io), the training order continues mid-epoch (recall_lm.data.resumable),
+metrics.csv is continued rather than overwritten (recall_lm.models.csv_logger), and a W&B run keeps its id
+(``<run dir>/wandb_run_id``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs/ and runs/ are read and written here
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+def use_wandb_offline_unless_logged_in():
+    """W&B logs online only for a logged-in user; otherwise offline (never hang without network)."""
+    if "WANDB_MODE" in os.environ or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path.home() / ".netrc"
+    logged_in = netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    if not logged_in:
+        os.environ["WANDB_MODE"] = "offline"
+
+
+def default_run_dir(config_paths) -> str:
+    """runs/<config path without .yaml>, e.g. runs/mqar/attention for configs/mqar/attention.yaml: the
+    last ``--config`` that is not a fragment (a file named ``_*.yaml``, e.g. configs/strategies/_ddp.yaml),
+    so that one model trained under two strategies does not share a folder with another model."""
+    if not config_paths:
+        return "runs/default"
+    paths = [Path(str(p)) for p in config_paths]
+    path = ([p for p in paths if not p.name.startswith("_")] or paths)[-1].resolve()
+    try:
+        path = path.relative_to(ROOT / "configs")
+    except ValueError:
+        path = Path(path.name)
+    return str(Path("runs") / path.with_suffix(""))
+
+
+def stable_wandb_id(root: str, resuming: bool) -> str:
+    """The W&B run id of the run in ``root``: reused when resuming, new (and remembered) otherwise."""
+    path = Path(root) / "wandb_run_id"
+    if resuming and path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    import uuid
+
+    run_id = uuid.uuid4().hex[:8]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError)  # what a bad setting raises while being built
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of the innermost ValueError / FileNotFoundError / TypeError behind ``error``
+    (jsonargparse wraps the error a class raised while being built in one of its own)."""
+    while isinstance(error.__cause__ or error.__context__, USER_ERRORS):
+        error = error.__cause__ or error.__context__
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def raised_at(error: BaseException) -> str:
+    """``file:line`` where ``error`` was raised, relative to the repository when inside it."""
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    path = Path(frames[-1].filename)
+    return f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{frames[-1].lineno}"
+
+
+def check_checkpoint(ckpt_path: str | None) -> None:
+    """Raise a ValueError unless ``ckpt_path`` is None, one of Lightning's names, or a train.py checkpoint."""
+    if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
+        return
+    path = Path(ckpt_path)
+    if path.is_dir():  # FSDP's sharded checkpoints are folders, with the non-tensor part in meta.pt
+        if not (path / "meta.pt").is_file():
+            raise ValueError(f"--ckpt_path {ckpt_path} is a folder but not a sharded checkpoint (no meta.pt)")
+        return
+    if not path.is_file():
+        raise ValueError(f"--ckpt_path {ckpt_path}: no such file (use a .ckpt a run wrote, or 'last')")
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint (not a torch.save zip archive)")
+    import torch
+
+    try:  # memory-mapped and weights-only: cheap, and never runs code from the file
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 — any failure to read it means it is not a checkpoint
+        raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint ({first_line(error)})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint (it has no state_dict)")
+    from recall_lm.training.class_paths import check_tree
+
+    for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+        check_tree(checkpoint.get(key), f"--ckpt_path {ckpt_path} ({key})")
+
+
+def main(args: list[str] | None = None, run: bool = True):
+    """Parse ``args`` (default: the command line) and run the subcommand; ``run=False`` only builds
+    the model, data and trainer from ``--config`` (no subcommand), for tests and tools."""
+    args = sys.argv[1:] if args is None else args
+    if run and not args:
+        args = ["fit", "--config", str(QUICKSTART)]
+    use_wandb_offline_unless_logged_in()
+    from recall_lm.kernels.cpu_memory import retain_freed_memory
+    from recall_lm.training.class_paths import check_args
+
+    try:
+        check_args(args)
+        retain_freed_memory()  # CPU: reuse freed large tensors instead of page-faulting fresh ones every step
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+    from recall_lm.models.checkpoint_io import AtomicCheckpointIO
+    from recall_lm.models.csv_logger import CSVResume, ResumableCSVLogger
+    from recall_lm.models.lightning_module import LanguageModelTask
+    import recall_lm.data.mqar_datamodule  # noqa: F401  (registers the MQAR DataModule for class_path lookup)
+    from lightning import LightningDataModule
+
+    class CLI(LightningCLI):
+        """Bad settings found while building the model, data and trainer, or just before fitting
+        (vocabulary mismatch, a file that is not a checkpoint), end the run with one line
+        ``error: ...`` naming the setting, before any training."""
+
+        def _parse_ckpt_path(self):
+            subcommand = self.config.get("subcommand")
+            config = self.config[subcommand] if subcommand else None
+            ckpt_path = config.get("ckpt_path") if config is not None else None
+            try:
+                check_checkpoint(ckpt_path)
+                if subcommand == "fit":
+                    root = config.trainer.default_root_dir or default_run_dir(config.get("config"))
+                    from recall_lm.models.resume_checks import check_run_folder
+
+                    check_run_folder(str(root), ckpt_path, config.model.as_dict())
+            except ValueError as error:
+                raise SystemExit(f"error: {first_line(error)}") from None
+            super()._parse_ckpt_path()
+
+        def instantiate_classes(self):
+            try:
+                super().instantiate_classes()
+            except USER_ERRORS as error:
+                raise SystemExit(f"error: {first_line(error)}") from None
+
+        def _run_subcommand(self, subcommand):
+            """Settings that only fail once fitting starts (data files, tokenizers, MQAR slices, a kernel's
+            chunk size) end with their message and where it was raised; RECALL_LM_TRACEBACK=1 keeps the
+            traceback."""
+            try:
+                super()._run_subcommand(subcommand)
+            except (ValueError, FileNotFoundError) as error:
+                if os.environ.get("RECALL_LM_TRACEBACK"):
+                    raise
+                raise SystemExit(f"error: {first_line(error)} (raised at {raised_at(error)}; "
+                                 "RECALL_LM_TRACEBACK=1 shows the traceback)") from None
+
+        def before_fit(self):
+            try:
+                self.model.check_data(self.datamodule)
+                self.model.check_monitors(self.trainer.callbacks, self.datamodule)
+            except ValueError as error:
+                raise SystemExit(f"error: {first_line(error)}") from None
+
+        def before_instantiate_classes(self):
+            config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+            if config.trainer.default_root_dir is None:
+                config.trainer.default_root_dir = default_run_dir(config.get("config"))
+
+        def instantiate_trainer(self, **kwargs):
+            trainer_config = self._get(self.config_init, "trainer", default={})
+            root = trainer_config.get("default_root_dir") or "runs"
+            subcommand = self.config.get(str(self.subcommand)) if self.subcommand else None
+            resuming = bool(subcommand is not None and subcommand.get("ckpt_path"))
+            loggers = trainer_config.get("logger")
+            if loggers is True or loggers is None:
+                loggers = []
+            elif isinstance(loggers, Logger):
+                loggers = [loggers]
+            extra_callbacks = []
+            if loggers is not False:
+                if not any(isinstance(lg, CSVLogger) for lg in loggers):
+                    csv_logger = ResumableCSVLogger(root, name="csv", version="")
+                    loggers = [csv_logger] + list(loggers)
+                    extra_callbacks.append(CSVResume(csv_logger))
+                for lg in loggers:
+                    # WandbLogger without an id: a stable one, so `--ckpt_path last` continues the W&B run
+                    if isinstance(lg, WandbLogger) and lg._experiment is None and not lg._wandb_init.get("id"):
+                        lg._id = lg._wandb_init["id"] = stable_wandb_id(root, resuming)
+            trainer = super().instantiate_trainer(logger=loggers, **kwargs)
+            trainer.callbacks.extend(extra_callbacks)
+            folder, monitored = os.path.join(root, "checkpoints"), False
+            for checkpoint in trainer.checkpoint_callbacks:  # a fixed place, so `--ckpt_path last` finds it
+                if checkpoint.dirpath is None:
+                    checkpoint.dirpath = folder
+                    # Lightning ≥ 2.6 writes a monitored callback's last.ckpt only when the metric improved
+                    checkpoint.save_last = checkpoint.monitor is None
+                    monitored |= checkpoint.monitor is not None
+            if monitored and not any(c.monitor is None and c.save_last and c.dirpath == folder
+                                     for c in trainer.checkpoint_callbacks):
+                from recall_lm.models.callbacks import LastCheckpoint
+
+                trainer.callbacks.append(LastCheckpoint(folder))  # what `--ckpt_path last` resumes
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never a half-written last.ckpt
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            return trainer
+
+    import warnings
+
+    # Lightning's own pytree helper trips over torch's deprecation of LeafSpec on every fit: noise for users.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # check_run_folder refuses a fresh run into a folder with checkpoints: a full one means a resume
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
+    with warnings.catch_warnings():  # args may come from a caller (tests, sweeps) while sys.argv holds theirs
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return CLI(
+            LanguageModelTask,
+            LightningDataModule,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            run=run,
+        )
