@@ -58,18 +58,18 @@ test-latest:
 	grep -E '^(torch|triton)==' $(LOCK) > .venv-latest/pins.txt
 	.venv-latest/bin/python -m pip -qq install -r .venv-latest/pins.txt
 	.venv-latest/bin/python -m pip -qq install --upgrade --upgrade-strategy eager -c .venv-latest/pins.txt -e ".[dev]"
-	$(TEST_ENV) .venv-latest/bin/python -m recall_lm.evals.canary
+	$(TEST_ENV) .venv-latest/bin/python -m recall_lm.evals.tools.canary
 
 bench: $(STAMP)
-	$(PY) -m recall_lm.evals.bench_kernels
-	$(PY) -m recall_lm.evals.bench_swa
-	$(PY) -m recall_lm.evals.throughput
-	$(PY) -m recall_lm.evals.readme_perf  # the README's speed section, from the files just written
+	$(PY) -m recall_lm.evals.bench.kernels
+	$(PY) -m recall_lm.evals.bench.swa
+	$(PY) -m recall_lm.evals.bench.throughput
+	$(PY) -m recall_lm.evals.bench.readme_perf  # the README's speed section, from the files just written
 
 # On a machine with a CUDA device: every kernel test compiled for the GPU, then the CUDA benchmark rows,
 # in a dated report under evals/results/gpu/ (sized to run twice in 15 minutes of device time).
 gpu-check: $(STAMP)
-	$(PY) -m recall_lm.evals.gpu_check
+	$(PY) -m recall_lm.evals.bench.gpu_check
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock lightning_logs runs *.egg-info

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from recall_lm.models.config import IGNORE_INDEX
 
 
 def query_slot_probabilities(space: int, power_a: float) -> np.ndarray:
@@ -111,6 +111,11 @@ class MQARSlice:
     num_passes: int = 1
     power_a: float = 0.01
     random_non_queries: bool = True
+
+    @property
+    def seq_len(self) -> int:
+        """The probe contract's length (recall_lm.data.probe); the config field keeps Zoology's name."""
+        return self.input_seq_len
 
     @property
     def name(self) -> str:

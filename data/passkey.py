@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from recall_lm.models.config import IGNORE_INDEX
+
 KEY_MARK, QUERY_MARK, FIRST_FILLER = 1, 2, 3
 
 

@@ -4,7 +4,7 @@
 Each row of the public datasets (``hazyresearch/based-swde``, ``hazyresearch/based-fda``, split
 ``validation``) has a document ``text`` that ends with the attribute asked for (``"<key>:"``), the
 attribute name ``key``, and the gold ``value`` (plus ``doc_id`` and ``file_name``). The model reads
-the text and must continue it with the value; scoring is "contains" (see evals/recall_tasks.py).
+the text and must continue it with the value; scoring is "contains" (see evals/probes/recall_tasks_eval.py).
 
 ``load_recall_task`` loads them through ``datasets.load_dataset`` (online users; the hub caches
 them), or, with ``data_files=``, from local parquet/jsonl files in the same format — which is how

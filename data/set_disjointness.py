@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from recall_lm.models.config import IGNORE_INDEX
+
 SEP, ANSWER, FIRST_ELEMENT = 1, 2, 3
 
 

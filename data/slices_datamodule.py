@@ -1,8 +1,9 @@
 """A LightningDataModule over synthetic "slices": MQAR and the trainable probes share it.
 
-A slice is a setting object with a ``name`` (e.g. "L64_kv8"), ``num_examples`` and
-``generate(vocab_size, seed) -> (inputs [N, T], labels [N, T])``. Training slices are cut into whole
-batches and mixed; each test slice is validated on its own and reported as ``val/acc/<name>``.
+A slice follows the probe contract (recall_lm.data.probe): a ``name`` (e.g. "L64_kv8"), ``seq_len``,
+``num_examples`` and ``generate(vocab_size, seed) -> (inputs [N, T], labels [N, T])``. Training slices
+are cut into whole batches and mixed; each test slice is validated on its own and reported as
+``val/acc/<name>``.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from recall_lm.data.probe import check_generated, check_slice
 from recall_lm.data.resumable import resumable_loader
 
 
@@ -64,6 +66,9 @@ class SlicesDataModule(L.LightningDataModule):
         self.vocab_size, self.batch_size, self.num_workers, self.shuffle = vocab_size, batch_size, num_workers, shuffle
         self.train_slices, self.test_slices = list(train_slices), list(test_slices)
         self.train_seed, self.test_seed = train_seed, test_seed
+        for which, items in (("train_slices", self.train_slices), ("test_slices", self.test_slices)):
+            for i, item in enumerate(items):
+                check_slice(item, f"{kind}.{which}[{i}]")
         names = [s.name for s in self.test_slices]
         if len(set(names)) != len(names):
             raise ValueError(f"{kind}.test_slices repeats a setting: {names}")
@@ -75,12 +80,16 @@ class SlicesDataModule(L.LightningDataModule):
     def val_slice_names(self) -> list[str]:
         return [s.name for s in self.test_slices]
 
+    def _generate(self, item, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = item.generate(self.vocab_size, seed=seed)
+        check_generated(item, inputs, labels, self.vocab_size)
+        return inputs, labels
+
     def setup(self, stage: str | None = None):
         if self._train is None:
-            train = [s.generate(self.vocab_size, seed=self.train_seed + i) for i, s in enumerate(self.train_slices)]
+            train = [self._generate(s, self.train_seed + i) for i, s in enumerate(self.train_slices)]
             self._train = SliceBatches(train, self.batch_size, seed=self.train_seed)
-            self._test = [TensorDataset(*s.generate(self.vocab_size, seed=self.test_seed + i))
-                          for i, s in enumerate(self.test_slices)]
+            self._test = [TensorDataset(*self._generate(s, self.test_seed + i)) for i, s in enumerate(self.test_slices)]
 
     def train_dataloader(self):
         return resumable_loader(self._train, batch_size=None, shuffle=self.shuffle, seed=self.train_seed,

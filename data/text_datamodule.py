@@ -14,7 +14,7 @@ Pipeline (``prepare_data`` on one process per node, ``setup`` on every rank):
    files and tokenises nothing;
 5. block ``i`` is tokens ``[i·(T+1), (i+1)·(T+1))`` (the tail shorter than a block is dropped), and
    a batch is ``(input_ids [B, T], labels [B, T])`` with ``labels[:, t] = input_ids[:, t + 1]`` of the
-   block, as ``recall_lm.models.lightning_module.LanguageModelTask`` expects;
+   block, as ``recall_lm.training.task.LanguageModelTask`` expects;
 6. with ``document_mask`` (the default) a batch also carries ``starts [B, T]`` (bool: a document
    begins here: the block's first token and every token after an EOS), and the label after each EOS
    (the next document's first token) is -100. The task then runs the B blocks as one packed row of
@@ -42,6 +42,7 @@ from recall_lm.data import corpus as builtin_corpus
 from recall_lm.data.resumable import resumable_loader
 from recall_lm.data.text_sources import as_list, files_fingerprint, load_hub, load_local, resolve_files
 from recall_lm.data.tokenizers import Tokenizer, load_saved_tokenizer, load_tokenizer, train_bpe
+from recall_lm.models.config import IGNORE_INDEX
 
 CACHE_VERSION = 1
 BUILTIN = builtin_corpus.NAME  # "python-stdlib"
@@ -96,7 +97,7 @@ class PackedBlocks(Dataset):
             return input_ids, labels
         ends = input_ids == self.eos_token_id
         starts = torch.cat([torch.ones(1, dtype=torch.bool), ends[:-1]])
-        return input_ids, labels.masked_fill(ends, -100), starts
+        return input_ids, labels.masked_fill(ends, IGNORE_INDEX), starts
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_tokens"} | {"_tokens": None}
@@ -409,7 +410,7 @@ class TextDataModule(L.LightningDataModule):
         model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
         if model_vocab is not None and model_vocab < self.tokenizer.vocab_size:
             raise ValueError(f"model vocab_size {model_vocab} is smaller than the vocabulary of tokenizer "
-                             f"{self.tokenizer.name!r} ({self.tokenizer.vocab_size}): set model.model.vocab_size ≥ "
+                             f"{self.tokenizer.name!r} ({self.tokenizer.vocab_size}): set model.architecture.vocab_size ≥ "
                              f"{self.tokenizer.vocab_size}")
         block = self.seq_len + 1
         eos = meta["eos_token_id"] if self.document_mask else None

@@ -8,6 +8,7 @@ empty corpus.
 """
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import json
@@ -78,6 +79,37 @@ def files_fingerprint(files: list[Path]) -> str:
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
+def is_utf8(path: Path) -> bool:
+    """Whether the whole file decodes as UTF-8 (read in 16 MiB pieces)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as fh:
+            for piece in iter(lambda: fh.read(1 << 24), b""):
+                decoder.decode(piece)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def first_unreadable_line(path: Path, fmt: str) -> str | None:
+    """``"<file>:<line>: <why>"`` for the first line of ``path`` that is not UTF-8 or, in a JSON-lines file,
+    not JSON; None if every line reads (datasets' own errors name neither the file nor the line)."""
+    json_lines = fmt == "json" and not path.read_bytes()[:64].lstrip().startswith(b"[")
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return f"{path}:{number}: not UTF-8 ({error.reason} at byte {error.start} of the line)"
+            if json_lines and line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as error:
+                    return f"{path}:{number}: not JSON ({error.msg} at column {error.colno})"
+    return None
+
+
 def load_local(files: list[Path], text_column: str = "text", format: str = "auto", cache_dir: str | None = None):
     """Read ``files`` into one ``datasets.Dataset`` with a single ``text`` column (text, then JSON, then parquet
     files, each group in the given order). Raises ValueError naming the files on a missing column or no documents."""
@@ -95,10 +127,15 @@ def load_local(files: list[Path], text_column: str = "text", format: str = "auto
         if not nonempty:
             continue
         kwargs = {"sample_by": "document", "keep_linebreaks": True} if fmt == "text" else {}
+        for name in nonempty:  # pyarrow reads bad bytes without a word and fails later, far from the file
+            if fmt in ("text", "json") and not is_utf8(Path(name)):
+                raise ValueError(f"cannot read {fmt} files {_short(nonempty)}: {first_unreadable_line(Path(name), fmt)}")
         try:
             part = datasets.load_dataset(fmt, data_files=nonempty, split="train", cache_dir=cache_dir, **kwargs)
         except Exception as error:
-            raise ValueError(f"cannot read {fmt} files {_short(nonempty)}: {type(error).__name__}: {error}") from None
+            where = next(filter(None, (first_unreadable_line(Path(n), fmt) for n in nonempty)), None)
+            reason = where or f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            raise ValueError(f"cannot read {fmt} files {_short(nonempty)}: {reason}") from None
         column = "text" if fmt == "text" else text_column
         if column not in part.column_names:
             raise ValueError(f"text_column {column!r} not found in {_short(nonempty)}; columns: {part.column_names}")

@@ -286,7 +286,8 @@ def _from_hub(name: str, eos_token: str | None) -> HFTokenizer:
 
 def train_bpe(texts: Iterable[str], vocab_size: int, eos_token: str = BPE_EOS, batch_size: int = 1000) -> HFTokenizer:
     """Train a byte-level BPE (GPT-2 style: lossless on any UTF-8 text) with ``vocab_size`` ids, EOS id 0."""
-    from tokenizers import Tokenizer as RawTokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     if int(vocab_size) < 257:
         raise ValueError(f"train_bpe: vocab_size must be ≥ 257 (256 bytes + EOS), got {vocab_size}")

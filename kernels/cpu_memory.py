@@ -3,7 +3,7 @@
 glibc's malloc serves every block above its mmap threshold (adaptive, at most 32 MiB) with a fresh
 ``mmap`` and unmaps it on ``free``, so each large tensor is page-faulted and zeroed by the kernel again
 on first touch. At T = 8192, B4 H4 D64 fp32 (33.5 MiB per ``[B, T, H, D]`` tensor) that made elementwise
-ops run 3× below the memory bandwidth (``python -m recall_lm.evals.bench_kernels`` measures both settings). Raising
+ops run 3× below the memory bandwidth (``python -m recall_lm.evals.bench.kernels`` measures both settings). Raising
 the mmap and trim thresholds lets freed blocks be reused, which is what PyTorch's caching allocator does
 on a GPU; the resident memory then stays near its peak rather than shrinking after each step.
 

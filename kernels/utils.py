@@ -9,8 +9,9 @@ import torch
 
 
 def interpreter_enabled() -> bool:
-    """True when Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET`` set to 1, true, yes or on,
+    as Triton itself reads it)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,14 +79,17 @@ def check_ndim_shape(name: str, tensor, expected: tuple, what: str) -> None:
             raise ValueError(f"{name} must have shape {what} = {tuple(expected)}, got {tuple(tensor.shape)}")
 
 
-def check_cu_seqlens(cu_seqlens, batch_size: int, total_len: int) -> list[int]:
-    """Validate packed-sequence offsets ``[N+1]`` and return them as a Python list (one host sync)."""
+def check_cu_seqlens(cu_seqlens, batch_size: int, total_len: int, device=None) -> list[int]:
+    """Validate packed-sequence offsets ``[N+1]`` (non-decreasing integers from 0 to T, with B = 1, on
+    ``device`` when given) and return them as a Python list (one host sync)."""
     if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
         raise ValueError("cu_seqlens must be a 1-D integer tensor [N+1] of sequence offsets")
-    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool:
+    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype.is_complex or cu_seqlens.dtype == torch.bool:
         raise ValueError(f"cu_seqlens must be an integer tensor, got {cu_seqlens.dtype}")
     if batch_size != 1:
         raise ValueError(f"cu_seqlens requires packed inputs with batch size B = 1, got B = {batch_size}")
+    if device is not None and cu_seqlens.device != torch.device(device):
+        raise ValueError(f"cu_seqlens must be on {device}, got {cu_seqlens.device}")
     offsets = [int(x) for x in cu_seqlens.tolist()]
     if offsets[0] != 0 or offsets[-1] != total_len:
         raise ValueError(f"cu_seqlens must start at 0 and end at T = {total_len}, "
@@ -93,6 +97,13 @@ def check_cu_seqlens(cu_seqlens, batch_size: int, total_len: int) -> list[int]:
     if any(b < a for a, b in zip(offsets, offsets[1:])):
         raise ValueError("cu_seqlens must be non-decreasing")
     return offsets
+
+
+def triton_device_error(q: torch.Tensor) -> ValueError:
+    """The error for ``backend='triton'`` on a tensor Triton cannot run on (every op family raises it)."""
+    hint = " Set TRITON_INTERPRET=1 before importing triton." if not interpreter_enabled() else ""
+    return ValueError(f"backend='triton' needs CUDA tensors (or CPU tensors under the Triton interpreter); "
+                      f"got a {q.device.type} tensor.{hint}")
 
 
 def check_chunked_layout(q, v, chunk_size, cu_seqlens, initial_state) -> list[int] | None:
@@ -117,9 +128,7 @@ def check_triton_scan_backend(q: torch.Tensor, chunk_size: int, max_k: int) -> N
     """The limits of the delta-rule families' ``triton`` backend (Triton scans, fp32 inside): a device
     Triton can run on, chunk_size ≤ 64, key width ≤ ``max_k``, no fp64."""
     if not triton_available_for(q):
-        hint = "set TRITON_INTERPRET=1 before importing triton" if not interpreter_enabled() else ""
-        raise ValueError(f"backend='triton' needs CUDA tensors (or CPU tensors under the Triton "
-                         f"interpreter); got a {q.device.type} tensor. {hint}".strip())
+        raise triton_device_error(q)
     if chunk_size > 64 or q.shape[-1] > max_k:
         raise ValueError(f"backend='triton' supports chunk_size ≤ 64 and K ≤ {max_k}, got {chunk_size}, {q.shape[-1]}")
     if q.dtype == torch.float64:

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recall_lm.layers.contract import Mixer
+from recall_lm.layers.flops import causal_attention_core_flops, linear_flops
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.rotary import RotaryEmbedding
 from recall_lm.layers.state import KVCache
@@ -18,7 +20,7 @@ def split_heads(d_model: int, num_heads: int, mixer: str) -> int:
 
 
 @register_mixer("attention")
-class Attention(nn.Module):
+class Attention(Mixer):
     """softmax(q kᵀ / √D + causal mask) v per head, q and k rotated by RoPE, via SDPA.
 
     ``rotary=False`` leaves q and k unrotated (no positional encoding: Zoology's MQAR attention, which
@@ -87,3 +89,6 @@ class Attention(nn.Module):
     def state_size(self, seq_len: int = 1) -> int:
         """Numbers held per sequence after ``seq_len`` tokens (the KV cache grows linearly)."""
         return 2 * seq_len * self.d_model
+
+    def flops_per_token(self, seq_len: int) -> float:
+        return linear_flops(self.qkv) + linear_flops(self.out) + causal_attention_core_flops(seq_len, self.d_model)

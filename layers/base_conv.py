@@ -4,12 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recall_lm.layers.contract import Mixer
+from recall_lm.layers.flops import linear_flops, short_conv_flops
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.short_conv import ConvState, ShortConvolution
 
 
 @register_mixer("base_conv")
-class BaseConv(nn.Module):
+class BaseConv(Mixer):
     """y = W_out( act(conv(a)) ⊙ b ),  [a, b] = W_in x split in two halves of width E = expand·d_model/2.
 
     The gated short convolution of BASED (Arora et al., 2024, "Simple linear attention language
@@ -73,3 +75,8 @@ class BaseConv(nn.Module):
 
     def state_size(self, seq_len: int = 1) -> int:
         return self.conv.state_size(seq_len)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        if self.variant == "zoology":
+            return linear_flops(self.projection) + short_conv_flops(self.conv)
+        return linear_flops(self.in_proj) + linear_flops(self.out_proj) + short_conv_flops(self.conv)

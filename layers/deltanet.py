@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recall_lm.kernels.ops import gated_delta_rule
+from recall_lm.layers.contract import Mixer
 from recall_lm.layers.norms import RMSNorm
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.short_conv import ConvState, ShortConvolution
@@ -28,7 +29,7 @@ class DeltaState(MixerState):
 
 
 @register_mixer("deltanet")
-class DeltaNet(nn.Module):
+class DeltaNet(Mixer):
     """DeltaNet (Schlag et al., 2021; Yang et al., 2024, "Parallelizing Linear Transformers with the
     Delta Rule over Sequence Length"), per head:
 
@@ -121,7 +122,7 @@ class DeltaNet(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Analytic forward FLOPs per token (models/flops.py conventions)."""
-        from recall_lm.models.flops import chunked_delta_rule_flops, linear_flops
+        from recall_lm.layers.flops import chunked_delta_rule_flops, linear_flops
 
         H, D = self.num_heads, self.head_dim
         total = sum(linear_flops(getattr(self, n, None)) for n in ("q_proj", "k_proj", "v_proj", "b_proj", "o_proj",

@@ -6,13 +6,15 @@ from torch import nn
 
 from recall_lm.kernels.ops import gated_linear_attention
 from recall_lm.layers.attention import split_heads
+from recall_lm.layers.contract import Mixer
 from recall_lm.layers.feature_maps import build_feature_map
+from recall_lm.layers.flops import chunked_linear_attention_flops, default_chunk_size, linear_flops
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.state import RecurrentState
 
 
 @register_mixer("linear_attention")
-class LinearAttention(nn.Module):
+class LinearAttention(Mixer):
     """o_t = φ(q_t) S_t, S_t = Σ_{s≤t} φ(k_s)ᵀ v_s per head (Katharopoulos et al., 2020).
 
     With ``normalize`` the output is divided by φ(q_t)·Σ_{s≤t} φ(k_s) + eps; the sum rides in the
@@ -71,3 +73,9 @@ class LinearAttention(nn.Module):
 
     def state_size(self, seq_len: int = 1) -> int:
         return self.num_heads * self.expanded_dim * (self.head_dim + int(self.normalize))
+
+    def flops_per_token(self, seq_len: int) -> float:
+        chunk = default_chunk_size(gated_linear_attention)
+        value_dim = self.head_dim + int(self.normalize)
+        core = chunked_linear_attention_flops(seq_len, chunk, self.num_heads, self.expanded_dim, value_dim)
+        return linear_flops(self.qk) + linear_flops(self.v) + linear_flops(self.out) + core

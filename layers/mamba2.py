@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.layers.contract import Mixer
 from recall_lm.layers.norms import GroupedRMSNorm
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.short_conv import ConvState, ShortConvolution
@@ -25,7 +26,7 @@ class Mamba2State(MixerState):
 
 
 @register_mixer("mamba2")
-class Mamba2(nn.Module):
+class Mamba2(Mixer):
     """Mamba-2 (Dao & Gu, 2024, "Transformers are SSMs"), per head h (of group G(h) for B and C):
 
         h_t = exp(Δ_t A_h) h_{t−1} + Δ_t B_t x_tᵀ,   y_t = h_tᵀ C_t + D_h x_t
@@ -99,7 +100,7 @@ class Mamba2(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Analytic forward FLOPs per token (models/flops.py conventions)."""
-        from recall_lm.models.flops import chunked_linear_attention_flops, linear_flops
+        from recall_lm.layers.flops import chunked_linear_attention_flops, linear_flops
 
         conv = 2.0 * self.conv.kernel_size * self.conv_dim
         core = chunked_linear_attention_flops(seq_len, self.chunk_size, self.num_heads, self.d_state, self.head_dim)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recall_lm.layers.flops import linear_flops
+
 
 class SwiGLU(nn.Module):
     """``W_down(silu(W_gate x) * W_up x)``; hidden size defaults to 8/3·d rounded up to a multiple of 64.
@@ -31,6 +33,9 @@ class SwiGLU(nn.Module):
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * up)
 
+    def flops_per_token(self, seq_len: int) -> float:
+        return linear_flops(self.gate_up) + linear_flops(self.down)
+
 
 class IdentityMLP(nn.Module):
     """The MLP slot left as the identity: the block then adds ``norm(x)`` back onto the residual stream.
@@ -49,6 +54,9 @@ class IdentityMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def flops_per_token(self, seq_len: int) -> float:
+        return 0.0
+
 
 MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "identity": IdentityMLP}  # read it through mlps()
 
@@ -62,11 +70,13 @@ def mlps() -> dict[str, type[nn.Module]]:
 
 
 def register_mlp(name: str):
-    """Class decorator for modules that fill a block's MLP slot. A stateful one (e.g. RWKV-6
-    channel-mix with its token shift) follows the mixer protocol: forward(x, state) -> (y, state),
-    init_state and state_size."""
+    """Class decorator for modules that fill a block's MLP slot: ``forward(x) -> y`` and
+    ``flops_per_token(seq_len)``. A stateful one (e.g. RWKV-6 channel-mix with its token shift) follows the
+    mixer contract's forward(x, state) -> (y, state), init_state and state_size."""
 
     def decorate(cls):
+        if not callable(getattr(cls, "flops_per_token", None)):
+            raise TypeError(f"mlp {name!r} ({cls.__name__}) must define flops_per_token(seq_len)")
         if name in MLPS or name == "none":
             raise ValueError(f"mlp {name!r} is registered twice")
         MLPS[name] = cls

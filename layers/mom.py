@@ -2,16 +2,28 @@
 routed to its top-k."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recall_lm.kernels.ops import gated_delta_rule, gated_delta_rule_step, gated_linear_attention, gated_linear_attention_step
+from recall_lm.kernels.ops import (
+    gated_delta_rule,
+    gated_delta_rule_step,
+    gated_linear_attention,
+    gated_linear_attention_step,
+)
 from recall_lm.layers.attention import split_heads
+from recall_lm.layers.contract import Mixer
+from recall_lm.layers.flops import (
+    chunked_delta_rule_flops,
+    chunked_linear_attention_flops,
+    default_chunk_size,
+    linear_flops,
+    short_conv_flops,
+)
 from recall_lm.layers.mom_routing import conv_segments, load_balancing_loss, pack_by_memory, route_top_k
 from recall_lm.layers.norms import RMSNorm
 from recall_lm.layers.registry import register_mixer
@@ -33,7 +45,7 @@ class MemoriesState(MixerState):
 
 
 @register_mixer("mom")
-class MixtureOfMemories(nn.Module):
+class MixtureOfMemories(Mixer):
     """MoM (Du et al., 2025, "MoM: Linear Sequence Modeling with Mixture-of-Memories").
 
     A router ``softmax(W_r x_t)`` over M memories keeps the top-k, renormalised to weights w_{t,j}.
@@ -72,6 +84,8 @@ class MixtureOfMemories(nn.Module):
     Key head dim = d_model / num_heads; value head dim = expand_v · that.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
+
+    keep_fp32_under_fsdp = True  # the GLA memories' gate bias (log-decays) would lose precision in bf16
 
     residual_projections = ("out",)
     MEMORIES = ("gated_deltanet", "gla")
@@ -314,3 +328,21 @@ class MixtureOfMemories(nn.Module):
         H, K, V, Mt = self.num_heads, self.head_dim, self.value_dim, self.num_states
         conv = (self.q_conv.kernel_size - 1) * (H * K + Mt * (H * K + H * V)) if self.short_conv else 0
         return Mt * H * K * V + conv
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Each token is routed to top_k memories (+ the shared one); a memory's packed stream of a
+        sequence holds on average T·top_k/M tokens, which bounds its effective chunk."""
+        H, K, V, T = self.num_heads, self.head_dim, self.value_dim, seq_len
+        slots = self.top_k + int(self.shared_memory)  # memories each token is written to and read from
+        per_slot = 2.0 * self.d_model * sum(self.widths)  # its k, v and gate logits from that memory's weights
+        chunk = default_chunk_size(gated_linear_attention if self.memory == "gla" else gated_delta_rule)
+        routed_len = max(1, round(T * self.top_k / self.num_memories))  # mean length of a (sequence, memory) stream
+        memory_flops = chunked_linear_attention_flops if self.memory == "gla" else chunked_delta_rule_flops
+        core = self.top_k * memory_flops(routed_len, chunk, H, K, V)
+        if self.shared_memory:
+            core += memory_flops(T, chunk, H, K, V)
+        total = linear_flops(self.router) + linear_flops(self.q) + slots * per_slot + core
+        total += linear_flops(self.out_gate) + linear_flops(self.out)
+        if self.short_conv:
+            total += short_conv_flops(self.q_conv) + slots * (short_conv_flops(self.k_conv) + short_conv_flops(self.v_conv))
+        return total

@@ -1,11 +1,7 @@
 """The mixer registry: every sequence-mixing layer is registered by name and built from (d_model, **kwargs).
 
-Mixer protocol (every registered mixer):
-    forward(x: [B, T, d_model], state=None, documents=None) -> (y: [B, T, d_model], new_state)
-        state None: the training path, new_state is None. Given a state (from init_state or a
-        previous call), continue from it and return the state after the last token.
-    init_state(batch_size, device, dtype) -> state   (a recall_lm.layers.state.MixerState)
-    state_size(seq_len=1) -> int   numbers held per sequence while decoding
+The contract a mixer follows is written once, in recall_lm.layers.contract (``Mixer``); registering a
+class that does not follow it fails with one line saying what is missing.
 
 The modules that register mixers (and MLPs) are listed in ``MIXER_MODULES``; ``mixers()`` and
 ``build_mixer`` import them first, so the registry is complete whichever module a program imported
@@ -18,6 +14,8 @@ import inspect
 from typing import Callable
 
 from torch import nn
+
+from recall_lm.layers.contract import missing_parts
 
 MIXERS: dict[str, type[nn.Module]] = {}  # filled by @register_mixer; read it through mixers()
 
@@ -42,6 +40,10 @@ def register_mixer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: make a mixer buildable as ``build_mixer(name, d_model, **kwargs)``."""
 
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
+        missing = missing_parts(cls)
+        if missing:
+            raise TypeError(f"mixer {name!r} ({getattr(cls, '__name__', cls)}) does not follow the mixer contract: "
+                            f"{'; '.join(missing)} (recall_lm.layers.contract)")
         if name in MIXERS:
             raise ValueError(f"mixer {name!r} is registered twice ({MIXERS[name].__name__} and {cls.__name__})")
         MIXERS[name] = cls

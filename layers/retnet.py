@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.layers.contract import Mixer
+from recall_lm.layers.flops import chunked_linear_attention_flops, linear_flops
 from recall_lm.layers.norms import RMSNorm
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.rotary import RotaryEmbedding
@@ -33,7 +35,7 @@ def _scaled_dim(d_model: int, expand: float, name: str, num_heads: int) -> int:
 
 
 @register_mixer("retnet")
-class MultiScaleRetention(nn.Module):
+class MultiScaleRetention(Mixer):
     """Multi-scale retention (Sun et al., 2023, "Retentive Network: A Successor to Transformer for Large
     Language Models").
 
@@ -103,3 +105,8 @@ class MultiScaleRetention(nn.Module):
 
     def state_size(self, seq_len: int = 1) -> int:
         return self.num_heads * self.head_k_dim * self.head_v_dim + 1
+
+    def flops_per_token(self, seq_len: int) -> float:
+        projections = sum(linear_flops(p) for p in (self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.o_proj))
+        core = chunked_linear_attention_flops(seq_len, self.chunk_size, self.num_heads, self.head_k_dim, self.head_v_dim)
+        return projections + core

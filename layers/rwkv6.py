@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.layers.contract import Mixer
+from recall_lm.layers.flops import chunked_linear_attention_flops, linear_flops
 from recall_lm.layers.mlp import register_mlp
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.state import MixerState
@@ -41,7 +43,7 @@ def _channel_fraction(d: int, device) -> torch.Tensor:
 
 
 @register_mixer("rwkv6")
-class RWKV6TimeMix(nn.Module):
+class RWKV6TimeMix(Mixer):
     """RWKV-6 time-mix (Peng et al., 2024, "Eagle and Finch: RWKV with Matrix-Valued States and Dynamic
     Recurrence").
 
@@ -58,6 +60,8 @@ class RWKV6TimeMix(nn.Module):
     Decoding state: ``RWKV6State`` (S [B, H, N, N], shift [B, d_model]), so
     ``state_size() = H · N² + d_model``. x: [B, T, d_model] -> y: [B, T, d_model].
     """
+
+    keep_fp32_under_fsdp = True  # its log-decays / bonus would lose precision in bf16
 
     def __init__(self, d_model: int, head_size: int = 64, mix_lora_rank: int = 32, decay_lora_rank: int = 64,
                  norm_eps: float = 64e-5, layer_idx: int = 0, n_layers: int = 1, chunk_size: int = 64):
@@ -152,6 +156,13 @@ class RWKV6TimeMix(nn.Module):
     def state_size(self, seq_len: int = 1) -> int:
         return self.num_heads * self.head_size ** 2 + self.d_model
 
+    def flops_per_token(self, seq_len: int) -> float:
+        projections = sum(linear_flops(p) for p in (self.receptance, self.key, self.value, self.gate, self.output))
+        lora = 2.0 * self.time_maa_w1.numel() + 2.0 * self.time_maa_w2.numel()  # x·W1 [C, 5r], then 5 × (r → C)
+        decay_lora = 2.0 * self.time_decay_w1.numel() + 2.0 * self.time_decay_w2.numel()
+        core = chunked_linear_attention_flops(seq_len, self.chunk_size, self.num_heads, self.head_size, self.head_size)
+        return projections + lora + decay_lora + core
+
 
 @register_mlp("rwkv6_cmix")
 class RWKV6ChannelMix(nn.Module):
@@ -203,3 +214,6 @@ class RWKV6ChannelMix(nn.Module):
 
     def state_size(self, seq_len: int = 1) -> int:
         return self.d_model
+
+    def flops_per_token(self, seq_len: int) -> float:
+        return linear_flops(self.key) + linear_flops(self.value) + linear_flops(self.receptance)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recall_lm.kernels.ops import dplr_delta_rule
+from recall_lm.layers.contract import Mixer
 from recall_lm.layers.mlp import register_mlp
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.rwkv6 import _channel_fraction, _check_layer, _layer_ratios
@@ -37,7 +38,7 @@ def _orthogonal(shape, scale: float) -> torch.Tensor:
 
 
 @register_mixer("rwkv7")
-class RWKV7TimeMix(nn.Module):
+class RWKV7TimeMix(Mixer):
     """RWKV-7 time-mix (Peng et al., 2025, "RWKV-7 'Goose' with Expressive Dynamic State Evolution";
     RWKV-LM's x070 ``RWKV_Tmix_x070``), per head of ``head_size`` N:
 

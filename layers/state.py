@@ -64,7 +64,7 @@ class KVCache(MixerState):
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> "KVCache":
         """k, v: [B, H, T, D] of the next T tokens -> the cache holding length + T tokens."""
-        T, end = k.shape[2], self.length + k.shape[2]
+        end = self.length + k.shape[2]
         k, v = k.to(self.k.dtype), v.to(self.v.dtype)
         if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad or self.k.requires_grad):
             return KVCache(torch.cat([self.keys(), k], 2), torch.cat([self.values(), v], 2), end, [end])

@@ -9,6 +9,8 @@ from torch import nn
 
 from recall_lm.kernels.ops import sliding_window_attention
 from recall_lm.layers.attention import split_heads
+from recall_lm.layers.contract import Mixer
+from recall_lm.layers.flops import linear_flops, window_attention_core_flops
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.rotary import RotaryEmbedding
 from recall_lm.layers.state import MixerState
@@ -39,7 +41,7 @@ class SlidingWindowCache(MixerState):
 
 
 @register_mixer("swa")
-class SlidingWindowAttention(nn.Module):
+class SlidingWindowAttention(Mixer):
     """o_i = Σ_{i-w<j≤i} softmax_j(q_i·k_j / √D) v_j per head, q and k rotated by RoPE at absolute positions.
 
     Local softmax attention as in Longformer/Mistral and in the BASED hybrid (Arora et al., 2024),
@@ -147,3 +149,7 @@ class SlidingWindowAttention(nn.Module):
         """2·w·d_model numbers per sequence and the position counter, whatever the length (the ring
         buffer is allocated in full)."""
         return 2 * self.window_size * self.d_model + 1
+
+    def flops_per_token(self, seq_len: int) -> float:
+        core = window_attention_core_flops(seq_len, self.d_model, self.window_size)
+        return linear_flops(self.qkv) + linear_flops(self.out) + core

@@ -31,9 +31,27 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"no checkpoint at {path} (looked for {', '.join(map(str, candidates))})")
 
 
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """The dict a train.py ``.ckpt`` file holds, read weights-only (no code from the file runs); a ValueError
+    ``"<path> is not a train.py checkpoint (<why>)"`` for anything else."""
+    path = Path(path)
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"{path} is not a train.py checkpoint (not a torch.save zip archive)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as error:  # noqa: BLE001 — whatever torch fails on, the file is not a checkpoint
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ValueError(f"{path} is not a train.py checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a train.py checkpoint (it has no state_dict)")
+    return checkpoint
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[DecoderLM, dict]:
     """Rebuild the DecoderLM saved at ``path``; returns (model in eval mode, hyper-parameters dict).
-    For an exported folder the hyper-parameters are ``{"model": <its ModelConfig as a dict>}``."""
+    For an exported folder the hyper-parameters are ``{"architecture": <its ModelConfig as a dict>}``. A
+    checkpoint written before ``model.model`` became ``model.architecture`` keeps it under ``model``."""
     from dataclasses import asdict
 
     from recall_lm.models.pretrained import is_pretrained_dir, load_pretrained
@@ -41,18 +59,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     path = resolve_checkpoint(path)
     if is_pretrained_dir(path):
         model = load_pretrained(path, map_location)
-        return model, {"model": asdict(model.config)}
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 — whatever torch fails on, the file is not a checkpoint
-        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
-        raise ValueError(f"{path} is not a train.py checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a train.py checkpoint (it has no state_dict)")
+        return model, {"architecture": asdict(model.config)}
+    checkpoint = read_checkpoint(path, map_location)
     hparams = checkpoint.get("hyper_parameters") or {}
-    if "model" not in hparams:
-        raise ValueError(f"{path} has no 'model' hyper-parameters: not a train.py checkpoint")
-    model = DecoderLM(ModelConfig(**hparams["model"]))
+    architecture = hparams.get("architecture", hparams.get("model"))
+    if not isinstance(architecture, dict):
+        raise ValueError(f"{path} has no 'architecture' hyper-parameters: not a train.py checkpoint")
+    model = DecoderLM(ModelConfig(**architecture))
     prefix = "model."
     weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(weights)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+IGNORE_INDEX = -100  # the label the loss ignores (torch.nn.functional.cross_entropy's default)
 
 @dataclass
 class ModelConfig:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recall_lm.layers.registry import build_mixer, mixers
 from recall_lm.layers.documents import Documents
 from recall_lm.layers.mlp import build_mlp, mlps
 from recall_lm.layers.norms import build_norm
-from recall_lm.models.config import ModelConfig
+from recall_lm.layers.registry import build_mixer, mixers
+from recall_lm.models.config import IGNORE_INDEX, ModelConfig
 from recall_lm.models.state import ModelState
 
 
@@ -63,7 +63,7 @@ class Block(nn.Module):
         (``uses_shared``: RWKV-7's value residual from the first layer). ``documents``: packed documents
         (``recall_lm.layers.documents.Documents``) that the mixer and a stateful MLP keep apart."""
         extra = {} if documents is None else {"documents": documents}
-        if getattr(self.mixer, "uses_shared", False):
+        if self.mixer.uses_shared:
             extra["shared"] = shared
         mixed, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, **extra)
         x = x + mixed
@@ -111,6 +111,18 @@ class DecoderLM(nn.Module):
                 for name in getattr(layer, "residual_projections", ()):
                     nn.init.normal_(getattr(layer, name).weight, std=std)
 
+    def check_token_ids(self, input_ids: torch.Tensor) -> None:
+        """Raise a ValueError naming the bad id when ``input_ids`` holds one outside [0, vocab_size): torch's
+        own error is ``IndexError: index out of range in self``. On CPU only: on a GPU the check would
+        wait for the device every step, and the embedding kernel asserts there itself."""
+        if input_ids.device.type != "cpu" or input_ids.numel() == 0 or torch.compiler.is_compiling():
+            return
+        low, high = (int(v) for v in torch.aminmax(input_ids))
+        if low < 0 or high >= self.config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.config.vocab_size}) "
+                             "(ModelConfig.vocab_size)")
+
     def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
                 logits_at: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 loss_chunk_rows: int = 4096, cu_seqlens: torch.Tensor | None = None) -> LMOutput:
@@ -127,6 +139,7 @@ class DecoderLM(nn.Module):
         ``labels`` ([B, T], -100 ignored) computes the head and the cross-entropy ``loss_chunk_rows`` rows
         at a time (recall_lm.models.linear_cross_entropy) instead of returning logits: no [B, T, vocab] tensor.
         """
+        self.check_token_ids(input_ids)
         documents = None
         if cu_seqlens is not None:
             if input_ids.shape[0] != 1 or state is not None:
@@ -155,7 +168,7 @@ class DecoderLM(nn.Module):
 
             hidden = self.norm(x).flatten(0, 1)
             total, correct = linear_cross_entropy(hidden, self.head.weight, labels.flatten(), loss_chunk_rows)
-            count = (labels != -100).sum().clamp(min=1)
+            count = (labels != IGNORE_INDEX).sum().clamp(min=1)
             return LMOutput(None, new_state, aux_loss, total / count, correct.view_as(labels))
         if logits_at is not None:
             x = x[logits_at]

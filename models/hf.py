@@ -20,8 +20,14 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
-from recall_lm.models.config import ModelConfig
-from recall_lm.models.pretrained import ARCHITECTURE, MODEL_TYPE, load_pretrained, read_config, save_pretrained
+from recall_lm.models.config import IGNORE_INDEX, ModelConfig
+from recall_lm.models.pretrained import (
+    ARCHITECTURE,
+    MODEL_TYPE,
+    load_pretrained,
+    read_config,
+    save_pretrained,
+)
 
 _FIELDS = [f.name for f in fields(ModelConfig)]
 
@@ -87,7 +93,7 @@ class RecallLMForCausalLM(PreTrainedModel):
         loss = None
         if labels is not None:  # transformers' convention: labels are the inputs, shifted here
             loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                                     ignore_index=-100)
+                                                     ignore_index=IGNORE_INDEX)
         return CausalLMOutput(loss=loss, logits=logits)
 
     @torch.no_grad()

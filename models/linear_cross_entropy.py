@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -100
+from recall_lm.models.config import IGNORE_INDEX
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

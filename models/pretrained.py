@@ -11,8 +11,6 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
-import torch
-
 from recall_lm.models.config import ModelConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"

@@ -16,15 +16,15 @@ def run_bad(tmp_path, capsys, *extra):
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["--model.model.mixer=foo"], "error: unknown mixer 'foo' in ModelConfig.mixer; known: attention"),
+    (["--model.architecture.mixer=foo"], "error: unknown mixer 'foo' in ModelConfig.mixer; known: attention"),
     (["--data.init_args.batch_size=0"], "error: MQARDataModule.batch_size must be ≥ 1, got 0"),
     (["--data.init_args.vocab_size=1024"], "error: the data's vocabulary (data.init_args.vocab_size: 1024) is "
-                                           "larger than the model's model.model.vocab_size=512"),
-    (["--model.model.mixer_kwargs={attention: {num_heads: 1, variant: zoology}}"],
+                                           "larger than the model's model.architecture.vocab_size=512"),
+    (["--model.architecture.mixer_kwargs={attention: {num_heads: 1, variant: zoology}}"],
      "error: mixer 'attention' got unknown argument(s) ['variant']"),
     (["--model.lr_interval=batch"], "error: LanguageModelTask.lr_interval must be one of"),
-    (["--model.model.norm=batchnorm"], "error: unknown ModelConfig.norm 'batchnorm'"),
-    (["--model.model.init_std=-1"], "error: ModelConfig.init_std must be > 0, got -1"),
+    (["--model.architecture.norm=batchnorm"], "error: unknown ModelConfig.norm 'batchnorm'"),
+    (["--model.architecture.init_std=-1"], "error: ModelConfig.init_std must be > 0, got -1"),
     (["--model.lr=-1"], "error: LanguageModelTask needs lr ≥ 0 and weight_decay ≥ 0, got -1"),
     (["--model.betas=[1.5, 0.9]"], "error: LanguageModelTask.betas must be two numbers in [0, 1), got [1.5, 0.9]"),
     (["--model.compile=true", "--model.compile_backend=foo"], "error: LanguageModelTask.compile_backend 'foo' is not"),
@@ -36,7 +36,7 @@ def test_bad_setting_is_one_line(tmp_path, capsys, extra, expected):
 @pytest.mark.parametrize("extra, expected", [
     (["--data.init_args.train_slices=[{input_seq_len: 64, num_kv_pairs: 40, num_examples: 100}]"],
      "error: MQAR needs 2·num_kv_pairs·num_passes + 2·num_kv_pairs ≤ input_seq_len"),
-    (["--model.model.mixer=deltanet", "--model.model.mixer_kwargs={deltanet: {chunk_size: 48}}"],
+    (["--model.architecture.mixer=deltanet", "--model.architecture.mixer_kwargs={deltanet: {chunk_size: 48}}"],
      "error: chunk_size must be a power of two in [16, 256], got 48"),
 ])
 def test_bad_setting_found_when_fitting_starts_is_one_line(tmp_path, capsys, extra, expected, monkeypatch):
@@ -54,7 +54,7 @@ def test_a_monitored_metric_that_is_never_logged_is_named_before_training(tmp_pa
 
 
 def test_unknown_mlp_option_is_one_line(tmp_path, capsys):
-    message = run_bad(tmp_path, capsys, "--model.model.mlp=swiglu", "--model.model.mlp_kwargs={hiden_size: 32}")
+    message = run_bad(tmp_path, capsys, "--model.architecture.mlp=swiglu", "--model.architecture.mlp_kwargs={hiden_size: 32}")
     assert message.startswith("error: ") and "hiden_size" in message
 
 
@@ -78,7 +78,7 @@ def test_ckpt_path_that_is_not_a_checkpoint(tmp_path, capsys):
         f"error: --ckpt_path {weights} is not a train.py checkpoint (it has no state_dict)")
 
 
-TINY = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1", "--model.model.d_model=16", "--data.init_args.batch_size=32",
+TINY = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1", "--model.architecture.d_model=16", "--data.init_args.batch_size=32",
         "--data.init_args.train_slices=[{input_seq_len: 64, num_kv_pairs: 4, num_examples: 64}]",
         "--data.init_args.test_slices=[{input_seq_len: 64, num_kv_pairs: 4, num_examples: 32}]"]
 
@@ -107,13 +107,13 @@ def test_a_fresh_run_into_a_used_folder_and_a_resume_with_other_settings_are_ref
                                        "resume it with --ckpt_path last, or train into another "
                                        "--trainer.default_root_dir")
     with pytest.raises(SystemExit) as refused:
-        fit(tmp_path, "--trainer.max_steps=4", "--ckpt_path=last", "--model.model.n_layers=3", "--model.lr=0.5")
+        fit(tmp_path, "--trainer.max_steps=4", "--ckpt_path=last", "--model.architecture.n_layers=3", "--model.lr=0.5")
     message = str(refused.value.code)
     assert message.startswith(f"error: --ckpt_path last resumes {tmp_path}/checkpoints/last.ckpt, trained with")
-    assert "model.lr=0.5 (checkpoint: 0.003); model.model.n_layers=3 (checkpoint: 2)" in message
+    assert "model.architecture.n_layers=3 (checkpoint: 2); model.lr=0.5 (checkpoint: 0.003)" in message
     explicit = tmp_path / "checkpoints" / "last.ckpt"
-    with pytest.raises(SystemExit, match=r"model.model.n_layers=3 \(checkpoint: 2\)"):
-        fit(tmp_path, f"--ckpt_path={explicit}", "--model.model.n_layers=3")
+    with pytest.raises(SystemExit, match=r"model.architecture.n_layers=3 \(checkpoint: 2\)"):
+        fit(tmp_path, f"--ckpt_path={explicit}", "--model.architecture.n_layers=3")
     fit(tmp_path, "--trainer.max_steps=4", "--ckpt_path=last")  # the same settings resume
     assert last_step(tmp_path) == 4
 
@@ -144,15 +144,14 @@ def test_old_class_path_in_a_config_names_the_new_one(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_cli.main(["fit", "--config", str(old), f"--trainer.default_root_dir={tmp_path}"])
     assert exit_info.value.code == (f"error: {old} names data.mqar_datamodule.MQARDataModule, which is now "
-                                    "recall_lm.data.mqar_datamodule.MQARDataModule (the code is imported as recall_lm.*)")
+                                    "recall_lm.data.mqar_datamodule.MQARDataModule")
     assert not (tmp_path / "checkpoints").exists()
 
 
 def test_old_class_path_on_the_command_line_is_refused(tmp_path, capsys):
     message = run_bad(tmp_path, capsys, "--trainer.callbacks+=models.callbacks.Throughput")
     assert message == ("error: the argument --trainer.callbacks+=models.callbacks.Throughput names "
-                       "models.callbacks.Throughput, which is now recall_lm.models.callbacks.Throughput "
-                       "(the code is imported as recall_lm.*)")
+                       "models.callbacks.Throughput, which is now recall_lm.training.callbacks.Throughput")
 
 
 def test_old_class_path_in_a_checkpoint_is_refused(tmp_path, capsys):
@@ -163,5 +162,73 @@ def test_old_class_path_in_a_checkpoint_is_refused(tmp_path, capsys):
                ckpt)
     message = run_bad(tmp_path / "run", capsys, f"--ckpt_path={ckpt}")
     assert message == (f"error: --ckpt_path {ckpt} (hyper_parameters) names models.lightning_module.LanguageModelTask, "
-                       "which is now recall_lm.models.lightning_module.LanguageModelTask (the code is imported as "
-                       "recall_lm.*)")
+                       "which is now recall_lm.training.task.LanguageModelTask")
+
+
+def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path, capsys):
+    assert run_bad(tmp_path, capsys, "--trainer.max_steps=-5").startswith(
+        "error: `max_steps` must be a non-negative integer or -1")
+
+
+def test_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  lr: [0.1\ntrainer: {}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["fit", "--config", str(bad)])
+    assert exit_info.value.code.startswith(f"error: --config {bad}:3:")
+    assert "not valid YAML" in exit_info.value.code
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, capsys):
+    """--model.lr 1e4 used to train every step at loss nan and exit 0."""
+    message = run_bad(tmp_path, capsys, "--model.lr=1e4", "--trainer.max_steps=30", "--model.warmup_steps=0", *TINY)
+    import re
+
+    match = re.match(r"error: training stopped at step (\d+): (train/loss|the gradient norm) is (nan|inf) at lr ([\d.e+]+); lower model.lr", message)
+    assert match, message
+    assert 0 < int(match.group(1)) < 30 and 5e3 < float(match.group(4)) <= 1e4
+
+
+def test_allow_nonfinite_trains_on(tmp_path):
+    cli = train_cli.main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={tmp_path}", "--model.lr=1e4",
+                          "--model.warmup_steps=0", "--model.allow_nonfinite=true", "--trainer.max_steps=6",
+                          *TINY])
+    assert cli.trainer.global_step == 6
+
+
+def test_the_private_lightning_and_wandb_api_used_here_still_exists(tmp_path):
+    """training/cli.py overrides or sets these (listed in its CLI class's docstring)."""
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.loggers import WandbLogger
+
+    for name in ("_parse_ckpt_path", "_run_subcommand", "_get"):
+        assert callable(getattr(LightningCLI, name, None)), f"LightningCLI.{name} is gone"
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)  # no run starts until .experiment is read
+    assert logger._experiment is None and isinstance(logger._wandb_init, dict) and hasattr(logger, "_id")
+
+
+def test_the_old_model_model_key_names_its_new_name(tmp_path, capsys):
+    """``model.model`` (the task's ModelConfig) is ``model.architecture`` now: old keys end in one line."""
+    assert run_bad(tmp_path, capsys, "--model.model.d_model=32") == (
+        "error: the argument --model.model.d_model is now --model.architecture.d_model")
+    old = tmp_path / "old.yaml"
+    old.write_text((train_cli.ROOT / "configs/quickstart.yaml").read_text().replace("  architecture:", "  model:"))
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["fit", "--config", str(old), f"--trainer.default_root_dir={tmp_path}"])
+    assert exit_info.value.code == f"error: {old}: model.model is now model.architecture"
+
+
+@pytest.mark.filterwarnings("ignore:.*could not find the monitored key")  # max_steps stops before validating
+def test_a_checkpoint_written_before_the_rename_resumes(tmp_path):
+    import torch
+
+    fit(tmp_path, "--trainer.max_steps=2")
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    hparams = checkpoint["hyper_parameters"]
+    checkpoint["hyper_parameters"] = {("model" if k == "architecture" else k): v for k, v in hparams.items()}
+    torch.save(checkpoint, path)
+    with pytest.raises(SystemExit, match=r"model.architecture.n_layers=3 \(checkpoint: 2\)"):
+        fit(tmp_path, "--trainer.max_steps=4", "--ckpt_path=last", "--model.architecture.n_layers=3")
+    fit(tmp_path, "--trainer.max_steps=4", "--ckpt_path=last")
+    assert last_step(tmp_path) == 4

@@ -13,16 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from lightning.pytorch.callbacks import Callback
 
-from recall_lm.training import cli as train_cli
 from recall_lm.data.mqar import MQARSlice
-from recall_lm.data.slices_datamodule import SliceBatches
 from recall_lm.data.resumable import ResumableSampler
+from recall_lm.data.slices_datamodule import SliceBatches
+from recall_lm.training import cli as train_cli
 
 CONFIG = """
 seed_everything: 0
 model:
-  model: {vocab_size: 64, d_model: 16, n_layers: 2, mixer: [attention, retnet], mlp: swiglu,
+  architecture: {vocab_size: 64, d_model: 16, n_layers: 2, mixer: [attention, retnet], mlp: swiglu,
           mixer_kwargs: {attention: {num_heads: 1}, retnet: {num_heads: 1}}}
   lr: 3.0e-3
   warmup_steps: 2
@@ -94,13 +95,42 @@ def test_torchrun_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
+class PoisonRankOne(Callback):
+    """For the torchrun test below: at step 2, rank 1's copy of the embedding becomes NaN, so only rank
+    1's loss is non-finite."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 2 and trainer.global_rank == 1:
+            with torch.no_grad():
+                pl_module.model.embedding.weight.fill_(float("nan"))
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path):
+    """Without agreeing, rank 1 would stop in training_step while rank 0 waits in the gradient all-reduce."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+         "train.py", "fit", "--config", str(config), f"--trainer.default_root_dir={tmp_path / 'ddp'}",
+         "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu",
+         "--data.init_args.batch_size=4", "--trainer.callbacks+=tests.test_distributed.PoisonRankOne"],
+        cwd=train_cli.ROOT, env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    stops = sorted(line.split(" at lr")[0] for line in done.stderr.splitlines()
+                   if line.startswith("error: training stopped at step"))
+    assert len(stops) == 2, done.stderr[-3000:]  # both ranks, at the same step
+    assert stops[0] == "error: training stopped at step 2: train/loss is nan"
+    assert stops[1].startswith("error: training stopped at step 2: train/loss is non-finite on another rank (")
+
+
 def _fsdp2_worker(rank: int, world: int, init_file: str, out_dir: str):
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
     from recall_lm.models.config import ModelConfig
     from recall_lm.models.decoder import DecoderLM
-    from recall_lm.models.lightning_module import clip_grad_norm
+    from recall_lm.training.task import clip_grad_norm
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -157,11 +187,11 @@ def test_fsdp2_fully_shard_per_block_matches_the_unsharded_model(tmp_path):
 @pytest.mark.parametrize("fragment", ["_ddp.yaml", "_fsdp.yaml", "_fsdp.yaml+checkpointing"])
 def test_strategy_fragments_combine_with_a_config(fragment, tmp_path):
     """The GPU fragments parse on top of a model/data config and build their strategy (CPU overrides)."""
-    from recall_lm.training import cli as train_cli
     from lightning.pytorch.strategies import DDPStrategy
 
     from recall_lm.models.decoder import Block
-    from recall_lm.models.fsdp import BlockFSDPStrategy
+    from recall_lm.training import cli as train_cli
+    from recall_lm.training.fsdp import BlockFSDPStrategy
 
     fragment, _, checkpointing = fragment.partition("+")
     extra = ["--trainer.strategy.init_args.activation_checkpointing=true"] if checkpointing else []

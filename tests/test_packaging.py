@@ -7,18 +7,18 @@ import importlib.metadata
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import recall_lm.layers
-from recall_lm.evals.canary import direct_dependencies
+from recall_lm.evals.tools.canary import direct_dependencies
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGE_DIR = PYPROJECT["tool"]["setuptools"]["package-dir"]  # {"recall_lm.kernels": "kernels", ...}
-NOT_CODE = {"evals/tasks", "evals/results"}  # lm-eval task files (loaded by path), result files
+NOT_CODE = {"evals/lmeval/tasks", "evals/results"}  # lm-eval task files (loaded by path), result files
 
 
 def _run(code: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -125,7 +125,8 @@ def test_no_sys_path_edits_or_pth_files():
     child processes, or ``.pth`` files written by the project."""
     offenders = []
     for path in ROOT.rglob("*.py"):
-        if ".venv" in path.parts or path == Path(__file__).resolve():
+        hidden = any(part.startswith(".") for part in path.relative_to(ROOT).parts)  # .venv*, .git
+        if hidden or path == Path(__file__).resolve():
             continue
         text = path.read_text()
         if any(s in text for s in ("sys.path.insert", "sys.path.append", '"PYTHONPATH"', "PYTHONPATH=", ".pth\"")):
@@ -174,3 +175,32 @@ def test_make_install_installed_exactly_the_lock():
         if installed != version:
             different[name] = (installed, version)
     assert not different, f"installed vs locked: {different}; run `make install` again (or `make clean`)"
+
+
+def _imports(folder: str) -> dict[str, set[str]]:
+    """Every module each file under ``folder`` imports (top-level and inside functions)."""
+    import ast
+
+    out = {}
+    for path in (ROOT / folder).rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        out[str(path.relative_to(ROOT))] = names
+    return out
+
+
+@pytest.mark.parametrize("folder, banned", [
+    ("kernels", ("recall_lm.layers", "recall_lm.models", "recall_lm.training", "recall_lm.data", "lightning")),
+    ("layers", ("recall_lm.models", "recall_lm.training", "recall_lm.data", "lightning")),
+    ("models", ("recall_lm.training", "lightning", "pytorch_lightning")),
+])
+def test_data_flows_one_way(folder, banned):
+    """kernels/ knows nothing of layers/; layers/ nothing of models/ or Lightning; models/ nothing of
+    training/ or Lightning (the Lightning wiring lives in training/; models/export.py reads a run's
+    tokenizer, a file beside the checkpoint)."""
+    wrong = {path: sorted(n for n in names if n.startswith(banned)) for path, names in _imports(folder).items()}
+    assert not {path: names for path, names in wrong.items() if names}

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from recall_lm.training import cli as train_cli
-from recall_lm.models.checkpoint_io import AtomicCheckpointIO
+from recall_lm.training.checkpoint_io import AtomicCheckpointIO
 
 CONFIG = """
 seed_everything: 0
 model:
-  model: {vocab_size: 64, d_model: 16, n_layers: 2, mixer: attention, mlp: none,
+  architecture: {vocab_size: 64, d_model: 16, n_layers: 2, mixer: attention, mlp: none,
           mixer_kwargs: {attention: {num_heads: 1}}}
   lr: 3.0e-3
   warmup_steps: 4
@@ -144,7 +144,7 @@ def test_train_py_installs_atomic_checkpoint_io_and_resumable_logs(tmp_path):
     cli = train_cli.main(["--config", str(train_cli.ROOT / "configs/quickstart.yaml"),
                       f"--trainer.default_root_dir={tmp_path}"], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    from recall_lm.models.csv_logger import CSVResume, ResumableCSVLogger
+    from recall_lm.training.csv_logger import CSVResume, ResumableCSVLogger
 
     assert isinstance(cli.trainer.loggers[0], ResumableCSVLogger)
     assert any(isinstance(c, CSVResume) for c in cli.trainer.callbacks)

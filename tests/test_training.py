@@ -15,7 +15,7 @@ def tiny_run_args(root: Path, max_steps: int, extra=()):
         f"--trainer.max_steps={max_steps}", "--trainer.max_epochs=-1",
         "--trainer.val_check_interval=20", "--trainer.check_val_every_n_epoch=null",
         "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
-        "--model.model.d_model=32", "--data.init_args.batch_size=32",
+        "--model.architecture.d_model=32", "--data.init_args.batch_size=32",
         *extra,
     ]
 
@@ -43,15 +43,15 @@ def test_loss_falls_and_accuracy_is_reported(tmp_path, capsys):
 def test_checkpoint_loads_without_unpickling_code(tmp_path):
     train_cli.main(tiny_run_args(tmp_path, 5))
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert ckpt["hyper_parameters"]["model"]["mixer"] == "attention"
+    assert ckpt["hyper_parameters"]["architecture"]["mixer"] == "attention"
     assert ckpt["global_step"] == 5
 
 
 @pytest.mark.parametrize("mixer", ["attention", "mamba2"])  # mamba2: a chunked kernel under autocast
 def test_bf16_mixed_step_on_cpu_gives_a_finite_loss_and_throughput_is_logged(tmp_path, mixer):
     train_cli.main(tiny_run_args(tmp_path, 3, ["--trainer.precision=bf16-mixed", "--trainer.val_check_interval=3",
-                                           f"--model.model.mixer={mixer}", "--model.model.mixer_kwargs={}",
-                                           "--trainer.callbacks+=recall_lm.models.callbacks.Throughput",
+                                           f"--model.architecture.mixer={mixer}", "--model.architecture.mixer_kwargs={}",
+                                           "--trainer.callbacks+=recall_lm.training.callbacks.Throughput",
                                            "--trainer.callbacks.peak_flops=1.0e12"]))
     losses = read_losses(tmp_path)
     assert len(losses) == 3 and all(math.isfinite(x) and 5.0 < x < 7.5 for x in losses)
@@ -65,7 +65,7 @@ def test_bf16_mixed_step_on_cpu_gives_a_finite_loss_and_throughput_is_logged(tmp
 
 def test_compiled_blocks_match_eager_and_keep_checkpoint_keys():
     from recall_lm.models.config import ModelConfig
-    from recall_lm.models.lightning_module import LanguageModelTask
+    from recall_lm.training.task import LanguageModelTask
 
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=32, d_model=16, n_layers=2, mixer=["attention", "retnet"], mlp="swiglu")

@@ -3,8 +3,8 @@ checkpoint IO and one-line errors. ``main(args)`` is what ``python train.py ...`
 call it in-process.
 
 Resuming (``--ckpt_path last``) is exact: checkpoints are written atomically
-(recall_lm.models.checkpoint_io), the training order continues mid-epoch (recall_lm.data.resumable),
-metrics.csv is continued rather than overwritten (recall_lm.models.csv_logger), and a W&B run keeps its id
+(recall_lm.training.checkpoint_io), the training order continues mid-epoch (recall_lm.data.resumable),
+metrics.csv is continued rather than overwritten (recall_lm.training.csv_logger), and a W&B run keeps its id
 (``<run dir>/wandb_run_id``).
 """
 from __future__ import annotations
@@ -61,8 +61,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, TypeError)  # what a bad setting r
 def first_line(error: BaseException) -> str:
     """The first line of the innermost ValueError / FileNotFoundError / TypeError behind ``error``
     (jsonargparse wraps the error a class raised while being built in one of its own)."""
-    while isinstance(error.__cause__ or error.__context__, USER_ERRORS):
-        error = error.__cause__ or error.__context__
+    while isinstance(inner := error.__cause__ or (None if error.__suppress_context__ else error.__context__),
+                     USER_ERRORS):
+        error = inner
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
 
@@ -78,32 +79,29 @@ def raised_at(error: BaseException) -> str:
     return f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{frames[-1].lineno}"
 
 
-def check_checkpoint(ckpt_path: str | None) -> None:
-    """Raise a ValueError unless ``ckpt_path`` is None, one of Lightning's names, or a train.py checkpoint."""
+def check_checkpoint(ckpt_path: str | None) -> dict | None:
+    """Raise a ValueError unless ``ckpt_path`` is None, one of Lightning's names, or a train.py checkpoint;
+    return the checkpoint's hyper-parameters when it read the file."""
     if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
-        return
+        return None
     path = Path(ckpt_path)
     if path.is_dir():  # FSDP's sharded checkpoints are folders, with the non-tensor part in meta.pt
         if not (path / "meta.pt").is_file():
             raise ValueError(f"--ckpt_path {ckpt_path} is a folder but not a sharded checkpoint (no meta.pt)")
-        return
+        return None
     if not path.is_file():
         raise ValueError(f"--ckpt_path {ckpt_path}: no such file (use a .ckpt a run wrote, or 'last')")
-    with path.open("rb") as f:
-        if f.read(4) != b"PK\x03\x04":
-            raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint (not a torch.save zip archive)")
-    import torch
+    from recall_lm.models.checkpoint import read_checkpoint
 
     try:  # memory-mapped and weights-only: cheap, and never runs code from the file
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001 — any failure to read it means it is not a checkpoint
-        raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint ({first_line(error)})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"--ckpt_path {ckpt_path} is not a train.py checkpoint (it has no state_dict)")
-    from recall_lm.training.class_paths import check_tree
+        checkpoint = read_checkpoint(path, mmap=True)
+    except ValueError as error:
+        raise ValueError(f"--ckpt_path {error}") from None
+    from recall_lm.training.config_checks import check_tree
 
     for key in ("hyper_parameters", "datamodule_hyper_parameters"):
         check_tree(checkpoint.get(key), f"--ckpt_path {ckpt_path} ({key})")
+    return checkpoint.get("hyper_parameters") or {}
 
 
 def main(args: list[str] | None = None, run: bool = True):
@@ -114,7 +112,7 @@ def main(args: list[str] | None = None, run: bool = True):
         args = ["fit", "--config", str(QUICKSTART)]
     use_wandb_offline_unless_logged_in()
     from recall_lm.kernels.cpu_memory import retain_freed_memory
-    from recall_lm.training.class_paths import check_args
+    from recall_lm.training.config_checks import check_args
 
     try:
         check_args(args)
@@ -122,40 +120,51 @@ def main(args: list[str] | None = None, run: bool = True):
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
 
-    from lightning.pytorch.cli import LightningCLI
+    from lightning import LightningDataModule
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-    from recall_lm.models.checkpoint_io import AtomicCheckpointIO
-    from recall_lm.models.csv_logger import CSVResume, ResumableCSVLogger
-    from recall_lm.models.lightning_module import LanguageModelTask
     import recall_lm.data.mqar_datamodule  # noqa: F401  (registers the MQAR DataModule for class_path lookup)
-    from lightning import LightningDataModule
+    from recall_lm.training.checkpoint_io import AtomicCheckpointIO
+    from recall_lm.training.csv_logger import CSVResume, ResumableCSVLogger
+    from recall_lm.training.task import LanguageModelTask
 
     class CLI(LightningCLI):
         """Bad settings found while building the model, data and trainer, or just before fitting
         (vocabulary mismatch, a file that is not a checkpoint), end the run with one line
-        ``error: ...`` naming the setting, before any training."""
+        ``error: ...`` naming the setting, before any training.
+
+        Private Lightning and W&B API this class relies on (tests/test_cli_errors.py::
+        test_the_private_lightning_and_wandb_api_used_here_still_exists fails if one goes away):
+        ``LightningCLI._parse_ckpt_path``, ``LightningCLI._run_subcommand``, ``LightningCLI._get``;
+        ``WandbLogger._experiment``, ``WandbLogger._wandb_init``, ``WandbLogger._id``.
+        """
 
         def _parse_ckpt_path(self):
             subcommand = self.config.get("subcommand")
             config = self.config[subcommand] if subcommand else None
             ckpt_path = config.get("ckpt_path") if config is not None else None
             try:
-                check_checkpoint(ckpt_path)
+                hparams = check_checkpoint(ckpt_path)
                 if subcommand == "fit":
                     root = config.trainer.default_root_dir or default_run_dir(config.get("config"))
-                    from recall_lm.models.resume_checks import check_run_folder
+                    from recall_lm.training.resume_checks import check_run_folder
 
                     check_run_folder(str(root), ckpt_path, config.model.as_dict())
             except ValueError as error:
                 raise SystemExit(f"error: {first_line(error)}") from None
+            if hparams is not None and "model" in hparams and "architecture" not in hparams:
+                return  # written before model.model became model.architecture: Lightning cannot re-parse its
+                # hyper-parameters, so the run's own config (checked against them above) is what resumes
             super()._parse_ckpt_path()
 
         def instantiate_classes(self):
+            from lightning.fabric.utilities.exceptions import MisconfigurationException
+
             try:
                 super().instantiate_classes()
-            except USER_ERRORS as error:
+            except (*USER_ERRORS, MisconfigurationException) as error:  # the latter: Trainer settings
                 raise SystemExit(f"error: {first_line(error)}") from None
 
         def _run_subcommand(self, subcommand):
@@ -213,7 +222,7 @@ def main(args: list[str] | None = None, run: bool = True):
                     monitored |= checkpoint.monitor is not None
             if monitored and not any(c.monitor is None and c.save_last and c.dirpath == folder
                                      for c in trainer.checkpoint_callbacks):
-                from recall_lm.models.callbacks import LastCheckpoint
+                from recall_lm.training.callbacks import LastCheckpoint
 
                 trainer.callbacks.append(LastCheckpoint(folder))  # what `--ckpt_path last` resumes
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never a half-written last.ckpt

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from recall_lm.kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, check_triton_scan_backend,
-                           triton_available_for)
+from recall_lm.kernels.utils import (
+    autocast_aware,
+    check_chunked_layout,
+    check_ndim_shape,
+    check_triton_scan_backend,
+    triton_available_for,
+)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
 TRITON_MAX_K = 128  # recall_lm.kernels.delta.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory

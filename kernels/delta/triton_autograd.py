@@ -53,7 +53,7 @@ class TritonChunkGatedDeltaRule(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dfinal):
         qc, kc, vc, bc, gc, states, v_new = ctx.saved_tensors
-        (B, T, H), (dtype, beta_dtype, g_dtype), scale = ctx.shape, ctx.dtypes, ctx.scale
+        (B, T, _), (dtype, beta_dtype, g_dtype), scale = ctx.shape, ctx.dtypes, ctx.scale
         BH, NT, C, K = qc.shape
         V = vc.shape[-1]
         BK, BV = _blocks(K, V)

@@ -10,7 +10,6 @@ Backward, chunks in reverse, given dV⁰ = scale·Pᵀ dO and dS⁰ = scale·Qg�
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from recall_lm.kernels.gla.chunked_torch_intra import (apply_scalar_decay_, channel_scores, channel_scores_backward,
-                                             factored_is_safe)
+from recall_lm.kernels.gla.chunked_torch_intra import (
+    apply_scalar_decay_,
+    channel_scores,
+    channel_scores_backward,
+    factored_is_safe,
+)
 from recall_lm.kernels.gla.chunked_torch_scan import scan_states, scan_states_reverse
 from recall_lm.kernels.utils import from_chunks, run_padded_varlen, to_chunks
 

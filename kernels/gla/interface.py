@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from recall_lm.kernels.utils import (autocast_aware, check_chunked_layout, check_ndim_shape, interpreter_enabled,
-                           triton_available_for)
+from recall_lm.kernels.utils import (
+    autocast_aware,
+    check_chunked_layout,
+    check_ndim_shape,
+    triton_available_for,
+    triton_device_error,
+)
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
 
@@ -43,9 +48,7 @@ def _resolve_backend(backend: str, q: torch.Tensor, chunk_size: int) -> str:
         return "triton" if q.is_cuda and triton_available_for(q) and chunk_size <= 64 else "torch"
     if backend == "triton":
         if not triton_available_for(q):
-            hint = "set TRITON_INTERPRET=1 before importing triton" if not interpreter_enabled() else ""
-            raise ValueError(f"backend='triton' needs CUDA tensors (or CPU tensors under the Triton "
-                             f"interpreter); got a {q.device.type} tensor. {hint}".strip())
+            raise triton_device_error(q)
         if chunk_size > 64:
             raise ValueError(f"backend='triton' supports chunk_size 16, 32 or 64, got {chunk_size}")
     return backend

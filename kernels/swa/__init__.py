@@ -10,8 +10,7 @@ import torch
 
 from recall_lm.kernels.swa.banded_torch import swa_torch
 from recall_lm.kernels.swa.naive import swa_naive
-from recall_lm.kernels.swa.triton_common import interpreting
-from recall_lm.kernels.utils import autocast_aware
+from recall_lm.kernels.utils import autocast_aware, check_cu_seqlens, interpreter_enabled, triton_device_error
 
 __all__ = ["sliding_window_attention"]
 
@@ -42,24 +41,7 @@ def _check_inputs(q, k, v, window_size, scale, cu_seqlens) -> None:
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
         raise ValueError(f"scale must be a float or None, got {scale!r}")
     if cu_seqlens is not None:
-        _check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1], q.device)
-
-
-def _check_cu_seqlens(cu_seqlens, batch: int, total: int, device) -> None:
-    """[N + 1] non-decreasing integer offsets from 0 to T, with B == 1 (one host sync)."""
-    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
-        raise ValueError("cu_seqlens must be a 1-D integer tensor [N + 1] of sequence offsets")
-    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype.is_complex or cu_seqlens.dtype == torch.bool:
-        raise ValueError(f"cu_seqlens must have an integer dtype, got {cu_seqlens.dtype}")
-    if batch != 1:
-        raise ValueError(f"cu_seqlens needs packed inputs with B == 1, got B = {batch}")
-    if cu_seqlens.device != device:
-        raise ValueError(f"cu_seqlens must be on {device}, got {cu_seqlens.device}")
-    offsets = cu_seqlens.tolist()
-    if offsets[0] != 0 or offsets[-1] != total:
-        raise ValueError(f"cu_seqlens must run from 0 to T = {total}, got {offsets[0]} .. {offsets[-1]}")
-    if any(b < a for a, b in zip(offsets, offsets[1:])):
-        raise ValueError("cu_seqlens must be non-decreasing")
+        check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1], q.device)
 
 
 @autocast_aware('q', 'k', 'v')
@@ -93,8 +75,8 @@ def sliding_window_attention(
     if backend == "triton":
         if q.shape[-1] > TRITON_MAX_HEAD_DIM:
             raise ValueError(f"backend='triton' needs head dim D <= {TRITON_MAX_HEAD_DIM}, got {q.shape[-1]}")
-        if not (q.is_cuda or (q.device.type == "cpu" and interpreting())):
-            raise ValueError("backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1")
+        if not (q.is_cuda or (q.device.type == "cpu" and interpreter_enabled())):
+            raise triton_device_error(q)
         if q.dtype == torch.float64:
             raise ValueError("backend='triton' supports fp16, bf16 and fp32 inputs, not fp64")
     if q.shape[0] * q.shape[1] == 0:

@@ -13,10 +13,16 @@ import torch
 import triton
 import triton.language as tl
 
-from recall_lm.kernels.swa.triton_common import dot_precision, head_block, interpreting, launch_grid, outer_block
+from recall_lm.kernels.swa.triton_common import (
+    dot_precision,
+    head_block,
+    launch_grid,
+    outer_block,
+)
 from recall_lm.kernels.swa.triton_forward import inner_configs, sequence_block
+from recall_lm.kernels.utils import interpreter_enabled
 
-DELTA_BLOCK = 16 if interpreting() else 64
+DELTA_BLOCK = 16 if interpreter_enabled() else 64
 
 
 @triton.jit

@@ -1,15 +1,9 @@
 """Shared pieces of the Triton path: interpreter detection, block sizes, the varlen block table."""
 from __future__ import annotations
 
-import os
-
 import torch
 
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
-
+from recall_lm.kernels.utils import interpreter_enabled
 
 GPU_OUTER_BLOCK = 64
 
@@ -20,7 +14,7 @@ def outer_block() -> int:
     Fixed rather than autotuned because it sets the grid and the varlen block table. The
     interpreter uses 16 so that small test shapes still span several blocks.
     """
-    return 16 if interpreting() else GPU_OUTER_BLOCK
+    return 16 if interpreter_enabled() else GPU_OUTER_BLOCK
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -11,12 +11,18 @@ import torch
 import triton
 import triton.language as tl
 
-from recall_lm.kernels.swa.triton_common import dot_precision, head_block, interpreting, launch_grid, outer_block
+from recall_lm.kernels.swa.triton_common import (
+    dot_precision,
+    head_block,
+    launch_grid,
+    outer_block,
+)
+from recall_lm.kernels.utils import interpreter_enabled
 
 
 def inner_configs(name: str) -> list:
     """Autotuning space of the inner (looped-over) block; one config in the interpreter."""
-    if interpreting():
+    if interpreter_enabled():
         return [triton.Config({name: 16}, num_warps=4, num_stages=1)]
     return [
         triton.Config({name: b}, num_warps=nw, num_stages=ns)

@@ -3,8 +3,15 @@ import pytest
 import torch
 
 from recall_lm.data.passkey import (
-    IGNORE_INDEX, KEY_MARK, QUERY_MARK, PasskeySlice, TEXT_QUESTION, key_start, passkey_sentence,
-    passkey_text_prompt, passkey_tokens,
+    IGNORE_INDEX,
+    KEY_MARK,
+    QUERY_MARK,
+    TEXT_QUESTION,
+    PasskeySlice,
+    key_start,
+    passkey_sentence,
+    passkey_text_prompt,
+    passkey_tokens,
 )
 from recall_lm.data.probe_datamodule import PasskeyDataModule
 from recall_lm.data.tokenizers import load_tokenizer

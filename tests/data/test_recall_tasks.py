@@ -6,9 +6,20 @@ import pytest
 import torch
 from torch import nn
 
-from recall_lm.data.recall_tasks import FIXTURE_DOCS, RecallExample, load_recall_task, split_question, write_fixture
+from recall_lm.data.recall_tasks import (
+    FIXTURE_DOCS,
+    RecallExample,
+    load_recall_task,
+    split_question,
+    write_fixture,
+)
 from recall_lm.data.tokenizers import load_tokenizer
-from recall_lm.evals.recall_tasks import build_prompt, contains, evaluate_recall, resolve_tokenizer
+from recall_lm.evals.probes.recall_tasks_eval import (
+    build_prompt,
+    contains,
+    evaluate_recall,
+    resolve_tokenizer,
+)
 from recall_lm.models.decoder import LMOutput
 
 BYTE = load_tokenizer("byte")
@@ -124,7 +135,7 @@ def test_cli_end_to_end_with_the_runs_saved_tokenizer(fixture_files, tmp_path):
     tokenizer, reads the fixture through --data-files, generates, and writes its tables."""
     from dataclasses import asdict
 
-    from recall_lm.evals import recall_tasks
+    from recall_lm.evals.probes import recall_tasks_eval as recall_tasks
     from recall_lm.models.config import ModelConfig
     from recall_lm.models.decoder import DecoderLM
 

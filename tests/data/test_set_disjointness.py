@@ -3,7 +3,12 @@ import pytest
 
 from recall_lm.data.probe_datamodule import SetDisjointnessDataModule
 from recall_lm.data.set_disjointness import (
-    ANSWER, IGNORE_INDEX, SEP, SetDisjointnessSlice, set_disjointness, set_disjointness_length,
+    ANSWER,
+    IGNORE_INDEX,
+    SEP,
+    SetDisjointnessSlice,
+    set_disjointness,
+    set_disjointness_length,
 )
 
 V = 256

@@ -199,6 +199,15 @@ def test_clear_errors(tmp_path):
         make(tmp_path, hub_dataset="surely/not-a-dataset-xyz")
 
 
+@pytest.mark.parametrize("bad_line, why", [(b'{"text": "caf\xe9"}\n', "not UTF-8"), (b'{"text": "x"\n', "not JSON")])
+def test_a_bad_line_of_a_json_lines_corpus_is_named(tmp_path, bad_line, why):
+    """datasets only says 'An error occurred while generating the dataset'; the error names file and line."""
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b'{"text": "one"}\n{"text": "two"}\n' + bad_line + b'{"text": "four"}\n')
+    with pytest.raises(ValueError, match=rf"cannot read json files .*corpus.jsonl:3: {why}"):
+        make(tmp_path, sources=str(path))
+
+
 def test_builtin_corpus_is_deterministic_with_a_fixed_validation_part(tmp_path):
     root = tmp_path / "stdlib"
     for rel in ["os.py", "json/__init__.py", "json/decoder.py", "test/test_os.py", "site-packages/x.py",

@@ -2,8 +2,13 @@
 import pytest
 
 from recall_lm.data.tokenizers import (
-    ByteTokenizer, Tokenizer, default_rwkv_vocab_file, load_saved_tokenizer, load_tokenizer,
-    tokenizer_for_checkpoint, train_bpe,
+    ByteTokenizer,
+    Tokenizer,
+    default_rwkv_vocab_file,
+    load_saved_tokenizer,
+    load_tokenizer,
+    tokenizer_for_checkpoint,
+    train_bpe,
 )
 
 TEXTS = [

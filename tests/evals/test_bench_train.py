@@ -1,12 +1,12 @@
-"""recall_lm.evals.bench_train: the three loops run the same computation and the table is written."""
+"""recall_lm.evals.bench.train: the three loops run the same computation and the table is written."""
 import copy
 import json
 
 import torch
 
-from recall_lm.evals import bench_train
+from recall_lm.evals.bench import train as bench_train
 
-SMALL = ["--model.model.d_model=16", "--data.init_args.batch_size=8",
+SMALL = ["--model.architecture.d_model=16", "--data.init_args.batch_size=8",
          "--data.init_args.train_slices=[{input_seq_len: 16, num_kv_pairs: 3, num_examples: 64}]",
          "--data.init_args.test_slices=[{input_seq_len: 16, num_kv_pairs: 3, num_examples: 8}]"]
 
@@ -44,7 +44,7 @@ def test_text_config_rows_compare_document_masking_and_split_the_step(tmp_path):
     rows = bench_train.main(["--config", "configs/lm/tiny.yaml", "--steps", "2", "--warmup", "1", "--out", str(out),
                              "--", f"--data.init_args.sources={docs}", f"--data.init_args.val_sources={docs}",
                              f"--data.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.seq_len=32",
-                             "--data.init_args.batch_size=2", "--model.model.d_model=32",
+                             "--data.init_args.batch_size=2", "--model.architecture.d_model=32",
                              f"--trainer.default_root_dir={tmp_path / 'run'}"])
     assert [r["loop"] for r in rows] == ["lightning", "bare", "bare, no document mask"]
     split = rows[1]["split"]

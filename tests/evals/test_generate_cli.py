@@ -1,4 +1,4 @@
-"""python -m recall_lm.evals.generate on tiny checkpoints written in train.py's format.
+"""python -m recall_lm.evals.tools.generate on tiny checkpoints written in train.py's format.
 
 The printed continuation must equal what ``DecoderLM.generate`` gives the same model directly
 (decoded with the same byte tokenizer), for greedy and seeded sampling; runs without a saved
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recall_lm.data.tokenizers import load_tokenizer
-from recall_lm.evals.generate import main
+from recall_lm.evals.tools.generate import main
 from recall_lm.models.config import ModelConfig
 from recall_lm.models.decoder import DecoderLM
 
@@ -91,7 +91,7 @@ def test_tokenizer_override_and_missing_checkpoint(tmp_path, capsys):
 def test_module_runs_as_a_command(tmp_path):
     ckpt, model = save_run(tmp_path / "run", 256, with_tokenizer=True)
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "recall_lm.evals.generate", "--ckpt", str(ckpt), "--prompt", "The",
+    result = subprocess.run([sys.executable, "-m", "recall_lm.evals.tools.generate", "--ckpt", str(ckpt), "--prompt", "The",
                              "--max-new-tokens", "6", "--temperature", "0"], cwd=ROOT, env=env,
                             capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert result.returncode == 0, result.stderr

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from recall_lm.evals import gpu_check
+from recall_lm.evals.bench import gpu_check
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

@@ -1,4 +1,4 @@
-"""recall_lm.evals.harness: the lm-eval ``recall-lm`` model against hand computations with the same model, task
+"""recall_lm.evals.lmeval.harness: the lm-eval ``recall-lm`` model against hand computations with the same model, task
 YAMLs over local JSONL written here (offline), the shipped recall tasks, the plain ``lm_eval`` command,
 and errors that name the problem."""
 import json
@@ -14,8 +14,8 @@ from lm_eval.api.instance import Instance
 
 from recall_lm.data.recall_tasks import load_recall_task, write_fixture
 from recall_lm.data.tokenizers import ByteTokenizer
-from recall_lm.evals import harness
-from recall_lm.evals.recall_tasks import evaluate_recall
+from recall_lm.evals.lmeval import harness
+from recall_lm.evals.probes.recall_tasks_eval import evaluate_recall
 from recall_lm.models.config import ModelConfig
 from recall_lm.models.decoder import DecoderLM
 

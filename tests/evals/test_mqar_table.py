@@ -1,7 +1,7 @@
 """The MQAR table writer: slices sorted by length then kv, one row per run, CSV beside the markdown."""
 import csv
 
-from recall_lm.evals import mqar_table
+from recall_lm.evals.sweeps import mqar_table
 
 
 def test_write_table(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
-"""recall_lm.evals.plot_curves: reads a run's metrics.csv and writes a PNG; missing columns are named."""
+"""recall_lm.evals.tools.plot_curves: reads a run's metrics.csv and writes a PNG; missing columns are named."""
 import pytest
 
-from recall_lm.evals.plot_curves import plot_curves, read_metric_series
+from recall_lm.evals.tools.plot_curves import plot_curves, read_metric_series
 
 
 def _run(tmp_path):
@@ -26,7 +26,7 @@ def test_png_written_and_bad_inputs_named(tmp_path):
 
 
 def test_cli_names_a_missing_run_in_one_line(tmp_path):
-    from recall_lm.evals.plot_curves import main
+    from recall_lm.evals.tools.plot_curves import main
 
     with pytest.raises(SystemExit, match="^error: no metrics file at"):
         main([str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])

@@ -11,7 +11,8 @@ from torch import nn
 
 from recall_lm.data.mqar import multiquery_ar
 from recall_lm.data.passkey import KEY_MARK, QUERY_MARK
-from recall_lm.evals import jrt, mqar_eval, passkey
+from recall_lm.evals.probes import jrt, mqar_eval
+from recall_lm.evals.probes import passkey_eval as passkey
 from recall_lm.models.config import ModelConfig
 from recall_lm.models.decoder import DecoderLM, LMOutput
 
@@ -196,6 +197,10 @@ def test_jrt_table_from_collected_runs(tmp_path, monkeypatch):
     assert "| 0.250 | 0.750 | +0.500 |" in table and "OMP_NUM_THREADS=1" in table
     args = jrt.train_args(jrt.ROOT / "configs/mqar/based.yaml", 2, ["--seed_everything", "1"])
     assert args[1].endswith("_jrt_x2.yaml") and args[-2:] == ["--seed_everything", "1"]
+    runs = jrt.training_runs([jrt.ROOT / "configs/mqar/based.yaml", jrt.ROOT / "configs/mqar/mom.yaml"], [])
+    assert [r.meta["jrt"] for r in runs] == [["mom", 1], ["mom", 2], ["based", 1], ["based", 2]]  # slowest first
+    assert runs[3].args[:2] == ["--config", str(jrt.ROOT / "configs/mqar/based.yaml")]
+    assert runs[3].result.name == "based_x2.json" and "_jrt_x2.yaml" in runs[3].args[3]
 
 
 def test_jrt_inference_gain_with_the_oracle():
@@ -219,7 +224,7 @@ def test_training_settings_read_from_the_run_config(tmp_path):
 @pytest.mark.parametrize("argv, message", [(["--limit", "0"], "--limit must be ≥ 1"),
                                            (["--context-len", "0"], "--context-len must be ≥ 1")])
 def test_recall_tasks_cli_checks_sizes_first(fake_ckpt, capsys, argv, message):
-    from recall_lm.evals import recall_tasks
+    from recall_lm.evals.probes import recall_tasks_eval as recall_tasks
 
     with pytest.raises(SystemExit):
         recall_tasks.main(["--ckpt", str(fake_ckpt), "--task", "swde", *argv])

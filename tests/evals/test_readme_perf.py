@@ -1,4 +1,4 @@
-"""recall_lm.evals.readme_perf: the README's performance section is what the committed results give; its tables
+"""recall_lm.evals.bench.readme_perf: the README's performance section is what the committed results give; its tables
 read the benchmarks' own files (ratios against the same table's SDPA), and a missing file is reported as
 not measured."""
 import csv
@@ -6,13 +6,13 @@ import time
 
 import torch
 
-from recall_lm.evals import readme_perf
-from recall_lm.evals.bench_kernels import Row, Settings, to_markdown
-from recall_lm.evals.throughput import COLUMNS
+from recall_lm.evals.bench import readme_perf
+from recall_lm.evals.bench.kernels import Row, Settings, to_markdown
+from recall_lm.evals.bench.throughput import COLUMNS
 
 
 def test_readme_section_is_what_the_committed_results_give():
-    assert readme_perf.main(["--check"]) == 0, "run: python -m recall_lm.evals.readme_perf"
+    assert readme_perf.main(["--check"]) == 0, "run: python -m recall_lm.evals.bench.readme_perf"
 
 
 def _kernel_file(path):
@@ -46,7 +46,7 @@ def _throughput_files(folder, name, points):
             writer.writerow({**dict.fromkeys(COLUMNS, ""), "model": model, "batch": B, "context": L,
                              "decode_tok_s": tok_s})
     (folder / f"{name}.md").write_text("- date: 2026-01-02 03:04; machine: x; torch 2, 1 intra-op thread(s)\n"
-                                       f"- command: `python -m recall_lm.evals.throughput --name {name}`\n"
+                                       f"- command: `python -m recall_lm.evals.bench.throughput --name {name}`\n"
                                        "- load average (1 min) at start 0.50, at end 0.60; wall time 1 s\n"
                                        "- settings: d_model 256, 4 layers, vocabulary 256\n")
 
@@ -62,7 +62,7 @@ def test_decoding_table_reads_eager_and_compiled_runs(tmp_path):
     assert "| attention | 100 | 200 | 150 |" in lines
     assert "2026-01-02, load average (1 min) at start 0.50, at end 0.60" in lines[0]
     assert "d_model 256, 4 layers, 1 thread(s)" in lines[0]
-    assert "command `python -m recall_lm.evals.throughput --name throughput_cpu_compiled`" in lines[0]
+    assert "command `python -m recall_lm.evals.bench.throughput --name throughput_cpu_compiled`" in lines[0]
 
 
 def test_missing_results_are_reported_as_not_measured(tmp_path):

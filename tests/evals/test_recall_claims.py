@@ -1,11 +1,11 @@
-"""recall_lm.evals.recall_claims: verdicts follow their stated rules, and missing runs say pending."""
-from recall_lm.evals import recall_claims as rc
+"""recall_lm.evals.sweeps.recall_claims: verdicts follow their stated rules, and missing runs say pending."""
+from recall_lm.evals.sweeps import recall_claims as rc
 
 SLICES = ("L64_kv4", "L128_kv32", "L256_kv64")
 
 
 def row(mixer, d, lr, accs, state):
-    return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.model.d_model": d, "model.lr": lr},
+    return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.architecture.d_model": d, "model.lr": lr},
             "mixer": mixer, "d_model": d, "params": 100 * d, "steps": 10, "seconds": 5.0,
             "state_sizes": {"64": state // 4, "256": state}, "state_bytes": {"64": state, "256": 4 * state},
             "metrics": {"val/acc": sum(accs) / 3, **{f"val/acc/{s}": a for s, a in zip(SLICES, accs)}}}
@@ -66,7 +66,7 @@ def test_a_falling_family_is_a_disagreement_and_markdown_lists_cells():
 def test_seeds_sweep_reruns_each_mixers_best_cell(tmp_path):
     import yaml
 
-    from recall_lm.evals import sweep as sw
+    from recall_lm.evals.sweeps import sweep as sw
 
     finished = [row("based_f8", 64, 3e-3, (1.0, 0.8, 0.3), 3000), row("based_f8", 128, 1e-3, (1.0, 0.9, 0.6), 6000),
                 row("attention", 64, 3e-3, (1.0, 1.0, 1.0), 1000), row("attention", 128, 3e-3, (1.0, 1.0, 1.0), 2000)]
@@ -76,10 +76,10 @@ def test_seeds_sweep_reruns_each_mixers_best_cell(tmp_path):
     best = rc.cells(finished)
     spec, waiting = rc.seeds_sweep(rc.ROOT / "configs" / "sweeps" / "recall_map_cpu.yaml", finished)
     assert "rwkv6" in waiting and "rwkv6" not in spec["base"] and "attention" not in waiting
-    assert spec["base"]["based_f8"]["set"]["model.model.d_model"] == 128  # the better cell
+    assert spec["base"]["based_f8"]["set"]["model.architecture.d_model"] == 128  # the better cell
     assert spec["base"]["based_f8"]["set"]["model.lr"] == 1e-3
-    assert spec["base"]["based_f8"]["set"]["model.model.mixer_kwargs"]["based"]["feature_dim"] == 8
-    assert spec["base"]["attention"]["set"]["model.model.d_model"] == 64  # a tie keeps the smaller width
+    assert spec["base"]["based_f8"]["set"]["model.architecture.mixer_kwargs"]["based"]["feature_dim"] == 8
+    assert spec["base"]["attention"]["set"]["model.architecture.d_model"] == 64  # a tie keeps the smaller width
     path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     points = sw.expand(sw.load_sweep(path), tmp_path / "runs", wandb=False)
@@ -115,9 +115,9 @@ def test_seed_reruns_add_evidence_and_name_seed_dependent_onsets():
     rs = [r for r in rows() if not r["point"]["mixer"].startswith("mom")]
     rs += [row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000), row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000)]
     reruns = [dict(row("mom_one_x5", 64, 3e-3, (0.99, 0.9, 0.8), 21000), point={
-                  "mixer": "mom_one_x5", "variant": "seed1", "model.model.d_model": 64, "model.lr": 3e-3}),
+                  "mixer": "mom_one_x5", "variant": "seed1", "model.architecture.d_model": 64, "model.lr": 3e-3}),
               dict(row("attention", 128, 3e-3, (1.0, 1.0, 0.99), 65536), point={
-                  "mixer": "attention", "variant": "seed1", "model.model.d_model": 128, "model.lr": 3e-3})]
+                  "mixer": "attention", "variant": "seed1", "model.architecture.d_model": 128, "model.lr": 3e-3})]
     mom = next((v, e) for c, v, e in rc.claims(rc.cells(rs), reruns) if c.startswith("Several"))
     assert mom[0] == "not testable at this scale" and "mom_one_x5 with seed1: L64 kv4 0.990, L256 kv64 0.800" in mom[1]
     text = rc.markdown(rs, "toy", reruns)
@@ -131,7 +131,7 @@ def test_mom_probe_at_a_wider_width_decides_the_mom_claim():
     rs += [row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000), row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000)]
 
     def probe(variant, accs, state):
-        return dict(row("mom", 128, 3e-3, accs, state), point={"variant": variant, "model.model.d_model": 128,
+        return dict(row("mom", 128, 3e-3, accs, state), point={"variant": variant, "model.architecture.d_model": 128,
                                                                "model.lr": 3e-3})
 
     def mom(probes):

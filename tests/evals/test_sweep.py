@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recall_lm.evals import sweep as sw
-from recall_lm.evals import sweep_plots
-from recall_lm.evals import wandb_sweep
+from recall_lm.evals.sweeps import plots as sweep_plots
+from recall_lm.evals.sweeps import sweep as sw
+from recall_lm.evals.sweeps import wandb_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "sweeps" / "smoke.yaml"
@@ -21,7 +21,7 @@ SMOKE = ROOT / "configs" / "sweeps" / "smoke.yaml"
 
 def write_sweep(tmp_path, **spec) -> Path:
     base = {"name": "t", "base": {"attention": "configs/mqar/attention.yaml", "based": "configs/mqar/based.yaml"},
-            "grid": {"mixer": ["attention", "based"], "model.model.d_model": [32, 64, 128],
+            "grid": {"mixer": ["attention", "based"], "model.architecture.d_model": [32, 64, 128],
                      "model.lr": [1.0e-3, 3.0e-3]}}
     base.update(spec)
     path = tmp_path / "s.yaml"
@@ -33,7 +33,7 @@ def test_expand_product_names_and_dotted_keys(tmp_path):
     slices = [[{"input_seq_len": 64, "num_kv_pairs": 4, "num_examples": 64}],
               [{"input_seq_len": 128, "num_kv_pairs": 8, "num_examples": 64}]]
     sweep = sw.load_sweep(write_sweep(tmp_path, fixed={"trainer.max_steps": 7},
-                                      grid={"mixer": ["attention", "based"], "model.model.d_model": [32, 64, 128],
+                                      grid={"mixer": ["attention", "based"], "model.architecture.d_model": [32, 64, 128],
                                             "model.lr": [1.0e-3, 3.0e-3], "data.init_args.train_slices": slices}))
     points = sw.expand(sweep, tmp_path / "runs")
     assert len(points) == 2 * 3 * 2 * 2
@@ -44,7 +44,7 @@ def test_expand_product_names_and_dotted_keys(tmp_path):
     assert first.config == "configs/mqar/attention.yaml" and points[-1].config == "configs/mqar/based.yaml"
     args = first.args
     assert args[:2] == ["--config", "configs/mqar/attention.yaml"]
-    assert "--trainer.max_steps=7" in args and "--model.model.d_model=32" in args and "--model.lr=0.001" in args
+    assert "--trainer.max_steps=7" in args and "--model.architecture.d_model=32" in args and "--model.lr=0.001" in args
     assert f"--data.init_args.train_slices={json.dumps(slices[0])}" in args
     assert f"--trainer.default_root_dir={tmp_path / 'runs' / first.name}" in args
     logger = json.loads(next(a for a in args if a.startswith("--trainer.logger=")).split("=", 1)[1])[0]
@@ -60,7 +60,7 @@ def test_expand_product_names_and_dotted_keys(tmp_path):
 
 
 def test_exclude_and_bad_files(tmp_path):
-    sweep = sw.load_sweep(write_sweep(tmp_path, exclude=[{"mixer": "based", "model.model.d_model": 128}]))
+    sweep = sw.load_sweep(write_sweep(tmp_path, exclude=[{"mixer": "based", "model.architecture.d_model": 128}]))
     names = [p.name for p in sw.expand(sweep, tmp_path)]
     assert len(names) == 10 and not any(n.startswith("based-d_model=128") for n in names)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
@@ -78,13 +78,13 @@ def test_variants_are_named_bundles_of_settings(tmp_path):
     """An ablation: each variant sets its own keys; the variant axis comes first and names the runs."""
     sweep = sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", fixed={"trainer.max_steps": 3},
                                       grid={"model.lr": [1e-3, 3e-3]},
-                                      variants={"zoology": {}, "rmsnorm": {"model.model.norm": "rmsnorm"},
+                                      variants={"zoology": {}, "rmsnorm": {"model.architecture.norm": "rmsnorm"},
                                                 "betas": {"model.betas": [0.9, 0.95]}}))
     points = sw.expand(sweep, tmp_path / "runs", wandb=False)
     assert [p.name for p in points][:3] == ["zoology-lr=0.001", "zoology-lr=0.003", "rmsnorm-lr=0.001"]
     rms = points[2]
-    assert "--model.model.norm=rmsnorm" in rms.args and rms.values == {"variant": "rmsnorm", "model.lr": 1e-3}
-    assert not any(a.startswith("--model.model.norm") for a in points[0].args)
+    assert "--model.architecture.norm=rmsnorm" in rms.args and rms.values == {"variant": "rmsnorm", "model.lr": 1e-3}
+    assert not any(a.startswith("--model.architecture.norm") for a in points[0].args)
     assert "--model.betas=[0.9, 0.95]" in points[4].args
     from recall_lm.training import cli as train_cli
 
@@ -92,7 +92,7 @@ def test_variants_are_named_bundles_of_settings(tmp_path):
     assert cli.model.config.norm == "rmsnorm" and cli.trainer.max_steps == 3
     with pytest.raises(ValueError, match="set by variants and also fixed"):
         sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", grid={"model.lr": [1e-3]},
-                                  fixed={"model.model.norm": "rmsnorm"}, variants={"a": {"model.model.norm": "x"}}))
+                                  fixed={"model.architecture.norm": "rmsnorm"}, variants={"a": {"model.architecture.norm": "x"}}))
     with pytest.raises(ValueError, match="variant names"):
         sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", grid={"model.lr": [1e-3]},
                                   variants={"a b": {}}))
@@ -104,11 +104,11 @@ def test_base_entries_can_set_keys_of_their_own(tmp_path):
               "swa": {"num_heads": 1, "window_size": 8, "rotary": False, "bias": True}}
     sweep = sw.load_sweep(write_sweep(tmp_path, base={
         "swa_w32": "configs/zoology/swa.yaml",
-        "swa_w8": {"config": "configs/zoology/swa.yaml", "set": {"model.model.mixer_kwargs": kwargs}}},
+        "swa_w8": {"config": "configs/zoology/swa.yaml", "set": {"model.architecture.mixer_kwargs": kwargs}}},
         grid={"mixer": ["swa_w32", "swa_w8"], "model.lr": [1e-3]}))
     w32, w8 = sw.expand(sweep, tmp_path / "runs", wandb=False)
     assert w8.config == w32.config == "configs/zoology/swa.yaml"
-    assert not any(a.startswith("--model.model.mixer_kwargs") for a in w32.args)
+    assert not any(a.startswith("--model.architecture.mixer_kwargs") for a in w32.args)
     from recall_lm.training import cli as train_cli
 
     assert train_cli.main(w8.args, run=False).model.config.mixer_kwargs["swa"]["window_size"] == 8
@@ -118,7 +118,7 @@ def test_base_entries_can_set_keys_of_their_own(tmp_path):
 
 
 def row(mixer, d, lr, acc, slices=None, state=1000):
-    return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.model.d_model": d, "model.lr": lr},
+    return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.architecture.d_model": d, "model.lr": lr},
             "mixer": mixer, "d_model": d, "params": 10 * d, "state_sizes": {"64": state, "128": 2 * state},
             "state_bytes": {"64": 4 * state, "128": 8 * state}, "steps": 5, "seconds": 1.0,
             "metrics": {"val/acc": acc, **{f"val/acc/{k}": v for k, v in (slices or {}).items()}}}
@@ -147,7 +147,7 @@ def synthetic_rows():
 
 
 def test_writers_and_plots(tmp_path):
-    sweep = sw.load_sweep(write_sweep(tmp_path, grid={"mixer": ["attention", "based"], "model.model.d_model": [32, 64],
+    sweep = sw.load_sweep(write_sweep(tmp_path, grid={"mixer": ["attention", "based"], "model.architecture.d_model": [32, 64],
                                                       "model.lr": [1e-3, 3e-3]}))
     paths = sw.write_results(synthetic_rows(), sweep, tmp_path / "out", ["settings line"])
     lines = paths["results.md"].read_text().splitlines()
@@ -175,7 +175,7 @@ def test_writers_and_plots(tmp_path):
 
 def test_skip_done_and_collect(tmp_path, monkeypatch, capsys):
     """Runs with a result.json are skipped; only the others reach the launcher; tables cover all."""
-    sweep_file = write_sweep(tmp_path, grid={"mixer": ["attention", "based"], "model.model.d_model": [32],
+    sweep_file = write_sweep(tmp_path, grid={"mixer": ["attention", "based"], "model.architecture.d_model": [32],
                                              "model.lr": [1e-3, 3e-3]})
     runs_dir, out = tmp_path / "runs", tmp_path / "out"
     rows = {r["run"]: r for r in synthetic_rows()}
@@ -202,6 +202,7 @@ def test_skip_done_and_collect(tmp_path, monkeypatch, capsys):
     assert "Trained 3 runs" in (out / "results.md").read_text()
     for run in ("attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.001", "based-d_model=32-lr=0.003"):
         planned[run].result.unlink()
+        (out / "runs" / f"{run}.json").unlink()  # the committed copy counts as done too
     launched.clear()
     sw.main(argv + ["--first", "model.lr=0.003"])  # the lr 3e-3 points before the rest
     assert launched == ["attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.003", "based-d_model=32-lr=0.001"]
@@ -240,8 +241,8 @@ def test_wandb_yaml_round_trip(tmp_path):
         assert command[:3] == ["${env}", "${interpreter}", "${program}"] and command[3] == "fit"
         assert wandb_sweep.wandb_command(spec, combo) == ["python", "train.py", *command[3:]]
         cli = train_cli.main(command[4:], run=False)
-        assert cli.model.config.mixer == yaml.safe_load(open(ROOT / combo["config"]))["model"]["model"]["mixer"]
-        assert cli.model.config.d_model == combo["model.model.d_model"]
+        assert cli.model.config.mixer == yaml.safe_load(open(ROOT / combo["config"]))["model"]["architecture"]["mixer"]
+        assert cli.model.config.d_model == combo["model.architecture.d_model"]
         assert cli.model.hparams.lr == combo["model.lr"]
         assert cli.model.config.vocab_size == 64 and cli.trainer.max_steps == 4  # the fixed keys follow ${args}
         assert any(type(lg).__name__ == "WandbLogger" for lg in cli.trainer.loggers)
@@ -254,7 +255,7 @@ def test_wandb_yaml_round_trip(tmp_path):
 def test_smoke_sweep_end_to_end(tmp_path):
     """configs/sweeps/smoke.yaml for real: two train.py processes of 4 steps, then tables and plots."""
     env = dict(os.environ, WANDB_MODE="disabled")
-    cmd = [sys.executable, "-m", "recall_lm.evals.sweep", str(SMOKE), "--jobs", "2", "--runs-dir", str(tmp_path / "runs"),
+    cmd = [sys.executable, "-m", "recall_lm.evals.sweeps.sweep", str(SMOKE), "--jobs", "2", "--runs-dir", str(tmp_path / "runs"),
            "--out", str(tmp_path / "out")]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -268,9 +269,26 @@ def test_smoke_sweep_end_to_end(tmp_path):
     assert "2 done, 0 running elsewhere, 0 to train" in again.stdout
 
 
+def test_the_probes_go_through_a_sweep_end_to_end(tmp_path):
+    """Passkey and set disjointness (the probe contract's other slices) train, report their length and
+    accuracy per slice, and fill the sweep's tables like MQAR."""
+    cmd = [sys.executable, "-m", "recall_lm.evals.sweeps.sweep", str(ROOT / "configs/sweeps/smoke_probes.yaml"),
+           "--jobs", "1", "--no-wandb", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, WANDB_MODE="disabled"), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {r["mixer"]: r for r in csv.DictReader(open(tmp_path / "out" / "results.csv"))}
+    assert set(results) == {"passkey", "set_disjointness"} and all(r["steps"] == "4" for r in results.values())
+    assert 0 <= float(results["passkey"]["acc pk_L32_d0.5"]) <= 1
+    assert 0 <= float(results["set_disjointness"]["acc sd_A2_B4"]) <= 1
+    runs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")}
+    assert runs["passkey-d_model=16-lr=0.001"]["state_at_len"] == 32  # the slices' seq_len
+    assert (tmp_path / "out" / "acc_vs_state.png").stat().st_size > 0
+
+
 def test_running_elsewhere_is_left_alone(tmp_path):
     """A run whose .running marker names a live process is busy; a dead pid or no marker is not."""
-    from recall_lm.evals.train_runs import TrainRun, is_running
+    from recall_lm.evals.sweeps.train_runs import TrainRun, is_running
 
     run = TrainRun([], tmp_path / "r" / "result.json", tmp_path / "r" / "train.log")
     assert not is_running(run)
@@ -290,7 +308,7 @@ def test_run_setting_reads_grid_then_command_line_then_config():
     r = {"point": {"variant": "seed1"}, "config": "configs/zoology/mom.yaml",
          "train_args": ["--model.lr=0.001", "--seed_everything=1", "--model.lr=0.003"]}
     assert sw.run_setting(r, "model.lr") == 0.003 and sw.run_setting(r, "seed_everything") == 1
-    assert sw.run_setting(r, "model.model.d_model") == 64  # configs/zoology/mom.yaml's own value
+    assert sw.run_setting(r, "model.architecture.d_model") == 64  # configs/zoology/mom.yaml's own value
     assert sw.run_setting({"point": {"model.lr": 0.01}, "train_args": ["--model.lr=0.003"]}, "model.lr") == 0.01
     assert sw.run_setting({"point": {}}, "seed_everything") is None
 
@@ -305,3 +323,38 @@ def test_a_key_train_py_refuses_stops_the_sweep_before_training(tmp_path, capsys
     assert not trained
     with pytest.raises(SystemExit, match="model.lrr"):
         sw.main([str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs"), "--no-wandb"])
+
+
+COMMITTED = ROOT / "evals/results/sweeps/recall_map_cpu"
+
+
+def test_committed_runs_are_done_under_todays_key_names_and_a_new_row_trains_alone(tmp_path):
+    """On a fresh clone (no runs/), the committed per-run results are the done markers: recorded with the
+    old ``--model.model.d_model`` key, they still match the sweep file, and a new grid value plans only
+    its own runs."""
+    sweep = sw.load_sweep(ROOT / "configs/sweeps/recall_map_cpu.yaml")
+    runs = sw.train_runs(sw.expand(sweep, tmp_path / "runs", wandb=False), tmp_path / "runs")
+    found = [sw.finished_result(r, COMMITTED) for r in runs]
+    assert len(runs) == 59 and all(found)
+    assert all(sw.same_settings(path, run) for path, run in zip(found, runs))
+    recorded = json.loads(found[0].read_text())
+    assert any(a.startswith("--model.model.d_model=") for a in recorded["train_args"])  # as it was trained
+    data = yaml.safe_load((ROOT / "configs/sweeps/recall_map_cpu.yaml").read_text())
+    data["grid"]["model.lr"].append(1.0e-2)
+    (tmp_path / "wider.yaml").write_text(yaml.safe_dump(data))
+    wider = sw.train_runs(sw.expand(sw.load_sweep(tmp_path / "wider.yaml"), tmp_path / "runs", wandb=False),
+                          tmp_path / "runs")
+    todo = [r for r in wider if not sw.finished_result(r, COMMITTED)]
+    assert len(todo) == len(wider) - 59 > 0 and {r.meta["point"]["model.lr"] for r in todo} == {1.0e-2}
+
+
+def test_collect_rebuilds_the_tables_from_the_committed_files_alone(tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(COMMITTED, out)
+    sw.main([str(ROOT / "configs/sweeps/recall_map_cpu.yaml"), "--collect", "--no-wandb",
+             "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    assert (out / "results.csv").read_text() == (COMMITTED / "results.csv").read_text()
+    assert (out / "best_lr.csv").read_text() == (COMMITTED / "best_lr.csv").read_text()
+    assert "Trained 31 runs on 2026-12-01" in (out / "results.md").read_text()  # the committed invocation log

@@ -1,4 +1,4 @@
-"""recall_lm.evals.throughput: a --quick run writes the CSV / markdown / PNG with the expected columns; state
+"""recall_lm.evals.bench.throughput: a --quick run writes the CSV / markdown / PNG with the expected columns; state
 memory is flat in context length for recurrent models and linear for attention; the replicated
 batch-1 state decodes exactly like a batch of identical prompts; the memory meter sees allocations."""
 import csv
@@ -6,7 +6,15 @@ import csv
 import pytest
 import torch
 
-from recall_lm.evals.throughput import COLUMNS, MemoryMeter, decode, main, median_pass, model_config, repeat_state
+from recall_lm.evals.bench.throughput import (
+    COLUMNS,
+    MemoryMeter,
+    decode,
+    main,
+    median_pass,
+    model_config,
+    repeat_state,
+)
 from recall_lm.models.decoder import DecoderLM
 from recall_lm.models.generation import decode_step
 
@@ -30,7 +38,7 @@ def test_quick_run_writes_the_three_files(tmp_path):
     assert attention[0] == 2 * 16 * 64 * 2 * 4  # 2 layers · (K and V) · L · d_model · fp32 bytes
     text = (tmp_path / "tp.md").read_text()
     for heading in ("## Models", "## Summary", "## Decode tokens/s, batch 2", "## State per sequence (MiB)",
-                    "## Decode speed-up over attention, batch 1", "command: `python -m recall_lm.evals.throughput"):
+                    "## Decode speed-up over attention, batch 1", "command: `python -m recall_lm.evals.bench.throughput"):
         assert heading in text
     assert (tmp_path / "tp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -93,7 +101,7 @@ def test_bad_arguments():
 
 
 def test_summary_claims_nothing_about_growth_from_one_context():
-    from recall_lm.evals.throughput import summary_lines
+    from recall_lm.evals.bench.throughput import summary_lines
 
     rows = [{"model": m, "batch": 1, "context": 4096, "decode_tok_s": 100.0 * (i + 1), "state_bytes_per_seq": 10 ** i,
              "floor_ms_per_step": 4.0 / (1 + 3 * i)} for i, m in enumerate(("attention", "rwkv6"))]
@@ -111,7 +119,7 @@ def test_summary_claims_nothing_about_growth_from_one_context():
 
 def test_bandwidth_floor_is_the_bytes_a_step_must_read(tmp_path, monkeypatch):
     """floor = (parameter bytes + B · state bytes) / read bandwidth, and of_floor = floor / measured."""
-    from recall_lm.evals import throughput
+    from recall_lm.evals.bench import throughput
 
     assert throughput.read_bandwidth(torch.device("cpu"), mib=8, repeats=3) > 1e8  # > 0.1 GB/s on any machine
     monkeypatch.setattr(throughput, "read_bandwidth", lambda device: 1e9)

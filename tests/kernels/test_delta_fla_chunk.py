@@ -5,7 +5,6 @@ Triton interpreter at small shapes: outputs, final state and every gradient, wit
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from tests.fla_files import assert_matches_fla

@@ -9,8 +9,8 @@ from recall_lm.kernels.ops import dplr_delta_rule, dplr_delta_rule_step
 from recall_lm.kernels.utils import interpreter_enabled
 from tests.fla_files import load_fla_file
 from tests.kernels import gla_testing
-
 from tests.kernels.gla_testing import GATE_RANGES
+
 NAMES = ("q", "k", "v", "a", "b", "gk")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

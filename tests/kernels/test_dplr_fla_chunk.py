@@ -5,7 +5,6 @@ fla's ops need interpreter shims (tests/fla_files.py), so they run in a child pr
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from tests.fla_files import run_fla_comparison

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from recall_lm.kernels.ops import gated_linear_attention, gated_linear_attention_step
 from recall_lm.kernels.gla.naive import naive_gla
+from recall_lm.kernels.ops import gated_linear_attention, gated_linear_attention_step
 from tests.kernels.gla_testing import compare_to_naive, make_inputs
 
 RTOL_FP64 = 1e-9

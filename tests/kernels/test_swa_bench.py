@@ -1,5 +1,5 @@
 """The SWA benchmark section runs and returns a well-formed markdown table (tiny shapes)."""
-from recall_lm.evals.bench_swa import swa_section
+from recall_lm.evals.bench.swa import swa_section
 
 
 def test_swa_section_smoke():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from recall_lm.kernels.swa import sliding_window_attention
-from recall_lm.kernels.swa.triton_forward import swa_forward
 from recall_lm.kernels.swa.naive import swa_naive
+from recall_lm.kernels.swa.triton_forward import swa_forward
 from tests.kernels.test_swa_api import forward_backward, make_qkv, max_rel_err
 
 # fp32 inputs, fp32 arithmetic ("ieee" dots) against fp64: observed ~1e-6.

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from recall_lm.layers.registry import build_mixer
 from recall_lm.layers.feature_maps import TaylorFeatureMap, build_feature_map
+from recall_lm.layers.registry import build_mixer
 
 
 def rope_reference(x, base=10000.0):

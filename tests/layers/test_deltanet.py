@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from recall_lm.layers.registry import build_mixer
 from recall_lm.models.config import ModelConfig
-from recall_lm.models.lightning_module import LanguageModelTask
+from recall_lm.training.task import LanguageModelTask
 
 torch.manual_seed(0)
 

@@ -7,7 +7,6 @@ Triton kernels, so the comparison runs in a child process under the interpreter 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from tests.fla_files import assert_matches_fla
@@ -29,7 +28,8 @@ def compare() -> dict:
 
     warnings.filterwarnings("ignore")
     import torch
-    from fla.layers import DeltaNet as FlaDeltaNet, GatedDeltaNet as FlaGatedDeltaNet
+    from fla.layers import DeltaNet as FlaDeltaNet
+    from fla.layers import GatedDeltaNet as FlaGatedDeltaNet
 
     from recall_lm.layers.registry import build_mixer
     from tests.fla_files import install_fla_interpreter_shims

@@ -9,7 +9,6 @@ fla's Triton norm needs the interpreter shims
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from tests.fla_files import assert_matches_fla

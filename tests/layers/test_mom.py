@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from recall_lm.kernels.ops import gated_linear_attention
-from recall_lm.layers.registry import build_mixer
 from recall_lm.layers.mom_routing import load_balancing_loss, pack_by_memory, route_top_k
+from recall_lm.layers.registry import build_mixer
 from recall_lm.models.config import ModelConfig
 from recall_lm.models.decoder import DecoderLM
 
@@ -43,7 +43,7 @@ def reference(mixer, x, initial=None):
     H, K, V], and the conv buffers' last W-1 entries q [B, W-1, C], k/v [B, M_total, W-1, C])."""
     B, T, _ = x.shape
     H, K, V = mixer.num_heads, mixer.head_dim, mixer.value_dim
-    M, Mt = mixer.num_memories, mixer.num_states
+    Mt = mixer.num_states
     W = mixer.q_conv.kernel_size if mixer.short_conv else 1
     if mixer.router is not None:
         probs = torch.softmax(x @ mixer.router.weight.T, -1)

@@ -12,7 +12,6 @@ convolutions run across the memories' segment boundaries. fla's Triton ops need 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from tests.fla_files import assert_matches_fla

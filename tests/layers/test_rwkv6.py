@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from recall_lm.layers.mlp import build_mlp
-
 from recall_lm.layers.registry import build_mixer
 from recall_lm.models.config import ModelConfig
 from recall_lm.models.decoder import DecoderLM

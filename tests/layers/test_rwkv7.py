@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recall_lm.layers.registry import build_mixer
 from recall_lm.layers.mlp import build_mlp
+from recall_lm.layers.registry import build_mixer
 from recall_lm.models.config import ModelConfig
 from recall_lm.models.decoder import DecoderLM
 
@@ -136,7 +136,7 @@ def test_initialisation_follows_rwkv_lm():
 def test_optimiser_groups_follow_rwkv_lm(mixer):
     """Weight decay only on the projection matrices (not the LoRAs, mixing vectors or bonus), in either
     ``weight_decay_on`` mode; RWKV-7's w0 / RWKV-6's time_decay at twice the learning rate."""
-    from recall_lm.models.lightning_module import LanguageModelTask
+    from recall_lm.training.task import LanguageModelTask
 
     config = ModelConfig(vocab_size=32, d_model=64, n_layers=2, mixer=mixer, mlp="none",
                          mixer_kwargs={mixer: {"head_size": 32}})

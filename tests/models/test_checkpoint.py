@@ -9,9 +9,9 @@ from recall_lm.models.config import ModelConfig
 from recall_lm.models.decoder import DecoderLM
 
 
-def _save(model: DecoderLM, path):
+def _save(model: DecoderLM, path, key: str = "architecture"):
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"model": asdict(model.config), "lr": 1e-3}}, path)
+                "hyper_parameters": {key: asdict(model.config), "lr": 1e-3}}, path)
 
 
 def test_load_model_from_file_and_run_folder(tmp_path):
@@ -26,6 +26,16 @@ def test_load_model_from_file_and_run_folder(tmp_path):
         loaded, hparams = load_model(where)
         assert hparams["lr"] == 1e-3 and loaded.config == config and not loaded.training
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+def test_a_checkpoint_from_before_the_architecture_rename_still_loads(tmp_path):
+    """Checkpoints written while the ModelConfig was ``model.model`` keep it under ``model``."""
+    model = DecoderLM(ModelConfig(vocab_size=64, d_model=16, n_layers=1)).eval()
+    _save(model, tmp_path / "old.ckpt", key="model")
+    loaded, _ = load_model(tmp_path / "old.ckpt")
+    ids = torch.randint(0, 64, (1, 5))
+    assert loaded.config == model.config
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
 
 
 def test_missing_checkpoint_and_foreign_file_are_named(tmp_path):

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from recall_lm.models.config import ModelConfig
-
 from recall_lm.models.decoder import DecoderLM
 
 
@@ -69,3 +68,12 @@ def test_prefill_and_decode_equal_full_forward():
 def test_config_errors_name_the_problem(overrides, match):
     with pytest.raises(ValueError, match=match):
         DecoderLM(small_config(**overrides))
+
+
+@pytest.mark.parametrize("bad", [100, -1])
+def test_token_id_outside_the_vocabulary_is_named(bad):
+    model = DecoderLM(ModelConfig(vocab_size=100, d_model=16, n_layers=1, mixer="attention"))
+    ids = torch.tensor([[1, 2, bad, 3]])
+    with pytest.raises(ValueError, match=rf"token id {bad} is outside the model's vocabulary \[0, 100\)"):
+        model(ids)
+    assert model(ids.clamp(0, 99)).logits.shape == (1, 4, 100)

@@ -62,12 +62,12 @@ def test_export_command_writes_a_folder_every_eval_loads(tmp_path, capsys):
     assert export_main([str(tmp_path / "run"), str(tmp_path / "out")]) == 0
     assert "tokenizer byte" in capsys.readouterr().out
     loaded, hparams = load_model(tmp_path / "out")  # the loader behind every eval's --ckpt
-    assert hparams["model"] == asdict(model.config)
+    assert hparams["architecture"] == asdict(model.config)
     assert tokenizer_for_checkpoint(tmp_path / "out").name == "byte"
     ids = torch.randint(0, 256, (1, 9))
     torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
 
-    from recall_lm.evals import generate
+    from recall_lm.evals.tools import generate
 
     args = generate.parse_args(["--ckpt", str(tmp_path / "out"), "--prompt", "ab", "--max-new-tokens", "5",
                                 "--temperature", "0"])
@@ -85,8 +85,9 @@ def test_export_errors_name_the_path(tmp_path, capsys):
 
 
 def test_transformers_auto_classes_load_and_generate(tmp_path):
-    import recall_lm.models.hf  # noqa: F401  (registers recall_lm)
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    import recall_lm.models.hf  # noqa: F401  (registers recall_lm)
 
     model = _model(CONFIGS["untied rwkv7"])
     model.save_pretrained(tmp_path / "out")

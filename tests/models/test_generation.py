@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from recall_lm.models.config import ModelConfig
-
 from recall_lm.models.decoder import DecoderLM
 from tests.layers.mixer_cases import MIXER_CASES
 

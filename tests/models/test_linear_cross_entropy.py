@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from recall_lm.models.config import ModelConfig
-from recall_lm.models.lightning_module import LanguageModelTask
 from recall_lm.models.linear_cross_entropy import linear_cross_entropy
+from recall_lm.training.task import LanguageModelTask
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 64, 1000])
@@ -55,7 +55,7 @@ def test_bad_arguments_are_named():
 
 
 def test_memory_benchmark_runs_both_variants_to_the_same_loss(tmp_path):
-    from recall_lm.evals import bench_loss
+    from recall_lm.evals.bench import loss as bench_loss
 
     full, chunked = bench_loss.main(["--tokens", "64", "--d-model", "8", "--vocab", "512", "--chunk-rows", "16",
                                      "--device", "cpu", "--out", str(tmp_path / "loss.md")])

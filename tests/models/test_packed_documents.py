@@ -83,7 +83,7 @@ def test_cu_seqlens_needs_one_row_and_no_state():
 def test_task_loss_on_masked_blocks_is_the_loss_of_each_document_alone(chunked_loss_rows):
     """A batch (input_ids, labels, starts) of two blocks: the task's loss is the token-mean loss of the
     documents run one by one, each predicting only its own tokens."""
-    from recall_lm.models.lightning_module import LanguageModelTask
+    from recall_lm.training.task import LanguageModelTask
 
     task = LanguageModelTask(ModelConfig(vocab_size=50, d_model=32, n_layers=2, mixer=["attention", "rwkv6"],
                                          mixer_kwargs={"rwkv6": {"head_size": 16, "chunk_size": 16}}),

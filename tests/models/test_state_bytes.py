@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from recall_lm.models.config import ModelConfig
-
 from recall_lm.models.decoder import DecoderLM
 from tests.layers.mixer_cases import D_MODEL, MIXER_CASES, all_cases, case_id
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from recall_lm.data.mqar import MQARSlice
 from recall_lm.data.mqar_datamodule import MQARDataModule
 from recall_lm.models.config import ModelConfig
-from recall_lm.models.lightning_module import IGNORE_INDEX, LanguageModelTask, per_example_accuracy, warmup_cosine
+from recall_lm.training.task import IGNORE_INDEX, LanguageModelTask, per_example_accuracy, warmup_cosine
 
 CONFIG = ModelConfig(vocab_size=64, d_model=16, n_layers=2, mixer=["base_conv", "based"],
                      mixer_kwargs={"based": {"feature_dim": 4}}, mlp="none")
@@ -117,5 +117,5 @@ def test_data_vocabulary_larger_than_the_model_is_refused():
     task = LanguageModelTask(ModelConfig(**{**CONFIG.__dict__, "vocab_size": 32}))
     with pytest.raises(ValueError, match="vocab_size"):
         task.check_data(tiny_data())
-    with pytest.raises(ValueError, match="model.model.vocab_size=32"):
+    with pytest.raises(ValueError, match="model.architecture.vocab_size=32"):
         fit(task, 1)

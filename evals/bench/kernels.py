@@ -1,0 +1,459 @@
+"""Kernel benchmarks: ``python -m recall_lm.evals.bench.kernels [--T 512 2048 8192] [--repeats 3]``.
+
+Prints a markdown table and writes it to ``evals/results/bench_kernels_{cpu,cuda}.md``. Each family is a
+"section": a function ``(Settings) -> list[Row]`` appended to ``SECTIONS`` (gated linear attention here;
+sliding-window attention adds its own). Times are in milliseconds, the median of ``repeats`` rounds
+after ``warmup`` untimed ones; "fwd+bwd" is one forward plus ``backward()`` of a random projection of the
+output. Every op of a section at one T (ours, SDPA, the token loop, fla) is timed in the same rounds,
+one call each in turn, so a slow spell of a shared machine falls on all of them and their ratios hold.
+
+``OMP_WAIT_POLICY`` is left as the caller sets it, and recorded: on 2 idle cores ``PASSIVE`` (OpenMP
+workers sleep between ops) made the chunked kernels ≈ 40 % slower than the default, while beside another
+job the default's spinning workers can be far worse. Measure on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from recall_lm.evals.common import ROOT, cpu_name
+from recall_lm.kernels.cpu_memory import retain_freed_memory
+
+RESULTS = ROOT / "evals" / "results"
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    T: list[int]
+    B: int = 4
+    H: int = 4
+    D: int = 64
+    repeats: int = 3
+    warmup: int = 1
+    recurrent_T: int = 512  # the token loop is only timed at this length
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    malloc_retained: bool = False  # recall_lm.kernels.cpu_memory.retain_freed_memory took effect
+    matmul_rates: str = ""  # filled by matmul_rates()
+
+
+@dataclass
+class Row:
+    section: str
+    op: str
+    impl: str
+    T: int
+    dtype: str
+    fwd_ms: float | None
+    fwdbwd_ms: float | None
+    note: str = ""
+
+
+def timeit(fn, s: Settings) -> float:
+    """Median wall time of ``fn()`` in ms."""
+    sync = torch.cuda.synchronize if s.device.type == "cuda" else (lambda: None)
+    for _ in range(s.warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(s.repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def matmul_rates(s: Settings) -> str:
+    """The matmul rate every chunked kernel here works under: GFLOP/s of 512 batched 64×64 by 64×64
+    products (the chunk shape) and of one 2048³ product, median of 5."""
+    dtype = torch.bfloat16 if s.device.type == "cuda" else torch.float32
+    rates = []
+    for batch, n in ((512, 64), (1, 2048)):
+        a, b = (torch.randn(batch, n, n, device=s.device, dtype=dtype) for _ in range(2))
+        ms = timeit(lambda: a @ b, replace(s, repeats=5, warmup=2))
+        shape = f"{batch} × {n}×{n}·{n}×{n}" if batch > 1 else f"{n}×{n}·{n}×{n}"
+        rates.append(f"{shape} {2 * batch * n**3 / ms / 1e6:.0f} GFLOP/s")
+    return f"{str(dtype).replace('torch.', '')} matmul rate: " + ", ".join(rates)
+
+
+@dataclass
+class Case:
+    """One op to time: ``call(*make_inputs())`` returns the output first."""
+    op: str
+    impl: str
+    make_inputs: Callable
+    call: Callable
+    ratio_note: bool = True  # note the backward / forward ratio
+
+
+def time_cases(cases: list[Case], s: Settings, errors: list | None = None) -> list[tuple[float, float]]:
+    """(forward ms under no_grad, forward+backward ms) of every case: the median of ``s.repeats`` rounds,
+    each round timing every case once in turn (after ``s.warmup`` untimed rounds). With ``errors`` (a
+    list), a case that raises while it is set up (e.g. out of memory) gets NaN times and its exception
+    appended there (None for the others) instead of stopping the others."""
+    sync = torch.cuda.synchronize if s.device.type == "cuda" else (lambda: None)
+    steps = []
+    for case in cases:
+        try:
+            steps.append(_prepare(case))
+            if errors is not None:
+                errors.append(None)
+        except Exception as error:
+            if errors is None:
+                raise
+            steps.append(None)
+            errors.append(error)
+    times = [([], []) for _ in cases]
+    for round_ in range(s.warmup + s.repeats):
+        for step, (fwd_ms, fb_ms) in zip(steps, times):
+            for fn, out in (() if step is None else zip(step, (fwd_ms, fb_ms))):
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                if round_ >= s.warmup:
+                    out.append((time.perf_counter() - t0) * 1e3)
+    nan = float("nan")
+    return [(statistics.median(f), statistics.median(b)) if f else (nan, nan) for f, b in times]
+
+
+def _prepare(case: Case):
+    """The (forward, forward+backward) callables of one case, each called once here."""
+    inputs = case.make_inputs()
+    leaves = [x.detach().requires_grad_() if x is not None and x.is_floating_point() else x for x in inputs]
+    with torch.no_grad():
+        do = torch.randn_like(case.call(*inputs)[0])
+
+    def forward():
+        with torch.no_grad():
+            case.call(*inputs)
+
+    def forward_backward():
+        for t in leaves:
+            if isinstance(t, torch.Tensor):
+                t.grad = None
+        case.call(*leaves)[0].backward(do)
+
+    forward_backward()
+    return forward, forward_backward
+
+
+def timed_rows(section: str, T: int, dtype: str, cases: list[Case], s: Settings) -> list[Row]:
+    rows = []
+    for case, (fwd, fb) in zip(cases, time_cases(cases, s)):
+        note = f"backward/forward {(fb - fwd) / fwd:.1f}x" if case.ratio_note else ""
+        rows.append(Row(section, case.op, case.impl, T, dtype, fwd, fb, note))
+    return rows
+
+
+def _gla_inputs(s: Settings, T: int, gate: str | None, dtype, use_u=False):
+    def make():
+        B, H, D, dev = s.B, s.H, s.D, s.device
+        q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=dtype) for _ in range(3))
+        g = None
+        if gate == "head":
+            g = F.logsigmoid(torch.randn(B, T, H, device=dev)).to(dtype) / 16
+        elif gate == "channel":
+            g = F.logsigmoid(torch.randn(B, T, H, D, device=dev)).to(dtype) / 16
+        u = torch.randn(H, D, device=dev, dtype=dtype) if use_u else None
+        return q, k, v, g, u
+
+    return make
+
+
+def _sdpa_inputs(s: Settings, T: int, dtype):
+    def make():
+        return tuple(torch.randn(s.B, s.H, T, s.D, device=s.device, dtype=dtype) for _ in range(3))
+
+    return make
+
+
+def _sdpa(q, k, v):
+    return (F.scaled_dot_product_attention(q, k, v, is_causal=True),)
+
+
+GATES = {"linear attention (g=None)": None, "per-head g (RetNet)": "head", "per-channel g (GLA)": "channel"}
+
+
+def gla_section(s: Settings) -> list[Row]:
+    """Gated linear attention: our backends against softmax attention (SDPA) and, on CUDA, fla."""
+    from recall_lm.kernels.ops import gated_linear_attention
+
+    rows = []
+    cuda = s.device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    dname = str(dtype).replace("torch.", "")
+    backend = "triton" if cuda else "torch"
+
+    def ours(q, k, v, g, u):
+        return gated_linear_attention(q, k, v, g, u, backend=backend)
+
+    def recurrent(q, k, v, g, u):
+        return gated_linear_attention(q, k, v, g, u, backend="recurrent")
+
+    for T in s.T:
+        cases = [Case(op, backend, _gla_inputs(s, T, gate, dtype), ours) for op, gate in GATES.items()]
+        if cuda:
+            try:
+                cases += _fla_cases(s, T, dtype, ours)
+            except RuntimeError as e:  # still time ours, and say why fla's rows are missing
+                rows.append(Row("gla", "fla", "unavailable", T, dname, None, None, str(e)[:80]))
+        cases.append(Case("softmax attention (causal)", "torch SDPA", _sdpa_inputs(s, T, dtype), _sdpa, False))
+        if T == s.recurrent_T:
+            cases.append(Case("per-head g (RetNet)", "recurrent (token loop)", _gla_inputs(s, T, "head", dtype),
+                              recurrent, False))
+        rows += _note_fla_ratios(timed_rows("gla", T, dname, cases, s))
+    return rows
+
+
+def _fla_cases(s: Settings, T: int, dtype, ours) -> list[Case]:
+    """fla's chunked Triton kernels at the same shapes (and ours with RWKV-6's bonus u, to compare)."""
+    try:
+        from fla.ops.gla import chunk_gla
+        from fla.ops.rwkv6 import chunk_rwkv6
+        from fla.ops.simple_gla import chunk_simple_gla
+    except Exception as e:  # pragma: no cover - fla is a dependency
+        raise RuntimeError(f"fla's ops are needed for the CUDA rows: {e!r}") from e
+    rwkv6 = _gla_inputs(s, T, "channel", dtype, use_u=True)
+    return [
+        Case("per-head g (RetNet)", "fla", _gla_inputs(s, T, "head", dtype),
+             lambda q, k, v, g, u: chunk_simple_gla(q, k, v, g=g)),
+        Case("per-channel g (GLA)", "fla", _gla_inputs(s, T, "channel", dtype),
+             lambda q, k, v, g, u: chunk_gla(q, k, v, g)),
+        Case("per-channel g + u (RWKV-6)", "triton", rwkv6, ours),
+        Case("per-channel g + u (RWKV-6)", "fla", rwkv6, lambda q, k, v, g, u: chunk_rwkv6(q, k, v, g, u)),
+    ]
+
+
+def _note_fla_ratios(rows: list[Row]) -> list[Row]:
+    """fla rows get the ratio fla time / our (triton) time of the same op and T."""
+    for r in rows:
+        mine = next((m for m in rows if m.op == r.op and m.T == r.T and m.impl == "triton"), None)
+        if r.impl == "fla" and mine and mine.fwd_ms and mine.fwdbwd_ms:
+            r.note = f"fla/ours: fwd {r.fwd_ms / mine.fwd_ms:.2f}x, fwd+bwd {r.fwdbwd_ms / mine.fwdbwd_ms:.2f}x"
+    return rows
+
+
+def gla_summary(rows: list[Row], s: Settings) -> list[str]:
+    """The CPU targets at T=2048: torch backend (per-head g) vs SDPA and vs the token recurrence."""
+    lines = []
+    T = 2048 if 2048 in s.T else max(s.T)
+
+    def find(op, impl, t):
+        return next((r for r in rows if r.op == op and r.impl == impl and r.T == t), None)
+
+    impl = "torch" if s.device.type == "cpu" else "triton"
+    ours = find("per-head g (RetNet)", impl, T)
+    rec = find("per-head g (RetNet)", "recurrent (token loop)", s.recurrent_T)
+    for op in ("per-head g (RetNet)", "per-channel g (GLA)"):
+        ratios = [(t, find(op, impl, t), find("softmax attention (causal)", "torch SDPA", t)) for t in s.T]
+        ratios = [f"T={t} forward {sdpa.fwd_ms / r.fwd_ms:.1f}x, forward+backward {sdpa.fwdbwd_ms / r.fwdbwd_ms:.1f}x"
+                  for t, r, sdpa in ratios if r and sdpa]
+        if ratios:
+            lines.append(f"- chunked ({impl}, {op}) vs SDPA causal: " + "; ".join(ratios))
+    if ours and rec:
+        factor = T / rec.T
+        lines.append(f"- chunked ({ours.impl}, per-head g) vs the token recurrence at T={T}: forward "
+                     f"{rec.fwd_ms * factor / ours.fwd_ms:.0f}x faster, forward+backward "
+                     f"{rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence measured at T={rec.T} and "
+                     f"extrapolated linearly x{factor:g})")
+    return lines
+
+
+def _delta_inputs(s: Settings, T: int, op: str, dtype):
+    """Inputs of one delta-rule op: (q, k, v, beta, g) for the gated delta rule, (q, k, v, a, b, gk)
+    RWKV-7-style (a = −κ̂, b = κ̂ ⊙ iclr, per-channel decay) for the DPLR rule."""
+    family, gated = DELTA_OPS[op]
+
+    def make():
+        B, H, D, dev = s.B, s.H, s.D, s.device
+        q = torch.randn(B, T, H, D, device=dev, dtype=dtype)
+        k = F.normalize(torch.randn(B, T, H, D, device=dev, dtype=torch.float32), dim=-1).to(dtype)
+        v = torch.randn(B, T, H, D, device=dev, dtype=dtype)
+        if family == "dplr":
+            iclr = torch.rand(B, T, H, D, device=dev, dtype=dtype)
+            gk = (F.logsigmoid(torch.randn(B, T, H, D, device=dev)) / 16).to(dtype)
+            return q, k * D**-0.5, v, -k, k * iclr, gk
+        beta = torch.rand(B, T, H, device=dev, dtype=dtype)
+        g = (F.logsigmoid(torch.randn(B, T, H, device=dev)) / 16).to(dtype) if gated else None
+        return q, k, v, beta, g
+
+    return make
+
+
+DELTA_OPS = {"delta rule (DeltaNet)": ("delta", False), "gated delta rule (Gated DeltaNet)": ("delta", True),
+             "DPLR delta rule (RWKV-7)": ("dplr", None)}
+
+
+def _delta_call(op: str, backend: str):
+    from recall_lm.kernels.ops import dplr_delta_rule, gated_delta_rule
+
+    fn = dplr_delta_rule if DELTA_OPS[op][0] == "dplr" else gated_delta_rule
+    return lambda *x: fn(*x, backend=backend)
+
+
+def delta_section(s: Settings) -> list[Row]:
+    """The delta-rule families: the chunked backend against softmax attention (SDPA), the token loop, and
+    on CUDA the triton backend and fla's chunk_delta_rule / chunk_gated_delta_rule."""
+    rows = []
+    cuda = s.device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    dname = str(dtype).replace("torch.", "")
+    for T in s.T:
+        cases = []
+        for op, (family, gated) in DELTA_OPS.items():
+            make = _delta_inputs(s, T, op, dtype)
+            cases.append(Case(op, "torch", make, _delta_call(op, "torch")))
+            if cuda:
+                cases.append(Case(op, "triton", make, _delta_call(op, "triton")))
+            if cuda and family == "delta":
+                try:
+                    cases.append(Case(op, "fla", make, _fla_delta_call(gated), False))
+                except RuntimeError as e:
+                    rows.append(Row("delta", op, "fla unavailable", T, dname, None, None, str(e)[:80]))
+            if T == s.recurrent_T:
+                cases.append(Case(op, "recurrent (token loop)", make, _delta_call(op, "recurrent"), False))
+        cases.append(Case("softmax attention (causal)", "torch SDPA", _sdpa_inputs(s, T, dtype), _sdpa, False))
+        rows += timed_rows("delta", T, dname, cases, s)
+    return rows
+
+
+def _fla_delta_call(gated: bool):
+    try:
+        from fla.ops.delta_rule import chunk_delta_rule
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    except Exception as e:  # pragma: no cover - fla is a dependency
+        raise RuntimeError(f"fla's ops are needed for the CUDA rows: {e!r}") from e
+    if gated:
+        return lambda q, k, v, beta, g: chunk_gated_delta_rule(q, k, v, g, beta)
+    return lambda q, k, v, beta, g: chunk_delta_rule(q, k, v, beta)
+
+
+def delta_summary(rows: list[Row], s: Settings) -> list[str]:
+    """The CPU targets at T=2048: ≥ 3× SDPA causal, ≥ 50× the token loop, backward ≤ 2.5× the forward."""
+    lines = []
+    T = 2048 if 2048 in s.T else max(s.T)
+
+    def find(op, impl, t):
+        return next((r for r in rows if r.op == op and r.impl == impl and r.T == t), None)
+
+    sdpa = find("softmax attention (causal)", "torch SDPA", T)
+    for op in DELTA_OPS:
+        ours, rec = find(op, "torch", T), find(op, "recurrent (token loop)", s.recurrent_T)
+        if ours and sdpa:
+            lines.append(f"- {op}, torch vs SDPA causal at T={T}: forward {sdpa.fwd_ms / ours.fwd_ms:.1f}x faster, "
+                         f"forward+backward {sdpa.fwdbwd_ms / ours.fwdbwd_ms:.1f}x; backward "
+                         f"{(ours.fwdbwd_ms - ours.fwd_ms) / ours.fwd_ms:.1f}x its forward")
+        if ours and rec:
+            factor = T / rec.T
+            lines.append(f"- {op}, torch vs the token recurrence at T={T}: forward {rec.fwd_ms * factor / ours.fwd_ms:.0f}x "
+                         f"faster, forward+backward {rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence at "
+                         f"T={rec.T}, extrapolated linearly x{factor:g})")
+        for t in s.T:  # CUDA only: the target is ≤ 1.0x fla's time
+            triton_row, fla = find(op, "triton", t), find(op, "fla", t)
+            if triton_row and fla and fla.fwd_ms:
+                lines.append(f"- {op}, triton vs fla at T={t}: forward {triton_row.fwd_ms / fla.fwd_ms:.2f}x fla's time, "
+                             f"forward+backward {triton_row.fwdbwd_ms / fla.fwdbwd_ms:.2f}x")
+    return lines
+
+
+# Each section: (name, run(settings) -> rows, summary(rows, settings) -> lines). Sliding-window attention
+# has its own command, `python -m recall_lm.evals.bench.swa` (both run in `make bench`).
+SECTIONS = [("Gated linear attention", gla_section, gla_summary), ("Delta rules", delta_section, delta_summary)]
+
+
+def _cpu_model() -> str:
+    return cpu_name()
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def to_markdown(rows: list[Row], s: Settings, sections_run, started: float, command: str = "") -> str:
+    dev = torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_model()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    out = [
+        "# Kernel benchmarks", "",
+        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- command: `{command}`" if command else "",
+        f"- torch {torch.__version__}, device: {s.device.type} ({dev}), threads: {torch.get_num_threads()}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: "
+        + ("freed blocks retained (recall_lm.kernels.cpu_memory)" if s.malloc_retained else "the C library's defaults"),
+        f"- shapes: B={s.B} H={s.H} D(head)={s.D}; T in {s.T}; median of {s.repeats} after {s.warmup} warm-up; "
+        f"chunk size 64; the token recurrence only at T={s.recurrent_T}",
+        f"- {s.matmul_rates}" if s.matmul_rates else "",
+        f"- load average at the end (other jobs share this machine): {load[0]:.1f}" if load else "",
+        f"- wall time of the whole benchmark: {time.time() - started:.0f} s", "",
+    ]
+    for name, _, summary in sections_run:
+        section_rows = [r for r in rows if r.section == name]
+        if not section_rows:
+            continue
+        out += [f"## {name}", "", "| op | implementation | T | dtype | forward (ms) | forward+backward (ms) | note |",
+                "|---|---|---:|---|---:|---:|---|"]
+        for r in section_rows:
+            out.append(f"| {r.op} | {r.impl} | {r.T} | {r.dtype} | {_fmt(r.fwd_ms)} | {_fmt(r.fwdbwd_ms)} | {r.note} |")
+        out += [""] + summary(section_rows, s) + [""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--B", type=int, default=4, help="batch size (fla's README benchmarks: 8)")
+    parser.add_argument("--H", type=int, default=4, help="heads (fla's README benchmarks: 32)")
+    parser.add_argument("--D", type=int, default=64, help="head width (fla's README benchmarks: 128)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sections", nargs="*", default=None, metavar="NAME",
+                        help="sections to run (default: all): " + ", ".join(repr(name) for name, *_ in SECTIONS))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    for name in ("B", "H", "D", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
+    if args.warmup < 0 or min(args.T) < 1:
+        parser.error(f"--warmup must be ≥ 0 and every --T ≥ 1, got {args.warmup} and {args.T}")
+    unknown = sorted(set(args.sections or ()) - {name for name, *_ in SECTIONS})
+    if unknown:
+        parser.error(f"unknown --sections {unknown}; known: {[name for name, *_ in SECTIONS]}")
+
+    s = Settings(device=torch.device(args.device), T=args.T, B=args.B, H=args.H, D=args.D, repeats=args.repeats,
+                 warmup=args.warmup)
+    torch.set_num_threads(s.threads)
+    s.malloc_retained = retain_freed_memory()
+    s.matmul_rates = matmul_rates(s)
+    started = time.time()
+    chosen = [sec for sec in SECTIONS if args.sections is None or sec[0] in args.sections]
+    rows = []
+    for name, run, _ in chosen:
+        for r in run(s):
+            r.section = name
+            rows.append(r)
+            print(f"{name} | {r.op} | {r.impl} | T={r.T} | fwd {_fmt(r.fwd_ms)} ms | fwd+bwd {_fmt(r.fwdbwd_ms)} ms",
+                  flush=True)
+    args_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    text = to_markdown(rows, s, chosen, started, f"python -m recall_lm.evals.bench.kernels {args_text}".strip())
+    print(text)
+    out = args.out or RESULTS / f"bench_kernels_{s.device.type}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
