@@ -44,12 +44,18 @@ def is_validation(relative_path: str) -> bool:
     return int(hashlib.sha256(relative_path.encode()).hexdigest(), 16) % 100 < VAL_PERCENT
 
 
-def build_stdlib_corpus(cache_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> dict[str, Path]:
+def build_stdlib_corpus(
+    cache_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None
+) -> dict[str, Path]:
     """Write (once) and return ``{"train": <train.jsonl>, "val": <val.jsonl>}`` for the stdlib corpus."""
     files = stdlib_files(root)
     if not files:
-        raise FileNotFoundError(f"no .py files under the standard library folder {root or sysconfig.get_paths()['stdlib']}")
-    listing = hashlib.sha256(json.dumps([(rel, p.stat().st_size) for rel, p in files]).encode()).hexdigest()[:12]
+        raise FileNotFoundError(
+            f"no .py files under the standard library folder {root or sysconfig.get_paths()['stdlib']}"
+        )
+    listing = hashlib.sha256(json.dumps([(rel, p.stat().st_size) for rel, p in files]).encode()).hexdigest()[
+        :12
+    ]
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     folder = Path(cache_dir or default_cache_dir()) / "corpus" / f"{NAME}-{version}-{listing}"
     out = {"train": folder / "train.jsonl", "val": folder / "val.jsonl"}

@@ -27,7 +27,9 @@ def query_slot_probabilities(space: int, power_a: float) -> np.ndarray:
     return p / p.sum()
 
 
-def _sample_without_replacement(rng: np.random.Generator, num_rows: int, weights: np.ndarray, k: int) -> np.ndarray:
+def _sample_without_replacement(
+    rng: np.random.Generator, num_rows: int, weights: np.ndarray, k: int
+) -> np.ndarray:
     """k distinct indices per row drawn successively ∝ ``weights`` (Efraimidis–Spirakis: the k largest
     keys log(u)/w, in decreasing order, are distributed as k successive weighted draws). Rows are
     processed in blocks so that memory stays bounded at Zoology's sizes (100k rows × 4095 keys)."""
@@ -52,7 +54,8 @@ def validate_mqar_arguments(vocab_size: int, input_seq_len: int, num_kv_pairs: i
     if 2 * num_kv_pairs * num_passes + 2 * num_kv_pairs > input_seq_len:
         raise ValueError(
             f"MQAR needs 2·num_kv_pairs·num_passes + 2·num_kv_pairs ≤ input_seq_len "
-            f"(context plus one query slot per key), got kv={num_kv_pairs}, passes={num_passes}, L={input_seq_len}"
+            f"(context plus one query slot per key), got kv={num_kv_pairs}, passes={num_passes}, "
+            f"L={input_seq_len}"
         )
     if vocab_size <= input_seq_len:
         raise ValueError(f"MQAR needs vocab_size > input_seq_len, got V={vocab_size}, L={input_seq_len}")

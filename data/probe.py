@@ -47,8 +47,10 @@ def check_slice(item: object, where: str) -> None:
     """Raise a ValueError naming ``where`` unless ``item`` follows the probe contract."""
     missing = [part for part in ("name", "seq_len", "num_examples", "generate") if not hasattr(item, part)]
     if missing:
-        raise ValueError(f"{where}: {type(item).__name__} is not a probe slice (it lacks {', '.join(missing)}; "
-                         "see recall_lm.data.probe)")
+        raise ValueError(
+            f"{where}: {type(item).__name__} is not a probe slice (it lacks {', '.join(missing)}; "
+            "see recall_lm.data.probe)"
+        )
 
 
 def check_generated(item: ProbeSlice, inputs: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> None:
@@ -61,4 +63,6 @@ def check_generated(item: ProbeSlice, inputs: torch.Tensor, labels: torch.Tensor
         raise ValueError(f"slice {item.name}: token ids outside [0, {vocab_size})")
     scored = labels != IGNORE_INDEX
     if not bool(scored.any(dim=1).all()):
-        raise ValueError(f"slice {item.name}: an example has no scored position (every label is {IGNORE_INDEX})")
+        raise ValueError(
+            f"slice {item.name}: an example has no scored position (every label is {IGNORE_INDEX})"
+        )

@@ -17,16 +17,36 @@ class PasskeyDataModule(SlicesDataModule):
     def __init__(self, vocab_size: int = 512, train_slices: list[PasskeySlice] | None = None,
                  test_slices: list[PasskeySlice] | None = None, batch_size: int = 64, train_seed: int = 0,
                  test_seed: int = 1_000_003, num_workers: int = 0):
-        super().__init__(vocab_size, train_slices or [PasskeySlice(64, None, 4, 10_000)],
-                         test_slices or [PasskeySlice(64, 0.5, 4, 500)], batch_size, train_seed, test_seed, num_workers)
+        super().__init__(
+            vocab_size,
+            train_slices or [PasskeySlice(64, None, 4, 10_000)],
+            test_slices or [PasskeySlice(64, 0.5, 4, 500)],
+            batch_size,
+            train_seed,
+            test_seed,
+            num_workers,
+        )
 
 
 class SetDisjointnessDataModule(SlicesDataModule):
     """JRT's set disjointness (data/set_disjointness.py); slices are SetDisjointnessSlice."""
 
-    def __init__(self, vocab_size: int = 512, train_slices: list[SetDisjointnessSlice] | None = None,
-                 test_slices: list[SetDisjointnessSlice] | None = None, batch_size: int = 64, train_seed: int = 0,
-                 test_seed: int = 1_000_003, num_workers: int = 0):
-        super().__init__(vocab_size, train_slices or [SetDisjointnessSlice(4, 16, 1, 10_000)],
-                         test_slices or [SetDisjointnessSlice(4, 16, 1, 500)], batch_size, train_seed, test_seed,
-                         num_workers)
+    def __init__(
+        self,
+        vocab_size: int = 512,
+        train_slices: list[SetDisjointnessSlice] | None = None,
+        test_slices: list[SetDisjointnessSlice] | None = None,
+        batch_size: int = 64,
+        train_seed: int = 0,
+        test_seed: int = 1_000_003,
+        num_workers: int = 0,
+    ):
+        super().__init__(
+            vocab_size,
+            train_slices or [SetDisjointnessSlice(4, 16, 1, 10_000)],
+            test_slices or [SetDisjointnessSlice(4, 16, 1, 500)],
+            batch_size,
+            train_seed,
+            test_seed,
+            num_workers,
+        )

@@ -65,7 +65,9 @@ def load_recall_task(task: str, split: str = "validation", data_files: str | lis
         dataset = load_dataset(builder, data_files=files, split=split)
     missing = {"key", "value", "text"} - set(dataset.column_names)
     if missing:
-        raise ValueError(f"recall task {task!r} data lacks column(s) {sorted(missing)}; has {dataset.column_names}")
+        raise ValueError(
+            f"recall task {task!r} data lacks column(s) {sorted(missing)}; has {dataset.column_names}"
+        )
     examples, empty = [], 0
     for row in dataset:
         if limit is not None and len(examples) >= limit:
@@ -77,7 +79,9 @@ def load_recall_task(task: str, split: str = "validation", data_files: str | lis
         context, question = split_question(row["text"], row["key"])
         examples.append(RecallExample(context, question, value, row["key"], str(row.get("doc_id", ""))))
     if empty:
-        warnings.warn(f"recall task {task!r}: left out {empty} row(s) with an empty value (nothing to recall)")
+        warnings.warn(
+            f"recall task {task!r}: left out {empty} row(s) with an empty value (nothing to recall)"
+        )
     return examples
 
 

@@ -47,8 +47,12 @@ class ResumableSampler(DistributedSampler):
         num_replicas = default_world if num_replicas is None else int(num_replicas)
         rank = default_rank if rank is None else int(rank)
         if len(dataset) < num_replicas:
-            raise ValueError(f"ResumableSampler: {len(dataset)} samples cannot be shared by {num_replicas} ranks")
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+            raise ValueError(
+                f"ResumableSampler: {len(dataset)} samples cannot be shared by {num_replicas} ranks"
+            )
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
         self.start = 0          # global position where the resumed epoch starts
         self.start_epoch = -1   # the epoch ``start`` applies to
 
@@ -80,14 +84,24 @@ class ResumableSampler(DistributedSampler):
 
     def state_dict(self, consumed_per_rank: int = 0) -> dict:
         start = self.start if self.start_epoch == self.epoch else 0
-        return {"epoch": int(self.epoch), "consumed": int(start + consumed_per_rank * self.num_replicas),
-                "seed": int(self.seed), "num_replicas": int(self.num_replicas), "dataset_len": len(self.dataset)}
+        return {
+            "epoch": int(self.epoch),
+            "consumed": int(start + consumed_per_rank * self.num_replicas),
+            "seed": int(self.seed),
+            "num_replicas": int(self.num_replicas),
+            "dataset_len": len(self.dataset),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("dataset_len", len(self.dataset)) != len(self.dataset) or state.get("seed", self.seed) != self.seed:
-            raise ValueError(f"cannot resume the data order: the checkpoint was saved for {state.get('dataset_len')} "
-                             f"samples with seed {state.get('seed')}, this run has {len(self.dataset)} with seed "
-                             f"{self.seed} (did the corpus, seq_len or seed change?)")
+        if (
+            state.get("dataset_len", len(self.dataset)) != len(self.dataset)
+            or state.get("seed", self.seed) != self.seed
+        ):
+            raise ValueError(
+                f"cannot resume the data order: the checkpoint was saved for {state.get('dataset_len')} "
+                f"samples with seed {state.get('seed')}, this run has {len(self.dataset)} with seed "
+                f"{self.seed} (did the corpus, seq_len or seed change?)"
+            )
         epoch, consumed = int(state["epoch"]), int(state["consumed"])
         if consumed >= self.total_size:  # the saved epoch was complete: the next one starts afresh
             self.set_start(epoch + 1, 0)
@@ -137,8 +151,16 @@ class ResumableDataLoader(DataLoader):
         self._yielded, self._epoch_of_count = 0, -1
 
 
-def resumable_loader(dataset: Dataset, batch_size: int | None, *, shuffle: bool = True, seed: int = 0,
-                     num_replicas: int | None = None, rank: int | None = None, **kwargs) -> ResumableDataLoader:
+def resumable_loader(
+    dataset: Dataset,
+    batch_size: int | None,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+    **kwargs,
+) -> ResumableDataLoader:
     """Shorthand: a ``ResumableDataLoader`` with its ``ResumableSampler`` (``drop_last`` for full batches)."""
     sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
     if batch_size is not None and sampler.num_samples < batch_size:

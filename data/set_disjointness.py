@@ -41,7 +41,9 @@ def set_disjointness(vocab_size: int, num_examples: int, size_a: int, size_b: in
     """SD examples. Returns (inputs, labels), LongTensors [num_examples, set_disjointness_length(...)]."""
     universe = vocab_size - FIRST_ELEMENT
     if size_a < 1 or size_b < 1 or num_passes < 1:
-        raise ValueError(f"set disjointness needs size_a, size_b, num_passes ≥ 1, got {size_a}, {size_b}, {num_passes}")
+        raise ValueError(
+            f"set disjointness needs size_a, size_b, num_passes ≥ 1, got {size_a}, {size_b}, {num_passes}"
+        )
     if size_a + size_b - 1 > universe:
         raise ValueError(f"set disjointness needs size_a + size_b − 1 ≤ vocab_size − 3 distinct elements, "
                          f"got {size_a} + {size_b} − 1 > {universe}")
@@ -84,4 +86,6 @@ class SetDisjointnessSlice:
         return set_disjointness_length(self.size_a, self.size_b, self.num_passes)
 
     def generate(self, vocab_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return set_disjointness(vocab_size, self.num_examples, self.size_a, self.size_b, self.num_passes, seed)
+        return set_disjointness(
+            vocab_size, self.num_examples, self.size_a, self.size_b, self.num_passes, seed
+        )

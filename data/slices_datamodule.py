@@ -63,7 +63,12 @@ class SlicesDataModule(L.LightningDataModule):
             raise ValueError(f"{kind}.batch_size must be ≥ 1, got {batch_size}")
         if vocab_size < 2:
             raise ValueError(f"{kind}.vocab_size must be ≥ 2, got {vocab_size}")
-        self.vocab_size, self.batch_size, self.num_workers, self.shuffle = vocab_size, batch_size, num_workers, shuffle
+        self.vocab_size, self.batch_size, self.num_workers, self.shuffle = (
+            vocab_size,
+            batch_size,
+            num_workers,
+            shuffle,
+        )
         self.train_slices, self.test_slices = list(train_slices), list(test_slices)
         self.train_seed, self.test_seed = train_seed, test_seed
         for which, items in (("train_slices", self.train_slices), ("test_slices", self.test_slices)):
@@ -89,7 +94,9 @@ class SlicesDataModule(L.LightningDataModule):
         if self._train is None:
             train = [self._generate(s, self.train_seed + i) for i, s in enumerate(self.train_slices)]
             self._train = SliceBatches(train, self.batch_size, seed=self.train_seed)
-            self._test = [TensorDataset(*self._generate(s, self.test_seed + i)) for i, s in enumerate(self.test_slices)]
+            self._test = [
+                TensorDataset(*self._generate(s, self.test_seed + i)) for i, s in enumerate(self.test_slices)
+            ]
 
     def train_dataloader(self):
         return resumable_loader(self._train, batch_size=None, shuffle=self.shuffle, seed=self.train_seed,

@@ -210,7 +210,9 @@ class TextDataModule(L.LightningDataModule):
         if not 0 <= val_fraction < 1:
             raise ValueError(f"TextDataModule: val_fraction must be in [0, 1), got {val_fraction}")
         if seq_len < 1 or batch_size < 1:
-            raise ValueError(f"TextDataModule: seq_len and batch_size must be ≥ 1, got {seq_len}, {batch_size}")
+            raise ValueError(
+                f"TextDataModule: seq_len and batch_size must be ≥ 1, got {seq_len}, {batch_size}"
+            )
         if streaming and not hub_dataset:
             raise ValueError("TextDataModule: streaming applies to hub_dataset only")
         self.sources, self.val_sources = as_list(sources), as_list(val_sources)
@@ -256,14 +258,22 @@ class TextDataModule(L.LightningDataModule):
                 "format": self.format}
 
     def _documents(self, which: str):
-        """The ``text``-column dataset of the train or separate-validation documents (None if there is none)."""
+        """The ``text``-column dataset of the train or separate-validation documents (None if there is
+        none)."""
         hf_cache = str(self.cache_dir / "hf")
         if self.hub["path"]:
             split = self.hub["split"] if which == "train" else self.hub["val_split"]
             if split is None:
                 return None
-            return load_hub(self.hub["path"], self.hub["name"], split, self.text_column, self.hub["streaming"],
-                            hf_cache, self.hub["revision"])
+            return load_hub(
+                self.hub["path"],
+                self.hub["name"],
+                split,
+                self.text_column,
+                self.hub["streaming"],
+                hf_cache,
+                self.hub["revision"],
+            )
         train, val = self._local_files()
         files = train if which == "train" else val
         return load_local(files, self.text_column, self.format, hf_cache) if files else None
@@ -280,7 +290,9 @@ class TextDataModule(L.LightningDataModule):
         try:
             vocab = int(spec.split(":", 1)[1])
         except ValueError:
-            raise ValueError(f"TextDataModule.tokenizer {spec!r}: expected bpe:<vocab_size>, e.g. bpe:4096") from None
+            raise ValueError(
+                f"TextDataModule.tokenizer {spec!r}: expected bpe:<vocab_size>, e.g. bpe:4096"
+            ) from None
         key = _hash({"v": CACHE_VERSION, "vocab": vocab, "sources": identity, "column": self.text_column,
                      "split": self._split_identity(), "max_tokens": self.max_tokens})
         folder = self.cache_dir / "tokenizers" / f"bpe-{vocab}-{key}"
@@ -349,9 +361,17 @@ class TextDataModule(L.LightningDataModule):
 
                 features = datasets.Features({"ids": datasets.List(datasets.Value("int32")),
                                               "is_val": datasets.Value("bool")})
-                encoded = docs.map(encode, batched=True, with_indices=True, batch_size=1000, remove_columns=["text"],
-                                   num_proc=self.num_proc, new_fingerprint=fingerprint, features=features,
-                                   desc=f"tokenising ({tokenizer.name})")
+                encoded = docs.map(
+                    encode,
+                    batched=True,
+                    with_indices=True,
+                    batch_size=1000,
+                    remove_columns=["text"],
+                    num_proc=self.num_proc,
+                    new_fingerprint=fingerprint,
+                    features=features,
+                    desc=f"tokenising ({tokenizer.name})",
+                )
                 batches = (b for b in encoded.with_format("arrow").iter(batch_size=10_000))
             for table in batches:
                 ids = table.column("ids").combine_chunks()
@@ -370,20 +390,31 @@ class TextDataModule(L.LightningDataModule):
         writer.close()
         where = self._describe_sources()
         if writer.counts["train"] < self.seq_len + 1:
-            raise ValueError(f"empty corpus: {where} gave {writer.counts['train']} training tokens, fewer than one "
-                             f"block of seq_len + 1 = {self.seq_len + 1}")
+            raise ValueError(
+                f"empty corpus: {where} gave {writer.counts['train']} training tokens, fewer than one "
+                f"block of seq_len + 1 = {self.seq_len + 1}"
+            )
         if writer.counts["val"] < self.seq_len + 1:
-            raise ValueError(f"{where}: the validation part has {writer.counts['val']} tokens, fewer than one block "
-                             f"of {self.seq_len + 1}; raise val_fraction or give val_sources")
-        meta = {"dtype": dtype.name, "tokens": writer.counts, "documents": documents,
-                "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size, "eos_token_id": tokenizer.eos_token_id,
-                "sources": self._describe_sources()}
+            raise ValueError(
+                f"{where}: the validation part has {writer.counts['val']} tokens, fewer than one block "
+                f"of {self.seq_len + 1}; raise val_fraction or give val_sources"
+            )
+        meta = {
+            "dtype": dtype.name,
+            "tokens": writer.counts,
+            "documents": documents,
+            "tokenizer": tokenizer.name,
+            "vocab_size": tokenizer.vocab_size,
+            "eos_token_id": tokenizer.eos_token_id,
+            "sources": self._describe_sources(),
+        }
         tmp = folder / f".meta.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, folder / "meta.json")
 
     def _encode_stream(self, docs, encode: _Encode):
-        """Streaming: tokenise batches of 1000 documents in this process, yielding Arrow tables like ``map``."""
+        """Streaming: tokenise batches of 1000 documents in this process, yielding Arrow tables like
+        ``map``."""
         import pyarrow as pa
 
         for start, texts in _text_batches(docs):
@@ -409,13 +440,17 @@ class TextDataModule(L.LightningDataModule):
         model = getattr(trainer, "lightning_module", None) if trainer is not None else None
         model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
         if model_vocab is not None and model_vocab < self.tokenizer.vocab_size:
-            raise ValueError(f"model vocab_size {model_vocab} is smaller than the vocabulary of tokenizer "
-                             f"{self.tokenizer.name!r} ({self.tokenizer.vocab_size}): set model.architecture.vocab_size ≥ "
-                             f"{self.tokenizer.vocab_size}")
+            raise ValueError(
+                f"model vocab_size {model_vocab} is smaller than the vocabulary of tokenizer "
+                f"{self.tokenizer.name!r} ({self.tokenizer.vocab_size}): set model.architecture.vocab_size ≥ "
+                f"{self.tokenizer.vocab_size}"
+            )
         block = self.seq_len + 1
         eos = meta["eos_token_id"] if self.document_mask else None
         self.train_set = PackedBlocks(self.token_dir / "train.bin", meta["dtype"], block, eos_token_id=eos)
-        self.val_set = PackedBlocks(self.token_dir / "val.bin", meta["dtype"], block, self.max_val_blocks, eos)
+        self.val_set = PackedBlocks(
+            self.token_dir / "val.bin", meta["dtype"], block, self.max_val_blocks, eos
+        )
         if trainer is not None and trainer.global_rank == 0 and trainer.default_root_dir:
             self.tokenizer.save(Path(trainer.default_root_dir) / "tokenizer")
 
@@ -430,15 +465,27 @@ class TextDataModule(L.LightningDataModule):
         if self.train_set is None:
             raise RuntimeError("TextDataModule.setup() has not run")
         if len(self.train_set) < world * self.batch_size:
-            raise ValueError(f"{self._describe_sources()}: {len(self.train_set)} training blocks of {self.seq_len + 1} "
-                             f"tokens cannot fill one batch of {self.batch_size} on each of {world} ranks")
-        return resumable_loader(self.train_set, self.batch_size, shuffle=True, seed=self.seed, num_replicas=world,
-                                rank=rank, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+            raise ValueError(
+                f"{self._describe_sources()}: {len(self.train_set)} training blocks of {self.seq_len + 1} "
+                f"tokens cannot fill one batch of {self.batch_size} on each of {world} ranks"
+            )
+        return resumable_loader(
+            self.train_set,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def val_dataloader(self):
         if self.val_set is None:
             raise RuntimeError("TextDataModule.setup() has not run")
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            self.val_set, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers
+        )
 
 
 def _text_batches(docs, batch_size: int = 1000):

@@ -29,7 +29,8 @@ def as_list(sources) -> list[str]:
 
 
 def file_format(path: Path, format: str = "auto") -> str:
-    """'text', 'json' or 'parquet' from ``format`` or else the file suffix; unknown → ValueError naming the file."""
+    """'text', 'json' or 'parquet' from ``format`` or else the file suffix; unknown → ValueError naming
+    the file."""
     if format != "auto":
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {FORMATS}")
@@ -38,8 +39,10 @@ def file_format(path: Path, format: str = "auto") -> str:
     for name, suffixes in (("text", TEXT_SUFFIXES), ("json", JSON_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
         if suffix in suffixes:
             return name
-    raise ValueError(f"unknown format of {path} (suffix {suffix!r}): text files end in {TEXT_SUFFIXES}, JSON lines "
-                     f"in {JSON_SUFFIXES}, parquet in {PARQUET_SUFFIXES}; or set format: text|json|parquet")
+    raise ValueError(
+        f"unknown format of {path} (suffix {suffix!r}): text files end in {TEXT_SUFFIXES}, JSON lines "
+        f"in {JSON_SUFFIXES}, parquet in {PARQUET_SUFFIXES}; or set format: text|json|parquet"
+    )
 
 
 def resolve_files(sources, what: str = "sources", format: str = "auto") -> list[Path]:
@@ -60,9 +63,13 @@ def resolve_files(sources, what: str = "sources", format: str = "auto") -> list[
             files += matched
         elif path.is_dir():
             known = TEXT_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES
-            matched = sorted(p for p in path.rglob("*") if p.is_file() and (format != "auto" or p.suffix.lower() in known))
+            matched = sorted(
+                p for p in path.rglob("*") if p.is_file() and (format != "auto" or p.suffix.lower() in known)
+            )
             if not matched:
-                raise FileNotFoundError(f"{what}: the folder {entry!r} holds no text, JSON-lines or parquet file")
+                raise FileNotFoundError(
+                    f"{what}: the folder {entry!r} holds no text, JSON-lines or parquet file"
+                )
             files += matched
         elif path.is_file():
             files.append(path)
@@ -110,9 +117,12 @@ def first_unreadable_line(path: Path, fmt: str) -> str | None:
     return None
 
 
-def load_local(files: list[Path], text_column: str = "text", format: str = "auto", cache_dir: str | None = None):
-    """Read ``files`` into one ``datasets.Dataset`` with a single ``text`` column (text, then JSON, then parquet
-    files, each group in the given order). Raises ValueError naming the files on a missing column or no documents."""
+def load_local(
+    files: list[Path], text_column: str = "text", format: str = "auto", cache_dir: str | None = None
+):
+    """Read ``files`` into one ``datasets.Dataset`` with a single ``text`` column (text, then JSON, then
+    parquet files, each group in the given order). Raises ValueError naming the files on a missing column
+    or no documents."""
     import datasets
 
     groups: dict[str, list[str]] = {}
@@ -129,21 +139,37 @@ def load_local(files: list[Path], text_column: str = "text", format: str = "auto
         kwargs = {"sample_by": "document", "keep_linebreaks": True} if fmt == "text" else {}
         for name in nonempty:  # pyarrow reads bad bytes without a word and fails later, far from the file
             if fmt in ("text", "json") and not is_utf8(Path(name)):
-                raise ValueError(f"cannot read {fmt} files {_short(nonempty)}: {first_unreadable_line(Path(name), fmt)}")
+                raise ValueError(
+                    f"cannot read {fmt} files {_short(nonempty)}: {first_unreadable_line(Path(name), fmt)}"
+                )
         try:
-            part = datasets.load_dataset(fmt, data_files=nonempty, split="train", cache_dir=cache_dir, **kwargs)
+            part = datasets.load_dataset(
+                fmt, data_files=nonempty, split="train", cache_dir=cache_dir, **kwargs
+            )
         except Exception as error:
             where = next(filter(None, (first_unreadable_line(Path(n), fmt) for n in nonempty)), None)
-            reason = where or f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            reason = (
+                where
+                or f"{type(error).__name__}: "
+                f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            )
             raise ValueError(f"cannot read {fmt} files {_short(nonempty)}: {reason}") from None
         column = "text" if fmt == "text" else text_column
         if column not in part.column_names:
-            raise ValueError(f"text_column {column!r} not found in {_short(nonempty)}; columns: {part.column_names}")
+            raise ValueError(
+                f"text_column {column!r} not found in {_short(nonempty)}; columns: {part.column_names}"
+            )
         part = part.select_columns([column])
         if column != "text":
             part = part.rename_column(column, "text")
-        if not isinstance(part.features["text"], datasets.Value) or part.features["text"].dtype not in ("string", "large_string"):
-            raise ValueError(f"text_column {column!r} of {_short(nonempty)} is not a string column: {part.features['text']}")
+        if not isinstance(part.features["text"], datasets.Value) or part.features["text"].dtype not in (
+            "string",
+            "large_string",
+        ):
+            raise ValueError(
+                f"text_column {column!r} of {_short(nonempty)} is not a string column: "
+                f"{part.features['text']}"
+            )
         parts.append(part)
     if not parts or sum(len(p) for p in parts) == 0:
         raise ValueError(f"empty corpus: no documents in {_short([str(f) for f in files])}")
@@ -157,7 +183,9 @@ def load_hub(path: str, name: str | None, split: str, text_column: str = "text",
 
     where = f"hub dataset {path!r}" + (f" (config {name!r})" if name else "") + f" split {split!r}"
     try:
-        ds = datasets.load_dataset(path, name, split=split, streaming=streaming, cache_dir=cache_dir, revision=revision)
+        ds = datasets.load_dataset(
+            path, name, split=split, streaming=streaming, cache_dir=cache_dir, revision=revision
+        )
     except Exception as error:
         raise ValueError(f"cannot load {where}: {type(error).__name__}: {str(error)[:300]}") from None
     columns = ds.column_names if ds.column_names is not None else list((ds.features or {}).keys())

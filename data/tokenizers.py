@@ -75,7 +75,10 @@ class Tokenizer:
         return f"{self._kind}:{self.name}:{self.vocab_size}:{self.eos_token_id}"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, eos_token_id={self.eos_token_id})"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, "
+            f"eos_token_id={self.eos_token_id})"
+        )
 
 
 class ByteTokenizer(Tokenizer):
@@ -170,7 +173,9 @@ class HFTokenizer(Tokenizer):
         self.vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
         self.eos_token_id, self.name = int(eos_token_id), name
         if not 0 <= self.eos_token_id < self.vocab_size:
-            raise ValueError(f"tokenizer {name!r}: eos_token_id {eos_token_id} outside its vocabulary of {self.vocab_size}")
+            raise ValueError(
+                f"tokenizer {name!r}: eos_token_id {eos_token_id} outside its vocabulary of {self.vocab_size}"
+            )
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -209,8 +214,10 @@ def load_tokenizer(spec: str, **kwargs) -> Tokenizer:
     if spec == "rwkv_world":
         return RWKVWorldTokenizer(kwargs.get("vocab_file"))
     if spec.startswith("bpe:"):
-        raise ValueError(f"tokenizer {spec!r} is trained on a corpus: use train_bpe(texts, vocab_size) or the "
-                         "TextDataModule option tokenizer: bpe:<vocab_size>")
+        raise ValueError(
+            f"tokenizer {spec!r} is trained on a corpus: use train_bpe(texts, vocab_size) or the "
+            "TextDataModule option tokenizer: bpe:<vocab_size>"
+        )
     path = Path(spec).expanduser()
     if path.is_dir() and (path / META_FILE).is_file():
         return load_saved_tokenizer(path)
@@ -257,7 +264,10 @@ def _from_tokenizer_json(path: Path, eos_token: str | None) -> HFTokenizer:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _from_hub(name: str, eos_token: str | None) -> HFTokenizer:
@@ -265,26 +275,34 @@ def _from_hub(name: str, eos_token: str | None) -> HFTokenizer:
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(name, "tokenizer_config.json"), str):
-            raise ValueError(f"unknown tokenizer {name!r}: not a local file, and it could not be loaded from the HF hub "
-                             f"(offline: HF_HUB_OFFLINE is set and it is not in the local hub cache); "
-                             f"options: {SPECS_HELP}")
+            raise ValueError(
+                f"unknown tokenizer {name!r}: not a local file, and it could not be loaded from the HF hub "
+                f"(offline: HF_HUB_OFFLINE is set and it is not in the local hub cache); "
+                f"options: {SPECS_HELP}"
+            )
     try:
         from transformers import AutoTokenizer
 
         hf = AutoTokenizer.from_pretrained(name)
     except Exception as error:
         hint = " (offline: HF_HUB_OFFLINE is set and it is not in the local hub cache)" if _offline() else ""
-        raise ValueError(f"unknown tokenizer {name!r}: not a local file and it could not be loaded from the HF hub"
-                         f"{hint}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}; "
-                         f"options: {SPECS_HELP}") from None
+        raise ValueError(
+            f"unknown tokenizer {name!r}: not a local file and it could not be loaded from the HF hub"
+            f"{hint}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}; "
+            f"options: {SPECS_HELP}"
+        ) from None
     if not getattr(hf, "is_fast", False):
-        raise ValueError(f"hub tokenizer {name!r} has no fast (tokenizers) version; save a tokenizer.json instead")
+        raise ValueError(
+            f"hub tokenizer {name!r} has no fast (tokenizers) version; save a tokenizer.json instead"
+        )
     raw = hf.backend_tokenizer
     eos = hf.eos_token_id if eos_token is None else None
     return HFTokenizer(raw, eos if eos is not None else _find_eos(raw, eos_token, name), name=name)
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, eos_token: str = BPE_EOS, batch_size: int = 1000) -> HFTokenizer:
+def train_bpe(
+    texts: Iterable[str], vocab_size: int, eos_token: str = BPE_EOS, batch_size: int = 1000
+) -> HFTokenizer:
     """Train a byte-level BPE (GPT-2 style: lossless on any UTF-8 text) with ``vocab_size`` ids, EOS id 0."""
     from tokenizers import Tokenizer as RawTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -326,7 +344,9 @@ def load_saved_tokenizer(directory) -> Tokenizer:
     elif kind == "hf":
         from tokenizers import Tokenizer as RawTokenizer
 
-        tokenizer = HFTokenizer(RawTokenizer.from_file(str(directory / HF_FILE)), meta["eos_token_id"], meta["name"])
+        tokenizer = HFTokenizer(
+            RawTokenizer.from_file(str(directory / HF_FILE)), meta["eos_token_id"], meta["name"]
+        )
     else:
         raise ValueError(f"{meta_path}: unknown tokenizer kind {kind!r}")
     tokenizer.name = meta.get("name", tokenizer.name)

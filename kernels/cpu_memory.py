@@ -3,9 +3,10 @@
 glibc's malloc serves every block above its mmap threshold (adaptive, at most 32 MiB) with a fresh
 ``mmap`` and unmaps it on ``free``, so each large tensor is page-faulted and zeroed by the kernel again
 on first touch. At T = 8192, B4 H4 D64 fp32 (33.5 MiB per ``[B, T, H, D]`` tensor) that made elementwise
-ops run 3× below the memory bandwidth (``python -m recall_lm.evals.bench.kernels`` measures both settings). Raising
-the mmap and trim thresholds lets freed blocks be reused, which is what PyTorch's caching allocator does
-on a GPU; the resident memory then stays near its peak rather than shrinking after each step.
+ops run 3× below the memory bandwidth (``python -m recall_lm.evals.bench.kernels`` measures both
+settings). Raising the mmap and trim thresholds lets freed blocks be reused, which is what PyTorch's
+caching allocator does on a GPU; the resident memory then stays near its peak rather than shrinking
+after each step.
 
 The training and benchmark entry points call :func:`retain_freed_memory`; ``RECALL_LM_MALLOC=system``
 keeps the C library's defaults (``retain``, the default, raises the thresholds).
@@ -36,4 +37,6 @@ def retain_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, RETAIN_BYTES)) and bool(libc.mallopt(M_TRIM_THRESHOLD, RETAIN_BYTES))
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, RETAIN_BYTES)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, RETAIN_BYTES)
+    )

@@ -1,4 +1,5 @@
-"""The public ops of every kernel family, in one place: ``from recall_lm.kernels.ops import gated_delta_rule``.
+"""The public ops of every kernel family, in one place:
+``from recall_lm.kernels.ops import gated_delta_rule``.
 
 One op family per subpackage (``gla``, ``swa``, ``delta``, ``dplr``), each with four backends."""
 from recall_lm.kernels.delta import gated_delta_rule, gated_delta_rule_step
@@ -6,4 +7,12 @@ from recall_lm.kernels.dplr import dplr_delta_rule, dplr_delta_rule_step
 from recall_lm.kernels.gla import gated_linear_attention, gated_linear_attention_step
 from recall_lm.kernels.swa import sliding_window_attention
 
-__all__ = ["dplr_delta_rule", "dplr_delta_rule_step", "gated_delta_rule", "gated_delta_rule_step", "gated_linear_attention", "gated_linear_attention_step", "sliding_window_attention"]
+__all__ = [
+    "dplr_delta_rule",
+    "dplr_delta_rule_step",
+    "gated_delta_rule",
+    "gated_delta_rule_step",
+    "gated_linear_attention",
+    "gated_linear_attention_step",
+    "sliding_window_attention",
+]

@@ -130,7 +130,9 @@ def check_triton_scan_backend(q: torch.Tensor, chunk_size: int, max_k: int) -> N
     if not triton_available_for(q):
         raise triton_device_error(q)
     if chunk_size > 64 or q.shape[-1] > max_k:
-        raise ValueError(f"backend='triton' supports chunk_size ≤ 64 and K ≤ {max_k}, got {chunk_size}, {q.shape[-1]}")
+        raise ValueError(
+            f"backend='triton' supports chunk_size ≤ 64 and K ≤ {max_k}, got {chunk_size}, {q.shape[-1]}"
+        )
     if q.dtype == torch.float64:
         raise ValueError("backend='triton' computes in fp32; use backend='torch' for fp64 inputs")
 
@@ -167,7 +169,9 @@ def to_chunks(x: torch.Tensor, C: int, dtype: torch.dtype, scale: float | None =
     return out.view((B * H, nt, C) + tuple(x.shape[3:]))
 
 
-def from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype, scale: float | None = None) -> torch.Tensor:
+def from_chunks(
+    x: torch.Tensor, B: int, T: int, dtype: torch.dtype, scale: float | None = None
+) -> torch.Tensor:
     """``[B*H, NT, C, *D]`` -> ``[B, T, H, *D]`` in ``dtype`` (one copy, times ``scale`` if given)."""
     BH, nt, C = x.shape[:3]
     x = x.view((B, BH // B, nt * C) + tuple(x.shape[3:]))[:, :, :T].movedim(1, 2)
@@ -227,7 +231,9 @@ def next_power_of_2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def loop_over_sequences(fn, *tensors, scale, initial_state, output_final_state, cu_seqlens, per_token: int = 4):
+def loop_over_sequences(
+    fn, *tensors, scale, initial_state, output_final_state, cu_seqlens, per_token: int = 4
+):
     """Varlen by the plainest means, for the reference backends: call ``fn(*tensors, scale=...,
     initial_state=..., output_final_state=True)`` on each packed sequence of ``cu_seqlens`` and
     concatenate the outputs ``[1, T, H, V]`` and final states ``[N, H, K, V]``. The first ``per_token``

@@ -27,8 +27,8 @@ class Attention(Mixer):
     gets its positions from the BaseConv layer before it); ``dropout`` drops attention probabilities
     while training (Zoology: 0.1); ``bias`` adds biases to the qkv and output projections (Zoology: True).
 
-    Decoding state: a KV cache (``recall_lm.layers.state.KVCache``: buffers [B, H, capacity, D] grown in place),
-    so the state grows with the context: ``state_size(seq_len) = 2 · seq_len · d_model``.
+    Decoding state: a KV cache (``recall_lm.layers.state.KVCache``: buffers [B, H, capacity, D] grown in
+    place), so the state grows with the context: ``state_size(seq_len) = 2 · seq_len · d_model``.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
 
@@ -91,4 +91,8 @@ class Attention(Mixer):
         return 2 * seq_len * self.d_model
 
     def flops_per_token(self, seq_len: int) -> float:
-        return linear_flops(self.qkv) + linear_flops(self.out) + causal_attention_core_flops(seq_len, self.d_model)
+        return (
+            linear_flops(self.qkv)
+            + linear_flops(self.out)
+            + causal_attention_core_flops(seq_len, self.d_model)
+        )

@@ -54,7 +54,9 @@ class BaseConv(Mixer):
             self.residual_projections = ()
             return
         if expand < 1 or (expand * d_model) % 2:
-            raise ValueError(f"base_conv: expand={expand} must be ≥ 1 with expand·d_model={expand * d_model} even")
+            raise ValueError(
+                f"base_conv: expand={expand} must be ≥ 1 with expand·d_model={expand * d_model} even"
+            )
         self.inner = expand * d_model // 2
         self.in_proj = nn.Linear(d_model, 2 * self.inner, bias=bias)
         self.conv = ShortConvolution(self.inner, kernel_size, activation=activation)

@@ -65,7 +65,8 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
     def reset_mixer_parameters(self) -> None:
-        """The mixer's own initialisation (DecoderLM calls it after its generic normal init); none by default."""
+        """The mixer's own initialisation (DecoderLM calls it after its generic normal init); none by
+        default."""
 
 
 def missing_parts(cls: type) -> list[str]:

@@ -46,16 +46,28 @@ class DeltaNet(Mixer):
 
     residual_projections = ("o_proj",)
 
-    def __init__(self, d_model: int, num_heads: int = 1, head_dim: int | None = None, use_short_conv: bool = True,
-                 conv_size: int = 4, qk_norm: str = "l2", allow_neg_eigval: bool = False, norm_eps: float = 1e-5,
-                 chunk_size: int = 64, expand_v: float = 1.0):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int = 1,
+        head_dim: int | None = None,
+        use_short_conv: bool = True,
+        conv_size: int = 4,
+        qk_norm: str = "l2",
+        allow_neg_eigval: bool = False,
+        norm_eps: float = 1e-5,
+        chunk_size: int = 64,
+        expand_v: float = 1.0,
+    ):
         super().__init__()
         name = self.mixer_name
         if num_heads < 1:
             raise ValueError(f"{name}: num_heads must be ≥ 1, got {num_heads}")
         if head_dim is None:
             if d_model % num_heads:
-                raise ValueError(f"{name}: num_heads={num_heads} must divide d_model={d_model} (or give head_dim)")
+                raise ValueError(
+                    f"{name}: num_heads={num_heads} must divide d_model={d_model} (or give head_dim)"
+                )
             head_dim = d_model // num_heads
         if head_dim < 1:
             raise ValueError(f"{name}: head_dim must be ≥ 1, got {head_dim}")
@@ -65,7 +77,9 @@ class DeltaNet(Mixer):
             raise ValueError(f"{name}: conv_size must be an integer ≥ 2, got {conv_size}")
         self.value_dim = round(expand_v * head_dim)
         if expand_v <= 0 or self.value_dim != expand_v * head_dim:
-            raise ValueError(f"{name}: expand_v={expand_v} times head_dim={head_dim} must be a positive integer")
+            raise ValueError(
+                f"{name}: expand_v={expand_v} times head_dim={head_dim} must be a positive integer"
+            )
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.qk_norm, self.allow_neg_eigval, self.chunk_size = qk_norm, allow_neg_eigval, chunk_size
         inner, value_inner = num_heads * head_dim, num_heads * self.value_dim
@@ -125,8 +139,10 @@ class DeltaNet(Mixer):
         from recall_lm.layers.flops import chunked_delta_rule_flops, linear_flops
 
         H, D = self.num_heads, self.head_dim
-        total = sum(linear_flops(getattr(self, n, None)) for n in ("q_proj", "k_proj", "v_proj", "b_proj", "o_proj",
-                                                                   "a_proj", "g_proj"))
+        total = sum(
+            linear_flops(getattr(self, n, None))
+            for n in ("q_proj", "k_proj", "v_proj", "b_proj", "o_proj", "a_proj", "g_proj")
+        )
         if self.use_short_conv:
             total += sum(2.0 * c.kernel_size * c.dim for c in (self.q_conv, self.k_conv, self.v_conv))
         return total + chunked_delta_rule_flops(seq_len, self.chunk_size, H, D, self.value_dim)
@@ -138,9 +154,13 @@ class DeltaNet(Mixer):
         state = DeltaState(S)
         if self.use_short_conv:
             state.q_conv, state.k_conv, state.v_conv = (
-                conv.init_state(batch_size, device, dtype).x for conv in (self.q_conv, self.k_conv, self.v_conv))
+                conv.init_state(batch_size, device, dtype).x
+                for conv in (self.q_conv, self.k_conv, self.v_conv)
+            )
         return state
 
     def state_size(self, seq_len: int = 1) -> int:
-        convs = sum(c.state_size() for c in (self.q_conv, self.k_conv, self.v_conv)) if self.use_short_conv else 0
+        convs = (
+            sum(c.state_size() for c in (self.q_conv, self.k_conv, self.v_conv)) if self.use_short_conv else 0
+        )
         return self.num_heads * self.head_dim * self.value_dim + convs

@@ -35,13 +35,17 @@ class Documents:
             raise ValueError(f"cu_seqlens must be an integer tensor, got {cu_seqlens.dtype}")
         offsets = [int(x) for x in cu_seqlens.tolist()]
         if offsets[0] != 0 or offsets[-1] != total_len:
-            raise ValueError(f"cu_seqlens must start at 0 and end at T = {total_len}, got {offsets[0]}..{offsets[-1]}")
+            raise ValueError(
+                f"cu_seqlens must start at 0 and end at T = {total_len}, got {offsets[0]}..{offsets[-1]}"
+            )
         lengths = tuple(b - a for a, b in zip(offsets, offsets[1:]))
         if any(n < 0 for n in lengths):
             raise ValueError("cu_seqlens must be non-decreasing")
         device = cu_seqlens.device if device is None else device
         cu = torch.tensor(offsets, dtype=torch.int32, device=device)
-        doc = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device))
+        doc = torch.repeat_interleave(
+            torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device)
+        )
         positions = torch.arange(total_len, device=device) - cu[:-1].long()[doc]
         return cls(cu, lengths, doc, positions, positions == 0)
 

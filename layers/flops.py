@@ -12,13 +12,17 @@ def linear_flops(module: nn.Linear | None) -> float:
     return 0.0 if module is None else 2.0 * module.in_features * module.out_features
 
 
-def chunked_linear_attention_flops(seq_len: int, chunk_size: int, heads: int, key_dim: int, value_dim: int) -> float:
+def chunked_linear_attention_flops(
+    seq_len: int, chunk_size: int, heads: int, key_dim: int, value_dim: int
+) -> float:
     """Per token: heads · (2·C·(F + V) + 4·F·V), C = min(chunk_size, seq_len) (see module doc)."""
     C = max(1, min(chunk_size, seq_len))
     return heads * (2.0 * C * (key_dim + value_dim) + 4.0 * key_dim * value_dim)
 
 
-def chunked_delta_rule_flops(seq_len: int, chunk_size: int, heads: int, key_dim: int, value_dim: int) -> float:
+def chunked_delta_rule_flops(
+    seq_len: int, chunk_size: int, heads: int, key_dim: int, value_dim: int
+) -> float:
     """Per token: heads · (4·C·F + C²/3 + 2·C·(F + V) + 2·C·V + 6·F·V), C = min(chunk_size, seq_len)
     (module doc)."""
     C, F, V = max(1, min(chunk_size, seq_len)), key_dim, value_dim

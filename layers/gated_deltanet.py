@@ -27,9 +27,20 @@ class GatedDeltaNet(DeltaNet):
 
     no_weight_decay = ("A_log", "dt_bias")
 
-    def __init__(self, d_model: int, num_heads: int = 1, head_dim: int | None = None, use_short_conv: bool = True,
-                 conv_size: int = 4, qk_norm: str = "l2", allow_neg_eigval: bool = False, norm_eps: float = 1e-5,
-                 chunk_size: int = 64, output_gate: bool = True, expand_v: float = 1.0):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int = 1,
+        head_dim: int | None = None,
+        use_short_conv: bool = True,
+        conv_size: int = 4,
+        qk_norm: str = "l2",
+        allow_neg_eigval: bool = False,
+        norm_eps: float = 1e-5,
+        chunk_size: int = 64,
+        output_gate: bool = True,
+        expand_v: float = 1.0,
+    ):
         super().__init__(d_model, num_heads, head_dim, use_short_conv, conv_size, qk_norm, allow_neg_eigval,
                          norm_eps, chunk_size, expand_v)
         self.a_proj = nn.Linear(d_model, num_heads, bias=False)

@@ -39,8 +39,10 @@ class LinearAttention(Mixer):
         self.d_model, self.num_heads = d_model, num_heads
         self.head_dim = split_heads(d_model, num_heads, "linear_attention")
         if feature_dim is not None and (int(feature_dim) != feature_dim or feature_dim < 1):
-            raise ValueError(f"linear_attention: feature_dim must be an integer ≥ 1 (or unset: the head dim), "
-                             f"got {feature_dim}")
+            raise ValueError(
+                f"linear_attention: feature_dim must be an integer ≥ 1 (or unset: the head dim), "
+                f"got {feature_dim}"
+            )
         self.feature_dim = feature_dim or self.head_dim
         self.feature_map = build_feature_map(feature_map)
         self.expanded_dim = self.feature_map.output_dim(self.feature_dim)
@@ -69,7 +71,9 @@ class LinearAttention(Mixer):
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> RecurrentState:
         v_dim = self.head_dim + int(self.normalize)
-        return RecurrentState(torch.zeros(batch_size, self.num_heads, self.expanded_dim, v_dim, device=device))
+        return RecurrentState(
+            torch.zeros(batch_size, self.num_heads, self.expanded_dim, v_dim, device=device)
+        )
 
     def state_size(self, seq_len: int = 1) -> int:
         return self.num_heads * self.expanded_dim * (self.head_dim + int(self.normalize))

@@ -50,13 +50,17 @@ class Mamba2(Mixer):
         super().__init__()
         d_inner = expand * d_model
         if d_state < 1 or head_dim < 1 or expand < 1:
-            raise ValueError(f"mamba2: d_state, head_dim and expand must be ≥ 1, got {d_state}, {head_dim}, {expand}")
+            raise ValueError(
+                f"mamba2: d_state, head_dim and expand must be ≥ 1, got {d_state}, {head_dim}, {expand}"
+            )
         if d_inner % head_dim:
             raise ValueError(f"mamba2: head_dim={head_dim} must divide d_inner = expand·d_model = {d_inner}")
         if int(d_conv) != d_conv or d_conv < 2:
             raise ValueError(f"mamba2: d_conv must be an integer ≥ 2, got {d_conv}")
         if n_groups < 1 or (d_inner // head_dim) % n_groups:
-            raise ValueError(f"mamba2: n_groups={n_groups} must be ≥ 1 and divide the {d_inner // head_dim} heads")
+            raise ValueError(
+                f"mamba2: n_groups={n_groups} must be ≥ 1 and divide the {d_inner // head_dim} heads"
+            )
         self.d_model, self.d_state, self.head_dim, self.d_inner = d_model, d_state, head_dim, d_inner
         self.num_heads, self.n_groups, self.chunk_size = d_inner // head_dim, n_groups, chunk_size
         self.conv_dim = d_inner + 2 * n_groups * d_state
@@ -90,9 +94,17 @@ class Mamba2(Mixer):
         # head h reads group h // (H / G): [B, T, G, N] -> [B, T, H, N]
         q = Cm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
         k = Bm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
-        y, final = gated_linear_attention(q, k, v, g, scale=1.0, initial_state=None if state is None else state.S,
-                                          output_final_state=state is not None, chunk_size=self.chunk_size,
-                                          cu_seqlens=None if documents is None else documents.cu_seqlens)
+        y, final = gated_linear_attention(
+            q,
+            k,
+            v,
+            g,
+            scale=1.0,
+            initial_state=None if state is None else state.S,
+            output_final_state=state is not None,
+            chunk_size=self.chunk_size,
+            cu_seqlens=None if documents is None else documents.cu_seqlens,
+        )
         y = y + self.D.to(y.dtype)[:, None] * x
         y = self.norm(y.reshape(Bsz, T, self.d_inner) * F.silu(z))
         out = self.out_proj(y)
@@ -103,7 +115,9 @@ class Mamba2(Mixer):
         from recall_lm.layers.flops import chunked_linear_attention_flops, linear_flops
 
         conv = 2.0 * self.conv.kernel_size * self.conv_dim
-        core = chunked_linear_attention_flops(seq_len, self.chunk_size, self.num_heads, self.d_state, self.head_dim)
+        core = chunked_linear_attention_flops(
+            seq_len, self.chunk_size, self.num_heads, self.d_state, self.head_dim
+        )
         return linear_flops(self.in_proj) + linear_flops(self.out_proj) + conv + core
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> Mamba2State:

@@ -291,7 +291,8 @@ class MixtureOfMemories(Mixer):
         return y.view(B, Mt, D), kept
 
     def _memories(self, q, k, v, gates, h0, output_final_state, cu_seqlens):
-        """All memories in one varlen kernel call over the packed segments: q, k [1, N, H, K], v [1, N, H, V]."""
+        """All memories in one varlen kernel call over the packed segments: q, k [1, N, H, K],
+        v [1, N, H, V]."""
         f32 = torch.promote_types(q.dtype, torch.float32)
         if self.memory == "gla":
             g = F.logsigmoid(gates[0].to(f32)) / self.gate_logit_normalizer
@@ -315,7 +316,9 @@ class MixtureOfMemories(Mixer):
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> MemoriesState:
         H, K, V, Mt = self.num_heads, self.head_dim, self.value_dim, self.num_states
         # the memories in fp32, or fp64 for an fp64 model (as the kernels compute)
-        S = torch.zeros(batch_size, Mt, H, K, V, device=device, dtype=torch.promote_types(dtype, torch.float32))
+        S = torch.zeros(
+            batch_size, Mt, H, K, V, device=device, dtype=torch.promote_types(dtype, torch.float32)
+        )
         state = MemoriesState(S)
         if self.short_conv:
             W1 = self.q_conv.kernel_size - 1
@@ -334,9 +337,13 @@ class MixtureOfMemories(Mixer):
         sequence holds on average T·top_k/M tokens, which bounds its effective chunk."""
         H, K, V, T = self.num_heads, self.head_dim, self.value_dim, seq_len
         slots = self.top_k + int(self.shared_memory)  # memories each token is written to and read from
-        per_slot = 2.0 * self.d_model * sum(self.widths)  # its k, v and gate logits from that memory's weights
+        per_slot = (
+            2.0 * self.d_model * sum(self.widths)
+        )  # its k, v and gate logits from that memory's weights
         chunk = default_chunk_size(gated_linear_attention if self.memory == "gla" else gated_delta_rule)
-        routed_len = max(1, round(T * self.top_k / self.num_memories))  # mean length of a (sequence, memory) stream
+        routed_len = max(
+            1, round(T * self.top_k / self.num_memories)
+        )  # mean length of a (sequence, memory) stream
         memory_flops = chunked_linear_attention_flops if self.memory == "gla" else chunked_delta_rule_flops
         core = self.top_k * memory_flops(routed_len, chunk, H, K, V)
         if self.shared_memory:
@@ -344,5 +351,7 @@ class MixtureOfMemories(Mixer):
         total = linear_flops(self.router) + linear_flops(self.q) + slots * per_slot + core
         total += linear_flops(self.out_gate) + linear_flops(self.out)
         if self.short_conv:
-            total += short_conv_flops(self.q_conv) + slots * (short_conv_flops(self.k_conv) + short_conv_flops(self.v_conv))
+            total += short_conv_flops(self.q_conv) + slots * (
+                short_conv_flops(self.k_conv) + short_conv_flops(self.v_conv)
+            )
         return total

@@ -73,8 +73,8 @@ class Packing:
 def pack_by_memory(memories: torch.Tensor, num_memories: int, shared: bool, documents=None) -> Packing:
     """Group the routed token-slots ``memories`` [B, T, k] by (memory, sequence), keeping time order.
 
-    The sequences are the B rows, or, with packed ``documents`` (``recall_lm.layers.documents.Documents``, B = 1),
-    the N documents of the row: then segment n = m·N + d and every segment lies within one document.
+    The sequences are the B rows, or, with packed ``documents`` (``recall_lm.layers.documents.Documents``,
+    B = 1), the N documents of the row: then segment n = m·N + d and every segment lies within one document.
 
     The sort key ``m·B·T + b·T + t`` is unique per slot (a token picks k distinct memories), so the
     order is deterministic. With ``shared``, B more segments of T rows (every token, memory index M)

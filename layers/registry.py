@@ -20,8 +20,20 @@ from recall_lm.layers.contract import missing_parts
 MIXERS: dict[str, type[nn.Module]] = {}  # filled by @register_mixer; read it through mixers()
 
 # Every module of recall_lm.layers that registers a mixer or an MLP.
-MIXER_MODULES = ("attention", "base_conv", "based", "deltanet", "gated_deltanet", "linear_attention", "mamba2",
-                 "mom", "retnet", "rwkv6", "rwkv7", "swa")
+MIXER_MODULES = (
+    "attention",
+    "base_conv",
+    "based",
+    "deltanet",
+    "gated_deltanet",
+    "linear_attention",
+    "mamba2",
+    "mom",
+    "retnet",
+    "rwkv6",
+    "rwkv7",
+    "swa",
+)
 
 
 def load_mixer_modules() -> None:
@@ -42,10 +54,14 @@ def register_mixer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
         missing = missing_parts(cls)
         if missing:
-            raise TypeError(f"mixer {name!r} ({getattr(cls, '__name__', cls)}) does not follow the mixer contract: "
-                            f"{'; '.join(missing)} (recall_lm.layers.contract)")
+            raise TypeError(
+                f"mixer {name!r} ({getattr(cls, '__name__', cls)}) does not follow the mixer contract: "
+                f"{'; '.join(missing)} (recall_lm.layers.contract)"
+            )
         if name in MIXERS:
-            raise ValueError(f"mixer {name!r} is registered twice ({MIXERS[name].__name__} and {cls.__name__})")
+            raise ValueError(
+                f"mixer {name!r} is registered twice ({MIXERS[name].__name__} and {cls.__name__})"
+            )
         MIXERS[name] = cls
         cls.mixer_name = name
         return cls

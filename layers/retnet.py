@@ -107,6 +107,10 @@ class MultiScaleRetention(Mixer):
         return self.num_heads * self.head_k_dim * self.head_v_dim + 1
 
     def flops_per_token(self, seq_len: int) -> float:
-        projections = sum(linear_flops(p) for p in (self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.o_proj))
-        core = chunked_linear_attention_flops(seq_len, self.chunk_size, self.num_heads, self.head_k_dim, self.head_v_dim)
+        projections = sum(
+            linear_flops(p) for p in (self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.o_proj)
+        )
+        core = chunked_linear_attention_flops(
+            seq_len, self.chunk_size, self.num_heads, self.head_k_dim, self.head_v_dim
+        )
         return projections + core

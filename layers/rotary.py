@@ -18,7 +18,9 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}")
         self.head_dim, self.base = head_dim, base
 
-    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, offset: int | torch.Tensor = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x: [B, T, H, D]; offset: int, or [B] per-sequence start positions; or ``positions`` [T] given
         outright (packed documents restart at 0). Returns x rotated."""
         T = x.shape[1]
@@ -30,7 +32,9 @@ class RotaryEmbedding(nn.Module):
             positions = positions[None, :] + offset.to(x.device, dtype)[:, None]  # [B, T]
         else:
             positions = (torch.arange(T, device=x.device, dtype=dtype) + offset)[None, :]  # [1, T]
-        inv_freq = self.base ** (-torch.arange(0, self.head_dim, 2, device=x.device, dtype=dtype) / self.head_dim)
+        inv_freq = self.base ** (
+            -torch.arange(0, self.head_dim, 2, device=x.device, dtype=dtype) / self.head_dim
+        )
         angles = positions[..., None] * inv_freq  # [B|1, T, D/2]
         cos, sin = angles.cos()[:, :, None, :], angles.sin()[:, :, None, :]
         x1, x2 = x.to(dtype).chunk(2, dim=-1)

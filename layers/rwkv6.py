@@ -157,10 +157,16 @@ class RWKV6TimeMix(Mixer):
         return self.num_heads * self.head_size ** 2 + self.d_model
 
     def flops_per_token(self, seq_len: int) -> float:
-        projections = sum(linear_flops(p) for p in (self.receptance, self.key, self.value, self.gate, self.output))
-        lora = 2.0 * self.time_maa_w1.numel() + 2.0 * self.time_maa_w2.numel()  # x·W1 [C, 5r], then 5 × (r → C)
+        projections = sum(
+            linear_flops(p) for p in (self.receptance, self.key, self.value, self.gate, self.output)
+        )
+        lora = (
+            2.0 * self.time_maa_w1.numel() + 2.0 * self.time_maa_w2.numel()
+        )  # x·W1 [C, 5r], then 5 × (r → C)
         decay_lora = 2.0 * self.time_decay_w1.numel() + 2.0 * self.time_decay_w2.numel()
-        core = chunked_linear_attention_flops(seq_len, self.chunk_size, self.num_heads, self.head_size, self.head_size)
+        core = chunked_linear_attention_flops(
+            seq_len, self.chunk_size, self.num_heads, self.head_size, self.head_size
+        )
         return projections + lora + decay_lora + core
 
 

@@ -51,11 +51,11 @@ class RWKV7TimeMix(Mixer):
     the first RWKV-7 layer of a model stores its v in the forward's ``shared`` dict, and every later one
     (only those have v₀, V₁, V₂, also in hybrids whose first RWKV-7 layer is not layer 0) mixes it in,
     v ← v + (v_first − v)·σ(v₀ + x_v V₁V₂) (decoding recomputes it at each step, so no state carries it).
-    The output (GroupNorm per head, eps 64e-5, plus the bonus (Σ r ⊙ k̃ ⊙ r_k)·v per head) is gated by σ(x_g G₁)G₂ and projected. Initialisation: RWKV-LM's
-    (``reset_mixer_parameters``: the module's vectors and LoRAs, then its training script's orthogonal
-    matrices), which needs ``layer_idx`` / ``n_layers`` (DecoderLM passes them). Optimiser: as in RWKV-LM,
-    only the four projection matrices are weight-decayed (``no_weight_decay`` names the rest) and w₀ learns
-    at twice the learning rate (``lr_scale``).
+    The output (GroupNorm per head, eps 64e-5, plus the bonus (Σ r ⊙ k̃ ⊙ r_k)·v per head) is gated by
+    σ(x_g G₁)G₂ and projected. Initialisation: RWKV-LM's (``reset_mixer_parameters``: the module's vectors
+    and LoRAs, then its training script's orthogonal matrices), which needs ``layer_idx`` / ``n_layers``
+    (DecoderLM passes them). Optimiser: as in RWKV-LM, only the four projection matrices are weight-decayed
+    (``no_weight_decay`` names the rest) and w₀ learns at twice the learning rate (``lr_scale``).
     Decoding state: ``RWKV7State``. x: [B, T, d_model] -> y: [B, T, d_model].
     """
 
@@ -83,7 +83,12 @@ class RWKV7TimeMix(Mixer):
         self.no_weight_decay = vectors + (("v0",) if self.value_residual else ()) + \
             tuple(f"{name}{i}" for name in self.loras for i in (1, 2))
         self.lr_scale = {"w0": 2.0}
-        ranks = {"w": _lora_rank(C, 2.5), "a": _lora_rank(C, 2.5), "v": _lora_rank(C, 1.7), "g": _lora_rank(C, 5)}
+        ranks = {
+            "w": _lora_rank(C, 2.5),
+            "a": _lora_rank(C, 2.5),
+            "v": _lora_rank(C, 1.7),
+            "g": _lora_rank(C, 5),
+        }
         ranks = {name: ranks[name] for name in self.loras}
         for name, rank in ranks.items():
             setattr(self, f"{name}1", nn.Parameter(torch.empty(C, rank)))
@@ -101,7 +106,14 @@ class RWKV7TimeMix(Mixer):
         C, N = self.d_model, self.head_size
         r01, r10 = _layer_ratios(self.layer_idx, self.n_layers)
         ddd = _channel_fraction(C, self.x_r.device)
-        for name, power in (("x_r", 0.2), ("x_w", 0.9), ("x_k", 0.7), ("x_v", 0.7), ("x_a", 0.9), ("x_g", 0.2)):
+        for name, power in (
+            ("x_r", 0.2),
+            ("x_w", 0.9),
+            ("x_k", 0.7),
+            ("x_v", 0.7),
+            ("x_a", 0.9),
+            ("x_g", 0.2),
+        ):
             getattr(self, name).copy_(1.0 - ddd.pow(power * r10))
         n = torch.arange(C, dtype=torch.float32)
         linear = n / (C - 1) - 0.5 if C > 1 else torch.zeros(C)
@@ -132,7 +144,9 @@ class RWKV7TimeMix(Mixer):
         B, T, C = x.shape
         H, N = self.num_heads, self.head_size
         delta = token_shift(x, None if state is None else state.last, documents) - x
-        xr, xw, xk, xv, xa, xg = (x + delta * getattr(self, m) for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
+        xr, xw, xk, xv, xa, xg = (
+            x + delta * getattr(self, m) for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
+        )
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         f32 = torch.promote_types(x.dtype, torch.float32)
         gk = -math.exp(-0.5) * torch.sigmoid((self.w0 + torch.tanh(xw @ self.w1) @ self.w2).to(f32))
@@ -147,10 +161,19 @@ class RWKV7TimeMix(Mixer):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(B, T, H, N)
 
-        o, final = dplr_delta_rule(heads(r), heads(k), heads(v), -kappa, kappa * heads(a), heads(gk), scale=1.0,
-                                   initial_state=None if state is None else state.S,
-                                   output_final_state=state is not None, chunk_size=self.chunk_size,
-                                   cu_seqlens=None if documents is None else documents.cu_seqlens)
+        o, final = dplr_delta_rule(
+            heads(r),
+            heads(k),
+            heads(v),
+            -kappa,
+            kappa * heads(a),
+            heads(gk),
+            scale=1.0,
+            initial_state=None if state is None else state.S,
+            output_final_state=state is not None,
+            chunk_size=self.chunk_size,
+            cu_seqlens=None if documents is None else documents.cu_seqlens,
+        )
         o = self.ln_x(o.reshape(B * T, C)).view(B, T, C)
         bonus = (heads(r) * heads(k) * self.r_k).sum(-1, keepdim=True) * heads(v)
         y = self.output((o + bonus.reshape(B, T, C)) * g)
@@ -162,7 +185,9 @@ class RWKV7TimeMix(Mixer):
         products per head)."""
         C, H, N = self.d_model, self.num_heads, self.head_size
         Cc = max(1, min(self.chunk_size, seq_len))
-        lora = sum(2.0 * getattr(self, f"{n}1").numel() + 2.0 * getattr(self, f"{n}2").numel() for n in self.loras)
+        lora = sum(
+            2.0 * getattr(self, f"{n}1").numel() + 2.0 * getattr(self, f"{n}2").numel() for n in self.loras
+        )
         core = H * (8.0 * Cc * N + Cc * Cc / 3.0 + 2.0 * Cc * 2 * N + 6.0 * Cc * N + 8.0 * N * N)
         return 8.0 * C * C + lora + core
 

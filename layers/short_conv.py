@@ -14,7 +14,8 @@ ACTIVATIONS = {None: lambda x: x, "silu": F.silu}
 
 @dataclass
 class ConvState(MixerState):
-    """The last ``kernel_size - 1`` inputs of a short convolution, oldest first. x: [B, kernel_size - 1, D]."""
+    """The last ``kernel_size - 1`` inputs of a short convolution, oldest first.
+    x: [B, kernel_size - 1, D]."""
 
     x: torch.Tensor
 
@@ -36,14 +37,16 @@ class ShortConvolution(nn.Module):
         if kernel_size < 1:
             raise ValueError(f"ShortConvolution: kernel_size must be ≥ 1, got {kernel_size}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"ShortConvolution: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(
+                f"ShortConvolution: activation must be one of {list(ACTIVATIONS)}, got {activation!r}"
+            )
         self.dim, self.kernel_size, self.activation = dim, kernel_size, activation
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=bias)
 
     def forward(self, x: torch.Tensor, state: ConvState | None = None,
                 documents=None) -> tuple[torch.Tensor, ConvState | None]:
-        """``documents`` (``recall_lm.layers.documents.Documents``, x [1, T, D], no state): the filter of each token
-        reaches back only within its own document."""
+        """``documents`` (``recall_lm.layers.documents.Documents``, x [1, T, D], no state): the filter of
+        each token reaches back only within its own document."""
         B, T, D = x.shape
         if D != self.dim:
             raise ValueError(f"ShortConvolution: x has {D} channels, expected dim={self.dim}")

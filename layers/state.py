@@ -17,7 +17,11 @@ class MixerState:
         return [t for t in (getattr(self, f.name) for f in fields(self)) if torch.is_tensor(t)]
 
     def to(self, device: torch.device | str) -> "MixerState":
-        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if torch.is_tensor(getattr(self, f.name))}
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if torch.is_tensor(getattr(self, f.name))
+        }
         return replace(self, **moved)
 
     def numel_per_sequence(self) -> int:

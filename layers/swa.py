@@ -84,7 +84,10 @@ class SlidingWindowAttention(Mixer):
         past = 0 if state is None else state.seen
         if self.rotary is not None:
             positions = None if documents is None else documents.positions
-            q, k = self.rotary(q, offset=past, positions=positions), self.rotary(k, offset=past, positions=positions)
+            q, k = (
+                self.rotary(q, offset=past, positions=positions),
+                self.rotary(k, offset=past, positions=positions),
+            )
         if state is None:
             o = sliding_window_attention(q, k, v, self.window_size,
                                          cu_seqlens=None if documents is None else documents.cu_seqlens)
@@ -128,11 +131,14 @@ class SlidingWindowAttention(Mixer):
         i = torch.arange(n, n + T, device=q.device)[:, None]
         j = torch.arange(n + T, device=q.device)[None, :]
         allowed = (j <= i) & (i - j < w)  # [T, n + T]
-        o = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=allowed)
+        o = F.scaled_dot_product_attention(
+            q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=allowed
+        )
         return o.transpose(1, 2)
 
     def _write(self, state: SlidingWindowCache, k: torch.Tensor, v: torch.Tensor) -> SlidingWindowCache:
-        """Store the last min(T, w) keys and values in their slots (out of place: the old state stays valid)."""
+        """Store the last min(T, w) keys and values in their slots (out of place: the old state stays
+        valid)."""
         T, w = k.shape[1], self.window_size
         m = min(T, w)
         seen = int(state.seen[0])
@@ -142,8 +148,12 @@ class SlidingWindowAttention(Mixer):
         return SlidingWindowCache(new_k, new_v, state.seen + T)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> SlidingWindowCache:
-        empty = torch.zeros(batch_size, self.window_size, self.num_heads, self.head_dim, device=device, dtype=dtype)
-        return SlidingWindowCache(empty, empty.clone(), torch.zeros(batch_size, dtype=torch.long, device=device))
+        empty = torch.zeros(
+            batch_size, self.window_size, self.num_heads, self.head_dim, device=device, dtype=dtype
+        )
+        return SlidingWindowCache(
+            empty, empty.clone(), torch.zeros(batch_size, dtype=torch.long, device=device)
+        )
 
     def state_size(self, seq_len: int = 1) -> int:
         """2·w·d_model numbers per sequence and the position counter, whatever the length (the ring

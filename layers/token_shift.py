@@ -18,8 +18,8 @@ class TokenShiftState(MixerState):
 def token_shift(x: torch.Tensor, last: torch.Tensor | None = None, documents=None) -> torch.Tensor:
     """The sequence shifted one step to the right: out[:, t] = x[:, t-1], out[:, 0] = ``last`` (or 0).
 
-    x: [B, T, D]; last: [B, D] or None. With packed ``documents`` (``recall_lm.layers.documents.Documents``) the
-    shift restarts at each document: its first token sees 0. Returns [B, T, D].
+    x: [B, T, D]; last: [B, D] or None. With packed ``documents`` (``recall_lm.layers.documents.Documents``)
+    the shift restarts at each document: its first token sees 0. Returns [B, T, D].
     """
     first = x.new_zeros(x.shape[0], 1, x.shape[2]) if last is None else last.to(x.dtype)[:, None]
     shifted = torch.cat([first, x[:, :-1]], dim=1)

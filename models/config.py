@@ -55,12 +55,16 @@ class ModelConfig:
             raise ValueError("ModelConfig.mixer must name at least one mixer")
         for name in names:
             if name not in MIXERS:
-                raise ValueError(f"unknown mixer {name!r} in ModelConfig.mixer; known: {', '.join(sorted(MIXERS))}")
+                raise ValueError(
+                    f"unknown mixer {name!r} in ModelConfig.mixer; known: {', '.join(sorted(MIXERS))}"
+                )
         unused = sorted(set(self.mixer_kwargs) - set(names))
         if unused:
             raise ValueError(f"ModelConfig.mixer_kwargs has entries {unused} for mixers not in mixer={names}")
         if self.mlp != "none" and self.mlp not in MLPS:
-            raise ValueError(f"unknown mlp {self.mlp!r} in ModelConfig.mlp; known: none, {', '.join(sorted(MLPS))}")
+            raise ValueError(
+                f"unknown mlp {self.mlp!r} in ModelConfig.mlp; known: none, {', '.join(sorted(MLPS))}"
+            )
         if self.norm not in NORMS:
             raise ValueError(f"unknown ModelConfig.norm {self.norm!r}; known: {', '.join(NORMS)}")
         if not 0.0 <= self.embed_dropout < 1.0:

@@ -48,11 +48,16 @@ class Block(nn.Module):
         self.mixer_norm = build_norm(config.norm, config.d_model, config.norm_eps)
         where = {"layer_idx": layer_idx, "n_layers": config.n_layers,  # the block's place wins over YAML
                  "first_of_its_kind": config.layer_mixers().index(mixer_name) == layer_idx}
-        mixer_kwargs = {**config.mixer_kwargs.get(mixer_name, {}), **_accepted(mixers().get(mixer_name), where)}
+        mixer_kwargs = {
+            **config.mixer_kwargs.get(mixer_name, {}),
+            **_accepted(mixers().get(mixer_name), where),
+        }
         self.mixer = build_mixer(mixer_name, config.d_model, **mixer_kwargs)
         mlp_kwargs = {**config.mlp_kwargs, **_accepted(mlps().get(config.mlp), where)}
         self.mlp = build_mlp(config.mlp, config.d_model, **mlp_kwargs)
-        self.mlp_norm = build_norm(config.norm, config.d_model, config.norm_eps) if self.mlp is not None else None
+        self.mlp_norm = (
+            build_norm(config.norm, config.d_model, config.norm_eps) if self.mlp is not None else None
+        )
 
     @property
     def mlp_is_stateful(self) -> bool:
@@ -104,7 +109,8 @@ class DecoderLM(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def _scale_residual_projections(self):
-        """std init_std/√(2·n_layers) for each layer's ``residual_projections`` (ModelConfig.scaled_residual_init)."""
+        """std init_std/√(2·n_layers) for each layer's ``residual_projections``
+        (ModelConfig.scaled_residual_init)."""
         std = self.config.init_std / math.sqrt(2 * self.config.n_layers)
         for block in self.blocks:
             for layer in (block.mixer, block.mlp):
@@ -120,8 +126,10 @@ class DecoderLM(nn.Module):
         low, high = (int(v) for v in torch.aminmax(input_ids))
         if low < 0 or high >= self.config.vocab_size:
             bad = low if low < 0 else high
-            raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.config.vocab_size}) "
-                             "(ModelConfig.vocab_size)")
+            raise ValueError(
+                f"token id {bad} is outside the model's vocabulary [0, {self.config.vocab_size}) "
+                "(ModelConfig.vocab_size)"
+            )
 
     def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
                 logits_at: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -137,7 +145,8 @@ class DecoderLM(nn.Module):
         64 at Zoology's S1), where the vocabulary-wide head is most of the step's cost.
 
         ``labels`` ([B, T], -100 ignored) computes the head and the cross-entropy ``loss_chunk_rows`` rows
-        at a time (recall_lm.models.linear_cross_entropy) instead of returning logits: no [B, T, vocab] tensor.
+        at a time (recall_lm.models.linear_cross_entropy) instead of returning logits: no [B, T, vocab]
+        tensor.
         """
         self.check_token_ids(input_ids)
         documents = None
@@ -176,14 +185,16 @@ class DecoderLM(nn.Module):
         return LMOutput(logits, new_state, aux_loss)
 
     def save_pretrained(self, out_dir, tokenizer=None):
-        """Write config.json + model.safetensors (+ the tokenizer) to ``out_dir``; see models/pretrained.py."""
+        """Write config.json + model.safetensors (+ the tokenizer) to ``out_dir``; see
+        models/pretrained.py."""
         from recall_lm.models.pretrained import save_pretrained
 
         return save_pretrained(self, out_dir, tokenizer)
 
     @classmethod
     def from_pretrained(cls, path, map_location="cpu") -> "DecoderLM":
-        """The model of a folder written by ``save_pretrained`` / ``python -m recall_lm.models.export`` (eval mode)."""
+        """The model of a folder written by ``save_pretrained`` / ``python -m recall_lm.models.export``
+        (eval mode)."""
         from recall_lm.models.pretrained import load_pretrained
 
         return load_pretrained(path, map_location)
@@ -196,7 +207,9 @@ class DecoderLM(nn.Module):
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ModelState:
         mixers = [b.mixer.init_state(batch_size, device, dtype) for b in self.blocks]
-        mlps = [b.mlp.init_state(batch_size, device, dtype) if b.mlp_is_stateful else None for b in self.blocks]
+        mlps = [
+            b.mlp.init_state(batch_size, device, dtype) if b.mlp_is_stateful else None for b in self.blocks
+        ]
         return ModelState(mixers, mlps)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
@@ -204,7 +217,8 @@ class DecoderLM(nn.Module):
         return total - self.embedding.weight.numel() if exclude_embeddings else total
 
     def flops_per_token(self, seq_len: int, training: bool = False) -> float:
-        """Analytic forward FLOPs per token at length ``seq_len`` (3× with ``training``); see models/flops.py."""
+        """Analytic forward FLOPs per token at length ``seq_len`` (3× with ``training``); see
+        models/flops.py."""
         from recall_lm.models.flops import model_flops_per_token
 
         return (3.0 if training else 1.0) * model_flops_per_token(self, seq_len)

@@ -1,4 +1,5 @@
-"""Export a train.py checkpoint as a Hugging Face-layout folder: ``python -m recall_lm.models.export <ckpt> <out_dir>``.
+"""Export a train.py checkpoint as a Hugging Face-layout folder: \
+``python -m recall_lm.models.export <ckpt> <out_dir>``.
 
 ``<ckpt>`` is a ``.ckpt`` file or a run folder (``last.ckpt``); the run's tokenizer (saved by the text
 data module) is copied when found. The folder loads with ``DecoderLM.from_pretrained``, in every eval
@@ -27,8 +28,10 @@ def main(argv=None) -> int:
         return 2
     tokenizer = tokenizer_for_checkpoint(args.ckpt)
     out = save_pretrained(model, args.out_dir, tokenizer)
-    print(f"wrote {out} ({model.num_parameters():,} parameters"
-          f"{', tokenizer ' + tokenizer.name if tokenizer else ', no tokenizer found beside the checkpoint'})")
+    print(
+        f"wrote {out} ({model.num_parameters():,} parameters"
+        f"{', tokenizer ' + tokenizer.name if tokenizer else ', no tokenizer found beside the checkpoint'})"
+    )
     return 0
 
 

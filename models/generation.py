@@ -40,10 +40,10 @@ def _step(model, tokens: torch.Tensor, state):
 
 def call_signature(model, tokens: torch.Tensor, state) -> tuple | None:
     """Everything torch.compile's guards on a decode step can depend on: the model, its mode, the grad
-    mode, autocast on the token's device (on or off, and its dtype), the token tensor and, per layer state, its type and every field (tensors by what dynamo's
-    tensor guards check: shape, strides, dtype, device, requires_grad, inference or not; Python
-    numbers by value). None when a field is anything else (e.g. the KV cache's shared frontier
-    list), which never matches."""
+    mode, autocast on the token's device (on or off, and its dtype), the token tensor and, per layer
+    state, its type and every field (tensors by what dynamo's tensor guards check: shape, strides, dtype,
+    device, requires_grad, inference or not; Python numbers by value). None when a field is anything else
+    (e.g. the KV cache's shared frontier list), which never matches."""
     device = tokens.device.type
     autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
     parts = [id(model), model.training, torch.is_grad_enabled(), torch.is_inference_mode_enabled(), autocast,

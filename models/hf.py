@@ -65,11 +65,13 @@ class RecallLMForCausalLM(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, **kwargs):
-        """An exported folder (local): the weights load through ``recall_lm.models.pretrained`` (safetensors, the
-        DecoderLM's own key names), not through transformers' weight-loading machinery."""
+        """An exported folder (local): the weights load through ``recall_lm.models.pretrained``
+        (safetensors, the DecoderLM's own key names), not through transformers' weight-loading machinery."""
         device = kwargs.pop("device_map", None) or "cpu"
         dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
-        lm = load_pretrained(pretrained_model_name_or_path, map_location=device if isinstance(device, str) else "cpu")
+        lm = load_pretrained(
+            pretrained_model_name_or_path, map_location=device if isinstance(device, str) else "cpu"
+        )
         if isinstance(config, RecallLMConfig):
             hf_config = config
         else:
@@ -88,12 +90,15 @@ class RecallLMForCausalLM(PreTrainedModel):
     def get_output_embeddings(self):
         return self.lm.head
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> CausalLMOutput:
+    def forward(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, **kwargs
+    ) -> CausalLMOutput:
         logits = self.lm(input_ids).logits
         loss = None
         if labels is not None:  # transformers' convention: labels are the inputs, shifted here
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                                     ignore_index=IGNORE_INDEX)
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            )
         return CausalLMOutput(loss=loss, logits=logits)
 
     @torch.no_grad()

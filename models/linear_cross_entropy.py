@@ -63,7 +63,12 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     time."""
     if chunk_rows < 1:
         raise ValueError(f"linear_cross_entropy: chunk_rows must be ≥ 1, got {chunk_rows}")
-    if hidden.ndim != 2 or weight.ndim != 2 or hidden.shape[1] != weight.shape[1] or labels.shape != hidden.shape[:1]:
+    if (
+        hidden.ndim != 2
+        or weight.ndim != 2
+        or hidden.shape[1] != weight.shape[1]
+        or labels.shape != hidden.shape[:1]
+    ):
         raise ValueError(f"linear_cross_entropy: need hidden [N, D], weight [V, D], labels [N]; got "
                          f"{tuple(hidden.shape)}, {tuple(weight.shape)}, {tuple(labels.shape)}")
     return _LinearCrossEntropy.apply(hidden, weight, labels, int(chunk_rows))

@@ -1,9 +1,9 @@
 """The exported model folder (the Hugging Face layout): ``config.json``, ``model.safetensors``, tokenizer.
 
 ``config.json`` holds the ModelConfig's fields at the top level plus ``model_type`` / ``architectures``
-(so ``transformers.AutoConfig`` reads it once ``recall_lm.models.hf`` is imported); ``model.safetensors`` holds
-the DecoderLM state dict (a tied head is stored once, as the embedding). Loading reads JSON and
-tensors only: nothing is ever unpickled.
+(so ``transformers.AutoConfig`` reads it once ``recall_lm.models.hf`` is imported);
+``model.safetensors`` holds the DecoderLM state dict (a tied head is stored once, as the embedding).
+Loading reads JSON and tensors only: nothing is ever unpickled.
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def read_config(path) -> ModelConfig:
 
 
 def save_pretrained(model, out_dir, tokenizer=None) -> Path:
-    """Write ``model`` (a DecoderLM) and optionally its tokenizer (``recall_lm.data.tokenizers.Tokenizer``) to ``out_dir``."""
+    """Write ``model`` (a DecoderLM) and optionally its tokenizer (``recall_lm.data.tokenizers.Tokenizer``)
+    to ``out_dir``."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -59,7 +60,9 @@ def load_pretrained(path, map_location="cpu"):
 
     path = Path(path)
     if not is_pretrained_dir(path):
-        raise FileNotFoundError(f"{path} is not an exported model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise FileNotFoundError(
+            f"{path} is not an exported model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     config = read_config(path)
     model = DecoderLM(config)
     state = load_file(str(path / WEIGHTS_FILE), device=str(map_location) if map_location else "cpu")

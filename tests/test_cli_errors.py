@@ -15,30 +15,57 @@ def run_bad(tmp_path, capsys, *extra):
     return message.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["--model.architecture.mixer=foo"], "error: unknown mixer 'foo' in ModelConfig.mixer; known: attention"),
-    (["--data.init_args.batch_size=0"], "error: MQARDataModule.batch_size must be ≥ 1, got 0"),
-    (["--data.init_args.vocab_size=1024"], "error: the data's vocabulary (data.init_args.vocab_size: 1024) is "
-                                           "larger than the model's model.architecture.vocab_size=512"),
-    (["--model.architecture.mixer_kwargs={attention: {num_heads: 1, variant: zoology}}"],
-     "error: mixer 'attention' got unknown argument(s) ['variant']"),
-    (["--model.lr_interval=batch"], "error: LanguageModelTask.lr_interval must be one of"),
-    (["--model.architecture.norm=batchnorm"], "error: unknown ModelConfig.norm 'batchnorm'"),
-    (["--model.architecture.init_std=-1"], "error: ModelConfig.init_std must be > 0, got -1"),
-    (["--model.lr=-1"], "error: LanguageModelTask needs lr ≥ 0 and weight_decay ≥ 0, got -1"),
-    (["--model.betas=[1.5, 0.9]"], "error: LanguageModelTask.betas must be two numbers in [0, 1), got [1.5, 0.9]"),
-    (["--model.compile=true", "--model.compile_backend=foo"], "error: LanguageModelTask.compile_backend 'foo' is not"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            ["--model.architecture.mixer=foo"],
+            "error: unknown mixer 'foo' in ModelConfig.mixer; known: attention",
+        ),
+        (["--data.init_args.batch_size=0"], "error: MQARDataModule.batch_size must be ≥ 1, got 0"),
+        (
+            ["--data.init_args.vocab_size=1024"],
+            "error: the data's vocabulary (data.init_args.vocab_size: 1024) is "
+            "larger than the model's model.architecture.vocab_size=512",
+        ),
+        (
+            ["--model.architecture.mixer_kwargs={attention: {num_heads: 1, variant: zoology}}"],
+            "error: mixer 'attention' got unknown argument(s) ['variant']",
+        ),
+        (["--model.lr_interval=batch"], "error: LanguageModelTask.lr_interval must be one of"),
+        (["--model.architecture.norm=batchnorm"], "error: unknown ModelConfig.norm 'batchnorm'"),
+        (["--model.architecture.init_std=-1"], "error: ModelConfig.init_std must be > 0, got -1"),
+        (["--model.lr=-1"], "error: LanguageModelTask needs lr ≥ 0 and weight_decay ≥ 0, got -1"),
+        (
+            ["--model.betas=[1.5, 0.9]"],
+            "error: LanguageModelTask.betas must be two numbers in [0, 1), got [1.5, 0.9]",
+        ),
+        (
+            ["--model.compile=true", "--model.compile_backend=foo"],
+            "error: LanguageModelTask.compile_backend 'foo' is not",
+        ),
+    ],
+)
 def test_bad_setting_is_one_line(tmp_path, capsys, extra, expected):
     assert run_bad(tmp_path, capsys, *extra).startswith(expected)
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["--data.init_args.train_slices=[{input_seq_len: 64, num_kv_pairs: 40, num_examples: 100}]"],
-     "error: MQAR needs 2·num_kv_pairs·num_passes + 2·num_kv_pairs ≤ input_seq_len"),
-    (["--model.architecture.mixer=deltanet", "--model.architecture.mixer_kwargs={deltanet: {chunk_size: 48}}"],
-     "error: chunk_size must be a power of two in [16, 256], got 48"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            ["--data.init_args.train_slices=[{input_seq_len: 64, num_kv_pairs: 40, num_examples: 100}]"],
+            "error: MQAR needs 2·num_kv_pairs·num_passes + 2·num_kv_pairs ≤ input_seq_len",
+        ),
+        (
+            [
+                "--model.architecture.mixer=deltanet",
+                "--model.architecture.mixer_kwargs={deltanet: {chunk_size: 48}}",
+            ],
+            "error: chunk_size must be a power of two in [16, 256], got 48",
+        ),
+    ],
+)
 def test_bad_setting_found_when_fitting_starts_is_one_line(tmp_path, capsys, extra, expected, monkeypatch):
     monkeypatch.delenv("RECALL_LM_TRACEBACK", raising=False)
     message = run_bad(tmp_path, capsys, *extra)
@@ -54,7 +81,12 @@ def test_a_monitored_metric_that_is_never_logged_is_named_before_training(tmp_pa
 
 
 def test_unknown_mlp_option_is_one_line(tmp_path, capsys):
-    message = run_bad(tmp_path, capsys, "--model.architecture.mlp=swiglu", "--model.architecture.mlp_kwargs={hiden_size: 32}")
+    message = run_bad(
+        tmp_path,
+        capsys,
+        "--model.architecture.mlp=swiglu",
+        "--model.architecture.mlp_kwargs={hiden_size: 32}",
+    )
     assert message.startswith("error: ") and "hiden_size" in message
 
 
@@ -78,19 +110,28 @@ def test_ckpt_path_that_is_not_a_checkpoint(tmp_path, capsys):
         f"error: --ckpt_path {weights} is not a train.py checkpoint (it has no state_dict)")
 
 
-TINY = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1", "--model.architecture.d_model=16", "--data.init_args.batch_size=32",
-        "--data.init_args.train_slices=[{input_seq_len: 64, num_kv_pairs: 4, num_examples: 64}]",
-        "--data.init_args.test_slices=[{input_seq_len: 64, num_kv_pairs: 4, num_examples: 32}]"]
+TINY = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.log_every_n_steps=1",
+    "--model.architecture.d_model=16",
+    "--data.init_args.batch_size=32",
+    "--data.init_args.train_slices=[{input_seq_len: 64, num_kv_pairs: 4, num_examples: 64}]",
+    "--data.init_args.test_slices=[{input_seq_len: 64, num_kv_pairs: 4, num_examples: 32}]",
+]
 
 
 def fit(root, *extra):
-    return train_cli.main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={root}", *TINY, *extra])
+    return train_cli.main(
+        ["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={root}", *TINY, *extra]
+    )
 
 
 def last_step(root):
     import torch
 
-    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"]
+    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")[
+        "global_step"
+    ]
 
 
 def test_last_checkpoint_is_the_last_step_when_the_monitored_metric_did_not_improve(tmp_path):
@@ -103,13 +144,23 @@ def test_a_fresh_run_into_a_used_folder_and_a_resume_with_other_settings_are_ref
     fit(tmp_path, "--trainer.max_steps=2")
     with pytest.raises(SystemExit) as refused:
         fit(tmp_path, "--trainer.max_steps=2")
-    assert str(refused.value.code) == (f"error: {tmp_path}/checkpoints already holds an earlier run's checkpoints: "
-                                       "resume it with --ckpt_path last, or train into another "
-                                       "--trainer.default_root_dir")
+    assert str(refused.value.code) == (
+        f"error: {tmp_path}/checkpoints already holds an earlier run's checkpoints: "
+        "resume it with --ckpt_path last, or train into another "
+        "--trainer.default_root_dir"
+    )
     with pytest.raises(SystemExit) as refused:
-        fit(tmp_path, "--trainer.max_steps=4", "--ckpt_path=last", "--model.architecture.n_layers=3", "--model.lr=0.5")
+        fit(
+            tmp_path,
+            "--trainer.max_steps=4",
+            "--ckpt_path=last",
+            "--model.architecture.n_layers=3",
+            "--model.lr=0.5",
+        )
     message = str(refused.value.code)
-    assert message.startswith(f"error: --ckpt_path last resumes {tmp_path}/checkpoints/last.ckpt, trained with")
+    assert message.startswith(
+        f"error: --ckpt_path last resumes {tmp_path}/checkpoints/last.ckpt, trained with"
+    )
     assert "model.architecture.n_layers=3 (checkpoint: 2); model.lr=0.5 (checkpoint: 0.003)" in message
     explicit = tmp_path / "checkpoints" / "last.ckpt"
     with pytest.raises(SystemExit, match=r"model.architecture.n_layers=3 \(checkpoint: 2\)"):
@@ -158,11 +209,15 @@ def test_old_class_path_in_a_checkpoint_is_refused(tmp_path, capsys):
     import torch
 
     ckpt = tmp_path / "old.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "models.lightning_module.LanguageModelTask"}},
-               ckpt)
+    torch.save(
+        {"state_dict": {}, "hyper_parameters": {"_class_path": "models.lightning_module.LanguageModelTask"}},
+        ckpt,
+    )
     message = run_bad(tmp_path / "run", capsys, f"--ckpt_path={ckpt}")
-    assert message == (f"error: --ckpt_path {ckpt} (hyper_parameters) names models.lightning_module.LanguageModelTask, "
-                       "which is now recall_lm.training.task.LanguageModelTask")
+    assert message == (
+        f"error: --ckpt_path {ckpt} (hyper_parameters) names models.lightning_module.LanguageModelTask, "
+        "which is now recall_lm.training.task.LanguageModelTask"
+    )
 
 
 def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path, capsys):
@@ -181,18 +236,34 @@ def test_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
 
 def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, capsys):
     """--model.lr 1e4 used to train every step at loss nan and exit 0."""
-    message = run_bad(tmp_path, capsys, "--model.lr=1e4", "--trainer.max_steps=30", "--model.warmup_steps=0", *TINY)
+    message = run_bad(
+        tmp_path, capsys, "--model.lr=1e4", "--trainer.max_steps=30", "--model.warmup_steps=0", *TINY
+    )
     import re
 
-    match = re.match(r"error: training stopped at step (\d+): (train/loss|the gradient norm) is (nan|inf) at lr ([\d.e+]+); lower model.lr", message)
+    match = re.match(
+        r"error: training stopped at step (\d+): (train/loss|the gradient norm) is (nan|inf) "
+        r"at lr ([\d.e+]+); lower model.lr",
+        message,
+    )
     assert match, message
     assert 0 < int(match.group(1)) < 30 and 5e3 < float(match.group(4)) <= 1e4
 
 
 def test_allow_nonfinite_trains_on(tmp_path):
-    cli = train_cli.main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={tmp_path}", "--model.lr=1e4",
-                          "--model.warmup_steps=0", "--model.allow_nonfinite=true", "--trainer.max_steps=6",
-                          *TINY])
+    cli = train_cli.main(
+        [
+            "fit",
+            "--config",
+            QUICKSTART,
+            f"--trainer.default_root_dir={tmp_path}",
+            "--model.lr=1e4",
+            "--model.warmup_steps=0",
+            "--model.allow_nonfinite=true",
+            "--trainer.max_steps=6",
+            *TINY,
+        ]
+    )
     assert cli.trainer.global_step == 6
 
 
@@ -212,7 +283,9 @@ def test_the_old_model_model_key_names_its_new_name(tmp_path, capsys):
     assert run_bad(tmp_path, capsys, "--model.model.d_model=32") == (
         "error: the argument --model.model.d_model is now --model.architecture.d_model")
     old = tmp_path / "old.yaml"
-    old.write_text((train_cli.ROOT / "configs/quickstart.yaml").read_text().replace("  architecture:", "  model:"))
+    old.write_text(
+        (train_cli.ROOT / "configs/quickstart.yaml").read_text().replace("  architecture:", "  model:")
+    )
     with pytest.raises(SystemExit) as exit_info:
         train_cli.main(["fit", "--config", str(old), f"--trainer.default_root_dir={tmp_path}"])
     assert exit_info.value.code == f"error: {old}: model.model is now model.architecture"

@@ -7,7 +7,11 @@ import torch
 from recall_lm.models.decoder import DecoderLM
 from recall_lm.training import cli as train_cli
 
-CONFIGS = sorted(p for p in (Path(train_cli.ROOT) / "configs").rglob("*.yaml") if "sweeps" not in p.parts and not p.name.startswith("_"))
+CONFIGS = sorted(
+    p
+    for p in (Path(train_cli.ROOT) / "configs").rglob("*.yaml")
+    if "sweeps" not in p.parts and not p.name.startswith("_")
+)
 
 
 def test_there_are_configs():
@@ -31,7 +35,9 @@ def test_config_builds(path, tmp_path):
 
 def test_bad_yaml_key_is_named(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((train_cli.ROOT / "configs/quickstart.yaml").read_text().replace("n_layers:", "n_layayers:"))
+    bad.write_text(
+        (train_cli.ROOT / "configs/quickstart.yaml").read_text().replace("n_layers:", "n_layayers:")
+    )
     with pytest.raises(SystemExit):
         train_cli.main(["--config", str(bad)], run=False)
     assert "n_layayers" in capsys.readouterr().err
@@ -61,6 +67,9 @@ def test_each_zoology_config_is_the_protocol_and_its_mixer():
     for path in (train_cli.ROOT / "configs/zoology").glob("[!_]*.yaml"):
         tree = config_tree(path)
         own = tree["model"].pop("architecture")
-        assert tree == {**protocol, "model": {k: v for k, v in protocol["model"].items() if k != "architecture"}}
+        assert tree == {
+            **protocol,
+            "model": {k: v for k, v in protocol["model"].items() if k != "architecture"},
+        }
         differs = {k for k, v in own.items() if protocol["model"]["architecture"].get(k) != v}
         assert differs <= {"mixer", "mixer_kwargs", "d_model", "scaled_residual_init"}, path.name

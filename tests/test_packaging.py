@@ -22,7 +22,9 @@ NOT_CODE = {"evals/lmeval/tasks", "evals/results"}  # lm-eval task files (loaded
 
 
 def _run(code: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _sources() -> list[tuple[str, Path]]:
@@ -52,7 +54,9 @@ def test_every_top_level_code_folder_is_mapped_and_has_no_init():
     tops = {p.parent.name for p in ROOT.glob("*/*.py") if not p.parent.name.startswith(".")} - {"tests"}
     assert tops == set(PACKAGE_DIR.values()), "map the new folder in pyproject.toml's package-dir"
     for folder in PACKAGE_DIR.values():
-        assert not (ROOT / folder / "__init__.py").exists(), f"{folder}/__init__.py makes {folder} a regular package"
+        assert not (ROOT / folder / "__init__.py").exists(), (
+            f"{folder}/__init__.py makes {folder} a regular package"
+        )
 
 
 def test_packages_list_names_every_code_folder():
@@ -64,7 +68,9 @@ def test_no_top_level_package_shadows_an_installed_distribution():
     provided = importlib.metadata.packages_distributions()
     ours = [d.name for d in ROOT.iterdir() if (d / "__init__.py").is_file()]
     clashes = {name: provided[name] for name in ours if name in provided}
-    assert not clashes, f"regular packages at the repository root that installed distributions also provide: {clashes}"
+    assert not clashes, (
+        f"regular packages at the repository root that installed distributions also provide: {clashes}"
+    )
 
 
 def test_the_installed_package_is_this_checkout():
@@ -76,10 +82,12 @@ def test_the_installed_package_is_this_checkout():
 def test_dependencies_and_every_subpackage_import_together_from_the_root():
     """transformers imports Hugging Face's ``kernels``; from the root it must not find our kernels/."""
     packages = sorted(PYPROJECT["tool"]["setuptools"]["packages"])
-    code = ("import transformers.modeling_utils, lm_eval, fla.layers, kernels, os\n"
-            f"for name in {packages!r}: __import__(name)\n"
-            "assert os.path.dirname(kernels.__file__) != os.path.join(os.getcwd(), 'kernels'), kernels.__file__\n"
-            "print('ok')")
+    code = (
+        "import transformers.modeling_utils, lm_eval, fla.layers, kernels, os\n"
+        f"for name in {packages!r}: __import__(name)\n"
+        "assert os.path.dirname(kernels.__file__) != os.path.join(os.getcwd(), 'kernels'), kernels.__file__\n"
+        "print('ok')"
+    )
     done = _run(code)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
 
@@ -102,11 +110,13 @@ for path in {configs!r} + ["strategies"]:
         cli.main(args + ["--trainer.default_root_dir=" + tempfile.mkdtemp()], run=False)
 def in_checkout(module):
     spec = getattr(module, "__spec__", None)
-    paths = [getattr(module, "__file__", None) or ""] + list(getattr(spec, "submodule_search_locations", None) or [])
+    paths = [getattr(module, "__file__", None) or ""] + list(
+        getattr(spec, "submodule_search_locations", None) or [])
     paths = [p for p in paths if isinstance(p, str)]
     return any(p.startswith(os.getcwd() + os.sep) and os.sep + ".venv" not in p for p in paths)
 bad = sorted(name for name, module in list(sys.modules.items()) if in_checkout(module)
-             and not name.startswith(("recall_lm.", "tests.")) and name not in ("recall_lm", "tests", "__main__"))
+             and not name.startswith(("recall_lm.", "tests."))
+             and name not in ("recall_lm", "tests", "__main__"))
 print("second copies:", bad)
 """
     done = _run(code)
@@ -115,8 +125,13 @@ print("second copies:", bad)
 
 
 def test_train_py_runs_from_another_directory(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0 and "fit" in done.stdout, done.stderr[-2000:]
 
 
@@ -129,7 +144,9 @@ def test_no_sys_path_edits_or_pth_files():
         if hidden or path == Path(__file__).resolve():
             continue
         text = path.read_text()
-        if any(s in text for s in ("sys.path.insert", "sys.path.append", '"PYTHONPATH"', "PYTHONPATH=", ".pth\"")):
+        if any(
+            s in text for s in ("sys.path.insert", "sys.path.append", '"PYTHONPATH"', "PYTHONPATH=", '.pth"')
+        ):
             offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, offenders
 
@@ -143,8 +160,14 @@ def test_ruff_bans_the_bare_folder_names():
     done = subprocess.run([find_ruff_bin(), "check", "--stdin-filename", "x.py", "-"], input=bad, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stdout.count("TID251") == 2, done.stdout + done.stderr
-    done = subprocess.run([find_ruff_bin(), "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "NO_COLOR": "1"})
+    done = subprocess.run(
+        [find_ruff_bin(), "check", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     assert done.returncode == 0, done.stdout[-3000:]
 
 
@@ -161,8 +184,10 @@ def test_the_lock_pins_every_dependency_exactly():
     assert "recall-lm" not in lock  # the project itself is installed editable, not from the lock
 
 
-@pytest.mark.skipif(not (Path(sys.prefix) / ".installed").is_file(),
-                    reason="this environment was not made by `make install` (e.g. the canary's, or a user's own)")
+@pytest.mark.skipif(
+    not (Path(sys.prefix) / ".installed").is_file(),
+    reason="this environment was not made by `make install` (e.g. the canary's, or a user's own)",
+)
 def test_make_install_installed_exactly_the_lock():
     """torch, triton and nvidia-* are kept when already installed (a GPU user's build), so not compared."""
     import re
@@ -193,14 +218,22 @@ def _imports(folder: str) -> dict[str, set[str]]:
     return out
 
 
-@pytest.mark.parametrize("folder, banned", [
-    ("kernels", ("recall_lm.layers", "recall_lm.models", "recall_lm.training", "recall_lm.data", "lightning")),
-    ("layers", ("recall_lm.models", "recall_lm.training", "recall_lm.data", "lightning")),
-    ("models", ("recall_lm.training", "lightning", "pytorch_lightning")),
-])
+@pytest.mark.parametrize(
+    "folder, banned",
+    [
+        (
+            "kernels",
+            ("recall_lm.layers", "recall_lm.models", "recall_lm.training", "recall_lm.data", "lightning"),
+        ),
+        ("layers", ("recall_lm.models", "recall_lm.training", "recall_lm.data", "lightning")),
+        ("models", ("recall_lm.training", "lightning", "pytorch_lightning")),
+    ],
+)
 def test_data_flows_one_way(folder, banned):
     """kernels/ knows nothing of layers/; layers/ nothing of models/ or Lightning; models/ nothing of
     training/ or Lightning (the Lightning wiring lives in training/; models/export.py reads a run's
     tokenizer, a file beside the checkpoint)."""
-    wrong = {path: sorted(n for n in names if n.startswith(banned)) for path, names in _imports(folder).items()}
+    wrong = {
+        path: sorted(n for n in names if n.startswith(banned)) for path, names in _imports(folder).items()
+    }
     assert not {path: names for path, names in wrong.items() if names}

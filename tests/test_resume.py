@@ -73,8 +73,14 @@ class KillAt(L.Callback):
 
 def run_train(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(train_cli.ROOT / "train.py"), *args], cwd=train_cli.ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(train_cli.ROOT / "train.py"), *args],
+        cwd=train_cli.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"train.py {args} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return done
@@ -101,15 +107,26 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     run_train(["fit", "--config", str(config), f"--trainer.default_root_dir={reference}"])
 
-    killed = run_train(["fit", "--config", str(config), f"--trainer.default_root_dir={resumed}",
-                        "--trainer.callbacks+=tests.test_resume.KillAt", "--trainer.callbacks.step=14"], check=False)
+    killed = run_train(
+        [
+            "fit",
+            "--config",
+            str(config),
+            f"--trainer.default_root_dir={resumed}",
+            "--trainer.callbacks+=tests.test_resume.KillAt",
+            "--trainer.callbacks.step=14",
+        ],
+        check=False,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     last = resumed / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=True, map_location="cpu")
     assert state["global_step"] == 12  # checkpoints every 4 steps; killed after step 14
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
 
-    run_train(["fit", "--config", str(config), f"--trainer.default_root_dir={resumed}", "--ckpt_path", "last"])
+    run_train(
+        ["fit", "--config", str(config), f"--trainer.default_root_dir={resumed}", "--ckpt_path", "last"]
+    )
     final = torch.load(last, weights_only=True, map_location="cpu")
     assert final["global_step"] == 24
 

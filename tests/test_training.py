@@ -49,10 +49,20 @@ def test_checkpoint_loads_without_unpickling_code(tmp_path):
 
 @pytest.mark.parametrize("mixer", ["attention", "mamba2"])  # mamba2: a chunked kernel under autocast
 def test_bf16_mixed_step_on_cpu_gives_a_finite_loss_and_throughput_is_logged(tmp_path, mixer):
-    train_cli.main(tiny_run_args(tmp_path, 3, ["--trainer.precision=bf16-mixed", "--trainer.val_check_interval=3",
-                                           f"--model.architecture.mixer={mixer}", "--model.architecture.mixer_kwargs={}",
-                                           "--trainer.callbacks+=recall_lm.training.callbacks.Throughput",
-                                           "--trainer.callbacks.peak_flops=1.0e12"]))
+    train_cli.main(
+        tiny_run_args(
+            tmp_path,
+            3,
+            [
+                "--trainer.precision=bf16-mixed",
+                "--trainer.val_check_interval=3",
+                f"--model.architecture.mixer={mixer}",
+                "--model.architecture.mixer_kwargs={}",
+                "--trainer.callbacks+=recall_lm.training.callbacks.Throughput",
+                "--trainer.callbacks.peak_flops=1.0e12",
+            ],
+        )
+    )
     losses = read_losses(tmp_path)
     assert len(losses) == 3 and all(math.isfinite(x) and 5.0 < x < 7.5 for x in losses)
     import csv

@@ -42,9 +42,12 @@ class RecallReport(L.Callback):
             return
         width = max(len(k) for k in metrics)
         steps = trainer.global_step
-        lines = [f"final recall accuracy after {steps} steps (per example, averaged):" if self.validated_at == steps
-                 else f"recall accuracy of the last validation, at step {self.validated_at} of {steps} "
-                      "(per example, averaged):"]
+        lines = [
+            f"final recall accuracy after {steps} steps (per example, averaged):"
+            if self.validated_at == steps
+            else f"recall accuracy of the last validation, at step {self.validated_at} of {steps} "
+            "(per example, averaged):"
+        ]
         for key in sorted(metrics, key=lambda k: (k != "val/acc", k)):
             lines.append(f"  {key:<{width}}  {metrics[key]:.4f}")
         print("\n".join(lines), flush=True)

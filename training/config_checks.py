@@ -26,7 +26,8 @@ MOVED = {"models.lightning_module": "training.task", "models.callbacks": "traini
 _DOTTED = re.compile(r"^(recall_lm\.)?((%s)\.[A-Za-z_]\w*)((\.[A-Za-z_]\w*)*(:\w+)?)$" % "|".join(FOLDERS))
 
 
-# Settings that were renamed: the LanguageModelTask's ModelConfig was ``model.model`` (``--model.model.d_model``).
+# Settings that were renamed: the LanguageModelTask's ModelConfig was ``model.model``
+# (``--model.model.d_model``).
 RENAMED_KEYS = {"model.model.": "model.architecture."}
 
 
@@ -121,7 +122,9 @@ def config_tree(path: str | Path) -> dict:
 def _merged(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 

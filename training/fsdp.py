@@ -12,10 +12,10 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 
 def default_fp32_modules() -> tuple[type, ...]:
-    """The mixers whose parameters include log-decays / bonuses that bf16 would round (``keep_fp32_under_fsdp``
-    in the mixer contract: RWKV-6, MoM). RWKV-7, Mamba-2 and Gated DeltaNet do not set it: like fla's FSDP
-    training they compute with bf16 copies of their decay parameters (the fp32 masters stay in the
-    optimiser); name them in fp32_modules to keep them fp32."""
+    """The mixers whose parameters include log-decays / bonuses that bf16 would round
+    (``keep_fp32_under_fsdp`` in the mixer contract: RWKV-6, MoM). RWKV-7, Mamba-2 and Gated DeltaNet do
+    not set it: like fla's FSDP training they compute with bf16 copies of their decay parameters (the fp32
+    masters stay in the optimiser); name them in fp32_modules to keep them fp32."""
     from recall_lm.layers.registry import mixers
 
     return tuple(cls for cls in mixers().values() if cls.keep_fp32_under_fsdp)
@@ -37,7 +37,8 @@ def _dtype(name: str) -> torch.dtype:
 
 
 class BlockFSDPStrategy(FSDPStrategy):
-    """FSDPStrategy wrapping each ``recall_lm.models.decoder.Block``, with mixed precision that keeps decays fp32.
+    """FSDPStrategy wrapping each ``recall_lm.models.decoder.Block``, with mixed precision that keeps
+    decays fp32.
 
     Args:
         param_dtype: dtype of the gathered parameters for compute ("bfloat16"; "float32" = off).

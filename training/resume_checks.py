@@ -53,18 +53,30 @@ def check_run_folder(root: str, ckpt_path: str | None, model_config: dict) -> No
             raise ValueError(f"{root}/checkpoints already holds an earlier run's checkpoints: resume it with "
                              "--ckpt_path last, or train into another --trainer.default_root_dir")
         return
-    path = last_checkpoint(root) if ckpt_path == "last" else Path(ckpt_path) if Path(ckpt_path).exists() else None
+    path = (
+        last_checkpoint(root)
+        if ckpt_path == "last"
+        else Path(ckpt_path)
+        if Path(ckpt_path).exists()
+        else None
+    )
     if path is None:
         if ckpt_path == "last":  # (a restartable job's first start): say so instead of Lightning's hint
-            print(f"--ckpt_path last: no checkpoint in {root}/checkpoints yet, so this run starts from step 0",
-                  file=sys.stderr)
+            print(
+                f"--ckpt_path last: no checkpoint in {root}/checkpoints yet, so this run starts from step 0",
+                file=sys.stderr,
+            )
         return
     saved = path / "meta.pt" if path.is_dir() else path  # a sharded checkpoint keeps its hparams in meta.pt
     if not saved.is_file():
         return
-    hparams = torch.load(saved, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
+    hparams = (
+        torch.load(saved, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
+    )
     changes = config_changes(hparams, model_config)
     if changes:
-        raise ValueError(f"--ckpt_path {ckpt_path} resumes {path}, trained with other model settings than this "
-                         f"run's: {'; '.join(changes)}. A resume continues the checkpoint's model, optimiser and "
-                         "schedule: drop these overrides, or start a new run in another folder")
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} resumes {path}, trained with other model settings than this "
+            f"run's: {'; '.join(changes)}. A resume continues the checkpoint's model, optimiser and "
+            "schedule: drop these overrides, or start a new run in another folder"
+        )

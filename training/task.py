@@ -76,8 +76,9 @@ class LanguageModelTask(L.LightningModule):
             "epoch" (it advances once per epoch over ``trainer.max_epochs``: with warmup 0 and
             min_lr_ratio 0, Zoology's ``CosineAnnealingLR(T_max=max_epochs)``).
         chunked_loss_rows: for batches labelled at every position (text), > 0 computes the head and the
-            loss that many rows at a time without the [B, T, vocab] logits (recall_lm.models.linear_cross_entropy;
-            the same loss and gradients, a fraction of the memory at large vocabularies); 0: off.
+            loss that many rows at a time without the [B, T, vocab] logits
+            (recall_lm.models.linear_cross_entropy; the same loss and gradients, a fraction of the memory
+            at large vocabularies); 0: off.
         aux_loss_weight: multiplies the mixers' auxiliary losses (e.g. MoM load balancing).
         compile: ``torch.compile`` each Block in place (``Block.compile()``: state_dict keys unchanged).
         compile_backend: the torch.compile backend ("inductor"; "aot_eager" compiles fast, for tests).
@@ -115,12 +116,16 @@ class LanguageModelTask(L.LightningModule):
     ):
         super().__init__()
         if lr_interval not in self.LR_INTERVALS:
-            raise ValueError(f"LanguageModelTask.lr_interval must be one of {self.LR_INTERVALS}, got {lr_interval!r}")
+            raise ValueError(
+                f"LanguageModelTask.lr_interval must be one of {self.LR_INTERVALS}, got {lr_interval!r}"
+            )
         if weight_decay_on not in self.WEIGHT_DECAY_ON:
             raise ValueError(f"LanguageModelTask.weight_decay_on must be one of {self.WEIGHT_DECAY_ON}, "
                              f"got {weight_decay_on!r}")
         if chunked_loss_rows < 0:
-            raise ValueError(f"LanguageModelTask.chunked_loss_rows must be ≥ 0 (0: off), got {chunked_loss_rows}")
+            raise ValueError(
+                f"LanguageModelTask.chunked_loss_rows must be ≥ 0 (0: off), got {chunked_loss_rows}"
+            )
         if not lr >= 0 or not weight_decay >= 0:
             raise ValueError(f"LanguageModelTask needs lr ≥ 0 and weight_decay ≥ 0, got {lr}, {weight_decay}")
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
@@ -129,21 +134,33 @@ class LanguageModelTask(L.LightningModule):
             import torch._dynamo
 
             if compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
-                raise ValueError(f"LanguageModelTask.compile_backend {compile_backend!r} is not a torch.compile "
-                                 f"backend; known: {', '.join(torch._dynamo.list_backends())}")
+                raise ValueError(
+                    f"LanguageModelTask.compile_backend {compile_backend!r} is not a torch.compile "
+                    f"backend; known: {', '.join(torch._dynamo.list_backends())}"
+                )
         if warmup_steps < 0 or not 0 <= min_lr_ratio <= 1:
             raise ValueError(f"LanguageModelTask needs warmup_steps ≥ 0 and 0 ≤ min_lr_ratio ≤ 1, "
                              f"got {warmup_steps}, {min_lr_ratio}")
         if isinstance(architecture, dict):
             architecture = ModelConfig(**architecture)
         # Plain types only in the checkpoint, so it loads with torch.load(weights_only=True).
-        self.save_hyperparameters({
-            "architecture": asdict(architecture), "lr": lr, "weight_decay": weight_decay, "betas": list(betas),
-            "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio, "aux_loss_weight": aux_loss_weight,
-            "compile": bool(compile), "compile_backend": compile_backend,
-            "lr_interval": lr_interval, "weight_decay_on": weight_decay_on, "chunked_loss_rows": chunked_loss_rows,
-            "allow_nonfinite": bool(allow_nonfinite),
-        })
+        self.save_hyperparameters(
+            {
+                "architecture": asdict(architecture),
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "betas": list(betas),
+                "warmup_steps": warmup_steps,
+                "min_lr_ratio": min_lr_ratio,
+                "aux_loss_weight": aux_loss_weight,
+                "compile": bool(compile),
+                "compile_backend": compile_backend,
+                "lr_interval": lr_interval,
+                "weight_decay_on": weight_decay_on,
+                "chunked_loss_rows": chunked_loss_rows,
+                "allow_nonfinite": bool(allow_nonfinite),
+            }
+        )
         self.config = architecture
         self.model = DecoderLM(architecture)
         if compile:
@@ -165,9 +182,11 @@ class LanguageModelTask(L.LightningModule):
         model_vocab = self.config.vocab_size
         if data_vocab is not None and int(data_vocab) > model_vocab:
             source = "its tokenizer's vocabulary" if tokenizer is not None else "data.init_args.vocab_size"
-            raise ValueError(f"the data's vocabulary ({source}: {data_vocab}) is larger than the model's "
-                             f"model.architecture.vocab_size={model_vocab}: token ids ≥ {model_vocab} have no "
-                             f"embedding; set model.architecture.vocab_size ≥ {data_vocab}")
+            raise ValueError(
+                f"the data's vocabulary ({source}: {data_vocab}) is larger than the model's "
+                f"model.architecture.vocab_size={model_vocab}: token ids ≥ {model_vocab} have no "
+                f"embedding; set model.architecture.vocab_size ≥ {data_vocab}"
+            )
 
     def check_monitors(self, callbacks, datamodule) -> None:
         """Raise a ValueError when a callback monitors a ``train/`` or ``val/`` metric this task never logs
@@ -178,8 +197,10 @@ class LanguageModelTask(L.LightningModule):
         for callback in callbacks:
             monitor = getattr(callback, "monitor", None)
             if isinstance(monitor, str) and monitor.startswith(("train/", "val/")) and monitor not in logged:
-                raise ValueError(f"{type(callback).__name__}(monitor={monitor!r}): this run logs no such metric; "
-                                 f"it logs {sorted(logged)}")
+                raise ValueError(
+                    f"{type(callback).__name__}(monitor={monitor!r}): this run logs no such metric; "
+                    f"it logs {sorted(logged)}"
+                )
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -254,12 +275,20 @@ class LanguageModelTask(L.LightningModule):
         if self.hparams.get("allow_nonfinite", False):
             return
         mine = (~torch.isfinite(value)).float()
-        anywhere = self.trainer.strategy.reduce(mine.clone(), reduce_op="sum") if self._distributed() else mine  # in place
+        anywhere = (
+            self.trainer.strategy.reduce(mine.clone(), reduce_op="sum") if self._distributed() else mine
+        )  # in place
         if anywhere.item() > 0:  # every rank learns whether any rank diverged, so all of them stop here
             lr = self.optimizers().param_groups[0]["lr"]
-            state = f"is {value.item()}" if mine.item() else f"is non-finite on another rank ({value.item():.4g} here)"
-            raise NonFiniteError(f"training stopped at step {self.global_step}: {what} {state} at lr {lr:.3g}; "
-                                 f"lower model.lr, or set model.allow_nonfinite=true to train on")
+            state = (
+                f"is {value.item()}"
+                if mine.item()
+                else f"is non-finite on another rank ({value.item():.4g} here)"
+            )
+            raise NonFiniteError(
+                f"training stopped at step {self.global_step}: {what} {state} at lr {lr:.3g}; "
+                f"lower model.lr, or set model.allow_nonfinite=true to train on"
+            )
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         loss, out = self._loss(batch)
@@ -267,9 +296,16 @@ class LanguageModelTask(L.LightningModule):
             acc = out.correct.sum(-1).float() / (batch[1] != IGNORE_INDEX).sum(-1).clamp(min=1).float()
         else:
             acc = per_example_accuracy(out.logits, batch[1])
-        sums = self._val_sums.setdefault(dataloader_idx, torch.zeros(3, device=self.device, dtype=torch.float64))
-        sums += torch.stack([acc.sum().double(), torch.tensor(float(acc.numel()), device=self.device).double(),
-                             loss.detach().double() * acc.numel()])
+        sums = self._val_sums.setdefault(
+            dataloader_idx, torch.zeros(3, device=self.device, dtype=torch.float64)
+        )
+        sums += torch.stack(
+            [
+                acc.sum().double(),
+                torch.tensor(float(acc.numel()), device=self.device).double(),
+                loss.detach().double() * acc.numel(),
+            ]
+        )
 
     def val_slice_names(self) -> list[str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

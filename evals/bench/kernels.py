@@ -210,10 +210,19 @@ def gla_section(s: Settings) -> list[Row]:
                 cases += _fla_cases(s, T, dtype, ours)
             except RuntimeError as e:  # still time ours, and say why fla's rows are missing
                 rows.append(Row("gla", "fla", "unavailable", T, dname, None, None, str(e)[:80]))
-        cases.append(Case("softmax attention (causal)", "torch SDPA", _sdpa_inputs(s, T, dtype), _sdpa, False))
+        cases.append(
+            Case("softmax attention (causal)", "torch SDPA", _sdpa_inputs(s, T, dtype), _sdpa, False)
+        )
         if T == s.recurrent_T:
-            cases.append(Case("per-head g (RetNet)", "recurrent (token loop)", _gla_inputs(s, T, "head", dtype),
-                              recurrent, False))
+            cases.append(
+                Case(
+                    "per-head g (RetNet)",
+                    "recurrent (token loop)",
+                    _gla_inputs(s, T, "head", dtype),
+                    recurrent,
+                    False,
+                )
+            )
         rows += _note_fla_ratios(timed_rows("gla", T, dname, cases, s))
     return rows
 
@@ -242,7 +251,9 @@ def _note_fla_ratios(rows: list[Row]) -> list[Row]:
     for r in rows:
         mine = next((m for m in rows if m.op == r.op and m.T == r.T and m.impl == "triton"), None)
         if r.impl == "fla" and mine and mine.fwd_ms and mine.fwdbwd_ms:
-            r.note = f"fla/ours: fwd {r.fwd_ms / mine.fwd_ms:.2f}x, fwd+bwd {r.fwdbwd_ms / mine.fwdbwd_ms:.2f}x"
+            r.note = (
+                f"fla/ours: fwd {r.fwd_ms / mine.fwd_ms:.2f}x, fwd+bwd {r.fwdbwd_ms / mine.fwdbwd_ms:.2f}x"
+            )
     return rows
 
 
@@ -259,8 +270,12 @@ def gla_summary(rows: list[Row], s: Settings) -> list[str]:
     rec = find("per-head g (RetNet)", "recurrent (token loop)", s.recurrent_T)
     for op in ("per-head g (RetNet)", "per-channel g (GLA)"):
         ratios = [(t, find(op, impl, t), find("softmax attention (causal)", "torch SDPA", t)) for t in s.T]
-        ratios = [f"T={t} forward {sdpa.fwd_ms / r.fwd_ms:.1f}x, forward+backward {sdpa.fwdbwd_ms / r.fwdbwd_ms:.1f}x"
-                  for t, r, sdpa in ratios if r and sdpa]
+        ratios = [
+            f"T={t} forward {sdpa.fwd_ms / r.fwd_ms:.1f}x, "
+            f"forward+backward {sdpa.fwdbwd_ms / r.fwdbwd_ms:.1f}x"
+            for t, r, sdpa in ratios
+            if r and sdpa
+        ]
         if ratios:
             lines.append(f"- chunked ({impl}, {op}) vs SDPA causal: " + "; ".join(ratios))
     if ours and rec:
@@ -325,7 +340,9 @@ def delta_section(s: Settings) -> list[Row]:
                     rows.append(Row("delta", op, "fla unavailable", T, dname, None, None, str(e)[:80]))
             if T == s.recurrent_T:
                 cases.append(Case(op, "recurrent (token loop)", make, _delta_call(op, "recurrent"), False))
-        cases.append(Case("softmax attention (causal)", "torch SDPA", _sdpa_inputs(s, T, dtype), _sdpa, False))
+        cases.append(
+            Case("softmax attention (causal)", "torch SDPA", _sdpa_inputs(s, T, dtype), _sdpa, False)
+        )
         rows += timed_rows("delta", T, dname, cases, s)
     return rows
 
@@ -353,25 +370,36 @@ def delta_summary(rows: list[Row], s: Settings) -> list[str]:
     for op in DELTA_OPS:
         ours, rec = find(op, "torch", T), find(op, "recurrent (token loop)", s.recurrent_T)
         if ours and sdpa:
-            lines.append(f"- {op}, torch vs SDPA causal at T={T}: forward {sdpa.fwd_ms / ours.fwd_ms:.1f}x faster, "
-                         f"forward+backward {sdpa.fwdbwd_ms / ours.fwdbwd_ms:.1f}x; backward "
-                         f"{(ours.fwdbwd_ms - ours.fwd_ms) / ours.fwd_ms:.1f}x its forward")
+            lines.append(
+                f"- {op}, torch vs SDPA causal at T={T}: forward {sdpa.fwd_ms / ours.fwd_ms:.1f}x faster, "
+                f"forward+backward {sdpa.fwdbwd_ms / ours.fwdbwd_ms:.1f}x; backward "
+                f"{(ours.fwdbwd_ms - ours.fwd_ms) / ours.fwd_ms:.1f}x its forward"
+            )
         if ours and rec:
             factor = T / rec.T
-            lines.append(f"- {op}, torch vs the token recurrence at T={T}: forward {rec.fwd_ms * factor / ours.fwd_ms:.0f}x "
-                         f"faster, forward+backward {rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence at "
-                         f"T={rec.T}, extrapolated linearly x{factor:g})")
+            lines.append(
+                f"- {op}, torch vs the token recurrence at T={T}: "
+                f"forward {rec.fwd_ms * factor / ours.fwd_ms:.0f}x "
+                f"faster, forward+backward {rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence at "
+                f"T={rec.T}, extrapolated linearly x{factor:g})"
+            )
         for t in s.T:  # CUDA only: the target is ≤ 1.0x fla's time
             triton_row, fla = find(op, "triton", t), find(op, "fla", t)
             if triton_row and fla and fla.fwd_ms:
-                lines.append(f"- {op}, triton vs fla at T={t}: forward {triton_row.fwd_ms / fla.fwd_ms:.2f}x fla's time, "
-                             f"forward+backward {triton_row.fwdbwd_ms / fla.fwdbwd_ms:.2f}x")
+                lines.append(
+                    f"- {op}, triton vs fla at T={t}: "
+                    f"forward {triton_row.fwd_ms / fla.fwd_ms:.2f}x fla's time, "
+                    f"forward+backward {triton_row.fwdbwd_ms / fla.fwdbwd_ms:.2f}x"
+                )
     return lines
 
 
 # Each section: (name, run(settings) -> rows, summary(rows, settings) -> lines). Sliding-window attention
 # has its own command, `python -m recall_lm.evals.bench.swa` (both run in `make bench`).
-SECTIONS = [("Gated linear attention", gla_section, gla_summary), ("Delta rules", delta_section, delta_summary)]
+SECTIONS = [
+    ("Gated linear attention", gla_section, gla_summary),
+    ("Delta rules", delta_section, delta_summary),
+]
 
 
 def _cpu_model() -> str:
@@ -386,26 +414,40 @@ def to_markdown(rows: list[Row], s: Settings, sections_run, started: float, comm
     dev = torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_model()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = [
-        "# Kernel benchmarks", "",
+        "# Kernel benchmarks",
+        "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"- command: `{command}`" if command else "",
         f"- torch {torch.__version__}, device: {s.device.type} ({dev}), threads: {torch.get_num_threads()}, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: "
-        + ("freed blocks retained (recall_lm.kernels.cpu_memory)" if s.malloc_retained else "the C library's defaults"),
-        f"- shapes: B={s.B} H={s.H} D(head)={s.D}; T in {s.T}; median of {s.repeats} after {s.warmup} warm-up; "
+        + (
+            "freed blocks retained (recall_lm.kernels.cpu_memory)"
+            if s.malloc_retained
+            else "the C library's defaults"
+        ),
+        f"- shapes: B={s.B} H={s.H} D(head)={s.D}; T in {s.T}; "
+        f"median of {s.repeats} after {s.warmup} warm-up; "
         f"chunk size 64; the token recurrence only at T={s.recurrent_T}",
         f"- {s.matmul_rates}" if s.matmul_rates else "",
         f"- load average at the end (other jobs share this machine): {load[0]:.1f}" if load else "",
-        f"- wall time of the whole benchmark: {time.time() - started:.0f} s", "",
+        f"- wall time of the whole benchmark: {time.time() - started:.0f} s",
+        "",
     ]
     for name, _, summary in sections_run:
         section_rows = [r for r in rows if r.section == name]
         if not section_rows:
             continue
-        out += [f"## {name}", "", "| op | implementation | T | dtype | forward (ms) | forward+backward (ms) | note |",
-                "|---|---|---:|---|---:|---:|---|"]
+        out += [
+            f"## {name}",
+            "",
+            "| op | implementation | T | dtype | forward (ms) | forward+backward (ms) | note |",
+            "|---|---|---:|---|---:|---:|---|",
+        ]
         for r in section_rows:
-            out.append(f"| {r.op} | {r.impl} | {r.T} | {r.dtype} | {_fmt(r.fwd_ms)} | {_fmt(r.fwdbwd_ms)} | {r.note} |")
+            out.append(
+                f"| {r.op} | {r.impl} | {r.T} | {r.dtype} | {_fmt(r.fwd_ms)} | {_fmt(r.fwdbwd_ms)} | "
+                f"{r.note} |"
+            )
         out += [""] + summary(section_rows, s) + [""]
     return "\n".join(out)
 
@@ -419,8 +461,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sections", nargs="*", default=None, metavar="NAME",
-                        help="sections to run (default: all): " + ", ".join(repr(name) for name, *_ in SECTIONS))
+    parser.add_argument(
+        "--sections",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="sections to run (default: all): " + ", ".join(repr(name) for name, *_ in SECTIONS),
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     for name in ("B", "H", "D", "repeats"):
@@ -432,8 +479,15 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown --sections {unknown}; known: {[name for name, *_ in SECTIONS]}")
 
-    s = Settings(device=torch.device(args.device), T=args.T, B=args.B, H=args.H, D=args.D, repeats=args.repeats,
-                 warmup=args.warmup)
+    s = Settings(
+        device=torch.device(args.device),
+        T=args.T,
+        B=args.B,
+        H=args.H,
+        D=args.D,
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
     torch.set_num_threads(s.threads)
     s.malloc_retained = retain_freed_memory()
     s.matmul_rates = matmul_rates(s)
@@ -444,10 +498,15 @@ def main(argv=None):
         for r in run(s):
             r.section = name
             rows.append(r)
-            print(f"{name} | {r.op} | {r.impl} | T={r.T} | fwd {_fmt(r.fwd_ms)} ms | fwd+bwd {_fmt(r.fwdbwd_ms)} ms",
-                  flush=True)
+            print(
+                f"{name} | {r.op} | {r.impl} | T={r.T} | fwd {_fmt(r.fwd_ms)} ms | "
+                f"fwd+bwd {_fmt(r.fwdbwd_ms)} ms",
+                flush=True,
+            )
     args_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    text = to_markdown(rows, s, chosen, started, f"python -m recall_lm.evals.bench.kernels {args_text}".strip())
+    text = to_markdown(
+        rows, s, chosen, started, f"python -m recall_lm.evals.bench.kernels {args_text}".strip()
+    )
     print(text)
     out = args.out or RESULTS / f"bench_kernels_{s.device.type}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

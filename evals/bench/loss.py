@@ -1,9 +1,11 @@
-"""Memory and time of the LM head + cross-entropy, full logits vs chunked: ``python -m recall_lm.evals.bench.loss``.
+"""Memory and time of the LM head + cross-entropy, full logits vs chunked: \
+``python -m recall_lm.evals.bench.loss``.
 
 Each variant (``full``: ``F.cross_entropy(hidden @ W.T, labels)``; ``chunked``:
-``recall_lm.models.linear_cross_entropy`` with ``--chunk-rows``) runs forward + backward in its own process; its
-peak memory is the process's peak resident set (``ru_maxrss``) less the peak after building the inputs,
-on CPU, or ``torch.cuda.max_memory_allocated`` on CUDA. Writes ``evals/results/bench_loss_<device>.md``.
+``recall_lm.models.linear_cross_entropy`` with ``--chunk-rows``) runs forward + backward in its own
+process; its peak memory is the process's peak resident set (``ru_maxrss``) less the peak after building
+the inputs, on CPU, or ``torch.cuda.max_memory_allocated`` on CUDA. Writes
+``evals/results/bench_loss_<device>.md``.
 """
 from __future__ import annotations
 
@@ -76,21 +78,41 @@ def main(argv: list[str] | None = None):
         parser.error("--tokens, --d-model, --vocab and --chunk-rows must be ≥ 1")
     rows = []
     for variant in ("full", "chunked"):
-        cmd = [sys.executable, "-m", "recall_lm.evals.bench.loss", "--child", variant, "--tokens", str(args.tokens),
-               "--d-model", str(args.d_model), "--vocab", str(args.vocab), "--chunk-rows", str(args.chunk_rows),
-               "--device", device]
+        cmd = [
+            sys.executable,
+            "-m",
+            "recall_lm.evals.bench.loss",
+            "--child",
+            variant,
+            "--tokens",
+            str(args.tokens),
+            "--d-model",
+            str(args.d_model),
+            "--vocab",
+            str(args.vocab),
+            "--chunk-rows",
+            str(args.chunk_rows),
+            "--device",
+            device,
+        ]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     full, chunked = rows
     load = os.getloadavg()[0]
     lines = [
-        f"# LM head + cross-entropy memory ({device})", "",
-        f"`python -m recall_lm.evals.bench.loss {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
-        f"{datetime.date.today()}, torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+        f"# LM head + cross-entropy memory ({device})",
+        "",
+        f"`python -m recall_lm.evals.bench.loss {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        "",
+        f"{datetime.date.today()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        "load average "
         f"{load:.2f}; {args.tokens} tokens, d_model {args.d_model}, vocabulary {args.vocab:,}, chunks of "
-        f"{args.chunk_rows} rows; one forward + backward, peak memory beyond the inputs.", "",
-        "| variant | peak extra memory (MiB) | seconds | loss |", "|---|---:|---:|---:|",
-        *[f"| {r['variant']} | {r['peak_mib']:,.1f} | {r['seconds']} | {r['loss']:.6f} |" for r in rows], "",
+        f"{args.chunk_rows} rows; one forward + backward, peak memory beyond the inputs.",
+        "",
+        "| variant | peak extra memory (MiB) | seconds | loss |",
+        "|---|---:|---:|---:|",
+        *[f"| {r['variant']} | {r['peak_mib']:,.1f} | {r['seconds']} | {r['loss']:.6f} |" for r in rows],
+        "",
         f"The chunked head needs {full['peak_mib'] / max(chunked['peak_mib'], 1e-9):.1f}× less memory "
         f"(the full fp32 logits alone are {args.tokens * args.vocab * 4 / 2**20:,.0f} MiB).",
     ]

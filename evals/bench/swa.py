@@ -82,8 +82,8 @@ def swa_section(device: str | torch.device | None = None, seq_lens=SEQ_LENS, win
     """Markdown table lines (header, separator, one row per implementation / T / w).
 
     Times are medians in ms of the forward (no grad) and of forward + backward, every implementation and
-    window at one T timed in the same interleaved rounds (``recall_lm.evals.bench.kernels.time_cases``); "vs SDPA"
-    is the SDPA fwd+bwd time divided by this row's. Shapes: q, k, v [B=2, T, H=4, D=64].
+    window at one T timed in the same interleaved rounds (``recall_lm.evals.bench.kernels.time_cases``);
+    "vs SDPA" is the SDPA fwd+bwd time divided by this row's. Shapes: q, k, v [B=2, T, H=4, D=64].
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     repeats = repeats or (20 if device.type == "cuda" else 3)
@@ -131,10 +131,16 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     text = "\n".join(
-        [f"# Sliding-window attention benchmark ({device.type})", "",
-         *machine_description(device),
-         f"- q, k, v [B={B}, T, H={H}, D={D}]; median of interleaved rounds; SDPA is full causal attention", "",
-         *swa_section(device), ""]
+        [
+            f"# Sliding-window attention benchmark ({device.type})",
+            "",
+            *machine_description(device),
+            f"- q, k, v [B={B}, T, H={H}, D={D}]; median of interleaved rounds; "
+            "SDPA is full causal attention",
+            "",
+            *swa_section(device),
+            "",
+        ]
     )
     print(text)
     out = Path(args.out or ROOT / "evals" / "results" / f"bench_swa_{device.type}.md")

@@ -26,7 +26,8 @@ identical prompts would reach (the decode itself is then a real batched decode).
 ``<out>/<name>.csv``, ``.md`` (settings, machine, load, command, pivot tables, ratios to attention)
 and ``.png`` (decode tokens/s per batch size and state memory vs context length, log-x).
 
-CPU default (6.4 min of CPU time on one core, 13 min wall on a loaded machine): python -m recall_lm.evals.bench.throughput
+CPU default (6.4 min of CPU time on one core, 13 min wall on a loaded machine):
+                                            python -m recall_lm.evals.bench.throughput
 Quick smoke run (seconds):                  python -m recall_lm.evals.bench.throughput --quick
 BASED-paper-style GPU setting:               python -m recall_lm.evals.bench.throughput --preset based-gpu
 """
@@ -59,9 +60,29 @@ from recall_lm.models.state import ModelState
 RESULTS_DIR = ROOT / "evals" / "results"
 MODELS = ("attention", "swa", "linear_attention", "based", "retnet", "rwkv6", "rwkv7", "mamba2", "deltanet",
           "gated_deltanet", "mom", "based+attention")
-COLUMNS = ("model", "mixers", "params", "d_model", "n_layers", "vocab_size", "device", "dtype", "batch", "context",
-           "new_tokens", "prefill_tok_s", "prefill_peak_mb", "decode_tok_s", "decode_ms_per_step",
-           "state_bytes_per_seq", "state_mb", "decode_peak_mb", "floor_ms_per_step", "of_floor", "note")
+COLUMNS = (
+    "model",
+    "mixers",
+    "params",
+    "d_model",
+    "n_layers",
+    "vocab_size",
+    "device",
+    "dtype",
+    "batch",
+    "context",
+    "new_tokens",
+    "prefill_tok_s",
+    "prefill_peak_mb",
+    "decode_tok_s",
+    "decode_ms_per_step",
+    "state_bytes_per_seq",
+    "state_mb",
+    "decode_peak_mb",
+    "floor_ms_per_step",
+    "of_floor",
+    "note",
+)
 
 PRESETS = {
     # CPU: small models, where per-token framework overhead is large; 512 → 16k context.
@@ -81,20 +102,28 @@ PRESETS = {
 
 
 # --------------------------------------------------------------------------------------------- models
-def model_config(name: str, d_model: int, n_layers: int, vocab_size: int, mlp_hidden: int | None = None) -> ModelConfig:
+def model_config(
+    name: str, d_model: int, n_layers: int, vocab_size: int, mlp_hidden: int | None = None
+) -> ModelConfig:
     """The benchmark's ModelConfig for ``name`` (heads of dimension 64, as the papers' models)."""
     heads = max(1, d_model // 64)
     head_size = d_model // heads
     kwargs = {
         "attention": dict(mixer="attention", mixer_kwargs={"attention": {"num_heads": heads}}),
         "swa": dict(mixer="swa", mixer_kwargs={"swa": {"num_heads": heads, "window_size": 256}}),
-        "linear_attention": dict(mixer="linear_attention",
-                                 mixer_kwargs={"linear_attention": {"num_heads": heads, "feature_map": "elu"}}),
+        "linear_attention": dict(
+            mixer="linear_attention",
+            mixer_kwargs={"linear_attention": {"num_heads": heads, "feature_map": "elu"}},
+        ),
         # configs/lm/based-tiny.yaml's layer mix: base_conv, based, swa (window 64), base_conv, base_conv.
-        "based": dict(mixer=["base_conv", "based", "swa", "base_conv", "base_conv"],
-                      mixer_kwargs={"base_conv": {"kernel_size": 3, "expand": 4},
-                                    "based": {"num_heads": heads, "feature_dim": 16},
-                                    "swa": {"num_heads": heads, "window_size": 64}}),
+        "based": dict(
+            mixer=["base_conv", "based", "swa", "base_conv", "base_conv"],
+            mixer_kwargs={
+                "base_conv": {"kernel_size": 3, "expand": 4},
+                "based": {"num_heads": heads, "feature_dim": 16},
+                "swa": {"num_heads": heads, "window_size": 64},
+            },
+        ),
         "retnet": dict(mixer="retnet", mixer_kwargs={"retnet": {"num_heads": heads}}),
         "rwkv6": dict(mixer="rwkv6", mixer_kwargs={"rwkv6": {"head_size": head_size}}, mlp="rwkv6_cmix"),
         "rwkv7": dict(mixer="rwkv7", mixer_kwargs={"rwkv7": {"head_size": head_size}}, mlp="rwkv7_cmix"),
@@ -103,15 +132,21 @@ def model_config(name: str, d_model: int, n_layers: int, vocab_size: int, mlp_hi
         "gated_deltanet": dict(mixer="gated_deltanet", mixer_kwargs={"gated_deltanet": {"num_heads": heads}}),
         "mom": dict(mixer="mom", mixer_kwargs={"mom": {"num_heads": heads}}),
         # Half BASED layers, half softmax attention: a KV cache on every other layer.
-        "based+attention": dict(mixer=["based", "attention"],
-                                mixer_kwargs={"based": {"num_heads": heads, "feature_dim": 16},
-                                              "attention": {"num_heads": heads}}),
+        "based+attention": dict(
+            mixer=["based", "attention"],
+            mixer_kwargs={
+                "based": {"num_heads": heads, "feature_dim": 16},
+                "attention": {"num_heads": heads},
+            },
+        ),
     }
     if name not in kwargs:
         raise ValueError(f"--models: unknown model {name!r}; choose from {', '.join(kwargs)}")
     spec = kwargs[name]
     mlp_kwargs = {} if mlp_hidden is None else {"hidden_size": int(mlp_hidden)}
-    return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mlp_kwargs=mlp_kwargs, **spec)
+    return ModelConfig(
+        vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mlp_kwargs=mlp_kwargs, **spec
+    )
 
 
 def count_parameters(config: ModelConfig) -> int:
@@ -122,8 +157,11 @@ def count_parameters(config: ModelConfig) -> int:
         return DecoderLM(config).num_parameters()
 
 
-def matched_config(name: str, d_model: int, n_layers: int, vocab_size: int, target: int | None) -> ModelConfig:
-    """``name``'s config with the MLP width (multiple of 32, ≥ 32) whose parameter count is nearest ``target``.
+def matched_config(
+    name: str, d_model: int, n_layers: int, vocab_size: int, target: int | None
+) -> ModelConfig:
+    """``name``'s config with the MLP width (multiple of 32, ≥ 32) whose parameter count is nearest
+    ``target``.
 
     Parameters are affine in the MLP width, so two counts give the slope. Mixers larger than the
     target on their own (MoM) end at the smallest width and stay above it; the table prints counts.
@@ -262,19 +300,24 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
     """
     model = build(config, device, dtype)
     if args.compile:
-        torch._dynamo.reset()  # a fresh compile cache per model: its recompiles (shapes) count against it alone
+        # a fresh compile cache per model: its recompiles (shapes) count against it alone
+        torch._dynamo.reset()
     step = decode_step(model, args.compile)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     meter = MemoryMeter(device)
     generator = torch.Generator().manual_seed(0)
     rows = []
     with torch.inference_mode():
-        warm_ids = torch.randint(0, config.vocab_size, (1, min(128, args.contexts[0])), generator=generator).to(device)
+        warm_ids = torch.randint(
+            0, config.vocab_size, (1, min(128, args.contexts[0])), generator=generator
+        ).to(device)
         logits, state, _ = prefill(model, warm_ids, dtype)  # first calls: allocator, kernels, caches
         decode(step, state, logits, max(2, args.warmup_tokens))
         del logits, state
         for L in args.contexts:
-            ids = torch.randint(0, config.vocab_size, (max(args.batch_sizes), L), generator=generator).to(device)
+            ids = torch.randint(0, config.vocab_size, (max(args.batch_sizes), L), generator=generator).to(
+                device
+            )
             one = None
             for B in args.batch_sizes:
                 row = dict(model=name, mixers="+".join(config.layer_mixers()), params=params,
@@ -283,7 +326,9 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
                            new_tokens=args.new_tokens, prefill_tok_s="", prefill_peak_mb="", decode_tok_s="",
                            decode_ms_per_step="", state_bytes_per_seq=model.state_bytes(L, dtype),
                            decode_peak_mb="", floor_ms_per_step="", of_floor="", note="")
-                row["floor_ms_per_step"] = 1e3 * (param_bytes + B * row["state_bytes_per_seq"]) / args.bandwidth
+                row["floor_ms_per_step"] = (
+                    1e3 * (param_bytes + B * row["state_bytes_per_seq"]) / args.bandwidth
+                )
                 row["state_mb"] = B * row["state_bytes_per_seq"] / 2**20
                 try:
                     if one is None:
@@ -300,7 +345,9 @@ def measure_model(name: str, config: ModelConfig, params: int, args, device, dty
                         del out
                     # warm-up on a throwaway copy first, so that compiling for this batch and state
                     # layout (torch.compile) stays out of the measured memory
-                    decode(step, repeat_state(one[1], B), one[0].expand(B, -1).contiguous(), args.warmup_tokens)
+                    decode(
+                        step, repeat_state(one[1], B), one[0].expand(B, -1).contiguous(), args.warmup_tokens
+                    )
                     meter.start()
                     logits, state = one[0].expand(B, -1).contiguous(), repeat_state(one[1], B)
                     logits, state = decode(step, state, logits, args.warmup_tokens)
@@ -347,7 +394,10 @@ def median_pass(passes: list[list[dict]]) -> list[dict]:
             out.append(runs[0])
             continue
         pick = dict(timed[(len(timed) - 1) // 2])
-        spread = f"median of {len(timed)} passes: {timed[0]['decode_tok_s']:,.0f}–{timed[-1]['decode_tok_s']:,.0f} tok/s"
+        spread = (
+            f"median of {len(timed)} passes: "
+            f"{timed[0]['decode_tok_s']:,.0f}–{timed[-1]['decode_tok_s']:,.0f} tok/s"
+        )
         pick["note"] = "; ".join(x for x in (pick["note"], spread) if x)
         out.append(pick)
     return out
@@ -368,9 +418,13 @@ def _fmt(x, digits=1):
 
 
 def _line(row: dict) -> str:
-    return (f"{row['model']:>16} B={row['batch']:<3} L={row['context']:<6} prefill {_fmt(row['prefill_tok_s'], 0):>9} tok/s"
-            f"  decode {_fmt(row.get('decode_tok_s', ''), 0):>8} tok/s  state {row['state_bytes_per_seq'] / 2**20:8.3f} MiB/seq"
-            f"  decode peak {_fmt(row.get('decode_peak_mb', ''))} MiB  {row['note']}")
+    return (
+        f"{row['model']:>16} B={row['batch']:<3} L={row['context']:<6} "
+        f"prefill {_fmt(row['prefill_tok_s'], 0):>9} tok/s"
+        f"  decode {_fmt(row.get('decode_tok_s', ''), 0):>8} tok/s  "
+        f"state {row['state_bytes_per_seq'] / 2**20:8.3f} MiB/seq"
+        f"  decode peak {_fmt(row.get('decode_peak_mb', ''))} MiB  {row['note']}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- reports
@@ -394,7 +448,11 @@ def _pivot(rows, models, contexts, value, batch=None) -> list[str]:
     for m in models:
         cells = []
         for L in contexts:
-            match = [r for r in rows if r["model"] == m and r["context"] == L and (batch is None or r["batch"] == batch)]
+            match = [
+                r
+                for r in rows
+                if r["model"] == m and r["context"] == L and (batch is None or r["batch"] == batch)
+            ]
             cells.append(value(match[0]) if match else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
@@ -421,10 +479,15 @@ def summary_lines(rows: list[dict], models: list[str], contexts: list[int], batc
                 ratio = _num(r[0]["decode_tok_s"]) / ref_tps if r else math.nan
                 ratios.append(f"{m} {ratio:.1f}×" + (" ✓" if ratio >= 10 else ""))
                 bounds.append(f"{m} {ref_floor / _num(r[0]['floor_ms_per_step']) if r else math.nan:.1f}×")
-            lines.append(f"- decode tokens/s relative to attention (KV cache) at L={L:,}, B={B}: " + ", ".join(ratios)
-                         + "  (✓ = the issue's ≥ 10× target)")
-            lines.append(f"- the most the bytes allow at L={L:,}, B={B} (attention's floor / the model's floor): "
-                         + ", ".join(bounds))
+            lines.append(
+                f"- decode tokens/s relative to attention (KV cache) at L={L:,}, B={B}: "
+                + ", ".join(ratios)
+                + "  (✓ = the issue's ≥ 10× target)"
+            )
+            lines.append(
+                f"- the most the bytes allow at L={L:,}, B={B} (attention's floor / the model's floor): "
+                + ", ".join(bounds)
+            )
     measured = sorted({r["context"] for r in rows})
     if len(measured) < 2:  # one context length says nothing about how the state scales with it
         at = f" (L={measured[0]:,})" if measured else ""
@@ -442,55 +505,100 @@ def write_markdown(rows, meta: dict, params: dict, args, path: Path) -> None:
     models = [m for m in args.models if any(r["model"] == m for r in rows)]
     ctx, batches = args.contexts, args.batch_sizes
     lines = [
-        f"# Inference throughput and memory ({meta['device']}, {meta['dtype']})", "",
-        f"- date: {meta['date']}; machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} intra-op thread(s); "
+        f"# Inference throughput and memory ({meta['device']}, {meta['dtype']})",
+        "",
+        f"- date: {meta['date']}; machine: {meta['machine']}; torch {meta['torch']}, "
+        f"{meta['threads']} intra-op thread(s); "
         f"malloc: {meta.get('malloc', 'not recorded')}",
-        f"- load average (1 min) at start {meta['load_start']}, at end {meta['load_end']}; wall time {meta['wall_s']:.0f} s, "
+        f"- load average (1 min) at start {meta['load_start']}, at end {meta['load_end']}; "
+        f"wall time {meta['wall_s']:.0f} s, "
         f"of which this process ran on a CPU {meta['cpu_s']:.0f} s (the rest: waiting for a core)",
         f"- command: `{meta['command']}`",
-        f"- read bandwidth (``sum`` over 256 MiB, {meta['threads']} thread(s)): {meta['bandwidth_gbs']:.1f} GB/s",
-        f"- settings: d_model {args.d_model}, {args.n_layers} layers, vocabulary {args.vocab_size}, {args.dtype}; "
-        f"contexts {ctx}; batch sizes {batches}; {args.new_tokens} timed decode steps after {args.warmup_tokens} "
-        f"untimed ones (median of {args.repeats} round(s); median of {args.passes} pass(es) over the models in "
+        f"- read bandwidth (``sum`` over 256 MiB, {meta['threads']} thread(s)): "
+        f"{meta['bandwidth_gbs']:.1f} GB/s",
+        f"- settings: d_model {args.d_model}, {args.n_layers} layers, "
+        f"vocabulary {args.vocab_size}, {args.dtype}; "
+        f"contexts {ctx}; batch sizes {batches}; "
+        f"{args.new_tokens} timed decode steps after {args.warmup_tokens} "
+        f"untimed ones (median of {args.repeats} round(s); "
+        f"median of {args.passes} pass(es) over the models in "
         f"alternating order); prefill timed at B·L ≤ {args.max_prefill_tokens:,}; MLP widths solved to match "
         f"attention's parameter count",
-        f"- decode step: {'torch.compile (inductor) of the single-token step, compiled in the warm-up' if args.compile else 'eager PyTorch'}; "
+        f"- decode step: {'torch.compile (inductor) of the single-token step, compiled in the warm-up' if args.compile else 'eager PyTorch'}; "  # noqa: E501
         "the KV cache grows in place (buffers doubled when full)",
-        "- decode tok/s = B × steps / time of the greedy single-token loop (torch.inference_mode), after a prefill of L "
-        "tokens (the batch-1 prefill's state replicated over the batch); state = `DecoderLM.state_bytes(L)` per "
-        "sequence; decode peak = measured peak memory of the decode loop above what was in use before its state "
-        "was copied in, after a warm-up on another copy (compiling excluded; CPU: peak RSS, VmHWM; CUDA: "
-        "max_memory_allocated)", "",
-        "## Models", "", "| model | layers | parameters | MLP width |", "|---|---|---:|---:|",
+        "- decode tok/s = B × steps / time of the greedy single-token loop (torch.inference_mode), after a "
+        "prefill of L tokens (the batch-1 prefill's state replicated over the batch); state = "
+        "`DecoderLM.state_bytes(L)` per sequence; decode peak = measured peak memory of the decode loop "
+        "above what was in use before its state was copied in, after a warm-up on another copy (compiling "
+        "excluded; CPU: peak RSS, VmHWM; CUDA: max_memory_allocated)",
+        "",
+        "## Models",
+        "",
+        "| model | layers | parameters | MLP width |",
+        "|---|---|---:|---:|",
     ]
     for m in models:
         lines.append(f"| {m} | {params[m]['mixers']} | {params[m]['params']:,} | {params[m]['mlp_width']} |")
     lines += ["", "## Summary", ""] + summary_lines(rows, models, ctx, batches)
     for B in batches:
         lines += ["", f"## Decode tokens/s, batch {B}", ""]
-        lines += _pivot(rows, models, ctx, lambda r: _fmt(r["decode_tok_s"], 0) if r["decode_tok_s"] != "" else r["note"] or "–", B)
+        lines += _pivot(
+            rows,
+            models,
+            ctx,
+            lambda r: _fmt(r["decode_tok_s"], 0) if r["decode_tok_s"] != "" else r["note"] or "–",
+            B,
+        )
     if args.passes > 1:
         for B in batches:
             lines += ["", f"## Decode tokens/s, batch {B}: the range over the {args.passes} passes", ""]
             lines += _pivot(rows, models, ctx, lambda r: _pass_range(r["note"]) or "–", B)
     if "attention" in models:
         for B in batches:
-            ref = {r["context"]: _num(r["decode_tok_s"]) for r in rows if r["model"] == "attention" and r["batch"] == B}
+            ref = {
+                r["context"]: _num(r["decode_tok_s"])
+                for r in rows
+                if r["model"] == "attention" and r["batch"] == B
+            }
             lines += ["", f"## Decode speed-up over attention, batch {B}", ""]
-            lines += _pivot(rows, models, ctx, lambda r: f"{_num(r['decode_tok_s']) / ref.get(r['context'], math.nan):.1f}×", B)
+            lines += _pivot(
+                rows,
+                models,
+                ctx,
+                lambda r: f"{_num(r['decode_tok_s']) / ref.get(r['context'], math.nan):.1f}×",
+                B,
+            )
     for B in batches:
-        lines += ["", f"## Share of the memory-bandwidth floor reached (floor ms / measured ms per step), batch {B}", ""]
-        lines += _pivot(rows, models, ctx, lambda r: f"{100 * _num(r['of_floor']):.0f} % of {_fmt(r['floor_ms_per_step'], 2)} ms", B)
+        lines += [
+            "",
+            f"## Share of the memory-bandwidth floor reached (floor ms / measured ms per step), batch {B}",
+            "",
+        ]
+        lines += _pivot(
+            rows,
+            models,
+            ctx,
+            lambda r: f"{100 * _num(r['of_floor']):.0f} % of {_fmt(r['floor_ms_per_step'], 2)} ms",
+            B,
+        )
     lines += ["", "## State per sequence (MiB)", ""]
     lines += _pivot(rows, models, ctx, lambda r: f"{r['state_bytes_per_seq'] / 2**20:.3f}", batches[0])
     for B in batches:
-        lines += ["", f"## Measured decode peak memory (MiB), batch {B} (state for the batch: MiB in brackets)", ""]
+        lines += [
+            "",
+            f"## Measured decode peak memory (MiB), batch {B} (state for the batch: MiB in brackets)",
+            "",
+        ]
         lines += _pivot(rows, models, ctx, lambda r: f"{_fmt(r['decode_peak_mb'])} ({r['state_mb']:.1f})", B)
     for B in batches:
         if any(r["prefill_tok_s"] != "" for r in rows if r["batch"] == B):
             lines += ["", f"## Prefill tokens/s, batch {B}", ""]
             lines += _pivot(rows, models, ctx, lambda r: _fmt(r["prefill_tok_s"], 0), B)
-    lines += ["", f"Full data: `{path.with_suffix('.csv').name}`; plot: `{path.with_suffix('.png').name}`.", ""]
+    lines += [
+        "",
+        f"Full data: `{path.with_suffix('.csv').name}`; plot: `{path.with_suffix('.png').name}`.",
+        "",
+    ]
     path.write_text("\n".join(lines))
 
 
@@ -509,7 +617,9 @@ def write_plot(rows, args, path: Path, title: str) -> None:
     axes = fig.subplots(1, panels, squeeze=False)
     for ax, B in zip(axes[0], args.batch_sizes):
         for m in models:
-            pts = [(r["context"], _num(r["decode_tok_s"])) for r in rows if r["model"] == m and r["batch"] == B]
+            pts = [
+                (r["context"], _num(r["decode_tok_s"])) for r in rows if r["model"] == m and r["batch"] == B
+            ]
             pts = [(x, y) for x, y in pts if not math.isnan(y)]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=m)
@@ -518,14 +628,20 @@ def write_plot(rows, args, path: Path, title: str) -> None:
         _context_ticks(ax, args.contexts)
     ax = axes[0][-1]
     for m in models:
-        pts = [(r["context"], r["state_bytes_per_seq"] / 2**20) for r in rows if r["model"] == m and r["batch"] == args.batch_sizes[0]]
+        pts = [
+            (r["context"], r["state_bytes_per_seq"] / 2**20)
+            for r in rows
+            if r["model"] == m and r["batch"] == args.batch_sizes[0]
+        ]
         ax.plot(*zip(*pts), marker="o", label=m)
     ax.set(xscale="log", yscale="log", xlabel="context length (tokens)", ylabel="MiB per sequence",
            title="decoding state (KV cache / memories)")
     _context_ticks(ax, args.contexts)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.13, top=0.84, wspace=0.25)  # tight_layout costs seconds
+    fig.subplots_adjust(
+        left=0.06, right=0.99, bottom=0.13, top=0.84, wspace=0.25
+    )  # tight_layout costs seconds
     fig.savefig(path, dpi=110)
 
 
@@ -541,37 +657,63 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="python -m recall_lm.evals.bench.throughput", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m recall_lm.evals.bench.throughput",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="defaults for every setting below (cpu unless --device cuda or --quick)")
-    p.add_argument("--quick", action="store_true", help="= --preset quick: tiny sizes, seconds (tests, smoke runs)")
-    p.add_argument("--models", type=lambda s: [m for m in s.replace(",", " ").split()], help=f"from {', '.join(MODELS)}")
+    p.add_argument(
+        "--quick", action="store_true", help="= --preset quick: tiny sizes, seconds (tests, smoke runs)"
+    )
+    p.add_argument(
+        "--models", type=lambda s: [m for m in s.replace(",", " ").split()], help=f"from {', '.join(MODELS)}"
+    )
     p.add_argument("--contexts", type=_ints, help="context (prefill) lengths, e.g. 512,1024,4096")
     p.add_argument("--batch-sizes", type=_ints)
     p.add_argument("--new-tokens", type=int, help="timed decode steps")
     p.add_argument("--repeats", type=int, default=1,
                    help="timed rounds of --new-tokens decode steps each; the median round is reported")
-    p.add_argument("--passes", type=int, default=1,
-                   help="measure every model this many times, in alternating order (forward, reversed, ...), and "
-                        "report each point's median pass: a slow spell of a shared machine then lands on every "
-                        "model instead of on the ones that happened to run during it")
-    p.add_argument("--warmup-tokens", type=int, help="untimed decode steps before them (at least 4 with --compile)")
-    p.add_argument("--compile", action="store_true",
-                   help="decode through torch.compile (inductor) of the single-token step; compiling happens in "
-                        "the untimed warm-up steps")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="measure every model this many times, in alternating order (forward, reversed, ...), and "
+        "report each point's median pass: a slow spell of a shared machine then lands on every "
+        "model instead of on the ones that happened to run during it",
+    )
+    p.add_argument(
+        "--warmup-tokens", type=int, help="untimed decode steps before them (at least 4 with --compile)"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode through torch.compile (inductor) of the single-token step; compiling happens in "
+        "the untimed warm-up steps",
+    )
     p.add_argument("--d-model", type=int)
     p.add_argument("--n-layers", type=int)
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--device")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--max-prefill-tokens", type=int, help="time a batched prefill only when B·L is at most this")
+    p.add_argument(
+        "--max-prefill-tokens", type=int, help="time a batched prefill only when B·L is at most this"
+    )
     p.add_argument("--no-match-params", action="store_true", help="keep the default MLP widths")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's, i.e. OMP_NUM_THREADS)")
+    p.add_argument(
+        "--threads", type=int, help="torch.set_num_threads (default: torch's, i.e. OMP_NUM_THREADS)"
+    )
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    p.add_argument("--name", help="file stem of the outputs (default throughput_<device> or throughput_<preset>)")
+    p.add_argument(
+        "--name", help="file stem of the outputs (default throughput_<device> or throughput_<preset>)"
+    )
     args = p.parse_args(argv)
-    preset = "quick" if args.quick else args.preset or ("based-gpu" if (args.device or "").startswith("cuda") else "cpu")
+    preset = (
+        "quick"
+        if args.quick
+        else args.preset or ("based-gpu" if (args.device or "").startswith("cuda") else "cpu")
+    )
     for key, value in PRESETS[preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -581,13 +723,17 @@ def parse_args(argv: list[str] | None):
             raise SystemExit(f"--{key.replace('_', '-')} must be ≥ 1, got {getattr(args, key)}")
     if args.warmup_tokens < 0:
         raise SystemExit(f"--warmup-tokens must be ≥ 0, got {args.warmup_tokens}")
-    if args.compile:  # a growing KV cache recompiles a few times (static, then dynamic shapes) before it settles
+    if (
+        args.compile
+    ):  # a growing KV cache recompiles a few times (static, then dynamic shapes) before it settles
         args.warmup_tokens = max(4, args.warmup_tokens)
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
     if args.name is None:
-        args.name = {"cpu": "throughput_cpu", "based-gpu": "throughput_based_gpu"}.get(preset, f"throughput_{preset}")
+        args.name = {"cpu": "throughput_cpu", "based-gpu": "throughput_based_gpu"}.get(
+            preset, f"throughput_{preset}"
+        )
         if preset == "cpu" and not args.device.startswith("cpu"):
             args.name = f"throughput_{args.device.split(':')[0]}"
     return args
@@ -604,11 +750,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     malloc_retained = retain_freed_memory()
     args.batch_sizes = sorted(set(args.batch_sizes))
     args.contexts = sorted(set(args.contexts))
-    command = " ".join(["python -m recall_lm.evals.bench.throughput", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
-    meta = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine_description(device),
-                torch=torch.__version__, threads=torch.get_num_threads(), device=device.type, dtype=args.dtype,
-                load_start=f"{os.getloadavg()[0]:.2f}", command=command,
-                malloc="freed blocks retained (recall_lm.kernels.cpu_memory)" if malloc_retained else "the C library's defaults")
+    command = " ".join(
+        [
+            "python -m recall_lm.evals.bench.throughput",
+            *map(shlex.quote, sys.argv[1:] if argv is None else argv),
+        ]
+    )
+    meta = dict(
+        date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        machine=machine_description(device),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        device=device.type,
+        dtype=args.dtype,
+        load_start=f"{os.getloadavg()[0]:.2f}",
+        command=command,
+        malloc="freed blocks retained (recall_lm.kernels.cpu_memory)"
+        if malloc_retained
+        else "the C library's defaults",
+    )
     print(f"{meta['date']} {meta['machine']}; torch {meta['torch']}, {meta['threads']} thread(s); "
           f"load {meta['load_start']}; preset {args.preset}", flush=True)
 
@@ -632,8 +792,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     passes = []
     for p in range(args.passes):
         order = args.models if p % 2 == 0 else args.models[::-1]
-        passes.append([row for name in order
-                       for row in measure_model(name, configs[name], params[name]["params"], args, device, dtype)])
+        passes.append(
+            [
+                row
+                for name in order
+                for row in measure_model(name, configs[name], params[name]["params"], args, device, dtype)
+            ]
+        )
     rows = median_pass(passes)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     meta.update(load_end=f"{os.getloadavg()[0]:.2f}", wall_s=time.time() - started,

@@ -1,12 +1,14 @@
-"""Training-step benchmark: ``python -m recall_lm.evals.bench.train --config configs/zoology/based.yaml [...]``.
+"""Training-step benchmark: \
+``python -m recall_lm.evals.bench.train --config configs/zoology/based.yaml [...]``.
 
 For each config (model, data and trainer settings as ``train.py`` builds them), three loops train the
 same model on the same batches from the same initialisation:
 
 * ``lightning``: a Lightning ``Trainer`` with the config's gradient clipping (no logger, checkpoint,
   progress bar or validation), each step split by callback hooks into forward (``training_step`` up
-  to ``on_before_backward``, which includes ``zero_grad``), backward, optimizer (clipping and ``step``) and loop overhead
-  (data loading, hooks, logging: the rest of the wall time between the ends of consecutive steps);
+  to ``on_before_backward``, which includes ``zero_grad``), backward, optimizer (clipping and ``step``)
+  and loop overhead (data loading, hooks, logging: the rest of the wall time between the ends of
+  consecutive steps);
 * ``bare``: the same ``LanguageModelTask._loss`` and AdamW in a plain PyTorch ``for`` loop;
 * ``bare, full head`` (sparse labels: MQAR): as ``bare``, but the LM head and the loss over every
   position, the computation before the head was restricted to labelled positions (the same loss);
@@ -92,15 +94,25 @@ def build(config: str, overrides: list[str]):
 
 
 def lightning_steps(task, datamodule, configured, n: int) -> list[dict[str, float]]:
-    """``n`` steps of a Trainer with the configured run's clipping and epoch count (the LR schedule's length)."""
+    """``n`` steps of a Trainer with the configured run's clipping and epoch count (the LR schedule's
+    length)."""
     import lightning as L
 
     timer = StepTimer()
     trainer = L.Trainer(
-        max_steps=n, max_epochs=configured.max_epochs, gradient_clip_val=configured.gradient_clip_val, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=configured.default_root_dir,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[timer.callback], accelerator="cpu" if not torch.cuda.is_available() else "auto", devices=1,
+        max_steps=n,
+        max_epochs=configured.max_epochs,
+        gradient_clip_val=configured.gradient_clip_val,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=configured.default_root_dir,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer.callback],
+        accelerator="cpu" if not torch.cuda.is_available() else "auto",
+        devices=1,
     )
     trainer.fit(task, datamodule=datamodule)
     return timer.steps
@@ -116,7 +128,9 @@ def bare_steps(task, batches, clip, full_head: bool) -> list[float]:
     for batch in batches:
         if full_head:
             logits = task.model(batch[0]).logits
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[1].flatten(), ignore_index=IGNORE_INDEX)
+            loss = F.cross_entropy(
+                logits.flatten(0, 1).float(), batch[1].flatten(), ignore_index=IGNORE_INDEX
+            )
         else:
             loss, _ = task._loss(batch)
         loss.backward()
@@ -146,8 +160,13 @@ def bench_config(config: str, steps: int, warmup: int, overrides: list[str]) -> 
     name = Path(config).with_suffix("").as_posix().split("configs/")[-1]
     rows = []
     lightning = lightning_steps(task, datamodule, configured, warmup + steps + 1)
-    med = {p: median_after([s[p] for s in lightning], warmup) for p in ("forward", "backward", "optimizer", "step")}
-    med["overhead"] = med["step"] - med["forward"] - med["backward"] - med["optimizer"]  # so the split adds up
+    med = {
+        p: median_after([s[p] for s in lightning], warmup)
+        for p in ("forward", "backward", "optimizer", "step")
+    }
+    med["overhead"] = (
+        med["step"] - med["forward"] - med["backward"] - med["optimizer"]
+    )  # so the split adds up
     rows.append({"config": name, "loop": "lightning", "step_ms": med["step"], **{p: med[p] for p in PHASES}})
     masked = len(batches[0]) == 3  # document-masked text: dense labels, so no "full head" comparison
     for full_head in (False,) if masked else (False, True):
@@ -233,14 +252,21 @@ def markdown(rows: list[dict], header: str) -> str:
             note = f"{r['vs_labelled']:.2f}× the labelled-positions step"
         if "vs_masked" in r:
             note = f"the document-masked step takes {100 * (1 / r['vs_masked'] - 1):+.1f} % longer"
-        lines.append(f"| {r['config']} | {r['loop']} | {list(r['batch'])} | {r['step_ms']:.1f} | "
-                     f"{r['steps_per_s']:.1f} | {r['tokens_per_s']:,.0f} | " + " | ".join(phases) + f" | {note} |")
+        lines.append(
+            f"| {r['config']} | {r['loop']} | {list(r['batch'])} | {r['step_ms']:.1f} | "
+            f"{r['steps_per_s']:.1f} | {r['tokens_per_s']:,.0f} | " + " | ".join(phases) + f" | {note} |"
+        )
     split_rows = [r for r in rows if "split" in r]
     if split_rows:
         parts = list(split_rows[0]["split"])
-        lines += ["", "Where the bare step goes (forward + backward of each component timed alone on the step's own "
-                  "activations; rest = the step less those: embedding, norms, residuals, optimizer):", "",
-                  "| config | bare step ms | " + " | ".join(parts) + " |", "|---|---|" + "---|" * len(parts)]
+        lines += [
+            "",
+            "Where the bare step goes (forward + backward of each component timed alone on the step's own "
+            "activations; rest = the step less those: embedding, norms, residuals, optimizer):",
+            "",
+            "| config | bare step ms | " + " | ".join(parts) + " |",
+            "|---|---|" + "---|" * len(parts),
+        ]
         for r in split_rows:
             cells = [f"{r['split'][p]:.1f} ({100 * r['split'][p] / r['step_ms']:.0f} %)" for p in parts]
             lines.append(f"| {r['config']} | {r['step_ms']:.1f} | " + " | ".join(cells) + " |")
@@ -254,8 +280,12 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--steps", type=int, default=40, help="timed steps per loop")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", default=None, help="markdown output (default evals/results/bench_train_<device>.md)")
-    parser.add_argument("overrides", nargs="*", help="train.py overrides after --, e.g. -- --model.architecture.d_model 128")
+    parser.add_argument(
+        "--out", default=None, help="markdown output (default evals/results/bench_train_<device>.md)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="train.py overrides after --, e.g. -- --model.architecture.d_model 128"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         parser.error(f"--steps must be ≥ 1 and --warmup ≥ 0, got {args.steps}, {args.warmup}")
@@ -264,7 +294,11 @@ def main(argv: list[str] | None = None):
             parser.error(f"--config {config}: no such file")
     if args.threads:
         torch.set_num_threads(args.threads)
-    malloc = "freed blocks retained (recall_lm.kernels.cpu_memory)" if retain_freed_memory() else "the C library's defaults"
+    malloc = (
+        "freed blocks retained (recall_lm.kernels.cpu_memory)"
+        if retain_freed_memory()
+        else "the C library's defaults"
+    )
     load_before = os.getloadavg()
     rows = []
     for config in args.config:
@@ -276,7 +310,8 @@ def main(argv: list[str] | None = None):
         f"`python -m recall_lm.evals.bench.train {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n"
         f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: {malloc}, torch {torch.__version__}; load average "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc: {malloc}, torch {torch.__version__}; "
+        "load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after. Median of {args.steps} steps after "
         f"{args.warmup} warm-up steps, milliseconds."
     )

@@ -1,6 +1,7 @@
 """lm-eval's own command line with the ``recall-lm`` model registered:
 
-    recall-lm-eval --model recall-lm --model_args ckpt=runs/lm/tiny --include_path evals/lmeval/tasks --tasks recall_fda
+    recall-lm-eval --model recall-lm --model_args ckpt=runs/lm/tiny --include_path evals/lmeval/tasks \\
+        --tasks recall_fda
     python -m recall_lm.evals.lmeval.cli ...        (the same, without the console script)
 
 Every argument goes to lm-eval unchanged. lm-eval 0.4 has no plugin discovery for models, so a plain

@@ -1,14 +1,17 @@
 """EleutherAI's lm-evaluation-harness on our checkpoints: the ``recall-lm`` model and its command.
 
     python -m recall_lm.evals.lmeval.harness --ckpt runs/lm/tiny --tasks recall_swde recall_fda --limit 200
-    python -m recall_lm.evals.lmeval.harness --ckpt runs/lm/tiny --tasks recall_swde --jrt          # read-twice prompts
-    python -m recall_lm.evals.lmeval.harness --ckpt EXPORTED_DIR --tasks recall_fda --data-files my_fda.jsonl   # offline
-    recall-lm-eval --model recall-lm --model_args ckpt=runs/lm/tiny --include_path evals/lmeval/tasks --tasks recall_swde
+    # read-twice prompts
+    python -m recall_lm.evals.lmeval.harness --ckpt runs/lm/tiny --tasks recall_swde --jrt
+    # offline
+    python -m recall_lm.evals.lmeval.harness --ckpt EXPORTED_DIR --tasks recall_fda --data-files my_fda.jsonl
+    recall-lm-eval --model recall-lm --model_args ckpt=runs/lm/tiny --include_path evals/lmeval/tasks \\
+        --tasks recall_swde
 
 ``RecallLM`` (registered with lm-eval as ``recall-lm`` when this module is imported; ``recall-lm-eval``,
 ``recall_lm.evals.lmeval.cli``, is lm-eval's own CLI after that import) loads a ``train.py``
-checkpoint, run folder or exported folder (``python -m recall_lm.models.export``) with its tokenizer and answers
-the three request types:
+checkpoint, run folder or exported folder (``python -m recall_lm.models.export``) with its tokenizer and
+answers the three request types:
 
 * ``loglikelihood(context, continuation)``: the continuation's summed log-probability and whether it is
   the greedy continuation, from one forward of context + continuation (left-truncated to
@@ -23,9 +26,9 @@ the three request types:
 
 The shipped tasks (``evals/lmeval/tasks/``): SWDE and FDA as in the BASED paper (greedy, 48 new tokens, cut at
 a newline, the "contains" metric), and their JRT variants (the document twice before the question;
-here the whole prompt is left-truncated like every lm-eval task, whereas ``recall_lm.evals.probes.recall_tasks_eval --jrt``
-cuts each copy to half the budget). Results go to ``evals/results/harness/<run>.json`` (lm-eval's
-output) and ``.md`` (its table).
+here the whole prompt is left-truncated like every lm-eval task, whereas
+``recall_lm.evals.probes.recall_tasks_eval --jrt`` cuts each copy to half the budget). Results go to
+``evals/results/harness/<run>.json`` (lm-eval's output) and ``.md`` (its table).
 """
 from __future__ import annotations
 
@@ -48,8 +51,8 @@ SHIPPED = {"recall_swde", "recall_fda", "recall_swde_jrt", "recall_fda_jrt"}
 
 class RecallLM(LM):
     """lm-eval model over a DecoderLM checkpoint. ``model_args``: ckpt (required), tokenizer (a
-    ``recall_lm.data.tokenizers.load_tokenizer`` spec; default the one saved with the run), max_length (default
-    2048), batch_size, device."""
+    ``recall_lm.data.tokenizers.load_tokenizer`` spec; default the one saved with the run), max_length
+    (default 2048), batch_size, device."""
 
     def __init__(self, ckpt: str | None = None, tokenizer: str | None = None, max_length: int = 2048,
                  batch_size: int | str = 8, device: str = "cpu", **unused):
@@ -69,8 +72,10 @@ class RecallLM(LM):
                              "model_args tokenizer=<spec>, e.g. tokenizer=byte")
         vocab = self.model.config.vocab_size
         if self.tok.vocab_size > vocab:
-            raise ValueError(f"tokenizer {self.tok.name!r} has {self.tok.vocab_size} ids but the model only {vocab}: "
-                             f"not the tokenizer checkpoint {ckpt} was trained with")
+            raise ValueError(
+                f"tokenizer {self.tok.name!r} has {self.tok.vocab_size} ids but the model only {vocab}: "
+                f"not the tokenizer checkpoint {ckpt} was trained with"
+            )
         self.max_length = int(max_length)
         self.batch_size = max(1, int(batch_size)) if str(batch_size).isdigit() else 8
         self._device = torch.device(device)
@@ -103,7 +108,12 @@ class RecallLM(LM):
                 positions = torch.arange(len(r) - 1 - n, len(r) - 1)
                 target = torch.tensor(r[-n:])
                 scores = logprobs[b, positions]
-                out.append((float(scores.gather(-1, target[:, None]).sum()), bool((scores.argmax(-1) == target).all())))
+                out.append(
+                    (
+                        float(scores.gather(-1, target[:, None]).sum()),
+                        bool((scores.argmax(-1) == target).all()),
+                    )
+                )
         return out
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
@@ -141,7 +151,9 @@ class RecallLM(LM):
         from recall_lm.models.generation import generate
 
         results: list[str | None] = [None] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].args[0]))  # similar lengths together
+        order = sorted(
+            range(len(requests)), key=lambda i: -len(requests[i].args[0])
+        )  # similar lengths together
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             kwargs = [dict(requests[i].args[1] or {}) for i in idx]
@@ -151,7 +163,9 @@ class RecallLM(LM):
                        for i in idx]
             sample = any(k.get("do_sample", False) for k in kwargs)
             temperature = float(kwargs[0].get("temperature", 1.0)) if sample else 0.0
-            outs = generate(self.model, prompts, max_new, temperature=temperature, eos_token_id=self.eot_token_id)
+            outs = generate(
+                self.model, prompts, max_new, temperature=temperature, eos_token_id=self.eot_token_id
+            )
             for i, k, prompt, out in zip(idx, kwargs, prompts, outs):
                 new = out[prompt.numel():][: int(k.get("max_gen_toks", 256))].tolist()
                 text = self.tok.decode([t for t in new if t != self.eot_token_id])
@@ -164,7 +178,9 @@ class RecallLM(LM):
         return results
 
 
-def prepare_tasks(names: list[str], jrt: bool, data_files: str | None, workdir: Path) -> tuple[list[str], list[str]]:
+def prepare_tasks(
+    names: list[str], jrt: bool, data_files: str | None, workdir: Path
+) -> tuple[list[str], list[str]]:
     """(task names, include paths) for lm-eval. ``jrt``: the shipped recall tasks' read-twice variants.
     ``data_files`` (a local .jsonl / .parquet): the shipped tasks re-pointed at it, as YAMLs in ``workdir``
     that include the shipped ones and override only the dataset (lm-eval's own ``include`` mechanism)."""
@@ -182,11 +198,14 @@ def prepare_tasks(names: list[str], jrt: bool, data_files: str | None, workdir: 
         (workdir / f"{name}.yaml").write_text(
             f"include: {json.dumps(str(TASKS_DIR / (name + '.yaml')))}\n"
             f"dataset_path: {builder}\ndataset_name: null\n"
-            f"dataset_kwargs:\n  data_files:\n    validation: {json.dumps(str(Path(data_files).resolve()))}\n")
+            f"dataset_kwargs:\n  data_files:\n    validation: {json.dumps(str(Path(data_files).resolve()))}\n"
+        )
     return names, [str(workdir)]
 
 
-def evaluate(ckpt: str, tasks: list[str], include_paths: list[str], limit: int | None = None, **model_args) -> dict:
+def evaluate(
+    ckpt: str, tasks: list[str], include_paths: list[str], limit: int | None = None, **model_args
+) -> dict:
     """lm-eval's results dict for ``tasks`` on the checkpoint (``model_args``: see RecallLM)."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -204,16 +223,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="a train.py checkpoint, run folder or exported folder")
-    parser.add_argument("--tasks", nargs="+", required=True, help="lm-eval task names (shipped: evals/lmeval/tasks/)")
+    parser.add_argument(
+        "--tasks", nargs="+", required=True, help="lm-eval task names (shipped: evals/lmeval/tasks/)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="examples per task (default: all)")
     parser.add_argument("--jrt", action="store_true", help="the shipped recall tasks' read-twice prompts")
     parser.add_argument("--data-files", default=None, help="a local .jsonl/.parquet for the shipped tasks")
     parser.add_argument("--include-path", default=None, help="a folder of further lm-eval task YAMLs")
-    parser.add_argument("--tokenizer", default=None, help="override the run's tokenizer (a load_tokenizer spec)")
+    parser.add_argument(
+        "--tokenizer", default=None, help="override the run's tokenizer (a load_tokenizer spec)"
+    )
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="output stem (default evals/results/harness/<run>_<tasks>)")
+    parser.add_argument(
+        "--out", default=None, help="output stem (default evals/results/harness/<run>_<tasks>)"
+    )
     args = parser.parse_args(argv)
     import tempfile
 
@@ -230,18 +255,28 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(2) from None
     from recall_lm.evals.probes.report import run_name
 
-    stem = Path(args.out) if args.out else RESULTS / f"{run_name(args.ckpt)}_{'_'.join(sorted(results['results']))}"
+    stem = (
+        Path(args.out)
+        if args.out
+        else RESULTS / f"{run_name(args.ckpt)}_{'_'.join(sorted(results['results']))}"
+    )
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=handle_non_serializable) + "\n")
+    stem.with_suffix(".json").write_text(
+        json.dumps(results, indent=2, default=handle_non_serializable) + "\n"
+    )
     table = make_table(results)
     command = "python -m recall_lm.evals.lmeval.harness " + " ".join(sys.argv[1:] if argv is None else argv)
-    stem.with_suffix(".md").write_text(f"# lm-evaluation-harness: {run_name(args.ckpt)}\n\n`{command}`\n\n{table}\n")
+    stem.with_suffix(".md").write_text(
+        f"# lm-evaluation-harness: {run_name(args.ckpt)}\n\n`{command}`\n\n{table}\n"
+    )
     print(table)
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
     return results
 
 
-if __name__ == "__main__":  # run as recall_lm.evals.lmeval.harness, so lm-eval sees one RecallLM class (the task utils import it)
+if (
+    __name__ == "__main__"
+):  # run as recall_lm.evals.lmeval.harness, so lm-eval sees one RecallLM class (the task utils import it)
     from recall_lm.evals.lmeval.harness import main as _main
 
     _main()

@@ -1,9 +1,12 @@
 """What reading twice buys: train each mixer on MQAR with the context shown once and shown twice.
 
-    python -m recall_lm.evals.probes.jrt                                   # every configs/mqar/*.yaml, 2 jobs
+    # every configs/mqar/*.yaml, 2 jobs
+    python -m recall_lm.evals.probes.jrt
     python -m recall_lm.evals.probes.jrt --jobs 2 configs/mqar/based.yaml configs/mqar/rwkv6.yaml
-    python -m recall_lm.evals.probes.jrt --collect                         # rebuild the table from finished runs
-    python -m recall_lm.evals.probes.jrt --inference runs/mqar/based runs/mqar/rwkv6   # no training: read twice at test time
+    # rebuild the table from finished runs
+    python -m recall_lm.evals.probes.jrt --collect
+    # no training: read twice at test time
+    python -m recall_lm.evals.probes.jrt --inference runs/mqar/based runs/mqar/rwkv6
 
 "Just read twice" (Arora et al., 2024, "Just read twice: closing the recall gap for recurrent
 language models") repeats the context before the questions, so that a fixed-size recurrent state,
@@ -51,19 +54,29 @@ def training_runs(configs: list[Path], extra: list[str]) -> list[TrainRun]:
     logs in evals/results/probes/jrt_runs/."""
     scratch = RESULTS / "jrt_runs"
     order = sorted(configs, key=lambda c: (not c.stem.startswith("mom"), c.stem))
-    return [TrainRun(args=["--config", str(c), *train_args(c, p, extra)], result=scratch / f"{c.stem}_x{p}.json",
-                     log=scratch / f"{c.stem}_x{p}.log", meta={"jrt": [c.stem, p]})
-            for c in order for p in PASSES]
+    return [
+        TrainRun(
+            args=["--config", str(c), *train_args(c, p, extra)],
+            result=scratch / f"{c.stem}_x{p}.json",
+            log=scratch / f"{c.stem}_x{p}.log",
+            meta={"jrt": [c.stem, p]},
+        )
+        for c in order
+        for p in PASSES
+    ]
 
 
-def write_table(rows: dict[tuple[str, int], dict], configs: list[Path], command: str, threads: int, jobs: int) -> Path:
+def write_table(
+    rows: dict[tuple[str, int], dict], configs: list[Path], command: str, threads: int, jobs: int
+) -> Path:
     """rows[(config stem, passes)] -> the markdown/CSV table with the gain (x2 − x1) per mixer."""
     cpu = cpu_name()
     header = ["config", "mixer", "params", "state x1 (L=64)", "state x2 (L=80)", "acc x1", "acc x2",
               "gain (x2 − x1)", "steps", "time x1 (s)", "time x2 (s)"]
     steps = "/".join(sorted({str(r.get("steps")) for r in rows.values()})) or "?"
     lines = [
-        f"JRT probe (evals/probes/jrt.py), measured {date.today()} on {cpu}, {os.cpu_count()} cores (load average "
+        f"JRT probe (evals/probes/jrt.py), measured {date.today()} on {cpu}, {os.cpu_count()} cores "
+        "(load average "
         f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, {jobs} jobs at a time with "
         f"OMP_NUM_THREADS={threads} each.",
         "",
@@ -137,17 +150,27 @@ def run_inference(ckpts: list[str], kvs: list[int], region: int, num_examples: i
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("configs", nargs="*", type=Path, help="default: every configs/mqar/*.yaml")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at the same time")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each training")
-    parser.add_argument("--collect", action="store_true", help="no training: table from evals/results/probes/jrt_runs/")
-    parser.add_argument("--inference", nargs="+", metavar="CKPT", help="no training: read-twice gain of checkpoints")
+    parser.add_argument(
+        "--collect", action="store_true", help="no training: table from evals/results/probes/jrt_runs/"
+    )
+    parser.add_argument(
+        "--inference", nargs="+", metavar="CKPT", help="no training: read-twice gain of checkpoints"
+    )
     parser.add_argument("--kv", type=int, nargs="+", default=[4, 8, 16], help="--inference: key-value pairs")
     parser.add_argument("--region", type=int, default=48, help="--inference: query-region tokens")
     parser.add_argument("--num-examples", type=int, default=300, help="--inference: examples per cell")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="--inference: write <out>.csv and <out>.md (default: evals/results/probes/jrt_inference)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="--inference: write <out>.csv and <out>.md (default: evals/results/probes/jrt_inference)",
+    )
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:split]), argv[split + 1 :]  # after --: train.py arguments
@@ -160,7 +183,9 @@ def main(argv: list[str] | None = None):
         parser.error(f"config file(s) not found: {missing}")
     command = "python -m recall_lm.evals.probes.jrt " + " ".join(argv)
     if args.inference:
-        text = run_inference(args.inference, args.kv, args.region, args.num_examples, command.strip(), args.out)
+        text = run_inference(
+            args.inference, args.kv, args.region, args.num_examples, command.strip(), args.out
+        )
         print(text.read_text())
         return
     if args.collect:
@@ -178,7 +203,9 @@ def main(argv: list[str] | None = None):
         print(write_table(rows, configs, command.strip(), args.threads, args.jobs).read_text())
     expected = len(configs) * len(PASSES)
     if len(rows) < expected:
-        sys.exit(f"{expected - len(rows)} of {expected} runs {'have no results' if args.collect else 'failed'}")
+        sys.exit(
+            f"{expected - len(rows)} of {expected} runs {'have no results' if args.collect else 'failed'}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """MQAR accuracy of a trained checkpoint over a (sequence length × key-value pairs) grid.
 
     python -m recall_lm.evals.probes.mqar_eval --ckpt runs/mqar/based --seq-lens 64 128 256 --kv 4 8 16 32
-    python -m recall_lm.evals.probes.mqar_eval --ckpt runs/quickstart --seq-lens 64 128 --kv 4 8 --num-passes 2
+    python -m recall_lm.evals.probes.mqar_eval --ckpt runs/quickstart --seq-lens 64 128 --kv 4 8 \\
+        --num-passes 2
 
 The grid may go beyond what the model was trained on (longer sequences, more pairs): that is the
 extrapolation probe. Test data come from ``recall_lm.data.mqar.multiquery_ar`` with the checkpoint's own
@@ -86,7 +87,9 @@ def evaluate_grid(model, seq_lens: list[int], kvs: list[int], num_examples: int 
             try:
                 validate_mqar_arguments(vocab_size, L, kv, num_passes)
             except ValueError as error:
-                rows.append({**row, "accuracy": float("nan"), "num_examples": 0, "status": f"infeasible: {error}"})
+                rows.append(
+                    {**row, "accuracy": float("nan"), "num_examples": 0, "status": f"infeasible: {error}"}
+                )
                 continue
             inputs, labels = multiquery_ar(vocab_size, num_examples, L, kv, power_a=power_a,
                                            random_non_queries=random_non_queries, num_passes=num_passes,
@@ -96,7 +99,9 @@ def evaluate_grid(model, seq_lens: list[int], kvs: list[int], num_examples: int 
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_checkpoint_argument(parser)
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--kv", type=int, nargs="+", default=[4, 8, 16, 32])
@@ -104,22 +109,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-passes", type=int, default=1, help="context reads (2 = JRT)")
     parser.add_argument("--seed", type=int, default=1_000_003)
-    parser.add_argument("--vocab-size", type=int, default=None,
-                        help="MQAR vocabulary (default: the run's data.init_args.vocab_size, else the model's)")
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="MQAR vocabulary (default: the run's data.init_args.vocab_size, else the model's)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="output stem (default evals/results/probes/mqar_eval_<run>)")
     args = parser.parse_args(argv)
     if args.num_examples < 1 or args.batch_size < 1:
-        parser.error(f"--num-examples and --batch-size must be ≥ 1, got {args.num_examples}, {args.batch_size}")
+        parser.error(
+            f"--num-examples and --batch-size must be ≥ 1, got {args.num_examples}, {args.batch_size}"
+        )
     try:
         model, _ = load_checkpoint_model(args.ckpt, args.device)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
     vocab_size = args.vocab_size or training_data(args.ckpt).get("vocab_size") or model.config.vocab_size
     if vocab_size > model.config.vocab_size:
-        parser.error(f"--vocab-size {vocab_size} is larger than the model's vocabulary {model.config.vocab_size}")
-    rows = evaluate_grid(model, args.seq_lens, args.kv, args.num_examples, args.batch_size, args.num_passes, args.seed,
-                         vocab_size=vocab_size)
+        parser.error(
+            f"--vocab-size {vocab_size} is larger than the model's vocabulary {model.config.vocab_size}"
+        )
+    rows = evaluate_grid(
+        model,
+        args.seq_lens,
+        args.kv,
+        args.num_examples,
+        args.batch_size,
+        args.num_passes,
+        args.seed,
+        vocab_size=vocab_size,
+    )
     trained = training_settings(args.ckpt)
     for row in rows:  # marks extrapolation: "no" = a setting the model never saw in training
         key = (row["seq_len"], row["num_kv_pairs"], row["num_passes"])
@@ -130,8 +151,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
              f"per cell, passes {args.num_passes}); command: `python -m recall_lm.evals.probes.mqar_eval "
              f"{' '.join(sys.argv[1:] if argv is None else argv)}`")
     csv_path, md_path = write_rows(rows, COLUMNS, out, title)
-    png = heatmap(grid_matrix(rows, "seq_len", "num_kv_pairs", args.seq_lens, args.kv), args.seq_lens, args.kv, out.with_suffix(".png"),
-                  f"MQAR accuracy: {name}", "key-value pairs", "sequence length")
+    png = heatmap(
+        grid_matrix(rows, "seq_len", "num_kv_pairs", args.seq_lens, args.kv),
+        args.seq_lens,
+        args.kv,
+        out.with_suffix(".png"),
+        f"MQAR accuracy: {name}",
+        "key-value pairs",
+        "sequence length",
+    )
     print(md_path.read_text())
     print(f"wrote {csv_path}, {md_path}, {png}")
     return rows

@@ -1,6 +1,7 @@
 """Passkey retrieval accuracy of a checkpoint over a (length × depth) grid, as a heat map.
 
-    python -m recall_lm.evals.probes.passkey_eval --ckpt runs/probes/passkey --lengths 64 128 256 --depths 0 0.25 0.5 0.75 1
+    python -m recall_lm.evals.probes.passkey_eval --ckpt runs/probes/passkey --lengths 64 128 256 \\
+        --depths 0 0.25 0.5 0.75 1
     python -m recall_lm.evals.probes.passkey_eval --ckpt runs/lm/based-tiny --mode text --lengths 256 512 1024
 
 ``--mode token`` (models trained on data/passkey.py's token task, e.g. configs/probes/passkey.yaml):
@@ -35,7 +36,9 @@ COLUMNS = ["length", "depth", "accuracy", "token_accuracy", "num_examples", "sta
 
 
 @torch.no_grad()
-def token_passkey_scores(model, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 64) -> tuple[float, float]:
+def token_passkey_scores(
+    model, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 64
+) -> tuple[float, float]:
     """(exact-match accuracy, key-token accuracy) of teacher-forced argmax on inputs/labels [N, L]."""
     device = next(model.parameters()).device
     exact, tokens = [], []
@@ -49,8 +52,16 @@ def token_passkey_scores(model, inputs: torch.Tensor, labels: torch.Tensor, batc
     return torch.cat(exact).mean().item(), torch.cat(tokens).mean().item()
 
 
-def evaluate_token_grid(model, lengths: list[int], depths: list[float], num_examples: int = 200, key_len: int = 4,
-                        filler: str = "random", batch_size: int = 64, seed: int = 1_000_003) -> list[dict]:
+def evaluate_token_grid(
+    model,
+    lengths: list[int],
+    depths: list[float],
+    num_examples: int = 200,
+    key_len: int = 4,
+    filler: str = "random",
+    batch_size: int = 64,
+    seed: int = 1_000_003,
+) -> list[dict]:
     """One row per (length, depth) of the token task; infeasible cells get NaN and the reason."""
     vocab_size = model.config.vocab_size
     rows = []
@@ -58,10 +69,19 @@ def evaluate_token_grid(model, lengths: list[int], depths: list[float], num_exam
         for j, depth in enumerate(depths):
             row = {"length": L, "depth": depth, "num_examples": num_examples}
             try:
-                inputs, labels = passkey_tokens(vocab_size, num_examples, L, depth, key_len, filler, seed + 1000 * i + j)
+                inputs, labels = passkey_tokens(
+                    vocab_size, num_examples, L, depth, key_len, filler, seed + 1000 * i + j
+                )
             except ValueError as error:
-                rows.append({**row, "accuracy": float("nan"), "token_accuracy": float("nan"), "num_examples": 0,
-                             "status": f"infeasible: {error}"})
+                rows.append(
+                    {
+                        **row,
+                        "accuracy": float("nan"),
+                        "token_accuracy": float("nan"),
+                        "num_examples": 0,
+                        "status": f"infeasible: {error}",
+                    }
+                )
                 continue
             exact, token = token_passkey_scores(model, inputs, labels, batch_size)
             rows.append({**row, "accuracy": exact, "token_accuracy": token, "status": "ok"})
@@ -81,36 +101,61 @@ def evaluate_text_grid(model, tokenizer, lengths: list[int], depths: list[float]
             prompts = [torch.tensor(passkey_text_prompt(tokenizer, L, depth, k)) for k in keys]
             longest = max(p.numel() for p in prompts)
             if longest > L:
-                rows.append({"length": L, "depth": depth, "accuracy": float("nan"), "token_accuracy": float("nan"),
-                             "num_examples": num_examples,
-                             "status": f"infeasible: the shortest prompt takes {longest} tokens > {L}"})
+                rows.append(
+                    {
+                        "length": L,
+                        "depth": depth,
+                        "accuracy": float("nan"),
+                        "token_accuracy": float("nan"),
+                        "num_examples": num_examples,
+                        "status": f"infeasible: the shortest prompt takes {longest} tokens > {L}",
+                    }
+                )
                 continue
             hits = 0
             for start in range(0, num_examples, batch_size):
                 batch = prompts[start : start + batch_size]
-                outs = model.generate(batch, max_new_tokens, temperature=0.0, eos_token_id=tokenizer.eos_token_id)
+                outs = model.generate(
+                    batch, max_new_tokens, temperature=0.0, eos_token_id=tokenizer.eos_token_id
+                )
                 for prompt, out, key in zip(batch, outs, keys[start : start + batch_size]):
                     hits += str(key) in tokenizer.decode(out[prompt.numel():].tolist())
-            rows.append({"length": L, "depth": depth, "accuracy": hits / num_examples, "token_accuracy": float("nan"),
-                         "num_examples": num_examples, "status": "ok"})
+            rows.append(
+                {
+                    "length": L,
+                    "depth": depth,
+                    "accuracy": hits / num_examples,
+                    "token_accuracy": float("nan"),
+                    "num_examples": num_examples,
+                    "status": "ok",
+                }
+            )
     return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_checkpoint_argument(parser)
     parser.add_argument("--mode", choices=["token", "text"], default="token")
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    parser.add_argument("--num-examples", type=int, default=None, help="per cell (default 200 token / 20 text)")
+    parser.add_argument(
+        "--num-examples", type=int, default=None, help="per cell (default 200 token / 20 text)"
+    )
     parser.add_argument("--key-len", type=int, default=4, help="token mode: key tokens (as trained)")
     parser.add_argument("--filler", choices=["random", "repeat"], default="random", help="token mode filler")
-    parser.add_argument("--tokenizer", help="text mode: a tokenizer spec (default: the one saved with the run)")
+    parser.add_argument(
+        "--tokenizer", help="text mode: a tokenizer spec (default: the one saved with the run)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=12, help="text mode")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1_000_003)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, help="output stem (default evals/results/probes/passkey_<mode>_<run>)")
+    parser.add_argument(
+        "--out", type=Path, help="output stem (default evals/results/probes/passkey_<mode>_<run>)"
+    )
     args = parser.parse_args(argv)
     model, _ = load_checkpoint_model(args.ckpt, args.device)
     if args.mode == "token":
@@ -124,11 +169,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                   args.max_new_tokens, args.batch_size or 8, args.seed)
     name = run_name(args.ckpt)
     out = args.out or ROOT / "evals" / "results" / "probes" / f"passkey_{args.mode}_{name}"
-    title = (f"Passkey retrieval ({args.mode}) of `{args.ckpt}`; command: `python -m recall_lm.evals.probes.passkey_eval "
-             f"{' '.join(sys.argv[1:] if argv is None else argv)}`")
+    title = (
+        f"Passkey retrieval ({args.mode}) of `{args.ckpt}`; command: "
+        "`python -m recall_lm.evals.probes.passkey_eval "
+        f"{' '.join(sys.argv[1:] if argv is None else argv)}`"
+    )
     csv_path, md_path = write_rows(rows, COLUMNS, out, title)
-    png = heatmap(grid_matrix(rows, "length", "depth", args.lengths, args.depths), args.lengths, args.depths, out.with_suffix(".png"),
-                  f"passkey ({args.mode}): {name}", "depth of the key (0 = start, 1 = end)", "length (tokens)")
+    png = heatmap(
+        grid_matrix(rows, "length", "depth", args.lengths, args.depths),
+        args.lengths,
+        args.depths,
+        out.with_suffix(".png"),
+        f"passkey ({args.mode}): {name}",
+        "depth of the key (0 = start, 1 = end)",
+        "length (tokens)",
+    )
     print(md_path.read_text())
     print(f"wrote {csv_path}, {md_path}, {png}")
     return rows

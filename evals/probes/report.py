@@ -1,5 +1,6 @@
-"""Shared output of the probes (evals/probes/mqar_eval.py, evals/probes/passkey_eval.py, evals/probes/recall_tasks_eval.py): CSV,
-markdown and heat-map PNG writers, and a checkpoint loader that fails with the file's name."""
+"""Shared output of the probes (evals/probes/mqar_eval.py, evals/probes/passkey_eval.py,
+evals/probes/recall_tasks_eval.py): CSV, markdown and heat-map PNG writers, and a checkpoint loader that
+fails with the file's name."""
 from __future__ import annotations
 
 import csv
@@ -22,14 +23,17 @@ def add_checkpoint_argument(parser) -> None:
                                                      "exported folder (recall_lm.models.export)")
 
 
-def grid_matrix(rows: list[dict], row_key: str, col_key: str, row_values: list, col_values: list) -> np.ndarray:
+def grid_matrix(
+    rows: list[dict], row_key: str, col_key: str, row_values: list, col_values: list
+) -> np.ndarray:
     """Rows of a report's grid -> accuracy matrix [len(row_values), len(col_values)]."""
     lookup = {(r[row_key], r[col_key]): r["accuracy"] for r in rows}
     return np.array([[lookup[(a, b)] for b in col_values] for a in row_values], dtype=float)
 
 
 def run_name(ckpt: str | Path) -> str:
-    """The run a checkpoint belongs to: ``runs/mqar/based/checkpoints/last.ckpt`` and ``runs/mqar/based`` -> "based"."""
+    """The run a checkpoint belongs to: ``runs/mqar/based/checkpoints/last.ckpt`` and ``runs/mqar/based``
+    -> "based"."""
     ckpt = Path(ckpt)
     return (ckpt.parent.parent if ckpt.is_file() else ckpt).name
 
@@ -66,7 +70,9 @@ def heatmap(values: np.ndarray, row_labels: list, col_labels: list, path: Path, 
     values = np.asarray(values, dtype=float)
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(col_labels), 1.0 + 0.6 * len(row_labels)))
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto", origin="lower")
+    image = ax.imshow(
+        np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto", origin="lower"
+    )
     ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels])
     ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
     ax.set_xlabel(xlabel)

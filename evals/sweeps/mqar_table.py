@@ -1,14 +1,18 @@
 """Train every MQAR config on the shared setting and write the README's table.
 
-    python -m recall_lm.evals.sweeps.mqar_table                       # all configs/mqar/*.yaml, one after another
+    # all configs/mqar/*.yaml, one after another
+    python -m recall_lm.evals.sweeps.mqar_table
     python -m recall_lm.evals.sweeps.mqar_table --jobs 2 configs/mqar/attention.yaml configs/mqar/based.yaml
-    python -m recall_lm.evals.sweeps.mqar_table -- --trainer.max_epochs 2      # after --: arguments for every train.py run
-    python -m recall_lm.evals.sweeps.mqar_table --collect                     # rebuild the table from finished runs
-    python -m recall_lm.evals.sweeps.mqar_table --set zoology                 # configs/zoology/*.yaml (Zoology's protocol, S1)
+    # after --: arguments for every train.py run
+    python -m recall_lm.evals.sweeps.mqar_table -- --trainer.max_epochs 2
+    # rebuild the table from finished runs
+    python -m recall_lm.evals.sweeps.mqar_table --collect
+    # configs/zoology/*.yaml (Zoology's protocol, S1)
+    python -m recall_lm.evals.sweeps.mqar_table --set zoology
 
 Each config runs as its own ``train.py fit`` process through evals/sweeps/train_runs.py (``--jobs`` at a
-time, torch threads split between them); the table (markdown and CSV under evals/results/) holds the final accuracy per test
-slice, the decoding state size at the longest test length, parameters and wall time.
+time, torch threads split between them); the table (markdown and CSV under evals/results/) holds the final
+accuracy per test slice, the decoding state size at the longest test length, parameters and wall time.
 """
 from __future__ import annotations
 
@@ -29,9 +33,16 @@ RESULTS = ROOT / "evals" / "results"
 
 
 SETS = {  # --set: the config folder, the output name, and a sentence on its data and trainer settings
-    "mqar": ("configs/mqar", "mqar_cpu", "MQAR on the shared CPU setting (configs/mqar/_data.yaml, _trainer.yaml)"),
-    "zoology": ("configs/zoology", "mqar_zoology_cpu",
-                "MQAR with Zoology's protocol at its setting S1 (configs/zoology/_s1.yaml, _trainer.yaml)"),
+    "mqar": (
+        "configs/mqar",
+        "mqar_cpu",
+        "MQAR on the shared CPU setting (configs/mqar/_data.yaml, _trainer.yaml)",
+    ),
+    "zoology": (
+        "configs/zoology",
+        "mqar_zoology_cpu",
+        "MQAR with Zoology's protocol at its setting S1 (configs/zoology/_s1.yaml, _trainer.yaml)",
+    ),
 }
 
 
@@ -68,8 +79,16 @@ def write_table(rows: list[dict], name: str, setting: str = SETS["mqar"][2]) -> 
         writer.writerow(header)
         for r in rows:
             m = r["metrics"]
-            cells = [r["config"], r["mixer"], f"{r['params']:,}", f"{r['state_size']:,}", f"{m.get('val/acc', float('nan')):.3f}",
-                     *[f"{m.get('val/acc/' + s, float('nan')):.3f}" for s in slices], str(r["steps"]), str(r["seconds"])]
+            cells = [
+                r["config"],
+                r["mixer"],
+                f"{r['params']:,}",
+                f"{r['state_size']:,}",
+                f"{m.get('val/acc', float('nan')):.3f}",
+                *[f"{m.get('val/acc/' + s, float('nan')):.3f}" for s in slices],
+                str(r["steps"]),
+                str(r["seconds"]),
+            ]
             writer.writerow(cells)
             lines.append("| " + " | ".join(cells) + " |")
     path = RESULTS / f"{name}.md"
@@ -78,14 +97,21 @@ def write_table(rows: list[dict], name: str, setting: str = SETS["mqar"][2]) -> 
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("configs", nargs="*", type=Path, help="default: every config of --set")
     parser.add_argument("--set", choices=sorted(SETS), default="mqar",
                         help="configs/mqar (the project's recipe) or configs/zoology (Zoology's protocol)")
     parser.add_argument("--jobs", type=int, default=1, help="configs trained at the same time")
-    parser.add_argument("--name", default=None, help="output file stem under evals/results/ (default: the set's)")
-    parser.add_argument("--collect", action="store_true",
-                        help="no training: build the table from the results already in evals/results/<name>_runs/")
+    parser.add_argument(
+        "--name", default=None, help="output file stem under evals/results/ (default: the set's)"
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="no training: build the table from the results already in evals/results/<name>_runs/",
+    )
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:split]), argv[split + 1 :]  # after --: train.py arguments

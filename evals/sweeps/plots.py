@@ -102,8 +102,11 @@ def plot_acc_vs_dmodel(rows: list[dict], path: Path, lr_key: str = "model.lr", t
     for ax, name in zip(axes, slices):
         for label, group in lines.items():
             group = sorted(group, key=lambda r: r["d_model"])
-            ax.plot([r["d_model"] for r in group], [r["metrics"].get(f"val/acc/{name}", math.nan) for r in group],
-                    label=label)
+            ax.plot(
+                [r["d_model"] for r in group],
+                [r["metrics"].get(f"val/acc/{name}", math.nan) for r in group],
+                label=label,
+            )
         ax.set_title(slice_title(name))
         ax.set_xscale("log", base=2)
         dms = sorted({r["d_model"] for r in rows})
@@ -170,10 +173,22 @@ def plot_all(rows: list[dict], sweep, out_dir: Path) -> dict[str, Path]:
 
     best = best_lr(rows, sweep.lr_key)
     return {
-        "acc_vs_dmodel.png": plot_acc_vs_dmodel(best, out_dir / "acc_vs_dmodel.png", sweep.lr_key,
-                                                f"{sweep.name}: MQAR accuracy vs d_model (best lr each)"),
-        "acc_vs_state.png": plot_acc_vs_state(best, out_dir / "acc_vs_state.png", sweep.lr_key,
-                                              f"{sweep.name}: MQAR accuracy vs decoding state (best lr each)"),
-        "acc_vs_time.png": plot_acc_vs_time(best, out_dir / "acc_vs_time.png", sweep.lr_key,
-                                            f"{sweep.name}: MQAR accuracy vs training wall time (best lr each)"),
+        "acc_vs_dmodel.png": plot_acc_vs_dmodel(
+            best,
+            out_dir / "acc_vs_dmodel.png",
+            sweep.lr_key,
+            f"{sweep.name}: MQAR accuracy vs d_model (best lr each)",
+        ),
+        "acc_vs_state.png": plot_acc_vs_state(
+            best,
+            out_dir / "acc_vs_state.png",
+            sweep.lr_key,
+            f"{sweep.name}: MQAR accuracy vs decoding state (best lr each)",
+        ),
+        "acc_vs_time.png": plot_acc_vs_time(
+            best,
+            out_dir / "acc_vs_time.png",
+            sweep.lr_key,
+            f"{sweep.name}: MQAR accuracy vs training wall time (best lr each)",
+        ),
     }

@@ -1,13 +1,16 @@
-"""The recall map's verdicts on the papers' claims: ``python -m recall_lm.evals.sweeps.recall_claims [--sweep recall_map_cpu]``.
+"""The recall map's verdicts on the papers' claims: \
+``python -m recall_lm.evals.sweeps.recall_claims [--sweep recall_map_cpu]``.
 
-    python -m recall_lm.evals.sweeps.recall_claims --write-seeds-sweep configs/sweeps/recall_map_cpu_seeds.yaml
+    python -m recall_lm.evals.sweeps.recall_claims --write-seeds-sweep \\
+        configs/sweeps/recall_map_cpu_seeds.yaml
     python -m recall_lm.evals.sweeps.sweep configs/sweeps/recall_map_cpu_seeds.yaml --jobs 2 --collect
-    python -m recall_lm.evals.sweeps.recall_claims        # now with the seed spread at each mixer's best cell
-    python -m recall_lm.evals.sweeps.sweep configs/sweeps/recall_map_cpu_mom.yaml --jobs 2   # MoM at a wider d_model, if its
-                                         # map cells did not learn: the MoM claim is then judged there
+    # now with the seed spread at each mixer's best cell
+    python -m recall_lm.evals.sweeps.recall_claims
+    # MoM at a wider d_model, if its map cells did not learn: the MoM claim is then judged there
+    python -m recall_lm.evals.sweeps.sweep configs/sweeps/recall_map_cpu_mom.yaml --jobs 2
 
-Reads the per-run JSON that ``python -m recall_lm.evals.sweeps.sweep configs/sweeps/<sweep>.yaml --collect`` commits
-(``evals/results/sweeps/<sweep>/runs/*.json``), keeps the best learning rate per (mixer, d_model) as
+Reads the per-run JSON that ``python -m recall_lm.evals.sweeps.sweep configs/sweeps/<sweep>.yaml --collect``
+commits (``evals/results/sweeps/<sweep>/runs/*.json``), keeps the best learning rate per (mixer, d_model) as
 the sweep does, and writes ``docs/recall_map.md``: the best-lr table (parameters, state numbers and
 bytes at the longest test length, accuracy per slice, wall time) and, for each claim, agree /
 disagree / not testable at this scale / pending (runs missing), with the numbers behind it. Each rule
@@ -32,8 +35,11 @@ HARDEST = "L256_kv64"
 def load_rows(sweep: str) -> list[dict]:
     folder = RESULTS / sweep / "runs"
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no per-run results; run python -m recall_lm.evals.sweeps.sweep configs/sweeps/{sweep}.yaml "
-                                "--collect first")
+        raise FileNotFoundError(
+            f"{folder}: no per-run results; run python -m recall_lm.evals.sweeps.sweep "
+            f"configs/sweeps/{sweep}.yaml "
+            "--collect first"
+        )
     return [read_run(p) for p in sorted(folder.glob("*.json"))]
 
 
@@ -82,7 +88,9 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
     # 1. attention ≈ 1 everywhere
     att = [best[("attention", d)] for d in d_models if ("attention", d) in best]
     if att:
-        worst = min(min(acc(r, s.split("/", 2)[2]) for s in r["metrics"] if s.startswith("val/acc/")) for r in att)
+        worst = min(
+            min(acc(r, s.split("/", 2)[2]) for s in r["metrics"] if s.startswith("val/acc/")) for r in att
+        )
         out.append(("Attention recalls ≈ perfectly at every width and slice (Zoology, Fig. 2)",
                     "agree" if worst >= 0.99 else "disagree",
                     f"rule: min accuracy over slices and d_model ≥ 0.99; measured min {_fmt(worst)} "
@@ -103,15 +111,23 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
     else:
         out.append(("Gated recurrences lose recall as pairs grow at small d_model", "pending", "no runs yet"))
     # 3. the state-size claim at 1.3e5
-    recurrent = [(k, r) for k, r in best.items() if k[0].startswith(("based", "deltanet", "gated_deltanet", "swa"))]
+    recurrent = [
+        (k, r) for k, r in best.items() if k[0].startswith(("based", "deltanet", "gated_deltanet", "swa"))
+    ]
     if recurrent:
         top = max(r["state_sizes"][max(r["state_sizes"], key=int)] for _, r in recurrent)
-        listing = "; ".join(f"{m} d{d}: {_fmt(acc(r, HARDEST))} at {r['state_sizes'][max(r['state_sizes'], key=int)]:,}"
-                            for (m, d), r in sorted(recurrent))
-        out.append(("BASED, DeltaNet, Gated DeltaNet reach ≥ 0.99 near 1.3e5 state numbers while SWA needs far "
-                    "more (Zoology's state-size figure)",
-                    "not testable at this scale" if top < 1e5 else "see numbers",
-                    f"the largest state here is {top:,} numbers (L256 kv64 accuracy at state): {listing}"))
+        listing = "; ".join(
+            f"{m} d{d}: {_fmt(acc(r, HARDEST))} at {r['state_sizes'][max(r['state_sizes'], key=int)]:,}"
+            for (m, d), r in sorted(recurrent)
+        )
+        out.append(
+            (
+                "BASED, DeltaNet, Gated DeltaNet reach ≥ 0.99 near 1.3e5 state numbers while SWA needs far "
+                "more (Zoology's state-size figure)",
+                "not testable at this scale" if top < 1e5 else "see numbers",
+                f"the largest state here is {top:,} numbers (L256 kv64 accuracy at state): {listing}",
+            )
+        )
     # 4. accuracy rises with state along each family
     families = {"BASED feature_dim 8/16/24": ["based_f8", "based_f16", "based_f24"],
                 "SWA window 16/32/128": ["swa_w16", "swa_w32", "swa_w128"]}
@@ -121,8 +137,14 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
                 out.append((f"Recall rises with state along {label}, d_model {d} (BASED)", "pending",
                             "runs missing"))
                 continue
-            seq = [(best[(m, d)]["state_sizes"][max(best[(m, d)]["state_sizes"], key=int)], acc(best[(m, d)], HARDEST), m)
-                   for m in members]
+            seq = [
+                (
+                    best[(m, d)]["state_sizes"][max(best[(m, d)]["state_sizes"], key=int)],
+                    acc(best[(m, d)], HARDEST),
+                    m,
+                )
+                for m in members
+            ]
             seq.sort()
             rising = all(b[1] >= a[1] - 0.02 for a, b in zip(seq, seq[1:]))
             out.append((f"Recall rises with state along {label}, d_model {d} (BASED)",
@@ -132,27 +154,40 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
     # 5. MoM: several memories vs one expanded memory of the same state
     if have(("mom_gdn", 64), ("mom_one_x5", 64)):
         a, b = best[("mom_gdn", 64)], best[("mom_one_x5", 64)]
-        out.append(("Several routed memories beat one memory of the same state (MoM)",
-                    "agree" if acc(a, HARDEST) > acc(b, HARDEST) else "disagree",
-                    f"d_model 64, L256 kv64: MoM (4 routed + shared) {_fmt(acc(a, HARDEST))} vs one memory ×5 "
-                    f"{_fmt(acc(b, HARDEST))}; mean {_fmt(acc(a))} vs {_fmt(acc(b))}"))
+        out.append(
+            (
+                "Several routed memories beat one memory of the same state (MoM)",
+                "agree" if acc(a, HARDEST) > acc(b, HARDEST) else "disagree",
+                f"d_model 64, L256 kv64: MoM (4 routed + shared) {_fmt(acc(a, HARDEST))} vs one memory ×5 "
+                f"{_fmt(acc(b, HARDEST))}; mean {_fmt(acc(a))} vs {_fmt(acc(b))}",
+            )
+        )
     elif {("mom_gdn", 64), ("mom_one_x5", 64)} <= ran:
         reruns = [r for r in seed_rows or [] if r["point"]["mixer"] in ("mom_gdn", "mom_one_x5")
                   and r["d_model"] == 64]
-        evidence = ("mom_gdn and/or mom_one_x5 at d_model 64 did not learn MQAR within the budget (listed above)"
-                    + "".join(f"; {r['point']['mixer']} with {r['point'].get('variant', 'another seed')}: L64 kv4 "
-                              f"{_fmt(acc(r, 'L64_kv4'))}, {HARDEST.replace('_', ' ')} {_fmt(acc(r, HARDEST))}"
-                              for r in sorted(reruns, key=lambda r: r["point"]["mixer"])))
+        evidence = (
+            "mom_gdn and/or mom_one_x5 at d_model 64 did not learn MQAR within the budget (listed above)"
+            + "".join(
+                f"; {r['point']['mixer']} with {r['point'].get('variant', 'another seed')}: L64 kv4 "
+                f"{_fmt(acc(r, 'L64_kv4'))}, {HARDEST.replace('_', ' ')} {_fmt(acc(r, HARDEST))}"
+                for r in sorted(reruns, key=lambda r: r["point"]["mixer"])
+            )
+        )
         probe = {r["point"].get("variant"): r for r in mom_rows or []}
         wide = [(v, r) for v, r in sorted(probe.items()) if v is not None]
-        evidence += "".join(f"; probe d_model {r['d_model']} {v}: {HARDEST.replace('_', ' ')} {_fmt(acc(r, HARDEST))} "
-                            f"at {r['state_sizes'][max(r['state_sizes'], key=int)]:,} state" for v, r in wide)
+        evidence += "".join(
+            f"; probe d_model {r['d_model']} {v}: {HARDEST.replace('_', ' ')} {_fmt(acc(r, HARDEST))} "
+            f"at {r['state_sizes'][max(r['state_sizes'], key=int)]:,} state"
+            for v, r in wide
+        )
         verdict = "not testable at this scale"
         if {"top2", "one_x5"} <= set(probe) and learnt(probe["top2"]) and learnt(probe["one_x5"]):
             routed, one = acc(probe["top2"], HARDEST), acc(probe["one_x5"], HARDEST)
             verdict = "agree (probe)" if routed > one else "disagree (probe)"
             relation = ">" if routed > one else "<" if routed < one else "="
-            evidence += f"; rule at the probe's width: routed top-2 {_fmt(routed)} {relation} one memory {_fmt(one)}"
+            evidence += (
+                f"; rule at the probe's width: routed top-2 {_fmt(routed)} {relation} one memory {_fmt(one)}"
+            )
         out.append(("Several routed memories beat one memory of the same state (MoM)", verdict, evidence))
     else:
         out.append(("Several routed memories beat one memory of the same state (MoM)", "pending",
@@ -161,17 +196,25 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
     jrt = [(k, r) for k, r in sorted(best.items()) if not k[0].startswith(("attention", "swa"))
            and f"val/acc/{twice}" in r["metrics"]]
     if jrt:
-        room = [(k, r) for k, r in jrt if acc(r, once) < 0.98]  # the cells with headroom on the read-once slice
+        room = [
+            (k, r) for k, r in jrt if acc(r, once) < 0.98
+        ]  # the cells with headroom on the read-once slice
         helped = sum(acc(r, twice) - acc(r, once) > 0.01 for _, r in room)
         hurt = sum(acc(r, twice) - acc(r, once) < -0.01 for _, r in jrt)
-        out.append(("Reading the context twice helps recurrent models (JRT)",
-                    "agree" if room and helped > len(room) / 2 and not hurt else "disagree",
-                    f"rule: read twice beats read once (L256 kv32) by > 0.01 for most recurrent cells below 0.98 "
-                    f"read once, and hurts none by > 0.01 (trained on one pass); {helped} of {len(room)} helped, "
-                    f"{hurt} hurt: " + ", ".join(
-                        f"{m} d{d} {_fmt(acc(r, once))} → {_fmt(acc(r, twice))}" for (m, d), r in jrt)))
+        out.append(
+            (
+                "Reading the context twice helps recurrent models (JRT)",
+                "agree" if room and helped > len(room) / 2 and not hurt else "disagree",
+                f"rule: read twice beats read once (L256 kv32) by > 0.01 for most recurrent cells below 0.98 "
+                f"read once, and hurts none by > 0.01 (trained on one pass); {helped} of {len(room)} helped, "
+                f"{hurt} hurt: "
+                + ", ".join(f"{m} d{d} {_fmt(acc(r, once))} → {_fmt(acc(r, twice))}" for (m, d), r in jrt),
+            )
+        )
     else:
-        out.append(("Reading the context twice helps recurrent models (JRT)", "pending", "no JRT test slices yet"))
+        out.append(
+            ("Reading the context twice helps recurrent models (JRT)", "pending", "no JRT test slices yet")
+        )
     return out
 
 
@@ -205,13 +248,20 @@ def seeds_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[str]]:
     for mixer, r in sorted(best_cells(cells(rows)).items()):
         if mixer in waiting:
             continue
-        settings = {**source.base_sets.get(mixer, {}), "model.architecture.d_model": r["point"]["model.architecture.d_model"],
-                    source.lr_key: r["point"][source.lr_key]}
+        settings = {
+            **source.base_sets.get(mixer, {}),
+            "model.architecture.d_model": r["point"]["model.architecture.d_model"],
+            source.lr_key: r["point"][source.lr_key],
+        }
         base[mixer] = {"config": source.base[mixer], "set": settings}
-    return {"name": f"{source.name}_seeds",
-            "description": f"{source.name}: each mixer's best cell again with seeds {', '.join(map(str, SEEDS))}",
-            "base": base, "fixed": source.fixed, "grid": {"mixer": list(base)},
-            "variants": {f"seed{s}": {"seed_everything": s, "data.init_args.train_seed": s} for s in SEEDS}}, waiting
+    return {
+        "name": f"{source.name}_seeds",
+        "description": f"{source.name}: each mixer's best cell again with seeds {', '.join(map(str, SEEDS))}",
+        "base": base,
+        "fixed": source.fixed,
+        "grid": {"mixer": list(base)},
+        "variants": {f"seed{s}": {"seed_everything": s, "data.init_args.train_seed": s} for s in SEEDS},
+    }, waiting
 
 
 def seed_spread(rows_seed0: dict[str, dict], seed_rows: list[dict]) -> dict[str, list[float]]:
@@ -229,17 +279,33 @@ def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
     slices = sorted({k.split("/", 2)[2] for r in rows for k in r["metrics"] if k.startswith("val/acc/")},
                     key=slice_order)
     length = max((int(n) for r in rows for n in r.get("state_sizes", {})), default=0)
-    lines = [f"# The recall map ({sweep})", "", "```bash",
-             f"python -m recall_lm.evals.sweeps.sweep configs/sweeps/{sweep}.yaml --jobs 2     # resumable", f"python -m recall_lm.evals.sweeps.sweep "
-             f"configs/sweeps/{sweep}.yaml --collect", f"python -m recall_lm.evals.sweeps.recall_claims --sweep {sweep}", "```", "",
-             f"{len(rows)} runs finished, {len(best)} (mixer, d_model) cells, seed 0 "
-             + (f"(reruns with seed 1 at {len({r['point']['mixer'] for r in seed_rows})} of the "
-                f"{len(best_cells(best))} mixers' best cells: the seed-spread table below)" if seed_rows else
-                "(the seed spread at each best cell is still to run)")
-             + ". Best learning rate per cell by final validation accuracy.", "",
-             f"![accuracy vs state](../evals/results/sweeps/{sweep}/acc_vs_state.png)", "",
-             "| mixer | d_model | lr | params | state L=" + str(length) + " | bytes | " + " | ".join(slices)
-             + " | time (s) |", "|---|---|---|---|---|---|" + "---|" * len(slices) + "---|"]
+    lines = [
+        f"# The recall map ({sweep})",
+        "",
+        "```bash",
+        f"python -m recall_lm.evals.sweeps.sweep configs/sweeps/{sweep}.yaml --jobs 2     # resumable",
+        f"python -m recall_lm.evals.sweeps.sweep configs/sweeps/{sweep}.yaml --collect",
+        f"python -m recall_lm.evals.sweeps.recall_claims --sweep {sweep}",
+        "```",
+        "",
+        f"{len(rows)} runs finished, {len(best)} (mixer, d_model) cells, seed 0 "
+        + (
+            f"(reruns with seed 1 at {len({r['point']['mixer'] for r in seed_rows})} of the "
+            f"{len(best_cells(best))} mixers' best cells: the seed-spread table below)"
+            if seed_rows
+            else "(the seed spread at each best cell is still to run)"
+        )
+        + ". Best learning rate per cell by final validation accuracy.",
+        "",
+        f"![accuracy vs state](../evals/results/sweeps/{sweep}/acc_vs_state.png)",
+        "",
+        "| mixer | d_model | lr | params | state L="
+        + str(length)
+        + " | bytes | "
+        + " | ".join(slices)
+        + " | time (s) |",
+        "|---|---|---|---|---|---|" + "---|" * len(slices) + "---|",
+    ]
     for (mixer, d), r in sorted(best.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         n = str(length)
         lines.append(f"| {mixer} | {d} | {r['point']['model.lr']:g} | {r['params']:,} | "
@@ -253,14 +319,26 @@ def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
             values = spread[mixer]
             if len(values) < 2:
                 continue  # its seed rerun has not run yet
-            lines.append(f"| {mixer} | {r['point']['model.architecture.d_model']} | {r['point']['model.lr']:g} | {len(values)} | "
-                         + ", ".join(_fmt(v) for v in values) + f" | {_fmt(max(values) - min(values))} |")
-        onset = sorted(m for m, r in best_cells(best).items()
-                       if len({learnt(x) for x in [r] + [x for x in seed_rows if x["point"]["mixer"] == m]}) > 1)
+            lines.append(
+                f"| {mixer} | {r['point']['model.architecture.d_model']} | {r['point']['model.lr']:g} | "
+                f"{len(values)} | "
+                + ", ".join(_fmt(v) for v in values)
+                + f" | {_fmt(max(values) - min(values))} |"
+            )
+        onset = sorted(
+            m
+            for m, r in best_cells(best).items()
+            if len({learnt(x) for x in [r] + [x for x in seed_rows if x["point"]["mixer"] == m]}) > 1
+        )
         if onset:
-            lines += ["", "Learnt with one seed and not the other (L64 kv4 ≥ " f"{LEARNT} for one only): "
-                      + ", ".join(onset) + ". Within 1,000 steps whether these leave the loss plateau depends "
-                      "on the seed, so a single seed's 'did not learn' is weak evidence for them."]
+            lines += [
+                "",
+                "Learnt with one seed and not the other (L64 kv4 ≥ "
+                f"{LEARNT} for one only): "
+                + ", ".join(onset)
+                + ". Within 1,000 steps whether these leave the loss plateau depends "
+                "on the seed, so a single seed's 'did not learn' is weak evidence for them.",
+            ]
     lines += ["", "## The papers' claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c} | {v} | {e} |" for c, v, e in claims(best, seed_rows, mom_rows)]
     return "\n".join(lines) + "\n"
@@ -270,8 +348,12 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="recall_map_cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recall_map.md")
-    parser.add_argument("--write-seeds-sweep", type=Path, default=None,
-                        help="write the sweep YAML that reruns each mixer's best cell with more seeds, and stop")
+    parser.add_argument(
+        "--write-seeds-sweep",
+        type=Path,
+        default=None,
+        help="write the sweep YAML that reruns each mixer's best cell with more seeds, and stop",
+    )
     args = parser.parse_args(argv)
     try:
         rows = load_rows(args.sweep)
@@ -280,10 +362,16 @@ def main(argv=None) -> str:
         raise SystemExit(2) from None
     if args.write_seeds_sweep:
         spec, waiting = seeds_sweep(ROOT / "configs" / "sweeps" / f"{args.sweep}.yaml", rows)
-        header = (f"# Written by python -m recall_lm.evals.sweeps.recall_claims --write-seeds-sweep from {len(rows)} finished runs of "
-                  f"{args.sweep}.\n# Run: python -m recall_lm.evals.sweeps.sweep {args.write_seeds_sweep} --jobs 2\n")
+        header = (
+            "# Written by python -m recall_lm.evals.sweeps.recall_claims --write-seeds-sweep from "
+            f"{len(rows)} finished runs of {args.sweep}.\n"
+            f"# Run: python -m recall_lm.evals.sweeps.sweep {args.write_seeds_sweep} --jobs 2\n"
+        )
         if waiting:
-            header += f"# Not yet here (map runs unfinished): {', '.join(waiting)}; rewrite this file when they finish.\n"
+            header += (
+                f"# Not yet here (map runs unfinished): {', '.join(waiting)}; "
+                "rewrite this file when they finish.\n"
+            )
         args.write_seeds_sweep.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120))
         print(f"wrote {args.write_seeds_sweep} ({len(spec['base'])} cells; waiting for {waiting or 'none'})")
         return ""

@@ -1,11 +1,15 @@
 """Grid sweeps of train.py runs: mixers × d_model × learning rate × any YAML key, best lr per model.
 
-    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --jobs 2     # train what is not done yet
-    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --dry-run    # list the runs and their commands
-    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --jobs 2 --first model.lr=0.003   # those points first
-    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --collect    # tables and plots from finished runs
-    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --wandb-yaml sweep.yaml   # the grid for W&B agents
-                                                    # (evals/sweeps/wandb_sweep.py; --torchrun N to launch with torchrun)
+    # train what is not done yet
+    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --jobs 2
+    # list the runs and their commands
+    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --dry-run
+    # those points first
+    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --jobs 2 --first model.lr=0.003
+    # tables and plots from finished runs
+    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --collect
+    # the grid for W&B agents (evals/sweeps/wandb_sweep.py; --torchrun N to launch with torchrun)
+    python -m recall_lm.evals.sweeps.sweep configs/sweeps/mqar_cpu.yaml --wandb-yaml sweep.yaml
 
 A sweep YAML (see configs/sweeps/mqar_cpu.yaml):
 
@@ -17,7 +21,8 @@ A sweep YAML (see configs/sweeps/mqar_cpu.yaml):
       mixer: [attention, based]     # picks the base config (only when base is a map)
       model.architecture.d_model: [32, 64]
       model.lr: [1.0e-3, 3.0e-3]
-    exclude: [{mixer: based, model.architecture.d_model: 32}]   # optional: points matching every key are dropped
+    # optional: points matching every key are dropped
+    exclude: [{mixer: based, model.architecture.d_model: 32}]
     variants:                       # optional: named bundles of settings, one more grid axis ("variant")
       zoology: {}                   # e.g. an ablation, one change at a time from the base config
       rmsnorm: {model.architecture.norm: rmsnorm}
@@ -106,13 +111,19 @@ def load_sweep(path: Path | str) -> Sweep:
         raise ValueError(f"{path}: unknown sweep keys {unknown}; allowed: {sorted(SWEEP_KEYS)}")
     variants = spec.get("variants") or {}
     if "base" not in spec or ("grid" not in spec and not variants):
-        raise ValueError(f"{path}: a sweep needs 'base' (a config or a mixer → config map) and 'grid' or 'variants'")
-    if not isinstance(variants, dict) or any(not isinstance(v, dict) for v in variants.values() if v is not None):
+        raise ValueError(
+            f"{path}: a sweep needs 'base' (a config or a mixer → config map) and 'grid' or 'variants'"
+        )
+    if not isinstance(variants, dict) or any(
+        not isinstance(v, dict) for v in variants.values() if v is not None
+    ):
         raise ValueError(f"{path}: 'variants' maps a name to a map of dotted train.py keys → values")
     variants = {str(name): dict(v or {}) for name, v in variants.items()}
     bad_names = [n for n in variants if not n.replace("_", "").replace("-", "").replace(".", "").isalnum()]
     if bad_names:
-        raise ValueError(f"{path}: variant names {bad_names} must be letters, digits, '_', '-' or '.' (run folder names)")
+        raise ValueError(
+            f"{path}: variant names {bad_names} must be letters, digits, '_', '-' or '.' (run folder names)"
+        )
     grid = spec.get("grid") or {}
     if "variant" in grid:
         raise ValueError(f"{path}: 'variant' is the axis of 'variants', not a grid key")
@@ -237,7 +248,8 @@ LOCATION_ARGS = ("--trainer.default_root_dir=", "--trainer.logger=")  # where a 
 
 def settings_of(args: list[str]) -> list[str]:
     """What decides what a run trains: its train.py arguments without where it wrote its files, under
-    today's key names (a run recorded as ``--model.architecture.d_model=64`` is ``--model.architecture.d_model=64``)."""
+    today's key names (a run recorded as ``--model.architecture.d_model=64`` is
+    ``--model.architecture.d_model=64``)."""
     return [current_key(a.split("=", 1)[0]) + a[len(a.split("=", 1)[0]):] for a in args
             if not a.startswith(LOCATION_ARGS)]
 
@@ -318,7 +330,11 @@ def _fmt_acc(x) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-RUN_KEYS = {"model.architecture.d_model": "d_model", "model.lr": "lr", "seed_everything": "seed"}  # in every table
+RUN_KEYS = {
+    "model.architecture.d_model": "d_model",
+    "model.lr": "lr",
+    "seed_everything": "seed",
+}  # in every table
 
 
 def run_setting(row: dict, key: str):
@@ -345,17 +361,28 @@ def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[
     lengths = sorted({int(n) for r in rows for n in r.get("state_sizes", {})})
     history = any(r.get("val_acc_by_epoch") for r in rows)
     byte_lengths = sorted({int(n) for r in rows for n in r.get("state_bytes", {})})[-1:]  # the longest test
-    header = ["run", *[RUN_KEYS.get(k, short_key(k)) for k in keys], "params", *[f"state L={n}" for n in lengths],
-              *[f"state bytes L={n}" for n in byte_lengths],
-              "val/acc", *[f"acc {s}" for s in slices], *(["val/acc per validation"] if history else []),
-              "steps", "time (s)", *extra_cols]
+    header = [
+        "run",
+        *[RUN_KEYS.get(k, short_key(k)) for k in keys],
+        "params",
+        *[f"state L={n}" for n in lengths],
+        *[f"state bytes L={n}" for n in byte_lengths],
+        "val/acc",
+        *[f"acc {s}" for s in slices],
+        *(["val/acc per validation"] if history else []),
+        "steps",
+        "time (s)",
+        *extra_cols,
+    ]
     cells = []
     for r in rows:
         m = r["metrics"]
         point = [run_setting(r, k) for k in keys]
         point = [f"{v:g}" if isinstance(v, float) else (json.dumps(v) if isinstance(v, (list, dict)) else
                                                        "" if v is None else str(v)) for v in point]
-        states = [f"{r['state_sizes'][str(n)]:,}" if str(n) in r.get("state_sizes", {}) else "" for n in lengths]
+        states = [
+            f"{r['state_sizes'][str(n)]:,}" if str(n) in r.get("state_sizes", {}) else "" for n in lengths
+        ]
         state_bytes = [f"{r['state_bytes'][str(n)]:,}" if str(n) in r.get("state_bytes", {}) else ""
                        for n in byte_lengths]
         cells.append([r["run"], *point, f"{r['params']:,}", *states, *state_bytes, _fmt_acc(m.get("val/acc")),
@@ -400,8 +427,9 @@ def write_results(rows: list[dict], sweep: Sweep, out_dir: Path, header_lines: l
     paths["best_lr.csv"] = write_csv(out_dir / "best_lr.csv", head, cells)
     note = (f"Best `{sweep.lr_key}` per model (every other grid key fixed), chosen by the final validation "
             "accuracy `val/acc` as Zoology does; `lrs_tried` = runs that competed.")
-    (out_dir / "best_lr.md").write_text(markdown(head, cells, [f"# {sweep.name}: best learning rate per model",
-                                                              "", *settings, "", note]))
+    (out_dir / "best_lr.md").write_text(
+        markdown(head, cells, [f"# {sweep.name}: best learning rate per model", "", *settings, "", note])
+    )
     paths["best_lr.md"] = out_dir / "best_lr.md"
     return paths
 
@@ -438,28 +466,45 @@ def check_train_args(points: list[Point]) -> None:
         checked.add(key)
         err = io.StringIO()
         try:
-            with contextlib.chdir(ROOT), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            with (
+                contextlib.chdir(ROOT),
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(err),
+            ):
                 train_cli.main(["fit", *p.args, "--print_config"])  # where the runs start (train_runs.launch)
         except SystemExit as stop:
             if stop.code not in (0, None):
                 lines = [line for line in err.getvalue().splitlines() if line.strip()] or [str(stop.code)]
-                raise ValueError(f"run {p.name}: train.py refuses its arguments: {lines[-1].strip()}") from None
+                raise ValueError(
+                    f"run {p.name}: train.py refuses its arguments: {lines[-1].strip()}"
+                ) from None
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("sweep", type=Path, help="a sweep YAML, e.g. configs/sweeps/mqar_cpu.yaml")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (threads split)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, train nothing")
-    parser.add_argument("--collect", action="store_true", help="no training: tables and plots from finished runs")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the runs and their commands, train nothing"
+    )
+    parser.add_argument(
+        "--collect", action="store_true", help="no training: tables and plots from finished runs"
+    )
     parser.add_argument("--wandb-yaml", type=Path, help="write the grid as a `wandb sweep` YAML and stop")
     parser.add_argument("--torchrun", type=int, default=0, metavar="N",
                         help="with --wandb-yaml: launch each run with torchrun on N processes")
     parser.add_argument("--runs-dir", type=Path, help="default: runs/sweeps/<name>/")
     parser.add_argument("--out", type=Path, help="tables and plots; default: evals/results/sweeps/<name>/")
     parser.add_argument("--no-wandb", action="store_true", help="CSV logs only (no WandbLogger)")
-    parser.add_argument("--first", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="train the points with these grid values before the others, e.g. --first model.lr=0.003")
+    parser.add_argument(
+        "--first",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="train the points with these grid values before the others, e.g. --first model.lr=0.003",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
@@ -476,8 +521,10 @@ def main(argv: list[str] | None = None):
         args.wandb_yaml.parent.mkdir(parents=True, exist_ok=True)
         args.wandb_yaml.write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
         if sweep.exclude:
-            print(f"warning: a W&B grid cannot exclude points; its agents also run the {sweep.exclude} points",
-                  file=sys.stderr)
+            print(
+                f"warning: a W&B grid cannot exclude points; its agents also run the {sweep.exclude} points",
+                file=sys.stderr,
+            )
         print(f"wrote {args.wandb_yaml}: {len(wandb_combinations(spec))} runs; "
               f"start with `wandb sweep {args.wandb_yaml}` then `wandb agent <id>`")
         return
@@ -486,11 +533,16 @@ def main(argv: list[str] | None = None):
     points = expand(sweep, runs_dir, wandb=not args.no_wandb)
     runs = train_runs(points, runs_dir)
     found = {r.meta["run"]: finished_result(r, out_dir) for r in runs}
-    stale = [name for r in runs if (name := r.meta["run"]) and found[name] and not same_settings(found[name], r)]
+    stale = [
+        name for r in runs if (name := r.meta["run"]) and found[name] and not same_settings(found[name], r)
+    ]
     if stale:
-        sys.exit(f"sweep {sweep.name}: finished runs {stale} (in {shown(runs_dir)} or {shown(out_dir / 'runs')}) were "
-                 f"trained with other settings than {shown(sweep.source)} now asks for; delete their results (or "
-                 "rename the sweep) to train them again")
+        sys.exit(
+            f"sweep {sweep.name}: finished runs {stale} (in {shown(runs_dir)} or "
+            f"{shown(out_dir / 'runs')}) were "
+            f"trained with other settings than {shown(sweep.source)} now asks for; delete their results (or "
+            "rename the sweep) to train them again"
+        )
     busy = [r for r in runs if not found[r.meta["run"]] and is_running(r)]  # another sweep process has them
     todo = [r for r in runs if not found[r.meta["run"]] and r not in busy]
     if args.first:  # points matching every KEY=VALUE first (e.g. one cell of every mixer before the rest)
@@ -500,8 +552,12 @@ def main(argv: list[str] | None = None):
             sys.exit(f"--first: {unknown} are not grid keys of {sweep.name} ({sorted(sweep.grid)})")
         matches = lambda r: all(cli_value(r.meta["point"][k]) == v for k, v in wanted.items())  # noqa: E731
         todo = [r for r in todo if matches(r)] + [r for r in todo if not matches(r)]
-    print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo) - len(busy)} done, {len(busy)} running "
-          f"elsewhere, {len(todo)} to train ({args.jobs} at a time)", flush=True)
+    print(
+        f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo) - len(busy)} done, "
+        f"{len(busy)} running "
+        f"elsewhere, {len(todo)} to train ({args.jobs} at a time)",
+        flush=True,
+    )
     if args.dry_run or not args.collect:  # the points still to train (all for a dry run)
         try:
             check_train_args(points if args.dry_run else [p for p, r in zip(points, runs) if r in todo])
@@ -515,7 +571,11 @@ def main(argv: list[str] | None = None):
     start, load_before = time.time(), load_average()
     if todo and not args.collect:
         def report(run, result):
-            acc = "FAILED" if result is None else f"val/acc {result['metrics'].get('val/acc', float('nan')):.3f}"
+            acc = (
+                "FAILED"
+                if result is None
+                else f"val/acc {result['metrics'].get('val/acc', float('nan')):.3f}"
+            )
             print(f"  {run.meta['run']}: {acc} ({'' if result is None else result['seconds']} s)", flush=True)
 
         run_many(todo, args.jobs, on_done=report)
@@ -523,22 +583,46 @@ def main(argv: list[str] | None = None):
     rows = [{**read_run(path), **run.meta} for run in runs if (path := finished_result(run, out_dir))]
     if not rows:
         sys.exit(f"sweep {sweep.name}: no finished runs in {shown(runs_dir)} or {shown(out_dir / 'runs')}")
-    command = "python -m recall_lm.evals.sweeps.sweep " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    header = [f"Measured {date.today()} on {machine_line()}; tables written by `{command}`.",
-              f"Sweep file: `{shown(sweep.source)}`"
-              f" ({len(runs)} runs; {len(rows)} finished).",
-              "Grid: " + "; ".join(f"`{k}` ∈ {v}" for k, v in sweep.grid.items()) + ".",
-              "Fixed: " + ("; ".join(f"`{k}` = `{cli_value(v)}`" for k, v in sweep.fixed.items()) or "nothing") + "."]
+    command = "python -m recall_lm.evals.sweeps.sweep " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    header = [
+        f"Measured {date.today()} on {machine_line()}; tables written by `{command}`.",
+        f"Sweep file: `{shown(sweep.source)}` ({len(runs)} runs; {len(rows)} finished).",
+        "Grid: " + "; ".join(f"`{k}` ∈ {v}" for k, v in sweep.grid.items()) + ".",
+        "Fixed: "
+        + ("; ".join(f"`{k}` = `{cli_value(v)}`" for k, v in sweep.fixed.items()) or "nothing")
+        + ".",
+    ]
     for name, settings in sweep.variants.items():
-        header.append(f"Variant `{name}`: " + ("; ".join(f"`{k}` = `{cli_value(v)}`" for k, v in settings.items())
-                                              or "the base config as it is") + ".")
-    log = out_dir / "invocations.jsonl"  # every training invocation (committed), so --collect still reports them
+        header.append(
+            f"Variant `{name}`: "
+            + (
+                "; ".join(f"`{k}` = `{cli_value(v)}`" for k, v in settings.items())
+                or "the base config as it is"
+            )
+            + "."
+        )
+    log = (
+        out_dir / "invocations.jsonl"
+    )  # every training invocation (committed), so --collect still reports them
     if todo and not args.collect:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as fh:
-            fh.write(json.dumps({"date": str(date.today()), "command": command, "trained": len(todo),
-                                 "jobs": args.jobs, "wall_min": round(wall / 60, 1), "load_before": load_before,
-                                 "load_after": load_average()}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "date": str(date.today()),
+                        "command": command,
+                        "trained": len(todo),
+                        "jobs": args.jobs,
+                        "wall_min": round(wall / 60, 1),
+                        "load_before": load_before,
+                        "load_after": load_average(),
+                    }
+                )
+                + "\n"
+            )
     for entry in (json.loads(line) for line in log.read_text().splitlines()) if log.exists() else []:
         header.append(f"Trained {entry['trained']} runs on {entry['date']} with `{entry['command']}` "
                       f"(--jobs {entry['jobs']}): {entry['wall_min']} min of wall time; load average "

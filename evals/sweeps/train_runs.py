@@ -130,7 +130,15 @@ def launch(run: TrainRun, threads: int, env: dict | None = None) -> dict | None:
         shutil.rmtree(stale)
     env = dict(os.environ if env is None else env, OMP_NUM_THREADS=str(threads))
     env.setdefault("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
-    cmd = [sys.executable, "-m", "recall_lm.evals.sweeps.train_runs", "--json", str(run.result), "--", *run.args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recall_lm.evals.sweeps.train_runs",
+        "--json",
+        str(run.result),
+        "--",
+        *run.args,
+    ]
     with open(run.log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
@@ -168,7 +176,9 @@ def run_many(runs: list[TrainRun], jobs: int = 1, env: dict | None = None, on_do
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", type=Path, required=True, help="where the result JSON goes")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)

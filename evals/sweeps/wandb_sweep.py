@@ -28,12 +28,16 @@ def wandb_sweep_spec(sweep: Sweep, torchrun: int = 0) -> dict:
         if key == "mixer":
             params["config"] = {"values": [sweep.base[m] for m in values]}
         else:
-            params[key] = {"values": [v if isinstance(v, (bool, int, float, str)) else cli_value(v) for v in values]}
+            params[key] = {
+                "values": [v if isinstance(v, (bool, int, float, str)) else cli_value(v) for v in values]
+            }
     if isinstance(sweep.base, str):
         params["config"] = {"value": sweep.base}
     early = sorted(k for k in params if k != "config" and k < "config")
     if early:
-        raise ValueError(f"sweep {sweep.name}: W&B may order keys {early} before --config, which would undo them")
+        raise ValueError(
+            f"sweep {sweep.name}: W&B may order keys {early} before --config, which would undo them"
+        )
     params = {k: params[k] for k in sorted(params)}
     logger = {"class_path": "lightning.pytorch.loggers.WandbLogger",
               "init_args": {"project": sweep.project, "group": sweep.name, "job_type": "sweep"}}

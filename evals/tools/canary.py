@@ -25,7 +25,9 @@ REPORT = ROOT / "evals" / "results" / "canary.md"
 def direct_dependencies() -> list[str]:
     """The distribution names pyproject.toml asks for, the dev extra included."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    specs = project["dependencies"] + [s for extra in project["optional-dependencies"].values() for s in extra]
+    specs = project["dependencies"] + [
+        s for extra in project["optional-dependencies"].values() for s in extra
+    ]
     return [re.match(r"[A-Za-z0-9_.\-]+", spec).group(0) for spec in specs]
 
 
@@ -43,7 +45,9 @@ def run_suite(extra: list[str]) -> tuple[int, str]:
     """The default suite, its output shown as it runs; (exit status, pytest's closing line)."""
     env = {**os.environ, "RECALL_LM_CANARY": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
-    child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     last = ""
     for line in child.stdout:
         sys.stdout.write(line)
@@ -58,11 +62,15 @@ def write_report(code: int, summary: str, versions: dict[str, str]) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(
         "# Newest-versions canary\n\n"
-        "Written by `make test-latest` (`python -m recall_lm.evals.tools.canary` in a venv with the newest versions\n"
-        "that pyproject.toml allows; torch and triton pinned to the lock's CPU build). Do not edit by hand.\n\n"
+        "Written by `make test-latest` (`python -m recall_lm.evals.tools.canary` in a venv with the newest "
+        "versions\n"
+        "that pyproject.toml allows; torch and triton pinned to the lock's CPU build). "
+        "Do not edit by hand.\n\n"
         f"- date: {today}\n- python: {sys.version.split()[0]}\n"
-        f"- result: **{'pass' if code == 0 else 'FAIL'}** (pytest exit {code}: {summary or 'no summary line'})\n\n"
-        f"| direct dependency | resolved version |\n|---|---|\n{rows}\n")
+        f"- result: **{'pass' if code == 0 else 'FAIL'}** "
+        f"(pytest exit {code}: {summary or 'no summary line'})\n\n"
+        f"| direct dependency | resolved version |\n|---|---|\n{rows}\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

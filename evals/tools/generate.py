@@ -1,4 +1,5 @@
-"""Sample text from a trained checkpoint: ``python -m recall_lm.evals.tools.generate --ckpt PATH --prompt "..."``.
+"""Sample text from a trained checkpoint: \
+``python -m recall_lm.evals.tools.generate --ckpt PATH --prompt "..."``.
 
 For people who want to see what a run learned. The model is rebuilt with
 ``recall_lm.models.checkpoint.load_model`` (a ``.ckpt`` file or a run folder); the tokenizer is the one the
@@ -22,9 +23,17 @@ from recall_lm.models.checkpoint import load_model, resolve_checkpoint
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m recall_lm.evals.tools.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True,
-                   help="a .ckpt file, a run folder (uses checkpoints/last.ckpt), or an exported folder (recall_lm.models.export)")
+    p = argparse.ArgumentParser(
+        prog="python -m recall_lm.evals.tools.generate", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help=(
+            "a .ckpt file, a run folder (uses checkpoints/last.ckpt), or an exported folder "
+            "(recall_lm.models.export)"
+        ),
+    )
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="text, encoded with the run's tokenizer (or --tokenizer)")
     prompt.add_argument("--prompt-ids", help='token ids separated by spaces or commas, e.g. "1 2 3"')
@@ -33,11 +42,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--tokenizer", default=None, help="override the saved tokenizer, e.g. 'byte' or a tokenizer folder")
-    p.add_argument("--eos-id", type=int, default=None, help="stop at this id (default: the tokenizer's end-of-text)")
+    p.add_argument(
+        "--tokenizer", default=None, help="override the saved tokenizer, e.g. 'byte' or a tokenizer folder"
+    )
+    p.add_argument(
+        "--eos-id", type=int, default=None, help="stop at this id (default: the tokenizer's end-of-text)"
+    )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--compile", action="store_true",
-                   help="decode through torch.compile of the single-token step (pays off for long generations)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode through torch.compile of the single-token step (pays off for long generations)",
+    )
     args = p.parse_args(argv)
     if args.max_new_tokens < 0:
         p.error(f"--max-new-tokens must be ≥ 0, got {args.max_new_tokens}")
@@ -54,7 +70,9 @@ def _parse_ids(text: str) -> list[int]:
     try:
         ids = [int(t) for t in text.replace(",", " ").split()]
     except ValueError:
-        raise ValueError(f"--prompt-ids must be integers separated by spaces or commas, got {text!r}") from None
+        raise ValueError(
+            f"--prompt-ids must be integers separated by spaces or commas, got {text!r}"
+        ) from None
     if not ids:
         raise ValueError("--prompt-ids is empty")
     return ids
@@ -69,19 +87,29 @@ def run(args: argparse.Namespace) -> str:
 
     if args.prompt is not None:
         if tokenizer is None:
-            raise ValueError(f"--prompt needs a tokenizer, and none was saved with {ckpt} (looked for tokenizer/ "
-                             f"next to it and in its parent folder): pass --prompt-ids \"1 2 3\" or --tokenizer byte")
-        ids = tokenizer.encode(args.prompt) or [tokenizer.eos_token_id]  # empty prompt: the start of a document
+            raise ValueError(
+                f"--prompt needs a tokenizer, and none was saved with {ckpt} (looked for tokenizer/ "
+                f'next to it and in its parent folder): pass --prompt-ids "1 2 3" or --tokenizer byte'
+            )
+        ids = tokenizer.encode(args.prompt) or [
+            tokenizer.eos_token_id
+        ]  # empty prompt: the start of a document
     else:
         ids = _parse_ids(args.prompt_ids)
     if tokenizer is not None and tokenizer.vocab_size > vocab:
-        raise ValueError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only {vocab}: "
-                         "not the tokenizer this checkpoint was trained with")
+        raise ValueError(
+            f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only {vocab}: "
+            "not the tokenizer this checkpoint was trained with"
+        )
     bad = [i for i in ids if not 0 <= i < vocab]
     if bad:
         raise ValueError(f"prompt ids {bad[:5]} are outside the model's vocabulary [0, {vocab})")
 
-    eos = args.eos_id if args.eos_id is not None else (tokenizer.eos_token_id if tokenizer is not None else None)
+    eos = (
+        args.eos_id
+        if args.eos_id is not None
+        else (tokenizer.eos_token_id if tokenizer is not None else None)
+    )
     prompt = torch.tensor(ids, dtype=torch.long, device=args.device)[None]
     out = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, eos_token_id=eos, seed=args.seed, compile=args.compile)[0]

@@ -1,4 +1,5 @@
-"""Loss curves of a run as a PNG: ``python -m recall_lm.evals.tools.plot_curves runs/lm/tiny --out curve.png``.
+"""Loss curves of a run as a PNG: \
+``python -m recall_lm.evals.tools.plot_curves runs/lm/tiny --out curve.png``.
 
 Reads the run's ``csv/metrics.csv`` (written by train.py for every run) and draws every requested
 metric against the optimiser step, training metrics as lines and validation metrics as markers.

@@ -9,9 +9,9 @@ state at the chunk start (Yang et al., 2024; Gated DeltaNet, Yang et al., 2025):
     O = scale [(Q ⊙ e^γ) S₀ + tril(Q Kᵀ ⊙ Γ) V_new],   S_C = e^{γ_C} S₀ + (K ⊙ e^{γ_C − γ})ᵀ V_new
 
 Everything but the two lines marked "the scan" is batched over all chunks at once (the ``triton``
-backend, :mod:`recall_lm.kernels.delta.triton_autograd`, runs the same steps as Triton kernels). Decays appear only
-as exp of non-positive differences. The backward is written out: the reverse scan over chunks gives
-dV_new (the output's share plus the state's) and the state gradients; then, with Y = Tᵀ dV_new, the
+backend, :mod:`recall_lm.kernels.delta.triton_autograd`, runs the same steps as Triton kernels). Decays
+appear only as exp of non-positive differences. The backward is written out: the reverse scan over chunks
+gives dV_new (the output's share plus the state's) and the state gradients; then, with Y = Tᵀ dV_new, the
 solve's gradients collapse to d(diag(β) V) = Y, d(diag(β e^γ) K) = −Y S₀ᵀ and dA = −strictly-lower(Y V_newᵀ)
 (since dW = −dV_new S₀ᵀ, dU = dV_new and U − W S₀ = V_new), and the rest is elementwise.
 """
@@ -200,8 +200,19 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         return (*grads, dh0_out, None, None)
 
 
-def chunk_gated_delta_rule_torch(q, k, v, beta, g=None, *, scale, initial_state=None, output_final_state=False,
-                                 cu_seqlens=None, chunk_size=64):
+def chunk_gated_delta_rule_torch(
+    q,
+    k,
+    v,
+    beta,
+    g=None,
+    *,
+    scale,
+    initial_state=None,
+    output_final_state=False,
+    cu_seqlens=None,
+    chunk_size=64,
+):
     """Chunked backend. Shapes as in :func:`kernels.gated_delta_rule`; packed sequences are scattered into
     zero-padded batches of similar lengths (zero k, β and g leave the state unchanged)."""
     if cu_seqlens is None:

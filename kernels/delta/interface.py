@@ -12,7 +12,9 @@ from recall_lm.kernels.utils import (
 )
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
-TRITON_MAX_K = 128  # recall_lm.kernels.delta.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
+TRITON_MAX_K = (
+    128  # recall_lm.kernels.delta.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
+)
 
 
 def _check_inputs(q, k, v, beta, g, initial_state, cu_seqlens, chunk_size, backend):
@@ -56,9 +58,9 @@ def gated_delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, o
         cu_seqlens: int ``[N+1]`` offsets of sequences packed along T (then B must be 1).
         chunk_size: chunk length of the chunked backend (a power of two in [16, 256]).
         backend: ``"auto"`` (recurrent for T = 1; triton on CUDA tensors with chunk_size ≤ 64 and K ≤ 128
-            in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked algorithm as Triton kernels, forward
-            and backward: :mod:`recall_lm.kernels.delta.triton_autograd`), ``"torch"`` (chunked, WY transform), ``"recurrent"`` (token by
-            token) or ``"naive"`` (fp64 loop, for tests).
+            in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked algorithm as Triton kernels,
+            forward and backward: :mod:`recall_lm.kernels.delta.triton_autograd`), ``"torch"`` (chunked, WY
+            transform), ``"recurrent"`` (token by token) or ``"naive"`` (fp64 loop, for tests).
 
     Returns:
         o ``[B, T, H, V]`` in q's dtype, and the final state ``[N, H, K, V]`` in fp32 (fp64 for fp64

@@ -7,7 +7,8 @@ import torch
 
 def naive_gated_delta_rule(q, k, v, beta, g=None, *, scale, initial_state=None, output_final_state=False,
                            cu_seqlens=None):
-    """Loop over t: ``S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``, ``o_t = scale S_t^T q_t``.
+    """Loop over t: ``S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``,
+    ``o_t = scale S_t^T q_t``.
 
     q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, beta ``[B, T, H]``, g ``[B, T, H]`` / None, initial_state
     ``[N, H, K, V]``. Returns o ``[B, T, H, V]`` (q's dtype) and the final state ``[N, H, K, V]`` (fp32,

@@ -46,7 +46,11 @@ class TritonChunkGatedDeltaRule(torch.autograd.Function):
             qc, kc, qc if gc is None else gc, states, v_new, o, scale, K=K, V=V, C=C, BK=BK, BV=BV,
             HAS_G=gc is not None, DOT_PREC=DOT_PRECISION, **triton_local.LAUNCH)
         ctx.save_for_backward(qc, kc, vc, bc, gc, states, v_new)
-        ctx.shape, ctx.dtypes, ctx.scale = (B, T, H), (q.dtype, beta.dtype, None if g is None else g.dtype), scale
+        ctx.shape, ctx.dtypes, ctx.scale = (
+            (B, T, H),
+            (q.dtype, beta.dtype, None if g is None else g.dtype),
+            scale,
+        )
         ctx.h0_meta = None if h0 is None else (h0.dtype, h0.shape)
         return from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
 
@@ -79,8 +83,19 @@ class TritonChunkGatedDeltaRule(torch.autograd.Function):
         return (*grads, dh0_out, None, None)
 
 
-def chunk_gated_delta_rule_triton(q, k, v, beta, g=None, *, scale, initial_state=None, output_final_state=False,
-                                  cu_seqlens=None, chunk_size=64):
+def chunk_gated_delta_rule_triton(
+    q,
+    k,
+    v,
+    beta,
+    g=None,
+    *,
+    scale,
+    initial_state=None,
+    output_final_state=False,
+    cu_seqlens=None,
+    chunk_size=64,
+):
     """The triton backend. Shapes as in :func:`kernels.gated_delta_rule`; packed sequences are run as
     zero-padded batches of similar lengths (as the torch backend does)."""
     if cu_seqlens is None:

@@ -1,8 +1,8 @@
 """Triton kernels for the chunk-local parts of the chunked gated delta rule (everything but the scans).
 
-All work on the chunked fp32 layout of :mod:`recall_lm.kernels.delta.chunked_torch` (``[BH, NT, C, *]`` contiguous,
-chunk ``c`` of sequence-head ``bh`` at flat index ``bh·NT + c``), one program per chunk (and value block
-where the value width is tiled). Per chunk, with γ = cumsum(g) and Γ_ij = e^{γ_i − γ_j}:
+All work on the chunked fp32 layout of :mod:`recall_lm.kernels.delta.chunked_torch` (``[BH, NT, C, *]``
+contiguous, chunk ``c`` of sequence-head ``bh`` at flat index ``bh·NT + c``), one program per chunk (and
+value block where the value width is tiled). Per chunk, with γ = cumsum(g) and Γ_ij = e^{γ_i − γ_j}:
 
 * ``local_fwd``: A = strictly-lower(diag(β)(K Kᵀ ⊙ Γ)), T = (I + A)⁻¹ by forward substitution on the
   whole C × C tile in registers (one row per step: rows of T only mix rows above them, so no
@@ -66,7 +66,9 @@ def delta_local_fwd_kernel(k, v, beta, g, w, u, kd, decay, K: tl.constexpr, V: t
     b_k = tl.load(k + ck_off, mask=m_k[None, :], other=0.0)
     b_beta = tl.load(beta + chunk * C + o_c)
     G, G_last = _chunk_gates(g, chunk, o_c, C, HAS_G)
-    b_A = tl.dot(b_k, tl.trans(b_k), input_precision=DOT_PREC) * b_beta[:, None] * _decay_matrix(G, o_c, False)
+    b_A = (
+        tl.dot(b_k, tl.trans(b_k), input_precision=DOT_PREC) * b_beta[:, None] * _decay_matrix(G, o_c, False)
+    )
     b_T = _unit_lower_inverse(b_A, o_c, C)
     b_w = tl.dot(b_T, b_k * (b_beta * tl.exp(G))[:, None], input_precision=DOT_PREC)
     tl.store(w + ck_off, b_w, mask=m_k[None, :])
@@ -133,9 +135,31 @@ def delta_output_bwd_kernel(q, k, g, do, dv_out, ds_out, scale, K: tl.constexpr,
 
 
 @triton.jit
-def delta_local_bwd_kernel(q, k, v, beta, g, states, v_new, do, dv_new, dh_after, dq, dk, dv, dbeta, dg, scale,
-                           K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                           HAS_G: tl.constexpr, DOT_PREC: tl.constexpr):
+def delta_local_bwd_kernel(
+    q,
+    k,
+    v,
+    beta,
+    g,
+    states,
+    v_new,
+    do,
+    dv_new,
+    dh_after,
+    dq,
+    dk,
+    dv,
+    dbeta,
+    dg,
+    scale,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    HAS_G: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
     """Grid (BH·NT,). Inputs as the forward's plus states / dh_after [BH, NT, K, V] (the state at the chunk
     start / the gradient of the state at its end) and v_new, do, dv_new [BH, NT, C, V]; writes dq, dk
     [BH, NT, C, K], dv [BH, NT, C, V], dbeta, dg [BH, NT, C]."""

@@ -1,8 +1,9 @@
 """Triton kernels for the sequential part of the chunked gated delta rule: the scan over chunks.
 
-Both kernels work on the chunked fp32 layout of :mod:`recall_lm.kernels.delta.chunked_torch` (``[BH, NT, C, *]``,
-contiguous), one program per (value block, sequence-head), the state block ``[K, BV]`` kept in
-registers across the chunks (value columns are independent: W and K ⊙ e^{γ_C − γ} do not depend on v).
+Both kernels work on the chunked fp32 layout of :mod:`recall_lm.kernels.delta.chunked_torch`
+(``[BH, NT, C, *]``, contiguous), one program per (value block, sequence-head), the state block
+``[K, BV]`` kept in registers across the chunks (value columns are independent: W and K ⊙ e^{γ_C − γ}
+do not depend on v).
 
 Forward, per chunk c:  states[c] = h;  V_new[c] = U[c] − W[c] h;  h ← e^{γ_C} h + Kd[c]ᵀ V_new[c].
 Backward, chunks in reverse, given dV⁰ = scale·Pᵀ dO and dS⁰ = scale·Qgᵀ dO (the output's parts):
@@ -84,7 +85,9 @@ def delta_scan_bwd_kernel(w, kd, decay, dv_out, ds_out, dht, dh_after, dv_new, d
     tl.store(dh0 + i_bh * K * V + kv_off, b_dh, mask=m_kv)
 
 
-MAX_K = 128  # = recall_lm.kernels.delta.interface.TRITON_MAX_K: the chunk tiles of W and K ⊙ e^{γ_C − γ} ([64, BK] fp32) must fit the A100's shared memory
+# = recall_lm.kernels.delta.interface.TRITON_MAX_K: the chunk tiles of W and K ⊙ e^{γ_C − γ}
+# ([64, BK] fp32) must fit the A100's shared memory
+MAX_K = 128
 
 
 def _blocks(K: int, V: int) -> tuple[int, int]:
@@ -97,11 +100,32 @@ def scan_forward(W, U, Kd, decay, h):
     BH, NT, C, K = W.shape
     V = U.shape[-1]
     BK, BV = _blocks(K, V)
-    v_new, states, final = U.new_empty(U.shape), U.new_empty(BH, NT, K, V), U.new_empty(BH, K, V)  # contiguous
+    v_new, states, final = (
+        U.new_empty(U.shape),
+        U.new_empty(BH, NT, K, V),
+        U.new_empty(BH, K, V),
+    )  # contiguous
     decay_arg = decay.reshape(BH, NT).contiguous() if decay is not None else W
     delta_scan_fwd_kernel[(triton.cdiv(V, BV), BH)](
-        W.contiguous(), U.contiguous(), Kd.contiguous(), decay_arg, h.contiguous(), states, v_new, final, NT,
-        K=K, V=V, C=C, BK=BK, BV=BV, HAS_DECAY=decay is not None, USE_H0=True, DOT_PREC=DOT_PRECISION, **LAUNCH)
+        W.contiguous(),
+        U.contiguous(),
+        Kd.contiguous(),
+        decay_arg,
+        h.contiguous(),
+        states,
+        v_new,
+        final,
+        NT,
+        K=K,
+        V=V,
+        C=C,
+        BK=BK,
+        BV=BV,
+        HAS_DECAY=decay is not None,
+        USE_H0=True,
+        DOT_PREC=DOT_PRECISION,
+        **LAUNCH,
+    )
     return v_new, states, final
 
 

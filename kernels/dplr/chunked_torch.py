@@ -2,9 +2,10 @@
 
 Per chunk of C tokens, with G the inclusive and G⁻ = G − gk the exclusive in-chunk cumulative
 log-decay (per key channel) and S₀ the state at the chunk start; every score is
-``X_ij = Σ_k x_ik y_jk exp(Gx_ik − G_jk)`` over the causal part (``recall_lm.kernels.gla.chunked_torch_intra``:
-one matmul of e^{±G}-scaled factors shared by all four when the decay is mild, as RWKV-7's always is,
-else ``channel_scores`` with its 16-row blocks or exact diagonal columns, every exponent ≤ 0):
+``X_ij = Σ_k x_ik y_jk exp(Gx_ik − G_jk)`` over the causal part
+(``recall_lm.kernels.gla.chunked_torch_intra``: one matmul of e^{±G}-scaled factors shared by all four
+when the decay is mild, as RWKV-7's always is, else ``channel_scores`` with its 16-row blocks or exact
+diagonal columns, every exponent ≤ 0):
 
     A_ab, A_ak = scores of (a with G⁻; b, k), strictly lower;   A_qk, A_qb = scores of (q with G; k, b), lower
     T = (I − A_ab)⁻¹ (a unit-triangular solve);   w = T (a ⊙ e^{G⁻});   u = T (A_ak V)
@@ -13,8 +14,8 @@ else ``channel_scores`` with its 16-row blocks or exact diagonal columns, every 
     S_C = e^{G_C} ⊙ S₀ + (k ⊙ e^{G_C − G})ᵀ V + (b ⊙ e^{G_C − G})ᵀ v₂             (the scan)
 
 (v₂_t = a_tᵀ S_{t−1} is what the low-rank part reads from the state.) As in
-:mod:`recall_lm.kernels.delta.chunked_torch`, the backward runs the reverse scan by hand and differentiates the
-chunk-local maps, built under autograd in the forward, as batched expressions; V enters both, so its
+:mod:`recall_lm.kernels.delta.chunked_torch`, the backward runs the reverse scan by hand and differentiates
+the chunk-local maps, built under autograd in the forward, as batched expressions; V enters both, so its
 two gradients are added.
 """
 from __future__ import annotations
@@ -131,7 +132,11 @@ class ChunkDPLR(torch.autograd.Function):
         else:
             L = _Local(*chunked)
         with torch.no_grad():
-            h = q.new_zeros(B * H, K, V, dtype=cdt) if h0 is None else h0.reshape(B * H, K, V).to(cdt, copy=True)
+            h = (
+                q.new_zeros(B * H, K, V, dtype=cdt)
+                if h0 is None
+                else h0.reshape(B * H, K, V).to(cdt, copy=True)
+            )
             v2, states, final = _scan(L, h)
             o = scale * (L.Qg @ states + L.A_qk @ L.v + L.A_qb @ v2)
         ctx.save_for_backward(q, k, v, a, b, gk, states, v2)
@@ -153,7 +158,9 @@ class ChunkDPLR(torch.autograd.Function):
                 L = _Local(*inputs)
         with torch.no_grad():
             dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(B * H, K, V).to(cdt)
-            grads, dh0 = _scan_backward(_detached(L), states, v2, to_chunks(do, ctx.chunk_size, cdt), dh, ctx.scale)
+            grads, dh0 = _scan_backward(
+                _detached(L), states, v2, to_chunks(do, ctx.chunk_size, cdt), dh, ctx.scale
+            )
         got = torch.autograd.grad(L.tensors(), inputs, grads, allow_unused=True)
         out = [from_chunks((torch.zeros_like(x) if g is None else g).contiguous(), B, T, orig.dtype)
                for g, x, orig in zip(got, inputs, (q, k, v, a, b, gk))]
@@ -169,8 +176,9 @@ def _detached(L: _Local) -> _Local:
     return view
 
 
-def chunk_dplr_torch(q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False, cu_seqlens=None,
-                     chunk_size=64):
+def chunk_dplr_torch(
+    q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False, cu_seqlens=None, chunk_size=64
+):
     """Chunked backend. Shapes as in :func:`kernels.dplr_delta_rule`; packed sequences are scattered into
     zero-padded batches of similar lengths (zero k, v, b and gk leave the state unchanged)."""
     keep_graph = torch.is_grad_enabled() and any(

@@ -12,7 +12,9 @@ from recall_lm.kernels.utils import (
 )
 
 BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
-TRITON_MAX_K = 64  # recall_lm.kernels.dplr.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
+TRITON_MAX_K = (
+    64  # recall_lm.kernels.dplr.triton_scan.MAX_K: the key width whose chunk tiles fit shared memory
+)
 
 
 def _check_inputs(q, k, v, a, b, gk, initial_state, cu_seqlens, chunk_size, backend):
@@ -49,9 +51,9 @@ def dplr_delta_rule(q, k, v, a, b, gk, *, scale=None, initial_state=None, output
         initial_state, output_final_state, cu_seqlens, chunk_size: as in :func:`kernels.gated_delta_rule`.
         backend: ``"auto"`` (recurrent for T = 1; triton on CUDA tensors with chunk_size ≤ 64 and
             K ≤ 64 in bf16/fp16/fp32; torch otherwise), ``"triton"`` (the chunked algorithm as Triton
-            kernels, forward and backward: :mod:`recall_lm.kernels.dplr.triton_autograd`), ``"torch"`` (chunked: per-channel decayed scores, a
-            unit-triangular solve per chunk, a scan over chunks, a hand-written reverse scan),
-            ``"recurrent"`` or ``"naive"`` (fp64 loop, for tests).
+            kernels, forward and backward: :mod:`recall_lm.kernels.dplr.triton_autograd`), ``"torch"``
+            (chunked: per-channel decayed scores, a unit-triangular solve per chunk, a scan over chunks, a
+            hand-written reverse scan), ``"recurrent"`` or ``"naive"`` (fp64 loop, for tests).
 
     Returns:
         o ``[B, T, H, V]`` in q's dtype, and the final state ``[N, H, K, V]`` in fp32 (fp64 for fp64

@@ -16,7 +16,11 @@ def dplr_step(q, k, v, a, b, gk, state, scale):
     q_, k_, v_, a_, b_, g_ = (x.to(cdt) for x in (q, k, v, a, b, gk))
     S = q_.new_zeros(*q.shape, v.shape[-1]) if state is None else state.to(cdt)
     read = torch.einsum("bhk,bhkv->bhv", a_, S)  # aᵀ S_{t-1}, from the state before the decay
-    S = torch.exp(g_)[..., None] * S + b_[..., :, None] * read[..., None, :] + k_[..., :, None] * v_[..., None, :]
+    S = (
+        torch.exp(g_)[..., None] * S
+        + b_[..., :, None] * read[..., None, :]
+        + k_[..., :, None] * v_[..., None, :]
+    )
     o = scale * torch.einsum("bhk,bhkv->bhv", q_, S)
     return o.to(q.dtype), S
 

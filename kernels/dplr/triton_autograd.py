@@ -78,8 +78,14 @@ class TritonChunkDPLR(torch.autograd.Function):
         Gx = G - gkc
         A = _scores(t, G, Gx, BH, NT, C, K)
         BK, BV = _blocks(K, V)
-        L = SimpleNamespace(w=torch.empty_like(t["k"]), u=torch.empty_like(t["v"]), Kd=torch.empty_like(t["k"]),
-                            Bd=torch.empty_like(t["k"]), v=t["v"], decay=G.new_empty(BH, NT, K))
+        L = SimpleNamespace(
+            w=torch.empty_like(t["k"]),
+            u=torch.empty_like(t["v"]),
+            Kd=torch.empty_like(t["k"]),
+            Bd=torch.empty_like(t["k"]),
+            v=t["v"],
+            decay=G.new_empty(BH, NT, K),
+        )
         common = dict(K=K, V=V, C=C, BK=BK, BV=BV, DOT_PREC=DOT_PRECISION)
         triton_local.dplr_solve_fwd_kernel[(BH * NT,)](
             t["k"], t["v"], t["a"], t["b"], G, Gx, A["ab"], A["ak"], L.w, L.u, L.Kd, L.Bd, L.decay, **common,
@@ -127,8 +133,9 @@ class TritonChunkDPLR(torch.autograd.Function):
         return (*out, dh0_out, None, None)
 
 
-def chunk_dplr_triton(q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False, cu_seqlens=None,
-                      chunk_size=64):
+def chunk_dplr_triton(
+    q, k, v, a, b, gk, *, scale, initial_state=None, output_final_state=False, cu_seqlens=None, chunk_size=64
+):
     """The triton backend. Shapes as in :func:`kernels.dplr_delta_rule`; packed sequences run as zero-padded
     batches of similar lengths (as the torch backend does)."""
     if cu_seqlens is None:

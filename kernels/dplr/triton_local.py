@@ -28,13 +28,34 @@ def _solve_tiles(A_ab, A_ak, a, Gx, chunk, o_c, ck_off, m_k, C: tl.constexpr):
     """(T = (I − A_ab)⁻¹, A_ak, a ⊙ e^{G⁻}) of one chunk: what w and u are made of."""
     cc_off = chunk * C * C + o_c[:, None] * C + o_c[None, :]
     b_T = _unit_lower_inverse(-tl.load(A_ab + cc_off), o_c, C)
-    b_ax = tl.load(a + ck_off, mask=m_k[None, :], other=0.0) * tl.exp(tl.load(Gx + ck_off, mask=m_k[None, :], other=0.0))
+    b_ax = tl.load(a + ck_off, mask=m_k[None, :], other=0.0) * tl.exp(
+        tl.load(Gx + ck_off, mask=m_k[None, :], other=0.0)
+    )
     return b_T, tl.load(A_ak + cc_off), b_ax
 
 
 @triton.jit
-def dplr_solve_fwd_kernel(k, v, a, b, G, Gx, A_ab, A_ak, w, u, kd, bd, decay, K: tl.constexpr, V: tl.constexpr,
-                          C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT_PREC: tl.constexpr):
+def dplr_solve_fwd_kernel(
+    k,
+    v,
+    a,
+    b,
+    G,
+    Gx,
+    A_ab,
+    A_ak,
+    w,
+    u,
+    kd,
+    bd,
+    decay,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
     """Grid (BH·NT,). k, a, b, G, Gx, w, kd, bd [BH, NT, C, K]; v, u [BH, NT, C, V]; A_ab, A_ak
     [BH, NT, C, C] (strictly lower); decay [BH, NT, K]."""
     chunk = tl.program_id(0)
@@ -70,11 +91,15 @@ def dplr_output_kernel(q, G, v, A_qk, A_qb, states, v2, o, scale, K: tl.constexp
     ck_off = chunk * C * K + o_c[:, None] * K + o_k[None, :]
     cc_off = chunk * C * C + o_c[:, None] * C + o_c[None, :]
     cv_off = chunk * C * V + o_c[:, None] * V + o_v[None, :]
-    b_qg = tl.load(q + ck_off, mask=m_k[None, :], other=0.0) * tl.exp(tl.load(G + ck_off, mask=m_k[None, :], other=0.0))
+    b_qg = tl.load(q + ck_off, mask=m_k[None, :], other=0.0) * tl.exp(
+        tl.load(G + ck_off, mask=m_k[None, :], other=0.0)
+    )
     b_s = tl.load(states + chunk * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
                   other=0.0)
     b_o = tl.dot(b_qg, b_s, input_precision=DOT_PREC)
-    b_o += tl.dot(tl.load(A_qk + cc_off), tl.load(v + cv_off, mask=m_v[None, :], other=0.0), input_precision=DOT_PREC)
+    b_o += tl.dot(
+        tl.load(A_qk + cc_off), tl.load(v + cv_off, mask=m_v[None, :], other=0.0), input_precision=DOT_PREC
+    )
     b_o += tl.dot(tl.load(A_qb + cc_off), tl.load(v2 + cv_off, mask=m_v[None, :], other=0.0),
                   input_precision=DOT_PREC)
     tl.store(o + cv_off, scale * b_o, mask=m_v[None, :])
@@ -94,7 +119,9 @@ def dplr_output_bwd_kernel(q, G, A_qk, A_qb, do, dv2_out, ds_out, dv_out, scale,
     cc_off = chunk * C * C + o_c[:, None] * C + o_c[None, :]
     cv_off = chunk * C * V + o_c[:, None] * V + o_v[None, :]
     b_do = tl.load(do + cv_off, mask=m_v[None, :], other=0.0) * scale
-    b_qg = tl.load(q + ck_off, mask=m_k[None, :], other=0.0) * tl.exp(tl.load(G + ck_off, mask=m_k[None, :], other=0.0))
+    b_qg = tl.load(q + ck_off, mask=m_k[None, :], other=0.0) * tl.exp(
+        tl.load(G + ck_off, mask=m_k[None, :], other=0.0)
+    )
     tl.store(ds_out + chunk * K * V + o_k[:, None] * V + o_v[None, :],
              tl.dot(tl.trans(b_qg), b_do, input_precision=DOT_PREC), mask=m_k[:, None] & m_v[None, :])
     tl.store(dv2_out + cv_off, tl.dot(tl.trans(tl.load(A_qb + cc_off)), b_do, input_precision=DOT_PREC),
@@ -159,8 +186,11 @@ def dplr_local_bwd_kernel(q, k, v, a, b, G, Gx, A_ab, A_ak, states, v2, do, dv2,
         b_drw += tl.dot(b_dru, tl.trans(b_s), input_precision=DOT_PREC)
         b_dab += tl.dot(b_dru, tl.trans(b_v2), input_precision=DOT_PREC)
         b_dak += tl.dot(b_dru, tl.trans(b_v), input_precision=DOT_PREC)
-        b_dv = (tl.load(dv_out + cv_off, mask=m_v[None, :], other=0.0) + tl.dot(b_kd, b_dh, input_precision=DOT_PREC)
-                + tl.dot(tl.trans(b_ak), b_dru, input_precision=DOT_PREC))
+        b_dv = (
+            tl.load(dv_out + cv_off, mask=m_v[None, :], other=0.0)
+            + tl.dot(b_kd, b_dh, input_precision=DOT_PREC)
+            + tl.dot(tl.trans(b_ak), b_dru, input_precision=DOT_PREC)
+        )
         tl.store(dv + cv_off, b_dv, mask=m_v[None, :])
     strict = o_c[:, None] > o_c[None, :]
     causal = o_c[:, None] >= o_c[None, :]
@@ -172,7 +202,9 @@ def dplr_local_bwd_kernel(q, k, v, a, b, G, Gx, A_ab, A_ak, states, v2, do, dv2,
     tl.store(dq + ck_off, b_dqg * tl.exp(b_g), mask=m_k[None, :])
     tl.store(dk + ck_off, b_dkd * tail, mask=m_k[None, :])
     tl.store(db + ck_off, b_dbd * tail, mask=m_k[None, :])
-    tl.store(da + ck_off, b_drw * tl.exp(tl.load(Gx + ck_off, mask=m_k[None, :], other=0.0)), mask=m_k[None, :])
+    tl.store(
+        da + ck_off, b_drw * tl.exp(tl.load(Gx + ck_off, mask=m_k[None, :], other=0.0)), mask=m_k[None, :]
+    )
     tl.store(dGx + ck_off, b_drw * b_ax, mask=m_k[None, :])
     # G enters q ⊙ e^G, and G_C − G the decayed keys; G_C also the chunk decay e^{G_C}
     b_tails = b_dkd * b_kd + b_dbd * b_bd

@@ -27,7 +27,11 @@ def dplr_scan_fwd_kernel(w, u, kd, bd, v, decay, h0, states, v2, ht, NT, K: tl.c
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
-    kv_off, ck_off, cv_off = o_k[:, None] * V + o_v[None, :], o_c[:, None] * K + o_k[None, :], o_c[:, None] * V + o_v[None, :]
+    kv_off, ck_off, cv_off = (
+        o_k[:, None] * V + o_v[None, :],
+        o_c[:, None] * K + o_k[None, :],
+        o_c[:, None] * V + o_v[None, :],
+    )
     b_h = tl.load(h0 + i_bh * K * V + kv_off, mask=m_kv, other=0.0)
     for c in range(NT):
         chunk = i_bh * NT + c
@@ -49,13 +53,18 @@ def dplr_scan_fwd_kernel(w, u, kd, bd, v, decay, h0, states, v2, ht, NT, K: tl.c
 def dplr_scan_bwd_kernel(w, bd, decay, dv2_out, ds_out, dht, dh_after, dv2, dh0, NT, K: tl.constexpr,
                          V: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                          DOT_PREC: tl.constexpr):
-    """Grid (cdiv(V, BV), BH). dv2_out, dv2 [BH, NT, C, V]; ds_out, dh_after [BH, NT, K, V]; dht, dh0 [BH, K, V]."""
+    """Grid (cdiv(V, BV), BH). dv2_out, dv2 [BH, NT, C, V]; ds_out, dh_after [BH, NT, K, V];
+    dht, dh0 [BH, K, V]."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     o_c, o_k = tl.arange(0, C), tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
-    kv_off, ck_off, cv_off = o_k[:, None] * V + o_v[None, :], o_c[:, None] * K + o_k[None, :], o_c[:, None] * V + o_v[None, :]
+    kv_off, ck_off, cv_off = (
+        o_k[:, None] * V + o_v[None, :],
+        o_c[:, None] * K + o_k[None, :],
+        o_c[:, None] * V + o_v[None, :],
+    )
     b_dh = tl.load(dht + i_bh * K * V + kv_off, mask=m_kv, other=0.0)
     for i in range(NT):
         chunk = i_bh * NT + NT - 1 - i

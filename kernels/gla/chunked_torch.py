@@ -5,8 +5,8 @@ of g and ``Gq`` what the queries see (G, or G - g with the bonus u). The intra-c
 matmul over every chunk at once (score matrix ``A``); the inter-chunk state recurrence is a loop over
 chunks of one fused multiply-add each (:mod:`recall_lm.kernels.gla.chunked_torch_scan`). Decays enter
 only as differences with a non-positive exponent. The backward follows the same maths as the Triton
-kernels (see :mod:`recall_lm.kernels.gla.triton_backward`); the autograd Function saves the chunked inputs (or, for
-bf16/fp16, the inputs themselves, re-chunked in the backward), ``A`` and the chunk states.
+kernels (see :mod:`recall_lm.kernels.gla.triton_backward`); the autograd Function saves the chunked
+inputs (or, for bf16/fp16, the inputs themselves, re-chunked in the backward), ``A`` and the chunk states.
 """
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def gla_step(q, k, v, g, u, state, scale):
     """One token. q, k ``[B, H, K]``, v ``[B, H, V]``, g ``[B, H]`` / ``[B, H, K]`` / None,
-    u ``[H, K]`` / None, state ``[B, H, K, V]`` (fp32) or None for zeros. Returns o ``[B, H, V]`` (q's dtype), new state (fp32).
+    u ``[H, K]`` / None, state ``[B, H, K, V]`` (fp32) or None for zeros. Returns o ``[B, H, V]`` (q's
+    dtype), new state (fp32).
     """
     cdt = _compute_dtype(q.dtype)
     q_, k_, v_ = q.to(cdt), k.to(cdt), v.to(cdt)

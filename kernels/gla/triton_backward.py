@@ -21,10 +21,31 @@ from recall_lm.kernels.gla.triton_common import autotune_configs, chunk_lookup, 
 
 @triton.autotune(configs=autotune_configs(), key=["BT", "BK", "BV", "HAS_G"])
 @triton.jit
-def state_bwd_kernel(q, do, Gq, G, dh, dht, dh0, scale, T, cu_seqlens, chunk_offsets, H: tl.constexpr,
-                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                     HAS_G: tl.constexpr, HEAD_G: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
-                     IS_VARLEN: tl.constexpr, DOT_PREC: tl.constexpr):
+def state_bwd_kernel(
+    q,
+    do,
+    Gq,
+    G,
+    dh,
+    dht,
+    dh0,
+    scale,
+    T,
+    cu_seqlens,
+    chunk_offsets,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    HAS_G: tl.constexpr,
+    HEAD_G: tl.constexpr,
+    USE_DHT: tl.constexpr,
+    STORE_DH0: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
     """Grid (cdiv(K, BK), cdiv(V, BV), N*H), chunks in reverse. Stores the gradient of the state at each
     chunk end into ``dh``, then ``dh <- exp(G_last) * dh + scale (q * exp(Gq))^T do``; ``dh0`` at the end."""
     i_k, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -122,12 +143,16 @@ def dv_kernel(k, G, A, do, dh, dv, T, NT, cu_seqlens, chunk_indices, H: tl.const
         b_k = b_k.to(tl.float32)
         if HAS_G:
             g_last = tl.load(G + (bos + last) * H * GK + i_h * GK + g_col, mask=m_k, other=0.0)
-            b_g = tl.load(G + (bos + rows)[:, None] * H * GK + i_h * GK + g_col[None, :], mask=m_tk, other=0.0)
+            b_g = tl.load(
+                G + (bos + rows)[:, None] * H * GK + i_h * GK + g_col[None, :], mask=m_tk, other=0.0
+            )
             b_k = tl.where(m_tk, b_k * tl.exp(g_last[None, :] - b_g), 0.0)
         b_dh = tl.load(dh + i_hc * H * K * V + i_h * K * V + o_k[:, None] * V + o_v[None, :],
                        mask=m_k[:, None] & m_v[None, :], other=0.0)
         acc += tl.dot(b_k, b_dh, input_precision=DOT_PREC)
-    tl.store(dv + (bos + rows)[:, None] * H * V + i_h * V + o_v[None, :], acc.to(dv.dtype.element_ty), mask=m_tv)
+    tl.store(
+        dv + (bos + rows)[:, None] * H * V + i_h * V + o_v[None, :], acc.to(dv.dtype.element_ty), mask=m_tv
+    )
 
 
 @triton.autotune(configs=autotune_configs(), key=["BT", "BK"])
@@ -269,7 +294,9 @@ def dqk_kernel(q, k, v, u, G, Gq, h, do, dh, dA, dq_intra, dk_intra, dq, dk, dgq
         b_dq += tl.load(dq_intra + offs, mask=m_tk, other=0.0)
         b_dk += tl.load(dk_intra + offs, mask=m_tk, other=0.0)
     else:
-        b_dA = tl.load(dA + (bos + rows)[:, None] * H * BT + i_h * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+        b_dA = tl.load(
+            dA + (bos + rows)[:, None] * H * BT + i_h * BT + o_t[None, :], mask=m_t[:, None], other=0.0
+        )
         if USE_U:
             keep = o_t[:, None] > o_t[None, :]
         else:
@@ -300,8 +327,21 @@ def dqk_kernel(q, k, v, u, G, Gq, h, do, dh, dA, dq_intra, dk_intra, dq, dk, dgq
 
 @triton.autotune(configs=autotune_configs(), key=["BT", "BK"])
 @triton.jit
-def gate_grad_kernel(dgq, dgk, dg_final, dg, T, cu_seqlens, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
-                     BK: tl.constexpr, USE_FINAL: tl.constexpr, USE_U: tl.constexpr, IS_VARLEN: tl.constexpr):
+def gate_grad_kernel(
+    dgq,
+    dgk,
+    dg_final,
+    dg,
+    T,
+    cu_seqlens,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    USE_FINAL: tl.constexpr,
+    USE_U: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
     """Grid (cdiv(K, BK), N*H), chunks in reverse:
     ``dg_t = dg_final + sum_{s>=t} (dgq_s - dgk_s)``, minus ``dgq_t`` itself with u (fp32 out)."""
     i_k, i_nh = tl.program_id(0), tl.program_id(1)

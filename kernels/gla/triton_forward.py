@@ -34,10 +34,29 @@ def gate_cumsum_kernel(g, G, Gq, T, NT, cu_seqlens, chunk_indices, H: tl.constex
 
 @triton.autotune(configs=autotune_configs(), key=["BT", "BK", "BV", "HAS_G"])
 @triton.jit
-def state_fwd_kernel(k, v, G, h, h0, ht, T, cu_seqlens, chunk_offsets, H: tl.constexpr, K: tl.constexpr,
-                     V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr,
-                     HEAD_G: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
-                     IS_VARLEN: tl.constexpr, DOT_PREC: tl.constexpr):
+def state_fwd_kernel(
+    k,
+    v,
+    G,
+    h,
+    h0,
+    ht,
+    T,
+    cu_seqlens,
+    chunk_offsets,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    HAS_G: tl.constexpr,
+    HEAD_G: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_FINAL: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
     """Grid (cdiv(K, BK), cdiv(V, BV), N*H). Stores the state at every chunk start into ``h``, then
     ``h <- exp(G_last) * h + (k * exp(G_last - G))^T v``; the final state into ``ht``."""
     i_k, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -157,7 +176,9 @@ def scores_fwd_channel_kernel(q, k, u, G, Gq, A, scale, T, NT, cu_seqlens, chunk
         if i_i > i_j:
             ref = bos + i_c * BT + i_i * BC - 1
             g_ref = tl.load(G + ref * H * K + i_h * K + o_k, mask=m_k, other=0.0)
-            b_qg = b_q * tl.exp(tl.where(m_i[:, None], b_gq - g_ref[None, :], 0.0))  # padded rows: exponent <= 0
+            b_qg = b_q * tl.exp(
+                tl.where(m_i[:, None], b_gq - g_ref[None, :], 0.0)
+            )  # padded rows: exponent <= 0
             b_kt = tl.load(k + (bos + rows_j)[None, :] * H * K + i_h * K + o_k[:, None],
                            mask=m_k[:, None], other=0.0).to(tl.float32)
             b_gkt = tl.load(G + (bos + rows_j)[None, :] * H * K + i_h * K + o_k[:, None],
@@ -166,7 +187,9 @@ def scores_fwd_channel_kernel(q, k, u, G, Gq, A, scale, T, NT, cu_seqlens, chunk
         else:
             for j in range(BC):
                 row_j = i_c * BT + i_i * BC + j
-                m_jk = m_k & ((o_k * 0 + row_j) < seq_len)  # block-shaped: the interpreter rejects scalar masks
+                m_jk = m_k & (
+                    (o_k * 0 + row_j) < seq_len
+                )  # block-shaped: the interpreter rejects scalar masks
                 b_kj = tl.load(k + (bos + row_j) * H * K + i_h * K + o_k, mask=m_jk, other=0.0).to(tl.float32)
                 b_gj = tl.load(G + (bos + row_j) * H * K + i_h * K + o_k, mask=m_jk, other=0.0)
                 if USE_U:
@@ -177,7 +200,9 @@ def scores_fwd_channel_kernel(q, k, u, G, Gq, A, scale, T, NT, cu_seqlens, chunk
                 col = tl.sum(b_q * b_kj[None, :] * decay, 1)
                 acc += tl.where(o_c[None, :] == j, col[:, None], 0.0)
             if USE_U:
-                b_k = tl.load(k + (bos + rows_i)[:, None] * H * K + i_h * K + o_k[None, :], mask=m_ik, other=0.0)
+                b_k = tl.load(
+                    k + (bos + rows_i)[:, None] * H * K + i_h * K + o_k[None, :], mask=m_ik, other=0.0
+                )
                 b_u = tl.load(u + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
                 bonus = tl.sum(b_q * b_u[None, :] * b_k.to(tl.float32), 1)
                 acc += tl.where(o_c[:, None] == o_c[None, :], bonus[:, None], 0.0)
@@ -210,7 +235,9 @@ def output_fwd_kernel(q, v, Gq, h, A, o, scale, T, NT, cu_seqlens, chunk_indices
         b_q = tl.load(q + (bos + rows)[:, None] * H * K + i_h * K + o_k[None, :], mask=m_tk, other=0.0)
         b_q = b_q.to(tl.float32)
         if HAS_G:
-            b_gq = tl.load(Gq + (bos + rows)[:, None] * H * GK + i_h * GK + g_col[None, :], mask=m_tk, other=0.0)
+            b_gq = tl.load(
+                Gq + (bos + rows)[:, None] * H * GK + i_h * GK + g_col[None, :], mask=m_tk, other=0.0
+            )
             b_q = tl.where(m_tk, b_q * tl.exp(b_gq), 0.0)
         b_h = tl.load(h + i_hc * H * K * V + i_h * K * V + o_k[:, None] * V + o_v[None, :],
                       mask=m_k[:, None] & m_v[None, :], other=0.0)

@@ -39,7 +39,9 @@ def test_layout_depth_lengths_labels(L, n, depth):
         assert len(filler_tokens) == filler and all(3 <= t < V // 2 for t in filler_tokens)
         scored = [i for i, t in enumerate(y) if t != IGNORE_INDEX]
         assert scored == list(range(L - n, L)) and [y[i] for i in scored] == key
-        assert [x[i] for i in scored] == [QUERY_MARK] + key[:-1]  # each answer token predicted from the one before
+        assert [x[i] for i in scored] == [QUERY_MARK] + key[
+            :-1
+        ]  # each answer token predicted from the one before
 
 
 def test_depth_extremes_and_repeat_filler():

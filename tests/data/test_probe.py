@@ -14,7 +14,9 @@ from recall_lm.data.slices_datamodule import SlicesDataModule
 from recall_lm.models.config import IGNORE_INDEX
 
 
-@pytest.mark.parametrize("item", [MQARSlice(32, 4, 8), PasskeySlice(32, 0.5, 2, 8), SetDisjointnessSlice(2, 4, 2, 8)])
+@pytest.mark.parametrize(
+    "item", [MQARSlice(32, 4, 8), PasskeySlice(32, 0.5, 2, 8), SetDisjointnessSlice(2, 4, 2, 8)]
+)
 def test_every_slice_type_follows_the_contract(item):
     assert isinstance(item, ProbeSlice)
     inputs, labels = item.generate(64, seed=0)

@@ -63,7 +63,9 @@ def test_contains_is_case_insensitive_substring():
 
 
 def test_truncation_keeps_the_end_and_the_budget():
-    example = RecallExample(context="".join(chr(97 + i % 26) for i in range(500)), question="Key:", value="x", key="key")
+    example = RecallExample(
+        context="".join(chr(97 + i % 26) for i in range(500)), question="Key:", value="x", key="key"
+    )
     ids = build_prompt(BYTE, example, context_len=100, max_new_tokens=20)
     assert len(ids) == 80 and BYTE.decode(ids) == example.context[-76:] + "Key:"
     short = RecallExample(context="short doc. ", question="Key:", value="x", key="key")
@@ -149,8 +151,23 @@ def test_cli_end_to_end_with_the_runs_saved_tokenizer(fixture_files, tmp_path):
         recall_tasks.main(["--ckpt", str(ckpt), "--task", "fda", "--data-files", str(fixture_files["fda"])])
     BYTE.save(tmp_path / "run" / "tokenizer")
     out = tmp_path / "fda_out"
-    score = recall_tasks.main(["--ckpt", str(ckpt), "--task", "fda", "--data-files", str(fixture_files["fda"]),
-                               "--context-len", "128", "--max-new-tokens", "4", "--jrt", "--out", str(out)])
+    score = recall_tasks.main(
+        [
+            "--ckpt",
+            str(ckpt),
+            "--task",
+            "fda",
+            "--data-files",
+            str(fixture_files["fda"]),
+            "--context-len",
+            "128",
+            "--max-new-tokens",
+            "4",
+            "--jrt",
+            "--out",
+            str(out),
+        ]
+    )
     assert 0.0 <= score <= 1.0
     lines = out.with_suffix(".csv").read_text().splitlines()
     assert lines[0] == "doc_id,key,value,prediction,correct,prompt_tokens" and len(lines) == 1 + 8

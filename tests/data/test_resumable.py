@@ -73,8 +73,9 @@ def test_mid_epoch_resume_continues_the_uninterrupted_order(world, stop):
         next(it)
         assert again.state_dict()["consumed"] == (stop + 1) * batch * world
         # the next epoch starts from its beginning
-        assert epoch_items(fresh, epoch + 1) == epoch_items(resumable_loader(Indices(n), batch, seed=7,
-                                                                             num_replicas=world, rank=r), epoch + 1)
+        assert epoch_items(fresh, epoch + 1) == epoch_items(
+            resumable_loader(Indices(n), batch, seed=7, num_replicas=world, rank=r), epoch + 1
+        )
 
 
 def test_resume_with_another_world_size_continues_the_global_order():
@@ -90,7 +91,9 @@ def test_resume_with_another_world_size_continues_the_global_order():
 
 
 def _loaded(state, world, rank):
-    loader = resumable_loader(Indices(40), 1, seed=0, num_replicas=world, rank=rank)  # no partial batch dropped
+    loader = resumable_loader(
+        Indices(40), 1, seed=0, num_replicas=world, rank=rank
+    )  # no partial batch dropped
     loader.load_state_dict(state)
     return loader
 
@@ -135,13 +138,23 @@ class Recorder(L.LightningModule):
 
 def _fit(tmp_path, max_steps, ckpt_path=None, callbacks=()):
     model = Recorder()
-    trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
-                        callbacks=list(callbacks), enable_checkpointing=bool(callbacks))
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        callbacks=list(callbacks),
+        enable_checkpointing=bool(callbacks),
+    )
     trainer.fit(model, ckpt_path=ckpt_path)
     return model.seen
 
 
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # this test builds its own Trainer
 def test_lightning_resume_mid_epoch_continues_the_data_order(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 

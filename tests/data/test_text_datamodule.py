@@ -157,7 +157,9 @@ def test_setup_saves_tokenizer_and_checks_the_vocabulary(tmp_path):
     dm.trainer = fake_trainer(tmp_path)
     dm.setup("fit")
     assert tokenizer_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt").name == "byte"
-    small = TextDataModule(sources=str(train), val_fraction=0.3, seq_len=16, cache_dir=str(tmp_path / "cache"))
+    small = TextDataModule(
+        sources=str(train), val_fraction=0.3, seq_len=16, cache_dir=str(tmp_path / "cache")
+    )
     small.trainer = fake_trainer(tmp_path, vocab_size=200)
     with pytest.raises(ValueError, match="vocab_size 200 .* 256"):
         small.setup("fit")
@@ -169,7 +171,9 @@ def test_bpe_option_is_trained_once_and_cached(tmp_path, monkeypatch):
     assert dm.tokenizer.name == "bpe:300" and dm.tokenizer.vocab_size <= 300
     block = dm.train_set.block(0).tolist()
     assert dm.tokenizer.eos_token_id in block or len(dm.train_set) > 0
-    monkeypatch.setattr(tdm, "train_bpe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    monkeypatch.setattr(
+        tdm, "train_bpe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again"))
+    )
     again = make(tmp_path, sources=str(train), val_fraction=0.2, tokenizer="bpe:300")
     assert again.tokenizer.fingerprint == dm.tokenizer.fingerprint
 
@@ -199,7 +203,9 @@ def test_clear_errors(tmp_path):
         make(tmp_path, hub_dataset="surely/not-a-dataset-xyz")
 
 
-@pytest.mark.parametrize("bad_line, why", [(b'{"text": "caf\xe9"}\n', "not UTF-8"), (b'{"text": "x"\n', "not JSON")])
+@pytest.mark.parametrize(
+    "bad_line, why", [(b'{"text": "caf\xe9"}\n', "not UTF-8"), (b'{"text": "x"\n', "not JSON")]
+)
 def test_a_bad_line_of_a_json_lines_corpus_is_named(tmp_path, bad_line, why):
     """datasets only says 'An error occurred while generating the dataset'; the error names file and line."""
     path = tmp_path / "corpus.jsonl"
@@ -235,9 +241,14 @@ def test_python_stdlib_default_corpus(tmp_path):
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_hub_path_with_a_local_stand_in(tmp_path, monkeypatch, streaming):
-    """The hub code path (map or streaming) on a local dataset standing in for load_dataset; max_tokens caps."""
-    docs = datasets.load_dataset("json", data_files=str(write_jsonl(tmp_path / "d.jsonl", DOCS)), split="train",
-                                 cache_dir=str(tmp_path / "hf")).select_columns(["text"])
+    """The hub code path (map or streaming) on a local dataset standing in for load_dataset; max_tokens
+    caps."""
+    docs = datasets.load_dataset(
+        "json",
+        data_files=str(write_jsonl(tmp_path / "d.jsonl", DOCS)),
+        split="train",
+        cache_dir=str(tmp_path / "hf"),
+    ).select_columns(["text"])
     calls = []
 
     def fake_load_hub(path, name, split, text_column, streaming, cache_dir, revision):

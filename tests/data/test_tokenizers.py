@@ -71,7 +71,9 @@ def test_rwkv_world_matches_the_rwkv_package(rwkv):
 def test_bpe_training_round_trip_and_eos(tmp_path):
     corpus = ["the cat sat on the mat. " * 20, "the dog sat on the log. " * 20, "ünïcödé 🙂 " * 5]
     tok = train_bpe(iter(corpus), 300)
-    assert 257 < tok.vocab_size <= 300 and tok.eos_token_id == 0  # training stops when no pair is left to merge
+    assert (
+        257 < tok.vocab_size <= 300 and tok.eos_token_id == 0
+    )  # training stops when no pair is left to merge
     for text in TEXTS + corpus:
         assert tok.decode(tok.encode(text)) == text
     assert len(tok.encode("the cat sat on the mat.")) < len("the cat sat on the mat.")
@@ -94,7 +96,9 @@ def test_save_and_load_saved_round_trip(spec, tmp_path, rwkv):
         return
     for text in TEXTS:
         assert again.encode(text) == tok.encode(text)
-    assert load_tokenizer(str(tmp_path / "tok")).encode("abc") == tok.encode("abc")  # a saved folder is a spec too
+    assert load_tokenizer(str(tmp_path / "tok")).encode("abc") == tok.encode(
+        "abc"
+    )  # a saved folder is a spec too
 
 
 def test_tokenizer_json_path(tmp_path):

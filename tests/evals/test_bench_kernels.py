@@ -1,5 +1,5 @@
-"""recall_lm.evals.bench.kernels end to end at a tiny size: rows for every op, the settings it ran under, and the
-summary lines against SDPA."""
+"""recall_lm.evals.bench.kernels end to end at a tiny size: rows for every op, the settings it ran under,
+and the summary lines against SDPA."""
 import pytest
 
 from recall_lm.evals.bench import kernels as bench_kernels
@@ -10,10 +10,17 @@ def test_tiny_run_writes_rows_settings_and_ratios(tmp_path):
     bench_kernels.main(["--T", "64", "--repeats", "1", "--warmup", "0", "--B", "1", "--H", "2", "--D", "16",
                         "--out", str(out)])
     text = out.read_text()
-    for needle in ("- command: `python -m recall_lm.evals.bench.kernels --T 64 --repeats 1", "malloc: ", "OMP_WAIT_POLICY=", "float32 matmul rate: 512 × 64×64·64×64 ",
-                   "| per-channel g (GLA) | torch | 64 | float32 |", "| DPLR delta rule (RWKV-7) | torch | 64 |",
-                   "| softmax attention (causal) | torch SDPA | 64 |", "backward/forward",
-                   "chunked (torch, per-channel g (GLA)) vs SDPA causal: T=64 forward"):
+    for needle in (
+        "- command: `python -m recall_lm.evals.bench.kernels --T 64 --repeats 1",
+        "malloc: ",
+        "OMP_WAIT_POLICY=",
+        "float32 matmul rate: 512 × 64×64·64×64 ",
+        "| per-channel g (GLA) | torch | 64 | float32 |",
+        "| DPLR delta rule (RWKV-7) | torch | 64 |",
+        "| softmax attention (causal) | torch SDPA | 64 |",
+        "backward/forward",
+        "chunked (torch, per-channel g (GLA)) vs SDPA causal: T=64 forward",
+    ):
         assert needle in text, needle
 
 

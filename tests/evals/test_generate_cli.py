@@ -24,9 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def save_run(run_dir: Path, vocab_size: int, with_tokenizer: bool) -> tuple[Path, DecoderLM]:
     """A DecoderLM saved as train.py saves it: <run>/checkpoints/last.ckpt (+ <run>/tokenizer/)."""
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=vocab_size, d_model=32, n_layers=2, mixer=["based", "attention"],
-                         mixer_kwargs={"based": {"num_heads": 2, "feature_dim": 4}, "attention": {"num_heads": 2}},
-                         init_std=0.3)
+    config = ModelConfig(
+        vocab_size=vocab_size,
+        d_model=32,
+        n_layers=2,
+        mixer=["based", "attention"],
+        mixer_kwargs={"based": {"num_heads": 2, "feature_dim": 4}, "attention": {"num_heads": 2}},
+        init_std=0.3,
+    )
     model = DecoderLM(config).eval()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
@@ -50,7 +55,9 @@ def test_greedy_text_equals_direct_generate(tmp_path, capsys):
     ckpt, model = save_run(tmp_path / "run", 256, with_tokenizer=True)
     want = expected_text(model, "Hello, world", 12, temperature=0)
     for where in (ckpt, tmp_path / "run"):  # a checkpoint file, or the run folder
-        got = main(["--ckpt", str(where), "--prompt", "Hello, world", "--max-new-tokens", "12", "--temperature", "0"])
+        got = main(
+            ["--ckpt", str(where), "--prompt", "Hello, world", "--max-new-tokens", "12", "--temperature", "0"]
+        )
         assert got == want and capsys.readouterr().out == want + "\n"
     assert len(load_tokenizer("byte").encode(want)) >= 1
 
@@ -67,7 +74,9 @@ def test_prompt_ids_without_tokenizer(tmp_path, capsys):
     ckpt, model = save_run(tmp_path / "mqar", 61, with_tokenizer=False)
     ids = torch.tensor([[3, 14, 15, 9, 2]])
     want = model.generate(ids, 8, temperature=0)[0][5:].tolist()
-    got = main(["--ckpt", str(ckpt), "--prompt-ids", "3 14 15 9 2", "--max-new-tokens", "8", "--temperature", "0"])
+    got = main(
+        ["--ckpt", str(ckpt), "--prompt-ids", "3 14 15 9 2", "--max-new-tokens", "8", "--temperature", "0"]
+    )
     assert got == " ".join(map(str, want))
     with pytest.raises(SystemExit) as exit_info:
         main(["--ckpt", str(ckpt), "--prompt", "hi"])
@@ -91,8 +100,26 @@ def test_tokenizer_override_and_missing_checkpoint(tmp_path, capsys):
 def test_module_runs_as_a_command(tmp_path):
     ckpt, model = save_run(tmp_path / "run", 256, with_tokenizer=True)
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "recall_lm.evals.tools.generate", "--ckpt", str(ckpt), "--prompt", "The",
-                             "--max-new-tokens", "6", "--temperature", "0"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, encoding="utf-8", timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recall_lm.evals.tools.generate",
+            "--ckpt",
+            str(ckpt),
+            "--prompt",
+            "The",
+            "--max-new-tokens",
+            "6",
+            "--temperature",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected_text(model, "The", 6, temperature=0) + "\n"

@@ -12,6 +12,9 @@ def test_needs_a_cuda_device(capsys):
 
 
 def test_summary_keeps_failures_and_the_closing_line():
-    out = "....F\nFAILED tests/kernels/test_x.py::test_y - AssertionError\nnoise\n3 failed, 97 passed in 12.0s\n"
+    out = (
+        "....F\nFAILED tests/kernels/test_x.py::test_y - AssertionError\nnoise\n"
+        "3 failed, 97 passed in 12.0s\n"
+    )
     assert gpu_check.test_summary(out) == ["FAILED tests/kernels/test_x.py::test_y - AssertionError",
                                            "3 failed, 97 passed in 12.0s"]

@@ -1,6 +1,6 @@
-"""recall_lm.evals.lmeval.harness: the lm-eval ``recall-lm`` model against hand computations with the same model, task
-YAMLs over local JSONL written here (offline), the shipped recall tasks, the plain ``lm_eval`` command,
-and errors that name the problem."""
+"""recall_lm.evals.lmeval.harness: the lm-eval ``recall-lm`` model against hand computations with the same
+model, task YAMLs over local JSONL written here (offline), the shipped recall tasks, the plain ``lm_eval``
+command, and errors that name the problem."""
 import json
 import math
 import os
@@ -59,10 +59,14 @@ def test_requests_match_hand_computations(exported):
         want, want_greedy = _logprob(model, ids, len(tok.encode(target)))
         assert math.isclose(score, want, rel_tol=1e-5, abs_tol=1e-5) and greedy == want_greedy
     (rolling,) = lm.loglikelihood_rolling([_request("loglikelihood_rolling", "short text")])
-    assert math.isclose(rolling, _logprob(model, [tok.eos_token_id] + tok.encode("short text"), 10)[0], rel_tol=1e-5)
+    assert math.isclose(
+        rolling, _logprob(model, [tok.eos_token_id] + tok.encode("short text"), 10)[0], rel_tol=1e-5
+    )
 
     prompts = ["Name: Ada\nYear:", "Q", "a longer prompt than the others, on purpose"]
-    outs = lm.generate_until([_request("generate_until", p, {"until": ["\n", "zz"], "max_gen_toks": 12}) for p in prompts])
+    outs = lm.generate_until(
+        [_request("generate_until", p, {"until": ["\n", "zz"], "max_gen_toks": 12}) for p in prompts]
+    )
     for prompt, out in zip(prompts, outs):
         ids = torch.tensor(tok.encode(prompt))
         full = model.generate([ids], 12, temperature=0.0, eos_token_id=tok.eos_token_id)[0]
@@ -73,9 +77,14 @@ def test_requests_match_hand_computations(exported):
 
 
 def _write_tasks(folder, data):
-    rows = [{"question": f"Item {i}:", "choices": [" red", " green", " blue"], "gold": i % 3} for i in range(6)]
+    rows = [
+        {"question": f"Item {i}:", "choices": [" red", " green", " blue"], "gold": i % 3} for i in range(6)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {json.dumps(str(data))}\nvalidation_split: validation\n"
+    common = (
+        f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {json.dumps(str(data))}\n"
+        "validation_split: validation\n"
+    )
     (folder / "local_choice.yaml").write_text(
         "task: local_choice\n" + common + "output_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
         "doc_to_choice: '{{choices}}'\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n")
@@ -93,7 +102,10 @@ def test_local_task_yamls_score_like_the_hand_computation(exported, tmp_path):
     tok = ByteTokenizer()
     correct = 0
     for r in rows:  # multiple choice: the choice of highest log-likelihood
-        scores = [_logprob(model, tok.encode(r["question"]) + tok.encode(c), len(tok.encode(c)))[0] for c in r["choices"]]
+        scores = [
+            _logprob(model, tok.encode(r["question"]) + tok.encode(c), len(tok.encode(c)))[0]
+            for c in r["choices"]
+        ]
         correct += int(max(range(3), key=scores.__getitem__) == r["gold"])
     assert results["local_choice"]["acc,none"] == pytest.approx(correct / len(rows))
     matches = 0
@@ -108,8 +120,20 @@ def test_shipped_recall_task_offline_equals_evals_recall_tasks(exported, tmp_pat
     folder, model = exported
     files = write_fixture(tmp_path / "data", "jsonl")
     out = tmp_path / "res"
-    results = harness.main(["--ckpt", str(folder), "--tasks", "recall_swde", "--data-files", str(files["swde"]),
-                            "--out", str(out), "--max-length", "4096"])
+    results = harness.main(
+        [
+            "--ckpt",
+            str(folder),
+            "--tasks",
+            "recall_swde",
+            "--data-files",
+            str(files["swde"]),
+            "--out",
+            str(out),
+            "--max-length",
+            "4096",
+        ]
+    )
     ours, _ = evaluate_recall(model, ByteTokenizer(), load_recall_task("swde", data_files=files["swde"]),
                               context_len=4096)
     assert results["results"]["recall_swde"]["contains,none"] == pytest.approx(ours)
@@ -133,18 +157,37 @@ def test_errors_name_the_problem(exported, argv, match, capsys):
 
 
 def test_tokenizer_vocabulary_mismatch_is_named(tmp_path):
-    DecoderLM(ModelConfig(vocab_size=100, d_model=16, n_layers=1)).save_pretrained(tmp_path / "m", ByteTokenizer())
+    DecoderLM(ModelConfig(vocab_size=100, d_model=16, n_layers=1)).save_pretrained(
+        tmp_path / "m", ByteTokenizer()
+    )
     with pytest.raises(ValueError, match="has 256 ids but the model only 100"):
         harness.RecallLM(ckpt=str(tmp_path / "m"))
 
 
 def test_recall_lm_eval_command_runs_recall_lm(exported, tmp_path):
-    """`recall-lm-eval` (the console script `make install` installs) is lm-eval's CLI with recall-lm registered."""
+    """`recall-lm-eval` (the console script `make install` installs) is lm-eval's CLI with recall-lm
+    registered."""
     folder, _ = exported
     _write_tasks(tmp_path, tmp_path / "items.jsonl")
     command = os.path.join(os.path.dirname(sys.executable), "recall-lm-eval")
-    done = subprocess.run([command, "--model", "recall-lm", "--model_args", f"ckpt={folder}", "--include_path",
-                           str(tmp_path), "--tasks", "local_choice", "--limit", "3"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
+    done = subprocess.run(
+        [
+            command,
+            "--model",
+            "recall-lm",
+            "--model_args",
+            f"ckpt={folder}",
+            "--include_path",
+            str(tmp_path),
+            "--tasks",
+            "local_choice",
+            "--limit",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "local_choice" in done.stdout and "acc" in done.stdout

@@ -1,4 +1,6 @@
-"""recall_lm.evals.tools.plot_curves: reads a run's metrics.csv and writes a PNG; missing columns are named."""
+"""recall_lm.evals.tools.plot_curves: reads a run's metrics.csv and writes a PNG; missing columns are
+named."""
+
 import pytest
 
 from recall_lm.evals.tools.plot_curves import plot_curves, read_metric_series

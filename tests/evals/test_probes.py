@@ -178,10 +178,14 @@ def test_passkey_text_mode_with_an_echoing_model():
 
             return generate(self, input_ids, max_new_tokens, **kwargs)
 
-    rows = passkey.evaluate_text_grid(Echo(256, None), tok, [400, 600], [0.0, 1.0], num_examples=3, batch_size=3)
+    rows = passkey.evaluate_text_grid(
+        Echo(256, None), tok, [400, 600], [0.0, 1.0], num_examples=3, batch_size=3
+    )
     assert [r["accuracy"] for r in rows] == [1.0] * 4
     short = passkey.evaluate_text_grid(Echo(256, None), tok, [300], [0.5], num_examples=2)  # the minimum: 322
-    assert short[0]["status"].startswith("infeasible: the shortest prompt takes") and short[0]["accuracy"] != 0.0
+    assert (
+        short[0]["status"].startswith("infeasible: the shortest prompt takes") and short[0]["accuracy"] != 0.0
+    )
 
 
 def test_jrt_table_from_collected_runs(tmp_path, monkeypatch):
@@ -198,7 +202,12 @@ def test_jrt_table_from_collected_runs(tmp_path, monkeypatch):
     args = jrt.train_args(jrt.ROOT / "configs/mqar/based.yaml", 2, ["--seed_everything", "1"])
     assert args[1].endswith("_jrt_x2.yaml") and args[-2:] == ["--seed_everything", "1"]
     runs = jrt.training_runs([jrt.ROOT / "configs/mqar/based.yaml", jrt.ROOT / "configs/mqar/mom.yaml"], [])
-    assert [r.meta["jrt"] for r in runs] == [["mom", 1], ["mom", 2], ["based", 1], ["based", 2]]  # slowest first
+    assert [r.meta["jrt"] for r in runs] == [
+        ["mom", 1],
+        ["mom", 2],
+        ["based", 1],
+        ["based", 2],
+    ]  # slowest first
     assert runs[3].args[:2] == ["--config", str(jrt.ROOT / "configs/mqar/based.yaml")]
     assert runs[3].result.name == "based_x2.json" and "_jrt_x2.yaml" in runs[3].args[3]
 

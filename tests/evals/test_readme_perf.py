@@ -1,6 +1,6 @@
-"""recall_lm.evals.bench.readme_perf: the README's performance section is what the committed results give; its tables
-read the benchmarks' own files (ratios against the same table's SDPA), and a missing file is reported as
-not measured."""
+"""recall_lm.evals.bench.readme_perf: the README's performance section is what the committed results give;
+its tables read the benchmarks' own files (ratios against the same table's SDPA), and a missing file is
+reported as not measured."""
 import csv
 import time
 
@@ -45,15 +45,25 @@ def _throughput_files(folder, name, points):
         for (model, B, L), tok_s in points.items():
             writer.writerow({**dict.fromkeys(COLUMNS, ""), "model": model, "batch": B, "context": L,
                              "decode_tok_s": tok_s})
-    (folder / f"{name}.md").write_text("- date: 2026-01-02 03:04; machine: x; torch 2, 1 intra-op thread(s)\n"
-                                       f"- command: `python -m recall_lm.evals.bench.throughput --name {name}`\n"
-                                       "- load average (1 min) at start 0.50, at end 0.60; wall time 1 s\n"
-                                       "- settings: d_model 256, 4 layers, vocabulary 256\n")
+    (folder / f"{name}.md").write_text(
+        "- date: 2026-01-02 03:04; machine: x; torch 2, 1 intra-op thread(s)\n"
+        f"- command: `python -m recall_lm.evals.bench.throughput --name {name}`\n"
+        "- load average (1 min) at start 0.50, at end 0.60; wall time 1 s\n"
+        "- settings: d_model 256, 4 layers, vocabulary 256\n"
+    )
 
 
 def test_decoding_table_reads_eager_and_compiled_runs(tmp_path):
-    _throughput_files(tmp_path, "throughput_cpu", {("attention", 1, 4096): 100.0, ("rwkv6", 1, 4096): 350.0,
-                                                    ("attention", 8, 4096): 200.0, ("rwkv6", 8, 4096): 1000.0})
+    _throughput_files(
+        tmp_path,
+        "throughput_cpu",
+        {
+            ("attention", 1, 4096): 100.0,
+            ("rwkv6", 1, 4096): 350.0,
+            ("attention", 8, 4096): 200.0,
+            ("rwkv6", 8, 4096): 1000.0,
+        },
+    )
     _throughput_files(tmp_path, "throughput_cpu_compiled", {("attention", 1, 4096): 150.0,
                                                              ("rwkv6", 1, 4096): 600.0})
     lines = readme_perf.decode_section(tmp_path)
@@ -67,8 +77,13 @@ def test_decoding_table_reads_eager_and_compiled_runs(tmp_path):
 
 def test_missing_results_are_reported_as_not_measured(tmp_path):
     text = readme_perf.render(tmp_path)
-    for what in ("Kernels (cpu): not measured yet", "Decoding: not measured yet", "Training: not measured yet",
-                 "Chunked cross-entropy: not measured yet", "No GPU figures yet"):
+    for what in (
+        "Kernels (cpu): not measured yet",
+        "Decoding: not measured yet",
+        "Training: not measured yet",
+        "Chunked cross-entropy: not measured yet",
+        "No GPU figures yet",
+    ):
         assert what in text, what
 
 

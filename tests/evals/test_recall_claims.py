@@ -5,10 +5,18 @@ SLICES = ("L64_kv4", "L128_kv32", "L256_kv64")
 
 
 def row(mixer, d, lr, accs, state):
-    return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.architecture.d_model": d, "model.lr": lr},
-            "mixer": mixer, "d_model": d, "params": 100 * d, "steps": 10, "seconds": 5.0,
-            "state_sizes": {"64": state // 4, "256": state}, "state_bytes": {"64": state, "256": 4 * state},
-            "metrics": {"val/acc": sum(accs) / 3, **{f"val/acc/{s}": a for s, a in zip(SLICES, accs)}}}
+    return {
+        "run": f"{mixer}-d_model={d}-lr={lr:g}",
+        "point": {"mixer": mixer, "model.architecture.d_model": d, "model.lr": lr},
+        "mixer": mixer,
+        "d_model": d,
+        "params": 100 * d,
+        "steps": 10,
+        "seconds": 5.0,
+        "state_sizes": {"64": state // 4, "256": state},
+        "state_bytes": {"64": state, "256": 4 * state},
+        "metrics": {"val/acc": sum(accs) / 3, **{f"val/acc/{s}": a for s, a in zip(SLICES, accs)}},
+    }
 
 
 def rows():
@@ -16,7 +24,10 @@ def rows():
     out += [row("rwkv6", 64, 3e-3, (0.95, 0.5, 0.2), 9000), row("rwkv6", 64, 1e-3, (0.5, 0.1, 0.0), 9000)]
     out += [row(f"based_f{f}", 64, 3e-3, (1.0, 0.8, a), s) for f, a, s in ((8, 0.3, 3000), (16, 0.6, 9000),
                                                                             (24, 0.59, 20000))]
-    out += [row("mom_gdn", 64, 3e-3, (1.0, 0.9, 0.7), 22000), row("mom_one_x5", 64, 3e-3, (1.0, 0.8, 0.5), 21000)]
+    out += [
+        row("mom_gdn", 64, 3e-3, (1.0, 0.9, 0.7), 22000),
+        row("mom_one_x5", 64, 3e-3, (1.0, 0.8, 0.5), 21000),
+    ]
     return out
 
 
@@ -41,7 +52,9 @@ def test_jrt_verdict_compares_the_read_once_and_read_twice_slices():
     for r, (once, twice) in zip(rs, ((0.3, 0.5), (0.7, 0.75))):
         r["metrics"].update({"val/acc/L256_kv32": once, "val/acc/L256_kv32_x2": twice})
     verdict, evidence = next((v, e) for c, v, e in rc.claims(rc.cells(rs)) if "JRT" in c)
-    assert verdict == "agree" and "2 of 2 helped, 0 hurt" in evidence and "rwkv6 d64 0.300 → 0.500" in evidence
+    assert (
+        verdict == "agree" and "2 of 2 helped, 0 hurt" in evidence and "rwkv6 d64 0.300 → 0.500" in evidence
+    )
     rs[1]["metrics"]["val/acc/L256_kv32_x2"] = 0.6  # read twice now hurts BASED
     assert next(v for c, v, e in rc.claims(rc.cells(rs)) if "JRT" in c) == "disagree"
 
@@ -52,11 +65,17 @@ def test_cells_that_did_not_learn_are_left_out_and_listed():
     listed = next(e for c, (v, e) in verdicts.items() if c.startswith("(cells that did not learn"))
     assert "retnet d64 (0.020)" in listed
     gated = next(v for c, v in verdicts.items() if c.startswith("Gated"))
-    assert gated[0] == "agree" and "retnet 0.020" not in gated[1] and "retnet d64 did not learn (left out)" in gated[1]
+    assert (
+        gated[0] == "agree"
+        and "retnet 0.020" not in gated[1]
+        and "retnet d64 did not learn (left out)" in gated[1]
+    )
 
 
 def test_a_falling_family_is_a_disagreement_and_markdown_lists_cells():
-    bad = [r for r in rows() if r["point"]["mixer"] != "based_f24"] + [row("based_f24", 64, 3e-3, (1.0, 0.8, 0.2), 20000)]
+    bad = [r for r in rows() if r["point"]["mixer"] != "based_f24"] + [
+        row("based_f24", 64, 3e-3, (1.0, 0.8, 0.2), 20000)
+    ]
     based = next(v for c, v, e in rc.claims(rc.cells(bad)) if "BASED feature_dim" in c and "d_model 64" in c)
     assert based == "disagree"
     text = rc.markdown(rows(), "recall_map_cpu")
@@ -68,18 +87,33 @@ def test_seeds_sweep_reruns_each_mixers_best_cell(tmp_path):
 
     from recall_lm.evals.sweeps import sweep as sw
 
-    finished = [row("based_f8", 64, 3e-3, (1.0, 0.8, 0.3), 3000), row("based_f8", 128, 1e-3, (1.0, 0.9, 0.6), 6000),
-                row("attention", 64, 3e-3, (1.0, 1.0, 1.0), 1000), row("attention", 128, 3e-3, (1.0, 1.0, 1.0), 2000)]
-    finished += [row(m, d, lr, (0.0, 0.0, 0.0), 1000) for m, d, lr in (("based_f8", 64, 1e-3), ("based_f8", 128, 3e-3),
-                                                                      ("attention", 64, 1e-3), ("attention", 128, 1e-3))]
-    finished += [row("rwkv6", 64, 3e-3, (1.0, 1.0, 1.0), 1000)]  # 1 of its 4 map runs: its best cell is not final
+    finished = [
+        row("based_f8", 64, 3e-3, (1.0, 0.8, 0.3), 3000),
+        row("based_f8", 128, 1e-3, (1.0, 0.9, 0.6), 6000),
+        row("attention", 64, 3e-3, (1.0, 1.0, 1.0), 1000),
+        row("attention", 128, 3e-3, (1.0, 1.0, 1.0), 2000),
+    ]
+    finished += [
+        row(m, d, lr, (0.0, 0.0, 0.0), 1000)
+        for m, d, lr in (
+            ("based_f8", 64, 1e-3),
+            ("based_f8", 128, 3e-3),
+            ("attention", 64, 1e-3),
+            ("attention", 128, 1e-3),
+        )
+    ]
+    finished += [
+        row("rwkv6", 64, 3e-3, (1.0, 1.0, 1.0), 1000)
+    ]  # 1 of its 4 map runs: its best cell is not final
     best = rc.cells(finished)
     spec, waiting = rc.seeds_sweep(rc.ROOT / "configs" / "sweeps" / "recall_map_cpu.yaml", finished)
     assert "rwkv6" in waiting and "rwkv6" not in spec["base"] and "attention" not in waiting
     assert spec["base"]["based_f8"]["set"]["model.architecture.d_model"] == 128  # the better cell
     assert spec["base"]["based_f8"]["set"]["model.lr"] == 1e-3
     assert spec["base"]["based_f8"]["set"]["model.architecture.mixer_kwargs"]["based"]["feature_dim"] == 8
-    assert spec["base"]["attention"]["set"]["model.architecture.d_model"] == 64  # a tie keeps the smaller width
+    assert (
+        spec["base"]["attention"]["set"]["model.architecture.d_model"] == 64
+    )  # a tie keeps the smaller width
     path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     points = sw.expand(sw.load_sweep(path), tmp_path / "runs", wandb=False)
@@ -100,7 +134,10 @@ def test_a_sweep_without_results_is_named(capsys):
 
 def test_a_claim_whose_cells_did_not_learn_is_not_testable():
     rs = [r for r in rows() if not r["point"]["mixer"].startswith("mom")]
-    rs += [row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000), row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000)]
+    rs += [
+        row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000),
+        row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000),
+    ]
     verdicts = {c: (v, e) for c, v, e in rc.claims(rc.cells(rs))}
     mom = next(v for c, v in verdicts.items() if c.startswith("Several"))
     assert mom[0] == "not testable at this scale" and "did not learn" in mom[1]
@@ -113,13 +150,35 @@ def test_seed_reruns_add_evidence_and_name_seed_dependent_onsets():
     """A rerun that learns where seed 0 did not is named in the markdown, and the MoM evidence quotes the
     reruns; the verdict itself stays on seed 0."""
     rs = [r for r in rows() if not r["point"]["mixer"].startswith("mom")]
-    rs += [row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000), row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000)]
-    reruns = [dict(row("mom_one_x5", 64, 3e-3, (0.99, 0.9, 0.8), 21000), point={
-                  "mixer": "mom_one_x5", "variant": "seed1", "model.architecture.d_model": 64, "model.lr": 3e-3}),
-              dict(row("attention", 128, 3e-3, (1.0, 1.0, 0.99), 65536), point={
-                  "mixer": "attention", "variant": "seed1", "model.architecture.d_model": 128, "model.lr": 3e-3})]
+    rs += [
+        row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000),
+        row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000),
+    ]
+    reruns = [
+        dict(
+            row("mom_one_x5", 64, 3e-3, (0.99, 0.9, 0.8), 21000),
+            point={
+                "mixer": "mom_one_x5",
+                "variant": "seed1",
+                "model.architecture.d_model": 64,
+                "model.lr": 3e-3,
+            },
+        ),
+        dict(
+            row("attention", 128, 3e-3, (1.0, 1.0, 0.99), 65536),
+            point={
+                "mixer": "attention",
+                "variant": "seed1",
+                "model.architecture.d_model": 128,
+                "model.lr": 3e-3,
+            },
+        ),
+    ]
     mom = next((v, e) for c, v, e in rc.claims(rc.cells(rs), reruns) if c.startswith("Several"))
-    assert mom[0] == "not testable at this scale" and "mom_one_x5 with seed1: L64 kv4 0.990, L256 kv64 0.800" in mom[1]
+    assert (
+        mom[0] == "not testable at this scale"
+        and "mom_one_x5 with seed1: L64 kv4 0.990, L256 kv64 0.800" in mom[1]
+    )
     text = rc.markdown(rs, "toy", reruns)
     assert "Learnt with one seed and not the other (L64 kv4 ≥ 0.5 for one only): mom_one_x5." in text
 
@@ -128,17 +187,27 @@ def test_mom_probe_at_a_wider_width_decides_the_mom_claim():
     """When the map's MoM cells did not learn, the probe sweep's top2 vs one_x5 runs decide the claim,
     and a probe variant that did not learn leaves it not testable."""
     rs = [r for r in rows() if not r["point"]["mixer"].startswith("mom")]
-    rs += [row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000), row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000)]
+    rs += [
+        row("mom_gdn", 64, 3e-3, (0.01, 0.0, 0.0), 22000),
+        row("mom_one_x5", 64, 3e-3, (0.0, 0.0, 0.0), 21000),
+    ]
 
     def probe(variant, accs, state):
-        return dict(row("mom", 128, 3e-3, accs, state), point={"variant": variant, "model.architecture.d_model": 128,
-                                                               "model.lr": 3e-3})
+        return dict(
+            row("mom", 128, 3e-3, accs, state),
+            point={"variant": variant, "model.architecture.d_model": 128, "model.lr": 3e-3},
+        )
 
     def mom(probes):
         return next((v, e) for c, v, e in rc.claims(rc.cells(rs), None, probes) if c.startswith("Several"))
 
-    verdict, evidence = mom([probe("top2", (1.0, 0.99, 0.958), 86400), probe("one_x5", (1.0, 0.99, 0.988), 84864)])
+    verdict, evidence = mom(
+        [probe("top2", (1.0, 0.99, 0.958), 86400), probe("one_x5", (1.0, 0.99, 0.988), 84864)]
+    )
     assert verdict == "disagree (probe)" and "routed top-2 0.958 < one memory 0.988" in evidence
-    assert mom([probe("top2", (1.0, 0.99, 0.99), 86400), probe("one_x5", (1.0, 0.9, 0.9), 84864)])[0] == "agree (probe)"
+    assert (
+        mom([probe("top2", (1.0, 0.99, 0.99), 86400), probe("one_x5", (1.0, 0.9, 0.9), 84864)])[0]
+        == "agree (probe)"
+    )
     assert mom([probe("top2", (0.0, 0.0, 0.0), 86400), probe("one_x5", (1.0, 0.9, 0.9), 84864)])[0] == \
         "not testable at this scale"

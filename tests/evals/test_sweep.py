@@ -20,9 +20,15 @@ SMOKE = ROOT / "configs" / "sweeps" / "smoke.yaml"
 
 
 def write_sweep(tmp_path, **spec) -> Path:
-    base = {"name": "t", "base": {"attention": "configs/mqar/attention.yaml", "based": "configs/mqar/based.yaml"},
-            "grid": {"mixer": ["attention", "based"], "model.architecture.d_model": [32, 64, 128],
-                     "model.lr": [1.0e-3, 3.0e-3]}}
+    base = {
+        "name": "t",
+        "base": {"attention": "configs/mqar/attention.yaml", "based": "configs/mqar/based.yaml"},
+        "grid": {
+            "mixer": ["attention", "based"],
+            "model.architecture.d_model": [32, 64, 128],
+            "model.lr": [1.0e-3, 3.0e-3],
+        },
+    }
     base.update(spec)
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(base, sort_keys=False))
@@ -32,9 +38,18 @@ def write_sweep(tmp_path, **spec) -> Path:
 def test_expand_product_names_and_dotted_keys(tmp_path):
     slices = [[{"input_seq_len": 64, "num_kv_pairs": 4, "num_examples": 64}],
               [{"input_seq_len": 128, "num_kv_pairs": 8, "num_examples": 64}]]
-    sweep = sw.load_sweep(write_sweep(tmp_path, fixed={"trainer.max_steps": 7},
-                                      grid={"mixer": ["attention", "based"], "model.architecture.d_model": [32, 64, 128],
-                                            "model.lr": [1.0e-3, 3.0e-3], "data.init_args.train_slices": slices}))
+    sweep = sw.load_sweep(
+        write_sweep(
+            tmp_path,
+            fixed={"trainer.max_steps": 7},
+            grid={
+                "mixer": ["attention", "based"],
+                "model.architecture.d_model": [32, 64, 128],
+                "model.lr": [1.0e-3, 3.0e-3],
+                "data.init_args.train_slices": slices,
+            },
+        )
+    )
     points = sw.expand(sweep, tmp_path / "runs")
     assert len(points) == 2 * 3 * 2 * 2
     assert len({p.name for p in points}) == len(points)
@@ -44,7 +59,11 @@ def test_expand_product_names_and_dotted_keys(tmp_path):
     assert first.config == "configs/mqar/attention.yaml" and points[-1].config == "configs/mqar/based.yaml"
     args = first.args
     assert args[:2] == ["--config", "configs/mqar/attention.yaml"]
-    assert "--trainer.max_steps=7" in args and "--model.architecture.d_model=32" in args and "--model.lr=0.001" in args
+    assert (
+        "--trainer.max_steps=7" in args
+        and "--model.architecture.d_model=32" in args
+        and "--model.lr=0.001" in args
+    )
     assert f"--data.init_args.train_slices={json.dumps(slices[0])}" in args
     assert f"--trainer.default_root_dir={tmp_path / 'runs' / first.name}" in args
     logger = json.loads(next(a for a in args if a.startswith("--trainer.logger=")).split("=", 1)[1])[0]
@@ -60,7 +79,9 @@ def test_expand_product_names_and_dotted_keys(tmp_path):
 
 
 def test_exclude_and_bad_files(tmp_path):
-    sweep = sw.load_sweep(write_sweep(tmp_path, exclude=[{"mixer": "based", "model.architecture.d_model": 128}]))
+    sweep = sw.load_sweep(
+        write_sweep(tmp_path, exclude=[{"mixer": "based", "model.architecture.d_model": 128}])
+    )
     names = [p.name for p in sw.expand(sweep, tmp_path)]
     assert len(names) == 10 and not any(n.startswith("based-d_model=128") for n in names)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
@@ -76,14 +97,26 @@ def test_exclude_and_bad_files(tmp_path):
 
 def test_variants_are_named_bundles_of_settings(tmp_path):
     """An ablation: each variant sets its own keys; the variant axis comes first and names the runs."""
-    sweep = sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", fixed={"trainer.max_steps": 3},
-                                      grid={"model.lr": [1e-3, 3e-3]},
-                                      variants={"zoology": {}, "rmsnorm": {"model.architecture.norm": "rmsnorm"},
-                                                "betas": {"model.betas": [0.9, 0.95]}}))
+    sweep = sw.load_sweep(
+        write_sweep(
+            tmp_path,
+            base="configs/zoology/based.yaml",
+            fixed={"trainer.max_steps": 3},
+            grid={"model.lr": [1e-3, 3e-3]},
+            variants={
+                "zoology": {},
+                "rmsnorm": {"model.architecture.norm": "rmsnorm"},
+                "betas": {"model.betas": [0.9, 0.95]},
+            },
+        )
+    )
     points = sw.expand(sweep, tmp_path / "runs", wandb=False)
     assert [p.name for p in points][:3] == ["zoology-lr=0.001", "zoology-lr=0.003", "rmsnorm-lr=0.001"]
     rms = points[2]
-    assert "--model.architecture.norm=rmsnorm" in rms.args and rms.values == {"variant": "rmsnorm", "model.lr": 1e-3}
+    assert "--model.architecture.norm=rmsnorm" in rms.args and rms.values == {
+        "variant": "rmsnorm",
+        "model.lr": 1e-3,
+    }
     assert not any(a.startswith("--model.architecture.norm") for a in points[0].args)
     assert "--model.betas=[0.9, 0.95]" in points[4].args
     from recall_lm.training import cli as train_cli
@@ -91,8 +124,15 @@ def test_variants_are_named_bundles_of_settings(tmp_path):
     cli = train_cli.main(rms.args, run=False)
     assert cli.model.config.norm == "rmsnorm" and cli.trainer.max_steps == 3
     with pytest.raises(ValueError, match="set by variants and also fixed"):
-        sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", grid={"model.lr": [1e-3]},
-                                  fixed={"model.architecture.norm": "rmsnorm"}, variants={"a": {"model.architecture.norm": "x"}}))
+        sw.load_sweep(
+            write_sweep(
+                tmp_path,
+                base="configs/zoology/based.yaml",
+                grid={"model.lr": [1e-3]},
+                fixed={"model.architecture.norm": "rmsnorm"},
+                variants={"a": {"model.architecture.norm": "x"}},
+            )
+        )
     with pytest.raises(ValueError, match="variant names"):
         sw.load_sweep(write_sweep(tmp_path, base="configs/zoology/based.yaml", grid={"model.lr": [1e-3]},
                                   variants={"a b": {}}))
@@ -118,10 +158,18 @@ def test_base_entries_can_set_keys_of_their_own(tmp_path):
 
 
 def row(mixer, d, lr, acc, slices=None, state=1000):
-    return {"run": f"{mixer}-d_model={d}-lr={lr:g}", "point": {"mixer": mixer, "model.architecture.d_model": d, "model.lr": lr},
-            "mixer": mixer, "d_model": d, "params": 10 * d, "state_sizes": {"64": state, "128": 2 * state},
-            "state_bytes": {"64": 4 * state, "128": 8 * state}, "steps": 5, "seconds": 1.0,
-            "metrics": {"val/acc": acc, **{f"val/acc/{k}": v for k, v in (slices or {}).items()}}}
+    return {
+        "run": f"{mixer}-d_model={d}-lr={lr:g}",
+        "point": {"mixer": mixer, "model.architecture.d_model": d, "model.lr": lr},
+        "mixer": mixer,
+        "d_model": d,
+        "params": 10 * d,
+        "state_sizes": {"64": state, "128": 2 * state},
+        "state_bytes": {"64": 4 * state, "128": 8 * state},
+        "steps": 5,
+        "seconds": 1.0,
+        "metrics": {"val/acc": acc, **{f"val/acc/{k}": v for k, v in (slices or {}).items()}},
+    }
 
 
 def test_best_lr_selection():
@@ -141,22 +189,45 @@ def synthetic_rows():
         for d in (32, 64):
             for lr in (1e-3, 3e-3):
                 acc = base + (0.05 if lr == 3e-3 else 0) + (0.02 if d == 64 else 0)
-                out.append(row(mixer, d, lr, acc, {"L64_kv4": acc, "L128_kv16": acc - 0.1, "L64_kv16": acc - 0.05},
-                               state=d * (100 if mixer == "attention" else 10)))
+                out.append(
+                    row(
+                        mixer,
+                        d,
+                        lr,
+                        acc,
+                        {"L64_kv4": acc, "L128_kv16": acc - 0.1, "L64_kv16": acc - 0.05},
+                        state=d * (100 if mixer == "attention" else 10),
+                    )
+                )
     return out
 
 
 def test_writers_and_plots(tmp_path):
-    sweep = sw.load_sweep(write_sweep(tmp_path, grid={"mixer": ["attention", "based"], "model.architecture.d_model": [32, 64],
-                                                      "model.lr": [1e-3, 3e-3]}))
+    sweep = sw.load_sweep(
+        write_sweep(
+            tmp_path,
+            grid={
+                "mixer": ["attention", "based"],
+                "model.architecture.d_model": [32, 64],
+                "model.lr": [1e-3, 3e-3],
+            },
+        )
+    )
     paths = sw.write_results(synthetic_rows(), sweep, tmp_path / "out", ["settings line"])
     lines = paths["results.md"].read_text().splitlines()
     header = next(line for line in lines if line.startswith("| run"))
     assert header.index("acc L64_kv4") < header.index("acc L64_kv16") < header.index("acc L128_kv16")
-    assert "| attention-d_model=64-lr=0.003 | attention | 64 | 0.003 |  | 640 | 6,400 | 12,800 | 51,200 | 0.970 | 0.970 | 0.920 | 0.870 | 5 | 1.0 |" in lines  # no seed recorded
+    assert (
+        "| attention-d_model=64-lr=0.003 | attention | 64 | 0.003 |  | 640 | 6,400 | 12,800 | 51,200 "
+        "| 0.970 | 0.970 | 0.920 | 0.870 | 5 | 1.0 |"
+        in lines
+    )  # no seed recorded
     assert "state bytes L=128" in header
     assert "settings line" in lines
-    assert json.loads((tmp_path / "out" / "runs" / "attention-d_model=64-lr=0.003.json").read_text())["d_model"] == 64
+    assert (
+        json.loads((tmp_path / "out" / "runs" / "attention-d_model=64-lr=0.003.json").read_text())["d_model"]
+        == 64
+    )
     table = list(csv.reader(open(paths["results.csv"])))
     assert len(table) == 1 + 8 and table[0][:5] == ["run", "mixer", "d_model", "lr", "seed"]
     best = list(csv.DictReader(open(paths["best_lr.csv"])))
@@ -175,11 +246,15 @@ def test_writers_and_plots(tmp_path):
 
 def test_skip_done_and_collect(tmp_path, monkeypatch, capsys):
     """Runs with a result.json are skipped; only the others reach the launcher; tables cover all."""
-    sweep_file = write_sweep(tmp_path, grid={"mixer": ["attention", "based"], "model.architecture.d_model": [32],
-                                             "model.lr": [1e-3, 3e-3]})
+    sweep_file = write_sweep(
+        tmp_path,
+        grid={"mixer": ["attention", "based"], "model.architecture.d_model": [32], "model.lr": [1e-3, 3e-3]},
+    )
     runs_dir, out = tmp_path / "runs", tmp_path / "out"
     rows = {r["run"]: r for r in synthetic_rows()}
-    planned = {r.meta["run"]: r for r in sw.train_runs(sw.expand(sw.load_sweep(sweep_file), runs_dir), runs_dir)}
+    planned = {
+        r.meta["run"]: r for r in sw.train_runs(sw.expand(sw.load_sweep(sweep_file), runs_dir), runs_dir)
+    }
     done = planned["attention-d_model=32-lr=0.001"]
     done.result.parent.mkdir(parents=True)
     done.result.write_text(json.dumps({**rows["attention-d_model=32-lr=0.001"], "train_args": done.args}))
@@ -197,7 +272,11 @@ def test_skip_done_and_collect(tmp_path, monkeypatch, capsys):
     sw.main(argv + ["--dry-run"])
     assert "4 runs, 1 done, 0 running elsewhere, 3 to train" in capsys.readouterr().out and not launched
     sw.main(argv)
-    assert launched == ["attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.001", "based-d_model=32-lr=0.003"]
+    assert launched == [
+        "attention-d_model=32-lr=0.003",
+        "based-d_model=32-lr=0.001",
+        "based-d_model=32-lr=0.003",
+    ]
     assert len(list(csv.reader(open(out / "results.csv")))) == 5
     assert "Trained 3 runs" in (out / "results.md").read_text()
     for run in ("attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.001", "based-d_model=32-lr=0.003"):
@@ -205,7 +284,11 @@ def test_skip_done_and_collect(tmp_path, monkeypatch, capsys):
         (out / "runs" / f"{run}.json").unlink()  # the committed copy counts as done too
     launched.clear()
     sw.main(argv + ["--first", "model.lr=0.003"])  # the lr 3e-3 points before the rest
-    assert launched == ["attention-d_model=32-lr=0.003", "based-d_model=32-lr=0.003", "based-d_model=32-lr=0.001"]
+    assert launched == [
+        "attention-d_model=32-lr=0.003",
+        "based-d_model=32-lr=0.003",
+        "based-d_model=32-lr=0.001",
+    ]
     with pytest.raises(SystemExit, match="not grid keys"):
         sw.main(argv + ["--first", "lr=0.003"])
     launched.clear()
@@ -241,10 +324,15 @@ def test_wandb_yaml_round_trip(tmp_path):
         assert command[:3] == ["${env}", "${interpreter}", "${program}"] and command[3] == "fit"
         assert wandb_sweep.wandb_command(spec, combo) == ["python", "train.py", *command[3:]]
         cli = train_cli.main(command[4:], run=False)
-        assert cli.model.config.mixer == yaml.safe_load(open(ROOT / combo["config"]))["model"]["architecture"]["mixer"]
+        assert (
+            cli.model.config.mixer
+            == yaml.safe_load(open(ROOT / combo["config"]))["model"]["architecture"]["mixer"]
+        )
         assert cli.model.config.d_model == combo["model.architecture.d_model"]
         assert cli.model.hparams.lr == combo["model.lr"]
-        assert cli.model.config.vocab_size == 64 and cli.trainer.max_steps == 4  # the fixed keys follow ${args}
+        assert (
+            cli.model.config.vocab_size == 64 and cli.trainer.max_steps == 4
+        )  # the fixed keys follow ${args}
         assert any(type(lg).__name__ == "WandbLogger" for lg in cli.trainer.loggers)
     torchrun = yaml.safe_load(yaml.safe_dump(wandb_sweep.wandb_sweep_spec(smoke, torchrun=4)))
     assert torchrun["command"][:4] == ["${env}", "torchrun", "--nproc_per_node=4", "${program}"]
@@ -255,8 +343,18 @@ def test_wandb_yaml_round_trip(tmp_path):
 def test_smoke_sweep_end_to_end(tmp_path):
     """configs/sweeps/smoke.yaml for real: two train.py processes of 4 steps, then tables and plots."""
     env = dict(os.environ, WANDB_MODE="disabled")
-    cmd = [sys.executable, "-m", "recall_lm.evals.sweeps.sweep", str(SMOKE), "--jobs", "2", "--runs-dir", str(tmp_path / "runs"),
-           "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recall_lm.evals.sweeps.sweep",
+        str(SMOKE),
+        "--jobs",
+        "2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
@@ -272,13 +370,26 @@ def test_smoke_sweep_end_to_end(tmp_path):
 def test_the_probes_go_through_a_sweep_end_to_end(tmp_path):
     """Passkey and set disjointness (the probe contract's other slices) train, report their length and
     accuracy per slice, and fill the sweep's tables like MQAR."""
-    cmd = [sys.executable, "-m", "recall_lm.evals.sweeps.sweep", str(ROOT / "configs/sweeps/smoke_probes.yaml"),
-           "--jobs", "1", "--no-wandb", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recall_lm.evals.sweeps.sweep",
+        str(ROOT / "configs/sweeps/smoke_probes.yaml"),
+        "--jobs",
+        "1",
+        "--no-wandb",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, WANDB_MODE="disabled"), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = {r["mixer"]: r for r in csv.DictReader(open(tmp_path / "out" / "results.csv"))}
-    assert set(results) == {"passkey", "set_disjointness"} and all(r["steps"] == "4" for r in results.values())
+    assert set(results) == {"passkey", "set_disjointness"} and all(
+        r["steps"] == "4" for r in results.values()
+    )
     assert 0 <= float(results["passkey"]["acc pk_L32_d0.5"]) <= 1
     assert 0 <= float(results["set_disjointness"]["acc sd_A2_B4"]) <= 1
     runs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")}
@@ -309,7 +420,9 @@ def test_run_setting_reads_grid_then_command_line_then_config():
          "train_args": ["--model.lr=0.001", "--seed_everything=1", "--model.lr=0.003"]}
     assert sw.run_setting(r, "model.lr") == 0.003 and sw.run_setting(r, "seed_everything") == 1
     assert sw.run_setting(r, "model.architecture.d_model") == 64  # configs/zoology/mom.yaml's own value
-    assert sw.run_setting({"point": {"model.lr": 0.01}, "train_args": ["--model.lr=0.003"]}, "model.lr") == 0.01
+    assert (
+        sw.run_setting({"point": {"model.lr": 0.01}, "train_args": ["--model.lr=0.003"]}, "model.lr") == 0.01
+    )
     assert sw.run_setting({"point": {}}, "seed_everything") is None
 
 
@@ -318,7 +431,9 @@ def test_a_key_train_py_refuses_stops_the_sweep_before_training(tmp_path, capsys
     monkeypatch.setattr(sw, "run_many", lambda runs, *a, **k: trained.extend(runs))
     path = write_sweep(tmp_path, grid={"mixer": ["attention"], "model.lrr": [1.0e-3]})
     with pytest.raises(SystemExit) as stop:
-        sw.main([str(path), "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-wandb"])
+        sw.main(
+            [str(path), "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-wandb"]
+        )
     assert "train.py refuses its arguments" in str(stop.value.code) and "model.lrr" in str(stop.value.code)
     assert not trained
     with pytest.raises(SystemExit, match="model.lrr"):

@@ -1,5 +1,5 @@
-"""recall_lm.evals.bench.throughput: a --quick run writes the CSV / markdown / PNG with the expected columns; state
-memory is flat in context length for recurrent models and linear for attention; the replicated
+"""recall_lm.evals.bench.throughput: a --quick run writes the CSV / markdown / PNG with the expected columns;
+state memory is flat in context length for recurrent models and linear for attention; the replicated
 batch-1 state decodes exactly like a batch of identical prompts; the memory meter sees allocations."""
 import csv
 
@@ -37,8 +37,14 @@ def test_quick_run_writes_the_three_files(tmp_path):
     assert attention == [attention[0] * L // CONTEXTS[0] for L in CONTEXTS]  # KV cache: exactly linear in L
     assert attention[0] == 2 * 16 * 64 * 2 * 4  # 2 layers · (K and V) · L · d_model · fp32 bytes
     text = (tmp_path / "tp.md").read_text()
-    for heading in ("## Models", "## Summary", "## Decode tokens/s, batch 2", "## State per sequence (MiB)",
-                    "## Decode speed-up over attention, batch 1", "command: `python -m recall_lm.evals.bench.throughput"):
+    for heading in (
+        "## Models",
+        "## Summary",
+        "## Decode tokens/s, batch 2",
+        "## State per sequence (MiB)",
+        "## Decode speed-up over attention, batch 1",
+        "command: `python -m recall_lm.evals.bench.throughput",
+    ):
         assert heading in text
     assert (tmp_path / "tp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -61,13 +67,32 @@ def test_median_pass_keeps_each_points_median_pass_whole():
 
 
 def test_passes_alternate_the_model_order_and_report_the_range(tmp_path, capsys):
-    main(["--quick", "--models", "attention,based", "--contexts", "16", "--batch-sizes", "1", "--new-tokens", "2",
-          "--passes", "3", "--out-dir", str(tmp_path), "--name", "tp"])
+    main(
+        [
+            "--quick",
+            "--models",
+            "attention,based",
+            "--contexts",
+            "16",
+            "--batch-sizes",
+            "1",
+            "--new-tokens",
+            "2",
+            "--passes",
+            "3",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "tp",
+        ]
+    )
     printed = [line.split(":")[0].split()[0] for line in capsys.readouterr().out.splitlines()
                if line.lstrip().startswith(("attention ", "based ")) and "tok/s" in line]
     assert printed == ["attention", "based", "based", "attention", "attention", "based"]
     text = (tmp_path / "tp.md").read_text()
-    assert "median of 3 pass(es)" in text and "## Decode tokens/s, batch 1: the range over the 3 passes" in text
+    assert (
+        "median of 3 pass(es)" in text and "## Decode tokens/s, batch 1: the range over the 3 passes" in text
+    )
     with open(tmp_path / "tp.csv") as f:
         assert all("median of 3 passes" in r["note"] for r in csv.DictReader(f))
 
@@ -103,17 +128,36 @@ def test_bad_arguments():
 def test_summary_claims_nothing_about_growth_from_one_context():
     from recall_lm.evals.bench.throughput import summary_lines
 
-    rows = [{"model": m, "batch": 1, "context": 4096, "decode_tok_s": 100.0 * (i + 1), "state_bytes_per_seq": 10 ** i,
-             "floor_ms_per_step": 4.0 / (1 + 3 * i)} for i, m in enumerate(("attention", "rwkv6"))]
+    rows = [
+        {
+            "model": m,
+            "batch": 1,
+            "context": 4096,
+            "decode_tok_s": 100.0 * (i + 1),
+            "state_bytes_per_seq": 10**i,
+            "floor_ms_per_step": 4.0 / (1 + 3 * i),
+        }
+        for i, m in enumerate(("attention", "rwkv6"))
+    ]
     text = "\n".join(summary_lines(rows, ["attention", "rwkv6"], [4096], [1]))
     assert "constant in context length" not in text and "one context length only (L=4,096)" in text
     assert "relative to attention (KV cache) at L=4,096, B=1: rwkv6 2.0×" in text
-    assert "the most the bytes allow at L=4,096, B=1 (attention's floor / the model's floor): rwkv6 4.0×" in text
-    rows += [{**r, "context": 8192, "state_bytes_per_seq": r["state_bytes_per_seq"] * (2 if r["model"] == "attention"
-                                                                                       else 1)} for r in rows]
+    assert (
+        "the most the bytes allow at L=4,096, B=1 (attention's floor / the model's floor): rwkv6 4.0×" in text
+    )
+    rows += [
+        {
+            **r,
+            "context": 8192,
+            "state_bytes_per_seq": r["state_bytes_per_seq"] * (2 if r["model"] == "attention" else 1),
+        }
+        for r in rows
+    ]
     text = "\n".join(summary_lines(rows, ["attention", "rwkv6"], [4096, 8192], [1]))
     assert "constant in context length: rwkv6; growing (KV caches): attention" in text
-    alone = "\n".join(summary_lines([r for r in rows if r["model"] == "attention"], ["attention"], [4096, 8192], [1]))
+    alone = "\n".join(
+        summary_lines([r for r in rows if r["model"] == "attention"], ["attention"], [4096, 8192], [1])
+    )
     assert "relative to attention" not in alone and "the bytes allow" not in alone  # nothing to compare with
 
 
@@ -123,12 +167,16 @@ def test_bandwidth_floor_is_the_bytes_a_step_must_read(tmp_path, monkeypatch):
 
     assert throughput.read_bandwidth(torch.device("cpu"), mib=8, repeats=3) > 1e8  # > 0.1 GB/s on any machine
     monkeypatch.setattr(throughput, "read_bandwidth", lambda device: 1e9)
-    rows = main(["--quick", "--models", "rwkv6", "--contexts", "32", "--batch-sizes", "2", "--out-dir", str(tmp_path)])
+    rows = main(
+        ["--quick", "--models", "rwkv6", "--contexts", "32", "--batch-sizes", "2", "--out-dir", str(tmp_path)]
+    )
     row = rows[0]
     config = throughput.matched_config("rwkv6", 64, 2, 64,
                                        throughput.count_parameters(model_config("attention", 64, 2, 64)))
     param_bytes = 4 * throughput.count_parameters(config)
-    assert row["floor_ms_per_step"] == pytest.approx(1e3 * (param_bytes + 2 * row["state_bytes_per_seq"]) / 1e9)
+    assert row["floor_ms_per_step"] == pytest.approx(
+        1e3 * (param_bytes + 2 * row["state_bytes_per_seq"]) / 1e9
+    )
     assert row["of_floor"] == pytest.approx(row["floor_ms_per_step"] / row["decode_ms_per_step"])
     text = (tmp_path / "throughput_quick.md").read_text()
     assert "Share of the memory-bandwidth floor" in text and "read bandwidth" in text and "1.0 GB/s" in text
@@ -137,8 +185,20 @@ def test_bandwidth_floor_is_the_bytes_a_step_must_read(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_compiled_decode_run(tmp_path):
     """--compile decodes through the compiled step (warm-up raised to 4 steps) and says so in the table."""
-    rows = main(["--quick", "--compile", "--models", "attention,rwkv6", "--contexts", "32,64", "--batch-sizes", "1",
-                 "--out-dir", str(tmp_path)])
+    rows = main(
+        [
+            "--quick",
+            "--compile",
+            "--models",
+            "attention,rwkv6",
+            "--contexts",
+            "32,64",
+            "--batch-sizes",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     assert all(r["decode_tok_s"] > 0 for r in rows)
     text = (tmp_path / "throughput_quick.md").read_text()
     assert "torch.compile (inductor)" in text and "after 4 untimed ones" in text

@@ -14,7 +14,9 @@ from triton.compiler import ASTSource
 SHARED_MEMORY_LIMIT = {90: 232448, 80: 166912}
 
 
-def compile_for(kernel, signature: dict, constexprs: dict, capability: int, num_warps: int = 4, num_stages: int = 2):
+def compile_for(
+    kernel, signature: dict, constexprs: dict, capability: int, num_warps: int = 4, num_stages: int = 2
+):
     """Compile ``kernel`` (a ``@triton.jit`` function, or an autotuned/heuristics wrapper of one).
 
     ``signature`` maps every runtime argument name to a Triton type (``"*fp32"``, ``"i32"``...);
@@ -31,7 +33,9 @@ def compile_for(kernel, signature: dict, constexprs: dict, capability: int, num_
     return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
 
 
-def assert_compiles_and_fits(kernel, signature: dict, constexprs: dict, num_warps: int = 4, num_stages: int = 2):
+def assert_compiles_and_fits(
+    kernel, signature: dict, constexprs: dict, num_warps: int = 4, num_stages: int = 2
+):
     """Compile for sm_90 and sm_80 and assert that the shared memory fits each card."""
     for capability, limit in SHARED_MEMORY_LIMIT.items():
         compiled = compile_for(kernel, signature, constexprs, capability, num_warps, num_stages)

@@ -35,8 +35,17 @@ def make_inputs(B=2, T=15, H=2, K=16, V=8, gate="channel", use_u=False, use_h0=T
 def run(inputs, backend, seed=1, **kwargs):
     """Forward + backward of ``sum(o * do) + sum(final * dfinal)``; returns (o, final, grads dict)."""
     x = {name: t for name, t in inputs.items()}
-    o, final = gated_linear_attention(x["q"], x["k"], x["v"], x["g"], x["u"], initial_state=x["initial_state"],
-                                      output_final_state=True, backend=backend, **kwargs)
+    o, final = gated_linear_attention(
+        x["q"],
+        x["k"],
+        x["v"],
+        x["g"],
+        x["u"],
+        initial_state=x["initial_state"],
+        output_final_state=True,
+        backend=backend,
+        **kwargs,
+    )
     gen = torch.Generator().manual_seed(seed)
     do = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)
     dfinal = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(final.dtype)

@@ -1,5 +1,5 @@
-"""Per-channel decayed scores (``recall_lm.kernels.gla.chunked_torch_intra``) have three forms: one masked matmul
-of e^{±G}-scaled factors when every |G| is small, one matmul per 16-row block when G falls little
+"""Per-channel decayed scores (``recall_lm.kernels.gla.chunked_torch_intra``) have three forms: one masked
+matmul of e^{±G}-scaled factors when every |G| is small, one matmul per 16-row block when G falls little
 within each 16-token sub-chunk, exact diagonal columns otherwise. Each against the score written out
 with exact exponents, forward and backward; the choice at its bounds; and the GLA and DPLR chunked
 backends (GLA with per-channel and per-head gates) forced onto each form against their fp64 loops."""
@@ -17,7 +17,9 @@ def _written_out(q, k, G, Gq, strict):
     C = q.shape[-2]
     expo = Gq[..., :, None, :] - G[..., None, :, :]  # [.., C(i), C(j), K]
     mask = torch.ones(C, C, dtype=torch.bool).tril(-1 if strict else 0)
-    terms = q[..., :, None, :] * k[..., None, :, :] * torch.exp(expo.masked_fill(~mask[..., None], -torch.inf))
+    terms = (
+        q[..., :, None, :] * k[..., None, :, :] * torch.exp(expo.masked_fill(~mask[..., None], -torch.inf))
+    )
     return terms.sum(-1)
 
 
@@ -87,7 +89,9 @@ def test_fp32_beyond_the_chunk_span(lo, hi, form):
     dA = torch.randn(A.shape)
     for name, g_got, g_want in zip("q k G Gq".split(), torch.autograd.grad(A, leaves, dA),
                                    torch.autograd.grad(ref, ref_leaves, dA.double())):
-        assert (g_got.double() - g_want).abs().max().item() <= 1e-4 * max(g_want.abs().max().item(), 1.0), name
+        assert (g_got.double() - g_want).abs().max().item() <= 1e-4 * max(g_want.abs().max().item(), 1.0), (
+            name
+        )
 
 
 @pytest.mark.parametrize("gate_range", ["mild", "typical"])

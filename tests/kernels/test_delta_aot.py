@@ -30,22 +30,50 @@ def compile_delta(K: int, V: int, gated: bool) -> int:
     assert_compiles_and_fits(triton_scan.delta_scan_fwd_kernel,
                              {**_ptrs("w", "u", "kd", "decay", "h0", "states", "v_new", "ht"), "NT": "i32"},
                              {**scan, "USE_H0": True}, **triton_scan.LAUNCH)
-    assert_compiles_and_fits(triton_scan.delta_scan_bwd_kernel,
-                             {**_ptrs("w", "kd", "decay", "dv_out", "ds_out", "dht", "dh_after", "dv_new", "dh0"),
-                              "NT": "i32"}, {**scan, "USE_DHT": True}, **triton_scan.LAUNCH)
+    assert_compiles_and_fits(
+        triton_scan.delta_scan_bwd_kernel,
+        {**_ptrs("w", "kd", "decay", "dv_out", "ds_out", "dht", "dh_after", "dv_new", "dh0"), "NT": "i32"},
+        {**scan, "USE_DHT": True},
+        **triton_scan.LAUNCH,
+    )
     local = dict(K=K, V=V, C=64, BK=BK, BV=BV, HAS_G=gated, DOT_PREC=triton_scan.DOT_PRECISION)
-    assert_compiles_and_fits(triton_local.delta_local_fwd_kernel,
-                             _ptrs("k", "v", "beta", "g", "w", "u", "kd", "decay"), local, **triton_local.LAUNCH)
+    assert_compiles_and_fits(
+        triton_local.delta_local_fwd_kernel,
+        _ptrs("k", "v", "beta", "g", "w", "u", "kd", "decay"),
+        local,
+        **triton_local.LAUNCH,
+    )
     assert_compiles_and_fits(triton_local.delta_output_kernel,
                              {**_ptrs("q", "k", "g", "states", "v_new", "o"), "scale": "fp32"}, local,
                              **triton_local.LAUNCH)
     assert_compiles_and_fits(triton_local.delta_output_bwd_kernel,
                              {**_ptrs("q", "k", "g", "do", "dv_out", "ds_out"), "scale": "fp32"}, local,
                              **triton_local.LAUNCH)
-    assert_compiles_and_fits(triton_local.delta_local_bwd_kernel,
-                             {**_ptrs("q", "k", "v", "beta", "g", "states", "v_new", "do", "dv_new", "dh_after",
-                                      "dq", "dk", "dv", "dbeta", "dg"), "scale": "fp32"},
-                             {**local, "BV": triton_local.local_bwd_block_v(BK, BV)}, **triton_local.BWD_LAUNCH)
+    assert_compiles_and_fits(
+        triton_local.delta_local_bwd_kernel,
+        {
+            **_ptrs(
+                "q",
+                "k",
+                "v",
+                "beta",
+                "g",
+                "states",
+                "v_new",
+                "do",
+                "dv_new",
+                "dh_after",
+                "dq",
+                "dk",
+                "dv",
+                "dbeta",
+                "dg",
+            ),
+            "scale": "fp32",
+        },
+        {**local, "BV": triton_local.local_bwd_block_v(BK, BV)},
+        **triton_local.BWD_LAUNCH,
+    )
     return 6
 
 
@@ -58,32 +86,79 @@ def compile_dplr(every_kernel: bool) -> int:
 
     BK, BV = dplr_scan._blocks(dplr_scan.MAX_K, 128)
     common = dict(K=dplr_scan.MAX_K, V=128, C=64, BK=BK, BV=BV, DOT_PREC=dplr_scan.DOT_PRECISION)
-    assert_compiles_and_fits(dplr_scan.dplr_scan_fwd_kernel,
-                             {**_ptrs("w", "u", "kd", "bd", "v", "decay", "h0", "states", "v2", "ht"), "NT": "i32"},
-                             common)
-    assert_compiles_and_fits(dplr_scan.dplr_scan_bwd_kernel,
-                             {**_ptrs("w", "bd", "decay", "dv2_out", "ds_out", "dht", "dh_after", "dv2", "dh0"),
-                              "NT": "i32"}, common)
-    assert_compiles_and_fits(dplr_local.dplr_local_bwd_kernel,
-                             {**_ptrs("q", "k", "v", "a", "b", "G", "Gx", "A_ab", "A_ak", "states", "v2", "do", "dv2",
-                                      "dh_after", "dv_out", "dA_ab", "dA_ak", "dA_qk", "dA_qb", "dv", "dq", "dk", "da",
-                                      "db", "dG", "dGx"), "scale": "fp32"}, common, **dplr_local.BWD_LAUNCH)
+    assert_compiles_and_fits(
+        dplr_scan.dplr_scan_fwd_kernel,
+        {**_ptrs("w", "u", "kd", "bd", "v", "decay", "h0", "states", "v2", "ht"), "NT": "i32"},
+        common,
+    )
+    assert_compiles_and_fits(
+        dplr_scan.dplr_scan_bwd_kernel,
+        {**_ptrs("w", "bd", "decay", "dv2_out", "ds_out", "dht", "dh_after", "dv2", "dh0"), "NT": "i32"},
+        common,
+    )
+    assert_compiles_and_fits(
+        dplr_local.dplr_local_bwd_kernel,
+        {
+            **_ptrs(
+                "q",
+                "k",
+                "v",
+                "a",
+                "b",
+                "G",
+                "Gx",
+                "A_ab",
+                "A_ak",
+                "states",
+                "v2",
+                "do",
+                "dv2",
+                "dh_after",
+                "dv_out",
+                "dA_ab",
+                "dA_ak",
+                "dA_qk",
+                "dA_qb",
+                "dv",
+                "dq",
+                "dk",
+                "da",
+                "db",
+                "dG",
+                "dGx",
+            ),
+            "scale": "fp32",
+        },
+        common,
+        **dplr_local.BWD_LAUNCH,
+    )
     if not every_kernel:
         return 3
-    assert_compiles_and_fits(dplr_local.dplr_solve_fwd_kernel,
-                             _ptrs("k", "v", "a", "b", "G", "Gx", "A_ab", "A_ak", "w", "u", "kd", "bd", "decay"),
-                             common, **dplr_local.LAUNCH)
-    assert_compiles_and_fits(dplr_local.dplr_output_kernel,
-                             {**_ptrs("q", "G", "v", "A_qk", "A_qb", "states", "v2", "o"), "scale": "fp32"}, common,
-                             **dplr_local.LAUNCH)
-    assert_compiles_and_fits(dplr_local.dplr_output_bwd_kernel,
-                             {**_ptrs("q", "G", "A_qk", "A_qb", "do", "dv2_out", "ds_out", "dv_out"), "scale": "fp32"},
-                             common, **dplr_local.LAUNCH)
+    assert_compiles_and_fits(
+        dplr_local.dplr_solve_fwd_kernel,
+        _ptrs("k", "v", "a", "b", "G", "Gx", "A_ab", "A_ak", "w", "u", "kd", "bd", "decay"),
+        common,
+        **dplr_local.LAUNCH,
+    )
+    assert_compiles_and_fits(
+        dplr_local.dplr_output_kernel,
+        {**_ptrs("q", "G", "v", "A_qk", "A_qb", "states", "v2", "o"), "scale": "fp32"},
+        common,
+        **dplr_local.LAUNCH,
+    )
+    assert_compiles_and_fits(
+        dplr_local.dplr_output_bwd_kernel,
+        {**_ptrs("q", "G", "A_qk", "A_qb", "do", "dv2_out", "ds_out", "dv_out"), "scale": "fp32"},
+        common,
+        **dplr_local.LAUNCH,
+    )
     return 6
 
 
 def compile_all(every_variant: bool) -> int:
-    variants = [(128, 128, True)] + ([(128, 128, False), (64, 64, True), (64, 64, False)] if every_variant else [])
+    variants = [(128, 128, True)] + (
+        [(128, 128, False), (64, 64, True), (64, 64, False)] if every_variant else []
+    )
     return sum(compile_delta(*v) for v in variants) + compile_dplr(every_variant)
 
 

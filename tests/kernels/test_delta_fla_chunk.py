@@ -1,6 +1,7 @@
 """Our gated delta rule against fla's own chunked Triton op ``chunk_gated_delta_rule``, run under the
 Triton interpreter at small shapes: outputs, final state and every gradient, with a decay and without
-(our g=None against fla's with g = 0: fla's ``chunk_delta_rule`` refuses fp32). fla's ops need two interpreter shims (tests/fla_files.py), so they run in a child process:
+(our g=None against fla's with g = 0: fla's ``chunk_delta_rule`` refuses fp32). fla's ops need two
+interpreter shims (tests/fla_files.py), so they run in a child process:
 ``TRITON_INTERPRET=1 python tests/kernels/test_delta_fla_chunk.py``."""
 from __future__ import annotations
 
@@ -24,9 +25,14 @@ def compare() -> dict:
     install_fla_interpreter_shims()
     gen = torch.Generator().manual_seed(0)
     B, T, H, K, V = 1, 70, 2, 16, 16
-    base = dict(q=torch.randn(B, T, H, K, generator=gen), k=F.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1),
-                v=torch.randn(B, T, H, V, generator=gen), beta=torch.rand(B, T, H, generator=gen),
-                g=F.logsigmoid(torch.randn(B, T, H, generator=gen)), h0=torch.randn(B, H, K, V, generator=gen))
+    base = dict(
+        q=torch.randn(B, T, H, K, generator=gen),
+        k=F.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1),
+        v=torch.randn(B, T, H, V, generator=gen),
+        beta=torch.rand(B, T, H, generator=gen),
+        g=F.logsigmoid(torch.randn(B, T, H, generator=gen)),
+        h0=torch.randn(B, H, K, V, generator=gen),
+    )
     do, dht = torch.randn(B, T, H, V, generator=gen), torch.randn(B, H, K, V, generator=gen)
     out = {}
     for gated in (True, False):

@@ -14,7 +14,10 @@ RTOL_FP32 = 2e-4  # fp32 (ieee) accumulation vs fp64
 
 
 def on_device(x, dtype=None):
-    return {n: None if t is None else t.detach().to(DEVICE, dtype or t.dtype).requires_grad_() for n, t in x.items()}
+    return {
+        n: None if t is None else t.detach().to(DEVICE, dtype or t.dtype).requires_grad_()
+        for n, t in x.items()
+    }
 
 
 @pytest.mark.parametrize("T", [15, 64, 65, 130])
@@ -44,7 +47,8 @@ def test_varlen_matches_naive():
 
 @pytest.mark.parametrize("dtype, rtol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
 def test_half_precision_inputs(dtype, rtol):
-    """bf16/fp16 inputs, fp32 inside: within the inputs' rounding (stated tolerance, relative to max |ref|)."""
+    """bf16/fp16 inputs, fp32 inside: within the inputs' rounding (stated tolerance, relative to max
+    |ref|)."""
     x = make_inputs(B=1, T=64, H=2, K=16, V=16, dtype=torch.float32)
     x = {n: None if t is None else t.detach().to(DEVICE, dtype if n not in ("initial_state",) else t.dtype)
          .requires_grad_() for n, t in x.items()}

@@ -15,7 +15,9 @@ NAMES = ("q", "k", "v", "a", "b", "gk")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_inputs(B=2, T=15, H=2, K=8, V=4, N=None, dtype=torch.float64, gate_range="typical", use_h0=True, seed=0):
+def make_inputs(
+    B=2, T=15, H=2, K=8, V=4, N=None, dtype=torch.float64, gate_range="typical", use_h0=True, seed=0
+):
     """RWKV-7-shaped inputs: a = −κ̂, b = κ̂ ⊙ iclr with κ̂ unit per head and iclr ∈ (0, 1)."""
     gen = torch.Generator().manual_seed(seed)
 
@@ -70,8 +72,9 @@ def test_no_initial_state_custom_scale_and_gradcheck():
     x = make_inputs(B=1, T=20, H=1, K=4, V=3)
 
     def f(*tensors):
-        return dplr_delta_rule(*tensors[:6], initial_state=tensors[6], output_final_state=True, backend="torch",
-                               chunk_size=16)
+        return dplr_delta_rule(
+            *tensors[:6], initial_state=tensors[6], output_final_state=True, backend="torch", chunk_size=16
+        )
 
     assert torch.autograd.gradcheck(f, tuple(x[n] for n in (*NAMES, "initial_state")))
 
@@ -117,16 +120,26 @@ TRITON = pytest.mark.skipif(not (torch.cuda.is_available() or interpreter_enable
 
 
 def _on_device(x, dtype=None):
-    return {n: None if t is None else t.detach().to(DEVICE, dtype if dtype and n != "initial_state" else t.dtype)
-            .requires_grad_() for n, t in x.items()}
+    return {
+        n: None
+        if t is None
+        else t.detach().to(DEVICE, dtype if dtype and n != "initial_state" else t.dtype).requires_grad_()
+        for n, t in x.items()
+    }
 
 
 @TRITON
-@pytest.mark.parametrize("T", [15, 65, pytest.param(64, marks=pytest.mark.slow), pytest.param(130, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "T", [15, 65, pytest.param(64, marks=pytest.mark.slow), pytest.param(130, marks=pytest.mark.slow)]
+)
 def test_triton_matches_naive(T):
     """The triton backend (score kernels, solve, scans, output and backward kernels) vs the fp64 loop."""
-    compare_to_naive(_on_device(make_inputs(B=2, T=T, K=16, V=16, dtype=torch.float32, seed=T)), "triton", 2e-4,
-                     chunk_size=32)
+    compare_to_naive(
+        _on_device(make_inputs(B=2, T=T, K=16, V=16, dtype=torch.float32, seed=T)),
+        "triton",
+        2e-4,
+        chunk_size=32,
+    )
 
 
 @TRITON

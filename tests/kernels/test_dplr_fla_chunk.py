@@ -33,7 +33,9 @@ def compare() -> dict:
     results = []
     for fn in (chunk_dplr_delta_rule, dplr_delta_rule):
         x = {n: t.clone().requires_grad_() for n, t in base.items()}
-        o, s = fn(x["q"], x["k"], x["v"], x["a"], x["b"], x["gk"], initial_state=x["h0"], output_final_state=True)
+        o, s = fn(
+            x["q"], x["k"], x["v"], x["a"], x["b"], x["gk"], initial_state=x["h0"], output_final_state=True
+        )
         ((o * do).sum() + (s * dht).sum()).backward()
         results.append({"o": o.detach(), "final": s.detach(), **{f"d{n}": t.grad for n, t in x.items()}})
     fla, ours = results

@@ -41,10 +41,16 @@ def _kernels():
     from recall_lm.kernels.gla import triton_forward as fwd
 
     return {
-        "gate_cumsum": fwd.gate_cumsum_kernel, "state_fwd": fwd.state_fwd_kernel,
-        "scores_fwd_scalar": fwd.scores_fwd_scalar_kernel, "scores_fwd_channel": fwd.scores_fwd_channel_kernel,
-        "output_fwd": fwd.output_fwd_kernel, "state_bwd": bwd.state_bwd_kernel, "scores_bwd": bwd.scores_bwd_kernel,
-        "dv": bwd.dv_kernel, "dqk_intra_channel": bwd.dqk_intra_channel_kernel, "dqk": bwd.dqk_kernel,
+        "gate_cumsum": fwd.gate_cumsum_kernel,
+        "state_fwd": fwd.state_fwd_kernel,
+        "scores_fwd_scalar": fwd.scores_fwd_scalar_kernel,
+        "scores_fwd_channel": fwd.scores_fwd_channel_kernel,
+        "output_fwd": fwd.output_fwd_kernel,
+        "state_bwd": bwd.state_bwd_kernel,
+        "scores_bwd": bwd.scores_bwd_kernel,
+        "dv": bwd.dv_kernel,
+        "dqk_intra_channel": bwd.dqk_intra_channel_kernel,
+        "dqk": bwd.dqk_kernel,
         "gate_grad": bwd.gate_grad_kernel,
     }
 

@@ -39,7 +39,9 @@ def test_bad_keywords():
     with pytest.raises(ValueError, match="integer"):
         gated_linear_attention(q1, k1, v1, cu_seqlens=torch.tensor([0.0, 8.0]))
     with pytest.raises(ValueError, match=r"initial_state must have shape .*N"):
-        gated_linear_attention(q1, k1, v1, initial_state=torch.zeros(1, 2, 4, 3), cu_seqlens=torch.tensor([0, 3, 8]))
+        gated_linear_attention(
+            q1, k1, v1, initial_state=torch.zeros(1, 2, 4, 3), cu_seqlens=torch.tensor([0, 3, 8])
+        )
 
 
 def test_triton_on_cpu_without_interpreter(monkeypatch):
@@ -60,7 +62,9 @@ def test_auto_is_torch_on_cpu(monkeypatch):
 
 def test_output_dtype_and_state():
     q, k, v = (t.to(torch.bfloat16) for t in _x())
-    o, s = gated_linear_attention(q, k, v, torch.full((2, 8, 2), -0.1, dtype=torch.bfloat16), output_final_state=True)
+    o, s = gated_linear_attention(
+        q, k, v, torch.full((2, 8, 2), -0.1, dtype=torch.bfloat16), output_final_state=True
+    )
     assert o.dtype == torch.bfloat16 and s.dtype == torch.float32 and s.shape == (2, 2, 4, 3)
 
 

@@ -32,7 +32,9 @@ def test_per_head_matches_fla_simple_gla(backend):
 def test_per_channel_matches_fla_gla(backend):
     ref = load_fla_file("ops/gla/naive.py").naive_recurrent_gla
     x = _detached(B=2, T=37, H=2, K=16, V=8, gate="channel")
-    o_ref, s_ref = ref(x["q"], x["k"], x["v"], x["g"], initial_state=x["initial_state"], output_final_state=True)
+    o_ref, s_ref = ref(
+        x["q"], x["k"], x["v"], x["g"], initial_state=x["initial_state"], output_final_state=True
+    )
     o, s = gated_linear_attention(x["q"], x["k"], x["v"], x["g"], initial_state=x["initial_state"],
                                   output_final_state=True, backend=backend, chunk_size=16)
     torch.testing.assert_close(o, o_ref, rtol=1e-4, atol=1e-5)

@@ -45,5 +45,7 @@ def test_step_continues_chunked_prefill():
     o_full, _ = gated_linear_attention(x["q"], x["k"], x["v"], x["g"], backend="torch", chunk_size=16)
     _, state = gated_linear_attention(x["q"][:, :39], x["k"][:, :39], x["v"][:, :39], x["g"][:, :39],
                                       output_final_state=True, backend="torch", chunk_size=16)
-    o_last, _ = gated_linear_attention_step(x["q"][:, 39], x["k"][:, 39], x["v"][:, 39], x["g"][:, 39], None, state)
+    o_last, _ = gated_linear_attention_step(
+        x["q"][:, 39], x["k"][:, 39], x["v"][:, 39], x["g"][:, 39], None, state
+    )
     torch.testing.assert_close(o_last, o_full[:, 39], rtol=1e-5, atol=1e-5)

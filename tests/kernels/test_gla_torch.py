@@ -41,9 +41,13 @@ def test_varlen_equals_separate_calls():
     o, s = gated_linear_attention(x["q"], x["k"], x["v"], x["g"], x["u"], initial_state=x["initial_state"],
                                   output_final_state=True, cu_seqlens=torch.tensor(cu), backend="torch")
     for n, (bos, eos) in enumerate(zip(cu, cu[1:])):
-        o_n, s_n = gated_linear_attention(*(x[a][:, bos:eos] for a in ("q", "k", "v", "g")), x["u"],
-                                          initial_state=x["initial_state"][n : n + 1], output_final_state=True,
-                                          backend="torch")
+        o_n, s_n = gated_linear_attention(
+            *(x[a][:, bos:eos] for a in ("q", "k", "v", "g")),
+            x["u"],
+            initial_state=x["initial_state"][n : n + 1],
+            output_final_state=True,
+            backend="torch",
+        )
         torch.testing.assert_close(o[:, bos:eos], o_n, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(s[n : n + 1], s_n, rtol=1e-5, atol=1e-5)
 

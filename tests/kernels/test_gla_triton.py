@@ -98,8 +98,9 @@ def test_no_final_state_gradient_path():
     # final state not requested: its gradient is absent and dg has no final-state term
     x = make_inputs(B=1, T=33, H=2, K=16, V=8, gate="head", dtype=torch.float32)
     ref = {n: t.detach().double().requires_grad_() for n, t in x.items() if t is not None}
-    o_ref, _ = gated_linear_attention(ref["q"], ref["k"], ref["v"], ref["g"], initial_state=ref["initial_state"],
-                                      backend="naive")
+    o_ref, _ = gated_linear_attention(
+        ref["q"], ref["k"], ref["v"], ref["g"], initial_state=ref["initial_state"], backend="naive"
+    )
     o, s = gated_linear_attention(x["q"], x["k"], x["v"], x["g"], initial_state=x["initial_state"],
                                   backend="triton", chunk_size=16)
     assert s is None

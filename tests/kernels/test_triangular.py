@@ -10,7 +10,9 @@ def _strict_lower(n, batch=(3, 2), seed=0):
     k = torch.nn.functional.normalize(torch.randn(*batch, n, 8, generator=gen, dtype=torch.float64), dim=-1)
     beta = torch.rand(*batch, n, 1, generator=gen, dtype=torch.float64)
     # a delta-rule chunk matrix β_i k_iᵀ k_j, plus junk on and above the diagonal that must be ignored
-    return beta * (k @ k.transpose(-1, -2)) + torch.randn(*batch, n, n, generator=gen, dtype=torch.float64).triu(0)
+    return beta * (k @ k.transpose(-1, -2)) + torch.randn(
+        *batch, n, n, generator=gen, dtype=torch.float64
+    ).triu(0)
 
 
 @pytest.mark.parametrize("n", [4, 16, 32, 64, 128, 256])

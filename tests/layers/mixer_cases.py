@@ -18,8 +18,11 @@ MIXER_CASES: dict[str, list[dict]] = {
         {"variant": "zoology", "activation": None},
         {"variant": "zoology", "activation": None, "kernel_size": 4, "bias": False},
     ],
-    "swa": [{"num_heads": 2, "window_size": 8}, {"num_heads": 1, "window_size": 64},
-            {"num_heads": 1, "window_size": 8, "rotary": False, "bias": True}],
+    "swa": [
+        {"num_heads": 2, "window_size": 8},
+        {"num_heads": 1, "window_size": 64},
+        {"num_heads": 1, "window_size": 8, "rotary": False, "bias": True},
+    ],
     "mom": [
         {"num_heads": 2},
         {"num_memories": 3, "top_k": 1, "shared_memory": False, "output_gate": False, "expand_v": 2},
@@ -29,19 +32,43 @@ MIXER_CASES: dict[str, list[dict]] = {
         {"num_heads": 2, "memory": "gla", "short_conv": False},
         {"num_memories": 3, "top_k": 1, "shared_memory": False, "short_conv": True, "memory": "gla"},
     ],
-    "deltanet": [{"num_heads": 2}, {"num_heads": 1, "head_dim": 8, "use_short_conv": False, "qk_norm": "none",
-                                    "allow_neg_eigval": True, "chunk_size": 16}, {"num_heads": 2, "expand_v": 1.5}],
-    "gated_deltanet": [{"num_heads": 2}, {"num_heads": 2, "conv_size": 3, "allow_neg_eigval": True, "chunk_size": 16,
-                                          "output_gate": False}, {"num_heads": 2, "expand_v": 2}],
-    "mamba2": [{"d_state": 8, "head_dim": 16}, {"d_state": 4, "head_dim": 8, "expand": 1, "d_conv": 3, "chunk_size": 16,
-                                                  "n_groups": 2}],
-    # standalone, so the first RWKV-7 layer (layer_idx 0); later layers' value residual: tests/layers/test_rwkv7.py
+    "deltanet": [
+        {"num_heads": 2},
+        {
+            "num_heads": 1,
+            "head_dim": 8,
+            "use_short_conv": False,
+            "qk_norm": "none",
+            "allow_neg_eigval": True,
+            "chunk_size": 16,
+        },
+        {"num_heads": 2, "expand_v": 1.5},
+    ],
+    "gated_deltanet": [
+        {"num_heads": 2},
+        {"num_heads": 2, "conv_size": 3, "allow_neg_eigval": True, "chunk_size": 16, "output_gate": False},
+        {"num_heads": 2, "expand_v": 2},
+    ],
+    "mamba2": [
+        {"d_state": 8, "head_dim": 16},
+        {"d_state": 4, "head_dim": 8, "expand": 1, "d_conv": 3, "chunk_size": 16, "n_groups": 2},
+    ],
+    # standalone, so the first RWKV-7 layer (layer_idx 0); later layers' value residual:
+    # tests/layers/test_rwkv7.py
     "rwkv7": [{"head_size": 16, "chunk_size": 16}, {"head_size": 32, "n_layers": 3}],
     "retnet": [{"num_heads": 2}, {"num_heads": 4, "expand_k": 0.5, "expand_v": 1.0}],
     # chunk_size 16: the random 1-D parameters (≈ 1) make decays of up to e^15 per token, where the chunked
     # fp32 kernel's round-off grows with the chunk length (fp64 tests in test_rwkv6.py use chunk 64 too)
-    "rwkv6": [{"head_size": 16, "mix_lora_rank": 4, "decay_lora_rank": 8, "layer_idx": 1, "n_layers": 2,
-               "chunk_size": 16}],
+    "rwkv6": [
+        {
+            "head_size": 16,
+            "mix_lora_rank": 4,
+            "decay_lora_rank": 8,
+            "layer_idx": 1,
+            "n_layers": 2,
+            "chunk_size": 16,
+        }
+    ],
 }
 
 

@@ -26,7 +26,9 @@ def based_reference(mixer, x):
 @pytest.mark.parametrize("num_heads,feature_dim", [(1, 16), (2, 5)])
 def test_based_matches_quadratic_kernel_attention(symmetric, num_heads, feature_dim):
     torch.manual_seed(0)
-    mixer = build_mixer("based", 16, num_heads=num_heads, feature_dim=feature_dim, symmetric=symmetric).double()
+    mixer = build_mixer(
+        "based", 16, num_heads=num_heads, feature_dim=feature_dim, symmetric=symmetric
+    ).double()
     with torch.no_grad():  # larger q·k than the 0.02-std init, so the quadratic term matters
         mixer.qk.weight.mul_(8)
     x = torch.randn(2, 23, 16, dtype=torch.float64, requires_grad=True)
@@ -41,7 +43,8 @@ def test_based_matches_quadratic_kernel_attention(symmetric, num_heads, feature_
 
 
 def test_based_defaults_and_exact_state_size():
-    """Reference defaults: feature_dim 16, symmetric map → 153 features, eps 1e-12; state [B, H, 153, D/H + 1]."""
+    """Reference defaults: feature_dim 16, symmetric map → 153 features, eps 1e-12; state
+    [B, H, 153, D/H + 1]."""
     mixer = build_mixer("based", 64, num_heads=4)
     assert (mixer.feature_dim, mixer.expanded_dim, mixer.eps) == (16, 153, 1e-12)
     assert mixer.state_size() == 4 * 153 * (16 + 1)
@@ -80,7 +83,9 @@ def conv_loop_reference(mixer, x):
     return mixer.out_proj(conv * b)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"kernel_size": 4, "expand": 4, "activation": None}, {"kernel_size": 1}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"kernel_size": 4, "expand": 4, "activation": None}, {"kernel_size": 1}]
+)
 def test_base_conv_matches_loop(kwargs):
     torch.manual_seed(0)
     mixer = build_mixer("base_conv", 12, **kwargs).double()

@@ -16,8 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_registering_a_class_that_is_not_a_mixer_is_one_line():
-    with pytest.raises(TypeError, match=r"^mixer 'plain' \(Plain\) does not follow the mixer contract: subclass "
-                                        r"recall_lm.layers.contract.Mixer \(recall_lm.layers.contract\)$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^mixer 'plain' \(Plain\) does not follow the mixer contract: subclass "
+        r"recall_lm.layers.contract.Mixer \(recall_lm.layers.contract\)$",
+    ):
         register_mixer("plain")(type("Plain", (nn.Module,), {}))
     assert "plain" not in MIXERS
 

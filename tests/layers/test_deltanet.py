@@ -13,7 +13,8 @@ torch.manual_seed(0)
 
 
 def paper_forward(layer, x):
-    """S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t / √d, from the layer's projections."""
+    """S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t / √d, from the layer's
+    projections."""
     B, T, _ = x.shape
     H, D, Dv = layer.num_heads, layer.head_dim, layer.value_dim
 
@@ -26,8 +27,11 @@ def paper_forward(layer, x):
             y = sum(W[:, 0, i] * padded[:, i : i + T] for i in range(K))
         return F.silu(y).view(B, T, H, -1)
 
-    q, k, v = stream(layer.q_proj, getattr(layer, "q_conv", None)), stream(layer.k_proj, getattr(layer, "k_conv", None)), \
-        stream(layer.v_proj, getattr(layer, "v_conv", None))
+    q, k, v = (
+        stream(layer.q_proj, getattr(layer, "q_conv", None)),
+        stream(layer.k_proj, getattr(layer, "k_conv", None)),
+        stream(layer.v_proj, getattr(layer, "v_conv", None)),
+    )
     if layer.qk_norm == "l2":
         q, k = q / q.norm(dim=-1, keepdim=True), k / k.norm(dim=-1, keepdim=True)
     beta = torch.sigmoid(layer.b_proj(x)) * (2 if layer.allow_neg_eigval else 1)
@@ -51,9 +55,15 @@ def paper_forward(layer, x):
 
 
 @pytest.mark.parametrize("name", ["deltanet", "gated_deltanet"])
-@pytest.mark.parametrize("kwargs", [{}, {"use_short_conv": False, "qk_norm": "none", "allow_neg_eigval": True},
-                                    {"num_heads": 2, "head_dim": 12, "conv_size": 3},
-                                    {"num_heads": 2, "expand_v": 2}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"use_short_conv": False, "qk_norm": "none", "allow_neg_eigval": True},
+        {"num_heads": 2, "head_dim": 12, "conv_size": 3},
+        {"num_heads": 2, "expand_v": 2},
+    ],
+)
 def test_layer_is_the_papers_recurrence(name, kwargs):
     _check_layer(name, kwargs)
 

@@ -42,11 +42,20 @@ def compare() -> dict:
         torch.manual_seed(T)
         conv, neg = options.get("use_short_conv", True), options.get("allow_neg_eigval", False)
         if gated:
-            fla = FlaGatedDeltaNet(hidden_size=d, head_dim=d // H, num_heads=H, expand_v=options.get("expand_v", 1),
-                                   use_gate=options.get("output_gate", True), use_short_conv=conv,
-                                   allow_neg_eigval=neg, conv_size=4)
+            fla = FlaGatedDeltaNet(
+                hidden_size=d,
+                head_dim=d // H,
+                num_heads=H,
+                expand_v=options.get("expand_v", 1),
+                use_gate=options.get("output_gate", True),
+                use_short_conv=conv,
+                allow_neg_eigval=neg,
+                conv_size=4,
+            )
         else:
-            fla = FlaDeltaNet(hidden_size=d, num_heads=H, use_short_conv=conv, allow_neg_eigval=neg, conv_size=4)
+            fla = FlaDeltaNet(
+                hidden_size=d, num_heads=H, use_short_conv=conv, allow_neg_eigval=neg, conv_size=4
+            )
         ours = build_mixer("gated_deltanet" if gated else "deltanet", d, num_heads=H, **options)
         fla_params = dict(fla.named_parameters())
         with torch.no_grad():  # away from the inits (zero-ish convolutions, unit norm weights)
@@ -61,7 +70,9 @@ def compare() -> dict:
             xi = x.clone().requires_grad_()
             y = module(xi)[0]
             (y * dy).sum().backward()
-            grads = {(CONV_NAMES.get(n, n) if module is ours else n): p.grad for n, p in module.named_parameters()}
+            grads = {
+                (CONV_NAMES.get(n, n) if module is ours else n): p.grad for n, p in module.named_parameters()
+            }
             results.append({"y": y.detach(), "dx": xi.grad, **{f"d{n}": g for n, g in grads.items()}})
         want, got = results
         assert set(want) == set(got), (sorted(want), sorted(got))

@@ -34,13 +34,21 @@ def ssd_reference(layer, u):
         h = decay * h + dt[:, t, :, None, None] * Bm[:, t, group, :, None] * x[:, t, :, None, :]
         ys.append(torch.einsum("bhnp,bhn->bhp", h, Cm[:, t, group]) + layer.D[:, None] * x[:, t])
     y = (torch.stack(ys, 1).reshape(Bsz, T, E) * F.silu(z)).view(Bsz, T, G, E // G)
-    y = (y / torch.sqrt(y.pow(2).mean(-1, keepdim=True) + layer.norm.eps)).reshape(Bsz, T, E) * layer.norm.weight
+    y = (y / torch.sqrt(y.pow(2).mean(-1, keepdim=True) + layer.norm.eps)).reshape(
+        Bsz, T, E
+    ) * layer.norm.weight
     return y @ layer.out_proj.weight.T
 
 
-@pytest.mark.parametrize("kwargs", [{"d_state": 8, "head_dim": 8}, {"d_state": 16, "head_dim": 16, "d_conv": 3},
-                                    {"d_state": 4, "head_dim": 32, "expand": 1, "chunk_size": 16},
-                                    {"d_state": 8, "head_dim": 8, "n_groups": 4}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"d_state": 8, "head_dim": 8},
+        {"d_state": 16, "head_dim": 16, "d_conv": 3},
+        {"d_state": 4, "head_dim": 32, "expand": 1, "chunk_size": 16},
+        {"d_state": 8, "head_dim": 8, "n_groups": 4},
+    ],
+)
 def test_layer_is_the_ssd_recurrence(kwargs):
     layer = build_mixer("mamba2", 32, **kwargs).double()
     u = torch.randn(2, 70, 32, dtype=torch.float64)
@@ -62,8 +70,14 @@ def test_initialisation_and_no_weight_decay():
     assert {id(p) for p in plain["params"]} == {id(mixer.A_log), id(mixer.dt_bias), id(mixer.D)}
 
 
-@pytest.mark.parametrize("kwargs, message", [({"head_dim": 48}, "head_dim=48 must divide"), ({"d_conv": 1}, "d_conv"),
-                                             ({"head_dim": 16, "n_groups": 3}, "n_groups=3")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"head_dim": 48}, "head_dim=48 must divide"),
+        ({"d_conv": 1}, "d_conv"),
+        ({"head_dim": 16, "n_groups": 3}, "n_groups=3"),
+    ],
+)
 def test_bad_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_mixer("mamba2", 32, **kwargs)

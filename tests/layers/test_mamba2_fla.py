@@ -33,7 +33,9 @@ def compare() -> dict:
     for T, groups in ((37, 1), (64, 1)):
         torch.manual_seed(0)
         d, N, P = 64, 16, 32
-        fla = FlaMamba2(head_dim=P, hidden_size=d, state_size=N, expand=2, n_groups=groups, chunk_size=16).double()
+        fla = FlaMamba2(
+            head_dim=P, hidden_size=d, state_size=N, expand=2, n_groups=groups, chunk_size=16
+        ).double()
         ours = build_mixer("mamba2", d, d_state=N, head_dim=P, n_groups=groups, chunk_size=16).double()
         fla_params = dict(fla.named_parameters())
         with torch.no_grad():
@@ -46,8 +48,11 @@ def compare() -> dict:
             xi = x.clone().requires_grad_()
             y = run(xi)
             (y * dy).sum().backward()
-            named = {FLA_NAMES.get(n, n): p.grad for n, p in module.named_parameters()} if module is ours else \
-                {n: p.grad for n, p in module.named_parameters()}
+            named = (
+                {FLA_NAMES.get(n, n): p.grad for n, p in module.named_parameters()}
+                if module is ours
+                else {n: p.grad for n, p in module.named_parameters()}
+            )
             grads.append({"y": y.detach(), "dx": xi.grad, **{f"d{n}": g for n, g in named.items()}})
         want, got = grads
         out[f"T{T}_groups{groups}"] = {n: (want[n] - got[n]).abs().max().item() for n in want}

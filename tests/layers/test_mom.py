@@ -93,7 +93,9 @@ def reference(mixer, x, initial=None):
             if delta:  # not routed: β = 0 and g = 0 leave the memory as it is
                 k_t = k_t.view(B, H, K) / k_t.view(B, H, K).norm(dim=-1, keepdim=True)
                 b_t, g_t = (beta[:, t] * r)[..., None, None], (g[:, t] * r)[..., None, None]
-                transition = g_t.exp() * (torch.eye(K, dtype=x.dtype) - b_t * k_t[..., :, None] * k_t[..., None, :])
+                transition = g_t.exp() * (
+                    torch.eye(K, dtype=x.dtype) - b_t * k_t[..., :, None] * k_t[..., None, :]
+                )
                 S = transition @ S + b_t * k_t[..., :, None] * v_t.view(B, H, V)[..., None, :]
             else:
                 k_t, v_t, g_t = (k_t * r).view(B, H, K), (v_t * r).view(B, H, V), (g[:, t] * r).view(B, H, K)
@@ -307,7 +309,9 @@ def test_decode_step_is_unpacked_and_equals_the_packed_path(monkeypatch, memory)
     import recall_lm.layers.mom as mom_module
 
     torch.manual_seed(0)
-    mixer = build_mixer("mom", 32, num_heads=2, num_memories=3, top_k=2, short_conv=True, memory=memory).double()
+    mixer = build_mixer(
+        "mom", 32, num_heads=2, num_memories=3, top_k=2, short_conv=True, memory=memory
+    ).double()
     x = torch.randn(2, 9, 32, dtype=torch.float64)
     whole, whole_state = mixer(x, mixer.init_state(2, dtype=torch.float64))
 

@@ -62,8 +62,18 @@ def compare() -> dict:
         torch.manual_seed(T)
         fla = MomAttention(hidden_size=d, head_dim=d // H, num_heads=H, expand_v=1, num_memories=M, topk=k,
                            shared_mem=True, use_short_conv=True, conv_size=4, use_output_gate=True).eval()
-        ours = build_mixer("mom", d, num_heads=H, num_memories=M, top_k=k, shared_memory=True, short_conv=True,
-                           conv_size=4, memory="gated_deltanet", aux_loss_coef=0.0)
+        ours = build_mixer(
+            "mom",
+            d,
+            num_heads=H,
+            num_memories=M,
+            top_k=k,
+            shared_memory=True,
+            short_conv=True,
+            conv_size=4,
+            memory="gated_deltanet",
+            aux_loss_coef=0.0,
+        )
         with torch.no_grad():
             identity = torch.zeros_like(fla.q_conv1d.weight)
             identity[..., -1] = 1.0

@@ -33,7 +33,9 @@ def rnn_reference(layer, x, v_first=None):
         xt = x[:, t]
         xx = prev - xt
         prev = xt
-        xr, xw, xk, xv, xa, xg = (xt + xx * getattr(layer, m) for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
+        xr, xw, xk, xv, xa, xg = (
+            xt + xx * getattr(layer, m) for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
+        )
         r, k, v = layer.receptance(xr), layer.key(xk), layer.value(xv)
         w = torch.exp(-math.exp(-0.5) * torch.sigmoid(layer.w0 + torch.tanh(xw @ layer.w1) @ layer.w2))
         if v_first is not None:
@@ -75,8 +77,14 @@ def test_later_layer_mixes_in_the_first_layers_value():
 
 
 def test_model_passes_the_first_value_along_and_decodes_it():
-    config = ModelConfig(vocab_size=50, d_model=32, n_layers=3, mixer="rwkv7", mixer_kwargs={"rwkv7": {"head_size": 8}},
-                         mlp="rwkv7_cmix")
+    config = ModelConfig(
+        vocab_size=50,
+        d_model=32,
+        n_layers=3,
+        mixer="rwkv7",
+        mixer_kwargs={"rwkv7": {"head_size": 8}},
+        mlp="rwkv7_cmix",
+    )
     model = DecoderLM(config).double().eval()
     for block in model.blocks:
         randomise(block.mixer)

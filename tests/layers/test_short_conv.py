@@ -7,7 +7,8 @@ from recall_lm.layers.short_conv import ShortConvolution
 
 
 def loop_reference(x, weight, bias=None):
-    """y_t[c] = b[c] + Σ_i w[c, i] · x_{t-K+1+i}[c], zero before the first token. x [B, T, D], weight [D, K]."""
+    """y_t[c] = b[c] + Σ_i w[c, i] · x_{t-K+1+i}[c], zero before the first token. x [B, T, D],
+    weight [D, K]."""
     B, T, D = x.shape
     K = weight.shape[1]
     y = torch.zeros_like(x) if bias is None else bias.expand(B, T, D).clone()
@@ -34,7 +35,9 @@ def test_matches_loop_and_padded_conv1d(K, bias, activation):
     w = conv.conv.weight[:, 0]  # [D, K]
     pre = loop_reference(x, w, conv.conv.bias)
     # torch's usual causal form: pad K - 1 on both sides, keep the first T outputs
-    pre_conv1d = F.conv1d(x.transpose(1, 2), conv.conv.weight, conv.conv.bias, padding=K - 1, groups=6)[..., :11]
+    pre_conv1d = F.conv1d(x.transpose(1, 2), conv.conv.weight, conv.conv.bias, padding=K - 1, groups=6)[
+        ..., :11
+    ]
     torch.testing.assert_close(pre, pre_conv1d.transpose(1, 2))
     expected = F.silu(pre) if activation == "silu" else pre
     torch.testing.assert_close(y, expected)
@@ -101,5 +104,7 @@ def test_token_by_token_steps_match_loop_with_gradients(K):
     expected = F.silu(loop_reference(x, conv.conv.weight[:, 0], conv.conv.bias))
     torch.testing.assert_close(y, expected)
     params = [x, conv.conv.weight, conv.conv.bias]
-    for a, b in zip(torch.autograd.grad(y.square().sum(), params), torch.autograd.grad(expected.square().sum(), params)):
+    for a, b in zip(
+        torch.autograd.grad(y.square().sum(), params), torch.autograd.grad(expected.square().sum(), params)
+    ):
         torch.testing.assert_close(a, b)

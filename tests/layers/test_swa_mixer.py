@@ -9,7 +9,8 @@ from tests.layers.test_attention import rope_reference
 
 
 def swa_reference(mixer, x, rope=rope_reference):
-    """softmax over keys j with i - w < j ≤ i of q_i·k_j/√D, q and k rotated at positions 0..T-1, full T×T mask."""
+    """softmax over keys j with i - w < j ≤ i of q_i·k_j/√D, q and k rotated at positions 0..T-1, full
+    T×T mask."""
     B, T, d = x.shape
     H, D, w = mixer.num_heads, mixer.head_dim, mixer.window_size
     q, k, v = mixer.qkv(x).view(B, T, 3, H, D).unbind(2)
@@ -33,7 +34,8 @@ def make(window_size, num_heads=2, d=16, seed=0):
 @pytest.mark.parametrize("window_size", [1, 4, 9, 40])
 @pytest.mark.parametrize("own_rope", [False, True])
 def test_matches_masked_softmax_with_rotary(window_size, own_rope):
-    """Against a masked softmax in fp64, with the independent RoPE of test_attention and with the mixer's own."""
+    """Against a masked softmax in fp64, with the independent RoPE of test_attention and with the mixer's
+    own."""
     mixer = make(window_size)
     x = torch.randn(2, 29, 16, dtype=torch.float64, requires_grad=True)
     y, state = mixer(x)

@@ -16,8 +16,13 @@ def _save(model: DecoderLM, path, key: str = "architecture"):
 
 def test_load_model_from_file_and_run_folder(tmp_path):
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=64, d_model=32, n_layers=2, mixer=["based", "swa"],
-                         mixer_kwargs={"based": {"feature_dim": 8, "num_heads": 2}, "swa": {"window_size": 8}})
+    config = ModelConfig(
+        vocab_size=64,
+        d_model=32,
+        n_layers=2,
+        mixer=["based", "swa"],
+        mixer_kwargs={"based": {"feature_dim": 8, "num_heads": 2}, "swa": {"window_size": 8}},
+    )
     model = DecoderLM(config).eval()
     (tmp_path / "checkpoints").mkdir()
     _save(model, tmp_path / "checkpoints" / "last.ckpt")

@@ -7,8 +7,16 @@ from recall_lm.models.decoder import DecoderLM
 
 
 def small_config(**overrides):
-    base = dict(vocab_size=97, d_model=32, n_layers=3, mixer=["attention", "linear_attention"],
-                mixer_kwargs={"attention": {"num_heads": 2}, "linear_attention": {"feature_map": "taylor", "feature_dim": 4}})
+    base = dict(
+        vocab_size=97,
+        d_model=32,
+        n_layers=3,
+        mixer=["attention", "linear_attention"],
+        mixer_kwargs={
+            "attention": {"num_heads": 2},
+            "linear_attention": {"feature_map": "taylor", "feature_dim": 4},
+        },
+    )
     base.update(overrides)
     return ModelConfig(**base)
 

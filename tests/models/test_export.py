@@ -1,5 +1,5 @@
-"""Exported (Hugging Face-layout) folders: recall_lm.models.export, DecoderLM.save/from_pretrained, evals' --ckpt,
-and the transformers wrapper (AutoModelForCausalLM), all offline."""
+"""Exported (Hugging Face-layout) folders: recall_lm.models.export, DecoderLM.save/from_pretrained, evals'
+--ckpt, and the transformers wrapper (AutoModelForCausalLM), all offline."""
 import json
 import pickle
 from dataclasses import asdict
@@ -14,10 +14,22 @@ from recall_lm.models.decoder import DecoderLM
 from recall_lm.models.export import main as export_main
 
 CONFIGS = {
-    "tied hybrid": ModelConfig(vocab_size=256, d_model=32, n_layers=3, mixer=["base_conv", "based", "swa"],
-                               mixer_kwargs={"based": {"feature_dim": 4}, "swa": {"window_size": 8}}),
-    "untied rwkv7": ModelConfig(vocab_size=256, d_model=32, n_layers=2, mixer="rwkv7", mlp="rwkv7_cmix",
-                                tie_embeddings=False, mixer_kwargs={"rwkv7": {"head_size": 16, "chunk_size": 16}}),
+    "tied hybrid": ModelConfig(
+        vocab_size=256,
+        d_model=32,
+        n_layers=3,
+        mixer=["base_conv", "based", "swa"],
+        mixer_kwargs={"based": {"feature_dim": 4}, "swa": {"window_size": 8}},
+    ),
+    "untied rwkv7": ModelConfig(
+        vocab_size=256,
+        d_model=32,
+        n_layers=2,
+        mixer="rwkv7",
+        mlp="rwkv7_cmix",
+        tie_embeddings=False,
+        mixer_kwargs={"rwkv7": {"head_size": 16, "chunk_size": 16}},
+    ),
 }
 
 
@@ -105,4 +117,6 @@ def test_transformers_auto_classes_load_and_generate(tmp_path):
     full = model(generated[:, :-1]).logits.argmax(-1)[:, 6:]
     assert torch.equal(full, generated[:, 7:])
     hf.save_pretrained(tmp_path / "again")
-    torch.testing.assert_close(DecoderLM.from_pretrained(tmp_path / "again")(ids).logits, out.logits, rtol=0, atol=0)
+    torch.testing.assert_close(
+        DecoderLM.from_pretrained(tmp_path / "again")(ids).logits, out.logits, rtol=0, atol=0
+    )

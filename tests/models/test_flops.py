@@ -70,7 +70,9 @@ def test_chunked_mixers_are_close_to_the_flop_counter(name, kwargs):
 
 
 def test_decoder_flops_sum_blocks_and_head_and_training_is_three_times():
-    config = ModelConfig(vocab_size=100, d_model=D, n_layers=3, mixer=["attention", "retnet", "swa"], mlp="swiglu")
+    config = ModelConfig(
+        vocab_size=100, d_model=D, n_layers=3, mixer=["attention", "retnet", "swa"], mlp="swiglu"
+    )
     model = DecoderLM(config)
     expected = 2 * D * 100 + sum(module_flops_per_token(b.mixer, T) + module_flops_per_token(b.mlp, T)
                                  for b in model.blocks)

@@ -13,13 +13,18 @@ VOCAB = 61
 MODEL_CASES = {name: {"mixer": name, "mixer_kwargs": {name: cases[0]}} for name, cases in MIXER_CASES.items()}
 MODEL_CASES["hybrid"] = {
     "mixer": ["attention", "linear_attention"],
-    "mixer_kwargs": {"attention": MIXER_CASES["attention"][0], "linear_attention": MIXER_CASES["linear_attention"][1]},
+    "mixer_kwargs": {
+        "attention": MIXER_CASES["attention"][0],
+        "linear_attention": MIXER_CASES["linear_attention"][1],
+    },
 }
 
 
 def build(case, seed=0):
     torch.manual_seed(seed)
-    model = DecoderLM(ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, init_std=0.3, **MODEL_CASES[case]))
+    model = DecoderLM(
+        ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, init_std=0.3, **MODEL_CASES[case])
+    )
     return model.eval()
 
 

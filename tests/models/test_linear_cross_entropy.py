@@ -57,8 +57,22 @@ def test_bad_arguments_are_named():
 def test_memory_benchmark_runs_both_variants_to_the_same_loss(tmp_path):
     from recall_lm.evals.bench import loss as bench_loss
 
-    full, chunked = bench_loss.main(["--tokens", "64", "--d-model", "8", "--vocab", "512", "--chunk-rows", "16",
-                                     "--device", "cpu", "--out", str(tmp_path / "loss.md")])
+    full, chunked = bench_loss.main(
+        [
+            "--tokens",
+            "64",
+            "--d-model",
+            "8",
+            "--vocab",
+            "512",
+            "--chunk-rows",
+            "16",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "loss.md"),
+        ]
+    )
     assert full["variant"] == "full" and chunked["variant"] == "chunked"
     assert abs(full["loss"] - chunked["loss"]) < 1e-5
     assert "less memory" in (tmp_path / "loss.md").read_text()

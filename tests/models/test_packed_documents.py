@@ -9,16 +9,33 @@ from recall_lm.models.decoder import DecoderLM
 LENGTHS = (6, 1, 19, 3, 11)
 
 MODELS = {
-    "based-hybrid": dict(mixer=["base_conv", "based", "swa"], n_layers=3,
-                         mixer_kwargs={"based": {"feature_dim": 4}, "swa": {"window_size": 4}}),
-    "attention+gated_deltanet": dict(mixer=["attention", "gated_deltanet"], n_layers=2,
-                                     mixer_kwargs={"attention": {"num_heads": 2}, "gated_deltanet": {"num_heads": 2}}),
-    "rwkv7 (value residual, cmix)": dict(mixer="rwkv7", mlp="rwkv7_cmix", n_layers=2,
-                                         mixer_kwargs={"rwkv7": {"head_size": 16, "chunk_size": 16}}),
-    "rwkv6 (cmix)": dict(mixer="rwkv6", mlp="rwkv6_cmix", n_layers=2,
-                         mixer_kwargs={"rwkv6": {"head_size": 16, "chunk_size": 16}}),
-    "mom+mamba2": dict(mixer=["mom", "mamba2"], n_layers=2,
-                       mixer_kwargs={"mom": {"num_heads": 2, "short_conv": True}, "mamba2": {"d_state": 8, "head_dim": 16}}),
+    "based-hybrid": dict(
+        mixer=["base_conv", "based", "swa"],
+        n_layers=3,
+        mixer_kwargs={"based": {"feature_dim": 4}, "swa": {"window_size": 4}},
+    ),
+    "attention+gated_deltanet": dict(
+        mixer=["attention", "gated_deltanet"],
+        n_layers=2,
+        mixer_kwargs={"attention": {"num_heads": 2}, "gated_deltanet": {"num_heads": 2}},
+    ),
+    "rwkv7 (value residual, cmix)": dict(
+        mixer="rwkv7",
+        mlp="rwkv7_cmix",
+        n_layers=2,
+        mixer_kwargs={"rwkv7": {"head_size": 16, "chunk_size": 16}},
+    ),
+    "rwkv6 (cmix)": dict(
+        mixer="rwkv6",
+        mlp="rwkv6_cmix",
+        n_layers=2,
+        mixer_kwargs={"rwkv6": {"head_size": 16, "chunk_size": 16}},
+    ),
+    "mom+mamba2": dict(
+        mixer=["mom", "mamba2"],
+        n_layers=2,
+        mixer_kwargs={"mom": {"num_heads": 2, "short_conv": True}, "mamba2": {"d_state": 8, "head_dim": 16}},
+    ),
 }
 
 
@@ -42,7 +59,9 @@ def test_packed_row_equals_documents_alone(name):
 
     logits = model(ids, cu_seqlens=cu).logits
     grads = torch.autograd.grad((logits * weights).sum(), params, allow_unused=True)
-    alone = torch.cat([model(piece).logits for piece in Documents.from_cu_seqlens(cu, ids.shape[1]).split(ids)], 1)
+    alone = torch.cat(
+        [model(piece).logits for piece in Documents.from_cu_seqlens(cu, ids.shape[1]).split(ids)], 1
+    )
     grads_alone = torch.autograd.grad((alone * weights).sum(), params, allow_unused=True)
 
     torch.testing.assert_close(logits, alone, rtol=1e-9, atol=1e-9)
@@ -105,6 +124,8 @@ def test_task_loss_on_masked_blocks_is_the_loss_of_each_document_alone(chunked_l
             keep = labels[row, a:b] != -100
             total += torch.nn.functional.cross_entropy(logits[keep], labels[row, a:b][keep], reduction="sum")
             count += int(keep.sum())
-    torch.testing.assert_close(loss.double(), total / count, rtol=1e-6, atol=1e-9)  # the task's CE runs in fp32
+    torch.testing.assert_close(
+        loss.double(), total / count, rtol=1e-6, atol=1e-9
+    )  # the task's CE runs in fp32
     if chunked_loss_rows:
         assert out.correct.shape == (2, 12)  # per-block accuracy for validation

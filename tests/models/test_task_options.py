@@ -78,9 +78,16 @@ def tiny_data(batch_size=8):
 
 
 def fit(task, epochs, callbacks=(), data=None):
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks),
-                        accelerator="cpu")
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=list(callbacks),
+        accelerator="cpu",
+    )
     trainer.fit(task, datamodule=data or tiny_data())
     return trainer
 

@@ -138,7 +138,9 @@ def test_scaled_residual_init_rescales_output_projections_only():
 
 
 def test_swiglu_down_projection_is_rescaled():
-    model = DecoderLM(ModelConfig(vocab_size=64, d_model=256, n_layers=2, mlp="swiglu", scaled_residual_init=True))
+    model = DecoderLM(
+        ModelConfig(vocab_size=64, d_model=256, n_layers=2, mlp="swiglu", scaled_residual_init=True)
+    )
     assert model.blocks[0].mlp.down.weight.std().item() == pytest.approx(0.01, rel=0.03)
     assert model.blocks[0].mlp.gate_up.weight.std().item() == pytest.approx(0.02, rel=0.03)
 

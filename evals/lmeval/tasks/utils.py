@@ -1,7 +1,7 @@
 """Prompt and metric functions of the shipped lm-eval tasks (``!function utils.<name>`` in the YAMLs).
 
-lm-eval imports this file by its path (``--include_path evals/lmeval/tasks``); the project's code comes from the
-installed ``recall_lm`` package (``make install``).
+lm-eval imports this file by its path (``--include_path evals/lmeval/tasks``); the project's code comes from
+the installed ``recall_lm`` package (``make install``).
 """
 from recall_lm.data.recall_tasks import split_question
 from recall_lm.evals.probes.recall_tasks_eval import contains
@@ -14,7 +14,8 @@ def recall_text(doc) -> str:
 
 
 def recall_text_jrt(doc) -> str:
-    """JRT (Arora et al., 2024, "Just read twice"): the document, a newline, the document again, the question."""
+    """JRT (Arora et al., 2024, "Just read twice"): the document, a newline, the document again, the
+    question."""
     context, question = split_question(doc["text"], doc["key"])
     return context + "\n" + context + question
 
