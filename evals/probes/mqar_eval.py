@@ -25,11 +25,9 @@ from recall_lm.data.mqar import multiquery_ar, validate_mqar_arguments
 from recall_lm.evals.common import ROOT
 from recall_lm.evals.probes.report import (
     add_checkpoint_argument,
-    grid_matrix,
-    heatmap,
     load_checkpoint_model,
     run_name,
-    write_rows,
+    write_report,
 )
 from recall_lm.training.task import per_example_accuracy
 
@@ -150,19 +148,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     title = (f"MQAR accuracy of `{args.ckpt}` (vocabulary {vocab_size}, {args.num_examples} examples "
              f"per cell, passes {args.num_passes}); command: `python -m recall_lm.evals.probes.mqar_eval "
              f"{' '.join(sys.argv[1:] if argv is None else argv)}`")
-    csv_path, md_path = write_rows(rows, COLUMNS, out, title)
-    png = heatmap(
-        grid_matrix(rows, "seq_len", "num_kv_pairs", args.seq_lens, args.kv),
-        args.seq_lens,
-        args.kv,
-        out.with_suffix(".png"),
-        f"MQAR accuracy: {name}",
-        "key-value pairs",
-        "sequence length",
-    )
-    print(md_path.read_text())
-    print(f"wrote {csv_path}, {md_path}, {png}")
-    return rows
+    return write_report(rows, COLUMNS, out, title, ("seq_len", "num_kv_pairs", args.seq_lens, args.kv),
+                        (f"MQAR accuracy: {name}", "key-value pairs", "sequence length"))
 
 
 if __name__ == "__main__":

@@ -25,11 +25,9 @@ from recall_lm.data.passkey import passkey_text_prompt, passkey_tokens
 from recall_lm.evals.common import ROOT
 from recall_lm.evals.probes.report import (
     add_checkpoint_argument,
-    grid_matrix,
-    heatmap,
     load_checkpoint_model,
     run_name,
-    write_rows,
+    write_report,
 )
 
 COLUMNS = ["length", "depth", "accuracy", "token_accuracy", "num_examples", "status"]
@@ -174,19 +172,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "`python -m recall_lm.evals.probes.passkey_eval "
         f"{' '.join(sys.argv[1:] if argv is None else argv)}`"
     )
-    csv_path, md_path = write_rows(rows, COLUMNS, out, title)
-    png = heatmap(
-        grid_matrix(rows, "length", "depth", args.lengths, args.depths),
-        args.lengths,
-        args.depths,
-        out.with_suffix(".png"),
-        f"passkey ({args.mode}): {name}",
-        "depth of the key (0 = start, 1 = end)",
-        "length (tokens)",
-    )
-    print(md_path.read_text())
-    print(f"wrote {csv_path}, {md_path}, {png}")
-    return rows
+    return write_report(rows, COLUMNS, out, title, ("length", "depth", args.lengths, args.depths),
+                        (f"passkey ({args.mode}): {name}", "depth of the key (0 = start, 1 = end)",
+                         "length (tokens)"))
 
 
 if __name__ == "__main__":

@@ -90,3 +90,17 @@ def heatmap(values: np.ndarray, row_labels: list, col_labels: list, path: Path, 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def write_report(rows: list[dict], columns: list[str], stem: Path, title: str, grid: tuple,
+                 labels: tuple) -> list[dict]:
+    """A report's outputs: ``stem``.csv / .md (``write_rows``) and a heat map ``stem``.png of its grid.
+    ``grid`` = (row key, column key, row values, column values); ``labels`` = (plot title, x label, y label).
+    Prints the table and the paths; returns ``rows``."""
+    row_key, col_key, row_values, col_values = grid
+    csv_path, md_path = write_rows(rows, columns, stem, title)
+    png = heatmap(grid_matrix(rows, row_key, col_key, row_values, col_values), row_values, col_values,
+                  stem.with_suffix(".png"), *labels)
+    print(md_path.read_text())
+    print(f"wrote {csv_path}, {md_path}, {png}")
+    return rows
