@@ -94,20 +94,22 @@ class DeltaNet(Mixer):
         self.o_norm = RMSNorm(self.value_dim, norm_eps)
         self.o_proj = nn.Linear(value_inner, d_model, bias=False)
 
+    def _convolved(self, x: torch.Tensor, state: DeltaState | None, documents=None):
+        """The q, k, v projections after the short convolutions and SiLU, flat ([B, T, width] each), and
+        the convolutions' new histories (None without them or without a state)."""
+        projected = (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        if not self.use_short_conv:
+            return tuple(F.silu(p) for p in projected), [None, None, None]
+        convs = (self.q_conv, self.k_conv, self.v_conv)
+        olds = (None, None, None) if state is None else (state.q_conv, state.k_conv, state.v_conv)
+        outs = [conv(p, None if old is None else ConvState(old), documents)
+                for conv, p, old in zip(convs, projected, olds)]
+        return tuple(o for o, _ in outs), [None if h is None else h.x for _, h in outs]
+
     def _qkv(self, x: torch.Tensor, state: DeltaState | None, documents=None):
         """q, k, v [B, T, H, D] after the convolutions, SiLU and the q/k norm; the new conv histories."""
         B, T, _ = x.shape
-        projected = (self.q_proj(x), self.k_proj(x), self.v_proj(x))
-        histories = [None, None, None]
-        if self.use_short_conv:
-            convs = (self.q_conv, self.k_conv, self.v_conv)
-            olds = (None, None, None) if state is None else (state.q_conv, state.k_conv, state.v_conv)
-            outs = [conv(p, None if old is None else ConvState(old), documents)
-                    for conv, p, old in zip(convs, projected, olds)]
-            projected = tuple(o for o, _ in outs)
-            histories = [None if h is None else h.x for _, h in outs]
-        else:
-            projected = tuple(F.silu(p) for p in projected)
+        projected, histories = self._convolved(x, state, documents)
         q, k, v = (p.view(B, T, self.num_heads, -1) for p in projected)
         if self.qk_norm == "l2":
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)

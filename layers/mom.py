@@ -55,7 +55,9 @@ class MixtureOfMemories(Mixer):
 
     * ``"gated_deltanet"`` (default, as in the MoM paper and its reference code): Gated DeltaNet's rule
       ``S^m_t = α^m_t (I − β^m_t k^m_t k^m_tᵀ) S^m_{t-1} + β^m_t k^m_t v^m_tᵀ`` with q and k L2-normalised
-      per head, β = sigmoid(x W^m_β) and Mamba-2's decay α = exp(−exp(A_log) · softplus(x W^m_a + dt_bias))
+      per head, β = sigmoid(x W^m_β) (2·sigmoid with ``allow_neg_eigval``: eigenvalues of the
+      Householder part in (−1, 1], Grazzi et al., 2025) and Mamba-2's decay
+      α = exp(−exp(A_log) · softplus(x W^m_a + dt_bias))
       (A_log and dt_bias per head, shared by the memories, never weight-decayed);
     * ``"gla"``: gated linear attention ``S^m_t = diag(exp g^m_t) S^m_{t-1} + k^m_tᵀ v^m_t`` with the
       per-channel log-decay ``g^m_t = logsigmoid(x_t W^m_g + b^m_g) / gate_logit_normalizer`` (fla's
@@ -106,11 +108,16 @@ class MixtureOfMemories(Mixer):
         short_conv: bool = True,
         conv_size: int = 4,
         memory: str = "gated_deltanet",
+        allow_neg_eigval: bool = False,
     ):
         super().__init__()
         if memory not in self.MEMORIES:
             raise ValueError(f"mom: memory must be one of {self.MEMORIES}, got {memory!r}")
         self.memory = memory
+        if allow_neg_eigval and memory != "gated_deltanet":
+            raise ValueError(f"mom: allow_neg_eigval needs memory='gated_deltanet' (a delta rule), "
+                             f"got {memory!r}")
+        self.allow_neg_eigval = allow_neg_eigval
         if int(num_memories) != num_memories or num_memories < 1:
             raise ValueError(f"mom: num_memories must be an integer ≥ 1, got {num_memories}")
         if int(top_k) != top_k or not 1 <= top_k <= num_memories:
@@ -270,7 +277,7 @@ class MixtureOfMemories(Mixer):
             beta_logits, decay_logits = (t.reshape(B * Mt, H).to(f32) for t in gates)
             g = -self.A_log.to(f32).exp() * F.softplus(decay_logits + self.dt_bias.to(f32))
             o, S_new = gated_delta_rule_step(F.normalize(q, dim=-1), F.normalize(k, dim=-1), v,
-                                             torch.sigmoid(beta_logits).to(q.dtype), g, state=S)
+                                             self._beta(beta_logits).to(q.dtype), g, state=S)
         o = o.view(B, Mt, H, V)
         new_state.S = torch.where(written[:, :, None, None, None], S_new.view(B, Mt, H, K, V), state.S)
         mixed = (o[:, :M] * mix.to(o.dtype)[:, :, None, None]).sum(1)  # [B, H, V]
@@ -301,8 +308,13 @@ class MixtureOfMemories(Mixer):
         beta_logits, decay_logits = (t.reshape(1, -1, self.num_heads).to(f32) for t in gates)
         g = -self.A_log.to(f32).exp() * F.softplus(decay_logits + self.dt_bias.to(f32))
         return gated_delta_rule(F.normalize(q, dim=-1), F.normalize(k, dim=-1), v,
-                                torch.sigmoid(beta_logits).to(q.dtype), g, initial_state=h0,
+                                self._beta(beta_logits).to(q.dtype), g, initial_state=h0,
                                 output_final_state=output_final_state, cu_seqlens=cu_seqlens)
+
+    def _beta(self, beta_logits: torch.Tensor) -> torch.Tensor:
+        """The write strengths of the gated-delta memories: sigmoid, or 2·sigmoid for negative eigenvalues."""
+        beta = torch.sigmoid(beta_logits)
+        return 2 * beta if self.allow_neg_eigval else beta
 
     @staticmethod
     def _to_segments(state: MemoriesState | None, name: str) -> torch.Tensor | None:

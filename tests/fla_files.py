@@ -62,9 +62,10 @@ def install_fla_interpreter_shims():
                 module.gather = late_gather
 
 
-def run_fla_comparison(script) -> dict:
+def run_fla_comparison(script, *args: str) -> dict:
     """Run ``script`` (a test file whose ``__main__`` prints a JSON dict of max abs differences between
-    fla's Triton op and ours) in a child process under the Triton interpreter; return that dict."""
+    fla's Triton op and ours) with ``args`` in a child process under the Triton interpreter; return that
+    dict."""
     import json
     import os
     import subprocess
@@ -74,15 +75,15 @@ def run_fla_comparison(script) -> dict:
     root = Path(__file__).resolve().parents[1]
     module = ".".join(Path(script).resolve().relative_to(root).with_suffix("").parts)
     env = dict(os.environ, TRITON_INTERPRET="1")
-    result = subprocess.run([sys.executable, "-m", module], cwd=root, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def assert_matches_fla(script, tolerance: float) -> None:
+def assert_matches_fla(script, tolerance: float, *args: str) -> None:
     """Run ``script``'s comparison (see :func:`run_fla_comparison`): every max abs difference of every case
     must be below ``tolerance``."""
-    for case, diffs in run_fla_comparison(script).items():
+    for case, diffs in run_fla_comparison(script, *args).items():
         for name, err in diffs.items():
             assert err < tolerance, f"{case} {name}: fla vs ours max abs diff {err:.2e}"

@@ -289,7 +289,8 @@ def gla_summary(rows: list[Row], s: Settings) -> list[str]:
 
 def _delta_inputs(s: Settings, T: int, op: str, dtype):
     """Inputs of one delta-rule op: (q, k, v, beta, g) for the gated delta rule, (q, k, v, a, b, gk)
-    RWKV-7-style (a = −κ̂, b = κ̂ ⊙ iclr, per-channel decay) for the DPLR rule."""
+    RWKV-7-style (a = −κ̂, b = κ̂ ⊙ iclr, per-channel decay) for the DPLR rule, (q, k, v, beta, gk) for
+    KDA, and for Gated DeltaProduct (q, k, v, beta, g) with two keys, values and βs per token."""
     family, gated = DELTA_OPS[op]
 
     def make():
@@ -301,7 +302,14 @@ def _delta_inputs(s: Settings, T: int, op: str, dtype):
             iclr = torch.rand(B, T, H, D, device=dev, dtype=dtype)
             gk = (F.logsigmoid(torch.randn(B, T, H, D, device=dev)) / 16).to(dtype)
             return q, k * D**-0.5, v, -k, k * iclr, gk
-        beta = torch.rand(B, T, H, device=dev, dtype=dtype)
+        if family == "kda":
+            gk = (F.logsigmoid(torch.randn(B, T, H, D, device=dev)) / 16).to(dtype)
+            return q, k, v, torch.rand(B, T, H, device=dev, dtype=dtype), gk
+        n = 2 if family == "product" else 1  # Householder steps per token
+        if n > 1:
+            k = F.normalize(torch.randn(B, n * T, H, D, device=dev), dim=-1).to(dtype)
+            v = torch.randn(B, n * T, H, D, device=dev, dtype=dtype)
+        beta = torch.rand(B, n * T, H, device=dev, dtype=dtype)
         g = (F.logsigmoid(torch.randn(B, T, H, device=dev)) / 16).to(dtype) if gated else None
         return q, k, v, beta, g
 
@@ -309,13 +317,24 @@ def _delta_inputs(s: Settings, T: int, op: str, dtype):
 
 
 DELTA_OPS = {"delta rule (DeltaNet)": ("delta", False), "gated delta rule (Gated DeltaNet)": ("delta", True),
-             "DPLR delta rule (RWKV-7)": ("dplr", None)}
+             "DPLR delta rule (RWKV-7)": ("dplr", None), "KDA (DPLR, a = α ⊙ k, b = −β k)": ("kda", None),
+             "Gated DeltaProduct (n_h = 2, delta rule over 2T)": ("product", True)}
 
 
 def _delta_call(op: str, backend: str):
-    from recall_lm.kernels.ops import dplr_delta_rule, gated_delta_rule
+    from recall_lm.kernels.ops import dplr_delta_rule, gated_delta_rule, kda_delta_rule
 
-    fn = dplr_delta_rule if DELTA_OPS[op][0] == "dplr" else gated_delta_rule
+    family = DELTA_OPS[op][0]
+    if family == "product":  # the layer's interleaving: gate on each token's first step, q on its last
+        def product(q, k, v, beta, g):
+            z = torch.zeros_like(q)
+            q2 = torch.stack([z, q], 2).flatten(1, 2)
+            g2 = torch.stack([g, torch.zeros_like(g)], 2).flatten(1, 2)
+            o, _ = gated_delta_rule(q2, k, v, beta, g2, backend=backend)
+            return o[:, 1::2], None
+
+        return product
+    fn = {"dplr": dplr_delta_rule, "kda": kda_delta_rule}.get(family, gated_delta_rule)
     return lambda *x: fn(*x, backend=backend)
 
 
@@ -333,9 +352,9 @@ def delta_section(s: Settings) -> list[Row]:
             cases.append(Case(op, "torch", make, _delta_call(op, "torch")))
             if cuda:
                 cases.append(Case(op, "triton", make, _delta_call(op, "triton")))
-            if cuda and family == "delta":
+            if cuda and family != "dplr":
                 try:
-                    cases.append(Case(op, "fla", make, _fla_delta_call(gated), False))
+                    cases.append(Case(op, "fla", make, _fla_delta_call(family, gated), False))
                 except RuntimeError as e:
                     rows.append(Row("delta", op, "fla unavailable", T, dname, None, None, str(e)[:80]))
             if T == s.recurrent_T:
@@ -347,12 +366,20 @@ def delta_section(s: Settings) -> list[Row]:
     return rows
 
 
-def _fla_delta_call(gated: bool):
+def _fla_delta_call(family: str, gated: bool):
+    """fla's chunked op for the same inputs: chunk_delta_rule, chunk_gated_delta_rule, chunk_kda (state
+    key-major, gate given), chunk_gated_delta_product (n_h = 2)."""
     try:
         from fla.ops.delta_rule import chunk_delta_rule
+        from fla.ops.gated_delta_product import chunk_gated_delta_product
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+        from fla.ops.kda import chunk_kda
     except Exception as e:  # pragma: no cover - fla is a dependency
         raise RuntimeError(f"fla's ops are needed for the CUDA rows: {e!r}") from e
+    if family == "kda":
+        return lambda q, k, v, beta, gk: chunk_kda(q, k, v, gk, beta)
+    if family == "product":
+        return lambda q, k, v, beta, g: chunk_gated_delta_product(q, k, v, g, beta, num_householder=2)
     if gated:
         return lambda q, k, v, beta, g: chunk_gated_delta_rule(q, k, v, g, beta)
     return lambda q, k, v, beta, g: chunk_delta_rule(q, k, v, beta)

@@ -58,8 +58,8 @@ from recall_lm.models.generation import decode_step
 from recall_lm.models.state import ModelState
 
 RESULTS_DIR = ROOT / "evals" / "results"
-MODELS = ("attention", "swa", "linear_attention", "based", "retnet", "rwkv6", "rwkv7", "mamba2", "deltanet",
-          "gated_deltanet", "mom", "based+attention")
+MODELS = ("attention", "swa", "linear_attention", "based", "retnet", "rwkv6", "rwkv7", "mamba2", "mamba3",
+          "deltanet", "gated_deltanet", "gated_deltaproduct", "kda", "mom", "based+attention")
 COLUMNS = (
     "model",
     "mixers",
@@ -130,6 +130,11 @@ def model_config(
         "mamba2": dict(mixer="mamba2", mixer_kwargs={"mamba2": {"d_state": 64, "head_dim": 64}}),
         "deltanet": dict(mixer="deltanet", mixer_kwargs={"deltanet": {"num_heads": heads}}),
         "gated_deltanet": dict(mixer="gated_deltanet", mixer_kwargs={"gated_deltanet": {"num_heads": heads}}),
+        "gated_deltaproduct": dict(
+            mixer="gated_deltaproduct", mixer_kwargs={"gated_deltaproduct": {"num_heads": heads}}
+        ),
+        "kda": dict(mixer="kda", mixer_kwargs={"kda": {"num_heads": heads}}),
+        "mamba3": dict(mixer="mamba3", mixer_kwargs={"mamba3": {"d_state": 64, "head_dim": 64}}),
         "mom": dict(mixer="mom", mixer_kwargs={"mom": {"num_heads": heads}}),
         # Half BASED layers, half softmax attention: a KV cache on every other layer.
         "based+attention": dict(

@@ -28,7 +28,7 @@ MIXER_CASES: dict[str, list[dict]] = {
         {"num_memories": 3, "top_k": 1, "shared_memory": False, "output_gate": False, "expand_v": 2},
         {"num_memories": 3, "top_k": 3},
         {"num_memories": 1, "top_k": 1, "shared_memory": False, "short_conv": False},
-        {"num_heads": 2, "short_conv": True, "conv_size": 3},
+        {"num_heads": 2, "short_conv": True, "conv_size": 3, "allow_neg_eigval": True},
         {"num_heads": 2, "memory": "gla", "short_conv": False},
         {"num_memories": 3, "top_k": 1, "shared_memory": False, "short_conv": True, "memory": "gla"},
     ],
@@ -49,9 +49,28 @@ MIXER_CASES: dict[str, list[dict]] = {
         {"num_heads": 2, "conv_size": 3, "allow_neg_eigval": True, "chunk_size": 16, "output_gate": False},
         {"num_heads": 2, "expand_v": 2},
     ],
+    "gated_deltaproduct": [
+        {"num_heads": 2},
+        {"num_heads": 2, "num_householder": 3, "use_forget_gate": False, "allow_neg_eigval": False,
+         "chunk_size": 16, "output_gate": False},
+        {"num_heads": 1, "num_householder": 1, "use_short_conv": False, "expand_v": 2},
+    ],
+    "kda": [
+        {"num_heads": 2},
+        {"num_heads": 2, "gate": "sigmoid", "lower_bound": -3.0, "allow_neg_eigval": True, "chunk_size": 16},
+        {"num_heads": 1, "head_dim": 8, "use_short_conv": False, "expand_v": 2},
+    ],
     "mamba2": [
         {"d_state": 8, "head_dim": 16},
         {"d_state": 4, "head_dim": 8, "expand": 1, "d_conv": 3, "chunk_size": 16, "n_groups": 2},
+    ],
+    "mamba3": [
+        {"d_state": 8, "head_dim": 16},
+        {"d_state": 6, "head_dim": 8, "expand": 1, "n_groups": 2, "rope_fraction": 1.0, "outproj_norm": True,
+         "chunk_size": 16},
+        {"d_state": 8, "head_dim": 16, "mimo": True, "mimo_rank": 2},
+        {"d_state": 8, "head_dim": 16, "mimo": True, "mimo_rank": 3, "n_groups": 2, "outproj_norm": True,
+         "rope_fraction": 1.0},
     ],
     # standalone, so the first RWKV-7 layer (layer_idx 0); later layers' value residual:
     # tests/layers/test_rwkv7.py

@@ -12,26 +12,29 @@ from recall_lm.training.task import LanguageModelTask
 torch.manual_seed(0)
 
 
+def convolved_streams(layer, x):
+    """q, k, v [B, T, width] of a delta-family layer: projection, causal depthwise convolution (last tap =
+    current token) when the layer has one, then SiLU, written out."""
+    T = x.shape[1]
+
+    def stream(proj, conv):
+        y = proj(x)
+        if layer.use_short_conv:
+            W = conv.conv.weight  # [C, 1, K]
+            K = W.shape[-1]
+            padded = F.pad(y, (0, 0, K - 1, 0))
+            y = sum(W[:, 0, i] * padded[:, i : i + T] for i in range(K))
+        return F.silu(y)
+
+    return tuple(stream(getattr(layer, f"{c}_proj"), getattr(layer, f"{c}_conv", None)) for c in "qkv")
+
+
 def paper_forward(layer, x):
     """S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t / √d, from the layer's
     projections."""
     B, T, _ = x.shape
     H, D, Dv = layer.num_heads, layer.head_dim, layer.value_dim
-
-    def stream(proj, conv):
-        y = proj(x)
-        if layer.use_short_conv:  # causal depthwise conv (last tap = current token), then SiLU
-            W = conv.conv.weight  # [C, 1, K]
-            K = W.shape[-1]
-            padded = F.pad(y, (0, 0, K - 1, 0))
-            y = sum(W[:, 0, i] * padded[:, i : i + T] for i in range(K))
-        return F.silu(y).view(B, T, H, -1)
-
-    q, k, v = (
-        stream(layer.q_proj, getattr(layer, "q_conv", None)),
-        stream(layer.k_proj, getattr(layer, "k_conv", None)),
-        stream(layer.v_proj, getattr(layer, "v_conv", None)),
-    )
+    q, k, v = (s.view(B, T, H, -1) for s in convolved_streams(layer, x))
     if layer.qk_norm == "l2":
         q, k = q / q.norm(dim=-1, keepdim=True), k / k.norm(dim=-1, keepdim=True)
     beta = torch.sigmoid(layer.b_proj(x)) * (2 if layer.allow_neg_eigval else 1)
