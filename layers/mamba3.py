@@ -19,6 +19,69 @@ from recall_lm.layers.state import MixerState
 ROPE_FRACTIONS = (0.5, 1.0)
 
 
+def trapezoidal_scan(
+    q, k, v, log_alpha, lam, dt, *, previous=None, output_final_state=False, documents=None, chunk_size=64
+):
+    """Mamba-3's state-space core, S_t = α_t S_{t−1} + β_t Σ_r k_{t−1,r} v_{t−1,r}ᵀ + γ_t Σ_r k_{t,r} v_{t,r}ᵀ
+    and y_{t,r} = S_tᵀ q_{t,r}, with α = exp(log_alpha), β = (1 − λ)Δα, γ = λΔ, on the gated linear
+    attention op.
+
+    S_t = H_t + γ_t Σ_r k_{t,r} v_{t,r}ᵀ where H_t (every token before t) is a gated linear attention over
+    the keys and values shifted by one token, H_t = α_t H_{t−1} + w_t Σ_r k_{t−1,r} v_{t−1,r}ᵀ with
+    w_t = α_t γ_{t−1} + β_t, all terms positive. The R ranks run as R interleaved steps per token (the decay
+    on the first, rank r's query on step r), and rank r adds what its step has not seen: its own token's
+    writes, γ_t (q_{t,r}·k_{t,r'}) v_{t,r'}, and the previous token's ranks r' > r, w_t (q_{t,r}·k_{t−1,r'})
+    v_{t−1,r'}.
+
+    Args:
+        q, k: ``[B, T, R, H, N]`` (rotated, biased); v: ``[B, T, R, H, P]``; log_alpha, lam, dt ``[B, T, H]``.
+        previous: None (nothing before the first token), or (k ``[B, R, H, N]``, v ``[B, R, H, P]``, S
+            ``[B, H, N, P]``): the last token before this call and the state after it.
+        documents: packed documents of one row (recall_lm.layers.documents.Documents): each starts afresh.
+    Returns:
+        y ``[B, T, R, H, P]`` in fp32 (fp64 for fp64 inputs), and S_T ``[B, H, N, P]`` or None.
+    """
+    B, T, R, H, N = q.shape
+    f32 = torch.promote_types(q.dtype, torch.float32)
+    alpha, gamma = log_alpha.exp(), lam * dt
+    w = alpha * F.pad(gamma, (0, 0, 1, 0))[:, :-1] + alpha * (1 - lam) * dt  # γ_{−1}: already in the state
+    if documents is not None:  # a document's first token has no previous token
+        w = w.masked_fill(F.pad(documents.starts[1:], (1, 0))[None, :, None], 0.0)
+    if previous is None:
+        k_before, v_before, h0 = k.new_zeros(B, 1, R, H, N), v.new_zeros(B, 1, R, H, v.shape[-1]), None
+    else:
+        k_before, v_before, h0 = (
+            previous[0][:, None].to(k.dtype),
+            previous[1][:, None].to(v.dtype),
+            previous[2],
+        )
+    k_shift, v_shift = torch.cat([k_before, k[:, :-1]], 1), torch.cat([v_before, v[:, :-1]], 1)
+    g = torch.cat([log_alpha[:, :, None], log_alpha.new_zeros(B, T, R - 1, H)], 2)  # the decay on rank 0
+    o, final = gated_linear_attention(
+        q.flatten(1, 2),
+        (k_shift * w[:, :, None, :, None].to(k.dtype)).flatten(1, 2),
+        v_shift.flatten(1, 2),
+        g.flatten(1, 2),
+        scale=1.0,
+        initial_state=h0,
+        output_final_state=output_final_state,
+        chunk_size=chunk_size,
+        cu_seqlens=None if documents is None else documents.cu_seqlens * R,
+    )
+    own = torch.einsum("btrhn,btshn->bthrs", q.to(f32), k.to(f32)) * gamma[..., None, None]
+    later = torch.ones(R, R, dtype=torch.bool, device=q.device).triu(1)
+    missed = torch.einsum("btrhn,btshn->bthrs", q.to(f32), k_shift.to(f32)) * (w[..., None, None] * later)
+    y = (
+        o.unflatten(1, (T, R)).to(f32)
+        + torch.einsum("bthrs,btshp->btrhp", own, v.to(f32))
+        + torch.einsum("bthrs,btshp->btrhp", missed, v_shift.to(f32))
+    )
+    if not output_final_state:
+        return y, None
+    last = torch.einsum("brhn,brhp->bhnp", k[:, -1].to(f32), v[:, -1].to(f32))
+    return y, final + gamma[:, -1, :, None, None] * last  # S_T = H_T + γ_T Σ_r k_T,r v_T,rᵀ
+
+
 @dataclass
 class Mamba3State(MixerState):
     """theta [B, H, A] (fp32): each head's accumulated rotation angles; S [B, H, N, P] (fp32): the SSM
@@ -49,13 +112,8 @@ class Mamba3(Mixer):
     short convolution. Output: y ⊙ SiLU(z) (SISO), Σ_r mimo_o_r ⊙ y_r ⊙ SiLU(z ⊙ mimo_z_r) (MIMO); with
     ``outproj_norm`` each head's y is RMS-normalised first; then W_out.
 
-    Kernel: S_t = H_t + γ_t Σ_r k_{t,r} v_{t,r}ᵀ, where H_t, all tokens before t, is one gated-linear-
-    attention recurrence over the keys and values shifted by one token,
-    H_t = α_t H_{t−1} + w_t Σ_r k_{t−1,r} v_{t−1,r}ᵀ with w_t = α_t γ_{t−1} + β_t
-    (every term positive: nothing cancels in low precision). So y_{t,r} = H_tᵀ q_{t,r} (the op, scale 1)
-    + γ_t Σ_r' (q_{t,r}·k_{t,r'}) v_{t,r'} + D v_{t,r}. The R ranks run as R interleaved steps per token
-    (the decay on the first; rank r's query on step r), and each rank adds the writes of ranks r' > r that
-    its step has not seen, w_t (q_{t,r}·k_{t−1,r'}) v_{t−1,r'}. Exact; the states are the paper's.
+    Kernel: :func:`trapezoidal_scan`, the gated linear-attention op over the keys and values shifted by
+    one token plus a per-token correction (exact; the states are the paper's).
 
     Init as fla's: dt as Mamba-2's (dt_bias = softplus⁻¹ of log-uniform [1e-3, 0.1]), B_bias = C_bias = 1,
     D = 1, mimo_x = mimo_o = 1/R, mimo_z = 1; dt_bias and D are not weight-decayed. Decoding state:
@@ -179,13 +237,6 @@ class Mamba3(Mixer):
         f32 = torch.promote_types(u.dtype, torch.float32)
         dt = F.softplus(dd_dt.to(f32) + self.dt_bias.to(f32))  # Δ [B, T, H]
         log_alpha = (-F.softplus(dd_A.to(f32))).clamp(max=-self.A_floor) * dt
-        lam = torch.sigmoid(trap.to(f32))
-        alpha, gamma = log_alpha.exp(), lam * dt
-        # w_t = α_t γ_{t−1} + β_t: the weight of token t−1's write at step t (γ_{−1} is already in the state)
-        w = alpha * F.pad(gamma, (0, 0, 1, 0))[:, :-1] + alpha * (1 - lam) * dt
-        if documents is not None:  # a document's first token has no previous token
-            w = w.masked_fill(F.pad(documents.starts[1:], (1, 0))[None, :, None], 0.0)
-
         theta = self._angles(phi.to(f32), dt, None if state is None else state.theta, documents)
         cos, sin = theta.cos()[:, :, None], theta.sin()[:, :, None]  # [B, T, 1, H, A]
         heads = torch.arange(H, device=u.device) // (H // G)
@@ -196,47 +247,27 @@ class Mamba3(Mixer):
             self._rotate(q, cos.to(q.dtype), sin.to(q.dtype)),
         )
         x = x.view(Bsz, T, H, P)
-        v = (
-            x[:, :, None] * self.mimo_x.transpose(0, 1).to(x.dtype) if self.mimo else x[:, :, None]
-        )  # [B,T,R,H,P]
-
-        if state is None:
-            k_before, v_before = k.new_zeros(Bsz, 1, R, H, N), v.new_zeros(Bsz, 1, R, H, P)
-        else:
-            k_before = state.k_prev[:, None].to(k.dtype)
-            v_before = (state.x_prev[:, None, None] * (self.mimo_x.transpose(0, 1) if self.mimo else 1.0)).to(
-                v.dtype
-            )
-        k_shift, v_shift = torch.cat([k_before, k[:, :-1]], 1), torch.cat([v_before, v[:, :-1]], 1)
-        g = torch.cat([log_alpha[:, :, None], log_alpha.new_zeros(Bsz, T, R - 1, H)], 2)  # decay on rank 0
-        o, final = gated_linear_attention(
-            q.flatten(1, 2),
-            (k_shift * w[:, :, None, :, None].to(k.dtype)).flatten(1, 2),
-            v_shift.flatten(1, 2),
-            g.flatten(1, 2),
-            scale=1.0,
-            initial_state=None if state is None else state.S,
+        mimo_x = self.mimo_x.transpose(0, 1) if self.mimo else None  # [R, H, P]
+        v = x[:, :, None] * mimo_x.to(x.dtype) if self.mimo else x[:, :, None]  # [B, T, R, H, P]
+        previous = None
+        if state is not None:
+            previous = (state.k_prev, state.x_prev[:, None] * (mimo_x if self.mimo else 1.0), state.S)
+        y, S = trapezoidal_scan(
+            q,
+            k,
+            v,
+            log_alpha,
+            torch.sigmoid(trap.to(f32)),
+            dt,
+            previous=previous,
             output_final_state=state is not None,
+            documents=documents,
             chunk_size=self.chunk_size,
-            cu_seqlens=None if documents is None else documents.cu_seqlens * R,
         )
-        # the current token's own writes, and the previous token's ranks written after rank r's step
-        own = torch.einsum("btrhn,btshn->bthrs", q.to(f32), k.to(f32)) * gamma[..., None, None]
-        later = torch.ones(R, R, dtype=torch.bool, device=u.device).triu(1)
-        missed = torch.einsum("btrhn,btshn->bthrs", q.to(f32), k_shift.to(f32)) * (w[..., None, None] * later)
-        y = (  # in fp32 (at least) up to the output projection
-            o.unflatten(1, (T, R)).to(f32)
-            + torch.einsum("bthrs,btshp->btrhp", own, v.to(f32))
-            + torch.einsum("bthrs,btshp->btrhp", missed, v_shift.to(f32))
-            + self.D.to(f32)[:, None] * v.to(f32)
-        )
+        y = y + self.D.to(f32)[:, None] * v.to(f32)  # in fp32 (at least) up to the output projection
         y = self._gate(y, z.view(Bsz, T, H, P).to(f32)).to(u.dtype)
         out = self.out_proj(y.reshape(Bsz, T, self.d_inner))
-        if state is None:
-            return out, None
-        last = torch.einsum("brhn,brhp->bhnp", k[:, -1].to(f32), v[:, -1].to(f32))  # S_T = H_T + γ_T Σ_r k vᵀ
-        S = final + gamma[:, -1, :, None, None] * last
-        return out, Mamba3State(theta[:, -1], S, k[:, -1], x[:, -1])
+        return out, (None if state is None else Mamba3State(theta[:, -1], S, k[:, -1], x[:, -1]))
 
     def _gate(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """y [B, T, R, H, P], z [B, T, H, P] -> [B, T, H, P]: optional per-head RMSNorm, the SiLU(z) gate

@@ -2,7 +2,9 @@
 (``python -m recall_lm.evals.bench.gpu_check``).
 
 1. every kernel test on the GPU, compiled by Triton (not its CPU interpreter): ``pytest -m "slow or not
-   slow" tests/kernels`` with ``TRITON_INTERPRET=0`` (not the ahead-of-time compile tests: the GPU compiles);
+   slow" tests/kernels`` with ``TRITON_INTERPRET=0`` (not the ahead-of-time compile tests: the GPU compiles),
+   and the Mamba-3 layer against fla's, whose forward runs on CUDA only (it skips, saying so, where
+   ``mamba_ssm`` is not installed);
 2. the kernel benchmarks with their CUDA rows beside fla's (``recall_lm.evals.bench.kernels``,
    ``recall_lm.evals.bench.swa``), and the delta rules again at fla's README shape (B 8, H 32, D 128);
 3. a dated markdown report, ``evals/results/gpu/<date>-<device>.md``: the device, the test summary and
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-m",
                 "slow or not slow",
                 "tests/kernels",
+                "tests/layers/test_mamba3.py::test_matches_fla_mamba3_on_cuda",  # fla: CUDA only
                 "--ignore-glob=*_aot.py",  # the GPU compiles them for real
                 "-p",
                 "no:cacheprovider",

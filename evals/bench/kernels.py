@@ -11,6 +11,7 @@ one call each in turn, so a slow spell of a shared machine falls on all of them 
 workers sleep between ops) made the chunked kernels ≈ 40 % slower than the default, while beside another
 job the default's spinning workers can be far worse. Measure on an idle machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,6 +92,7 @@ def matmul_rates(s: Settings) -> str:
 @dataclass
 class Case:
     """One op to time: ``call(*make_inputs())`` returns the output first."""
+
     op: str
     impl: str
     make_inputs: Callable
@@ -118,7 +120,7 @@ def time_cases(cases: list[Case], s: Settings, errors: list | None = None) -> li
     times = [([], []) for _ in cases]
     for round_ in range(s.warmup + s.repeats):
         for step, (fwd_ms, fb_ms) in zip(steps, times):
-            for fn, out in (() if step is None else zip(step, (fwd_ms, fb_ms))):
+            for fn, out in () if step is None else zip(step, (fwd_ms, fb_ms)):
                 sync()
                 t0 = time.perf_counter()
                 fn()
@@ -205,6 +207,10 @@ def gla_section(s: Settings) -> list[Row]:
 
     for T in s.T:
         cases = [Case(op, backend, _gla_inputs(s, T, gate, dtype), ours) for op, gate in GATES.items()]
+        cases += [
+            Case(f"Mamba-3 trapezoidal, {label}", backend, _mamba3_inputs(s, T, rank, dtype), _mamba3)
+            for label, rank in (("SISO", 1), ("MIMO R=4", 4))
+        ]
         if cuda:
             try:
                 cases += _fla_cases(s, T, dtype, ours)
@@ -227,6 +233,26 @@ def gla_section(s: Settings) -> list[Row]:
     return rows
 
 
+def _mamba3_inputs(s: Settings, T: int, rank: int, dtype):
+    """Mamba-3's core inputs (recall_lm.layers.mamba3.trapezoidal_scan): q, k [B, T, R, H, D] (d_state = D),
+    v [B, T, R, H, D], and per-head log-decay, λ and Δ [B, T, H]."""
+
+    def make():
+        B, H, D, dev = s.B, s.H, s.D, s.device
+        q, k, v = (torch.randn(B, T, rank, H, D, device=dev, dtype=dtype) for _ in range(3))
+        dt = F.softplus(torch.randn(B, T, H, device=dev) - 3)
+        log_alpha = -F.softplus(torch.randn(B, T, H, device=dev)) * dt
+        return q, k * D**-0.5, v, log_alpha, torch.rand(B, T, H, device=dev), dt
+
+    return make
+
+
+def _mamba3(q, k, v, log_alpha, lam, dt):
+    from recall_lm.layers.mamba3 import trapezoidal_scan
+
+    return trapezoidal_scan(q, k, v, log_alpha, lam, dt)
+
+
 def _fla_cases(s: Settings, T: int, dtype, ours) -> list[Case]:
     """fla's chunked Triton kernels at the same shapes (and ours with RWKV-6's bonus u, to compare)."""
     try:
@@ -237,10 +263,18 @@ def _fla_cases(s: Settings, T: int, dtype, ours) -> list[Case]:
         raise RuntimeError(f"fla's ops are needed for the CUDA rows: {e!r}") from e
     rwkv6 = _gla_inputs(s, T, "channel", dtype, use_u=True)
     return [
-        Case("per-head g (RetNet)", "fla", _gla_inputs(s, T, "head", dtype),
-             lambda q, k, v, g, u: chunk_simple_gla(q, k, v, g=g)),
-        Case("per-channel g (GLA)", "fla", _gla_inputs(s, T, "channel", dtype),
-             lambda q, k, v, g, u: chunk_gla(q, k, v, g)),
+        Case(
+            "per-head g (RetNet)",
+            "fla",
+            _gla_inputs(s, T, "head", dtype),
+            lambda q, k, v, g, u: chunk_simple_gla(q, k, v, g=g),
+        ),
+        Case(
+            "per-channel g (GLA)",
+            "fla",
+            _gla_inputs(s, T, "channel", dtype),
+            lambda q, k, v, g, u: chunk_gla(q, k, v, g),
+        ),
         Case("per-channel g + u (RWKV-6)", "triton", rwkv6, ours),
         Case("per-channel g + u (RWKV-6)", "fla", rwkv6, lambda q, k, v, g, u: chunk_rwkv6(q, k, v, g, u)),
     ]
@@ -280,10 +314,12 @@ def gla_summary(rows: list[Row], s: Settings) -> list[str]:
             lines.append(f"- chunked ({impl}, {op}) vs SDPA causal: " + "; ".join(ratios))
     if ours and rec:
         factor = T / rec.T
-        lines.append(f"- chunked ({ours.impl}, per-head g) vs the token recurrence at T={T}: forward "
-                     f"{rec.fwd_ms * factor / ours.fwd_ms:.0f}x faster, forward+backward "
-                     f"{rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence measured at T={rec.T} and "
-                     f"extrapolated linearly x{factor:g})")
+        lines.append(
+            f"- chunked ({ours.impl}, per-head g) vs the token recurrence at T={T}: forward "
+            f"{rec.fwd_ms * factor / ours.fwd_ms:.0f}x faster, forward+backward "
+            f"{rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence measured at T={rec.T} and "
+            f"extrapolated linearly x{factor:g})"
+        )
     return lines
 
 
@@ -316,9 +352,13 @@ def _delta_inputs(s: Settings, T: int, op: str, dtype):
     return make
 
 
-DELTA_OPS = {"delta rule (DeltaNet)": ("delta", False), "gated delta rule (Gated DeltaNet)": ("delta", True),
-             "DPLR delta rule (RWKV-7)": ("dplr", None), "KDA (DPLR, a = α ⊙ k, b = −β k)": ("kda", None),
-             "Gated DeltaProduct (n_h = 2, delta rule over 2T)": ("product", True)}
+DELTA_OPS = {
+    "delta rule (DeltaNet)": ("delta", False),
+    "gated delta rule (Gated DeltaNet)": ("delta", True),
+    "DPLR delta rule (RWKV-7)": ("dplr", None),
+    "KDA (DPLR, a = α ⊙ k, b = −β k)": ("kda", None),
+    "Gated DeltaProduct (n_h = 2, delta rule over 2T)": ("product", True),
+}
 
 
 def _delta_call(op: str, backend: str):
@@ -326,6 +366,7 @@ def _delta_call(op: str, backend: str):
 
     family = DELTA_OPS[op][0]
     if family == "product":  # the layer's interleaving: gate on each token's first step, q on its last
+
         def product(q, k, v, beta, g):
             z = torch.zeros_like(q)
             q2 = torch.stack([z, q], 2).flatten(1, 2)

@@ -142,6 +142,6 @@ def test_bad_shapes_are_named():
 def test_triton_matches_the_kda_loop():
     x = {
         n: None if t is None else t.detach().to(DEVICE).requires_grad_()
-        for n, t in make_inputs(B=2, T=37, K=16, V=16, dtype=torch.float32, gate_range="strong").items()
+        for n, t in make_inputs(B=1, T=21, K=16, V=16, dtype=torch.float32, gate_range="strong").items()
     }
     compare_to_naive(x, "triton", 2e-4, chunk_size=16)

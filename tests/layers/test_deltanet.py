@@ -29,6 +29,17 @@ def convolved_streams(layer, x):
     return tuple(stream(getattr(layer, f"{c}_proj"), getattr(layer, f"{c}_conv", None)) for c in "qkv")
 
 
+def assert_layer_is(layer, reference, x):
+    """The layer's output and the gradients of x and of every parameter equal ``reference(layer, x)``'s."""
+    x = x.clone().requires_grad_()
+    got, want = layer(x)[0], reference(layer, x)
+    torch.testing.assert_close(got, want)
+    dy = torch.randn_like(got)
+    params = [x, *layer.parameters()]
+    for g_got, g_want in zip(torch.autograd.grad(got, params, dy), torch.autograd.grad(want, params, dy)):
+        torch.testing.assert_close(g_got, g_want)
+
+
 def paper_forward(layer, x):
     """S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t / √d, from the layer's
     projections."""
@@ -80,7 +91,7 @@ def _check_layer(name, kwargs):
     if kwargs.get("qk_norm") == "none":  # keep ‖k‖ ≤ 1 without the norm, so the recurrence stays bounded
         torch.nn.init.normal_(layer.k_proj.weight, std=0.05)
     x = torch.randn(2, 21, 16, dtype=torch.float64)
-    torch.testing.assert_close(layer(x)[0], paper_forward(layer, x))
+    assert_layer_is(layer, paper_forward, x)
 
 
 def test_gated_deltanet_initialisation_follows_mamba2():

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from recall_lm.layers.registry import build_mixer
+from tests.layers.test_deltanet import assert_layer_is
 
 
 def rotate(t, theta, mimo):
@@ -127,7 +128,7 @@ def test_layer_is_the_papers_recurrence(kwargs):
                 p.add_(torch.randn_like(p) * 0.3)
         layer.in_proj.weight.mul_(3.0)  # angles of several turns, strong and weak decays, λ across (0, 1)
     u = torch.randn(2, 37, 16, dtype=torch.float64)
-    torch.testing.assert_close(layer(u)[0], paper_forward(layer, u))
+    assert_layer_is(layer, paper_forward, u)
 
 
 def test_state_holds_the_papers_quantities():
@@ -182,3 +183,39 @@ def test_initialisation():
 def test_bad_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_mixer("mamba3", 16, **kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's Mamba3 runs on CUDA only (make gpu-check)")
+@pytest.mark.parametrize("kwargs", [{}, {"is_mimo": True, "mimo_rank": 4, "is_outproj_norm": True}])
+def test_matches_fla_mamba3_on_cuda(kwargs):
+    """Our layer against fla's ``Mamba3`` given the same weights, output and input gradient. fla runs
+    ``mamba_ssm``'s kernels (Triton for SISO, TileLang for MIMO), which cast q, k, v and the angles to bf16
+    inside: the bound is bf16's, 3e-2 of the output's scale."""
+    pytest.importorskip("mamba_ssm", reason="fla's Mamba3 needs mamba_ssm's kernels")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fla.layers.mamba3 import Mamba3 as FlaMamba3
+
+        fla = FlaMamba3(hidden_size=256, state_size=64, head_dim=64, **kwargs).cuda()
+    ours = build_mixer(
+        "mamba3",
+        256,
+        d_state=64,
+        head_dim=64,
+        mimo=kwargs.get("is_mimo", False),
+        mimo_rank=kwargs.get("mimo_rank", 4),
+        outproj_norm=kwargs.get("is_outproj_norm", False),
+    ).cuda()
+    ours.load_state_dict({n: p for n, p in fla.state_dict().items() if n != "_siso_proj"})
+    u = torch.randn(2, 300, 256, device="cuda")
+    results = []
+    for layer in (fla, ours):
+        ui = u.clone().requires_grad_()
+        y = layer(ui)[0]
+        y.float().square().mean().backward()
+        results.append((y.float(), ui.grad.float()))
+    (y_fla, dx_fla), (y, dx) = results
+    assert ((y - y_fla).abs().max() / y_fla.abs().max()).item() < 3e-2
+    assert ((dx - dx_fla).abs().max() / dx_fla.abs().max()).item() < 3e-2

@@ -70,7 +70,7 @@ def reference(mixer, x, initial=None):
     for m in range(Mt):
         if delta:
             k, v, bl, al = (x @ mixer.kvg_weight[m]).split([H * K, H * V, H, H], -1)
-            beta = torch.sigmoid(bl)
+            beta = torch.sigmoid(bl) * (2 if mixer.allow_neg_eigval else 1)
             g = -mixer.A_log.exp() * F.softplus(al + mixer.dt_bias)  # [B, T, H]
         else:
             k, v, gl = (x @ mixer.kvg_weight[m]).split([H * K, H * V, H * K], -1)
@@ -121,6 +121,7 @@ CONFIGS = [
     dict(num_heads=2, short_conv=True, conv_size=3),
     dict(num_heads=1, num_memories=3, top_k=1, shared_memory=False, output_gate=False),
     dict(num_heads=2, num_memories=5, top_k=3, expand_v=2),
+    dict(num_heads=2, num_memories=3, top_k=2, allow_neg_eigval=True),
     dict(num_memories=1, top_k=1, shared_memory=True),
     dict(num_heads=2, memory="gla", short_conv=False),
     dict(num_heads=2, short_conv=True, conv_size=3, memory="gla"),
@@ -296,6 +297,7 @@ def test_state_size_and_layout():
     (dict(expand_v=0.7), "expand_v"), (dict(num_heads=3), "num_heads"),
     (dict(gate_logit_normalizer=0.0), "gate_logit_normalizer"),
     (dict(short_conv=True, conv_size=1), "conv_size"), (dict(memory="lstm"), "memory"),
+    (dict(memory="gla", allow_neg_eigval=True), "allow_neg_eigval needs memory='gated_deltanet'"),
 ])
 def test_bad_arguments_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
