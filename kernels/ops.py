@@ -4,7 +4,12 @@
 One op family per subpackage (``gla``, ``swa``, ``delta``, ``dplr``), each with four backends."""
 from recall_lm.kernels.delta import gated_delta_rule, gated_delta_rule_step
 from recall_lm.kernels.dplr import dplr_delta_rule, dplr_delta_rule_step, kda_delta_rule, kda_delta_rule_step
-from recall_lm.kernels.gla import gated_linear_attention, gated_linear_attention_step
+from recall_lm.kernels.gla import (
+    gated_linear_attention,
+    gated_linear_attention_step,
+    signed_gated_linear_attention,
+    signed_gated_linear_attention_step,
+)
 from recall_lm.kernels.swa import sliding_window_attention
 
 __all__ = [
@@ -16,5 +21,7 @@ __all__ = [
     "gated_linear_attention_step",
     "kda_delta_rule",
     "kda_delta_rule_step",
+    "signed_gated_linear_attention",
+    "signed_gated_linear_attention_step",
     "sliding_window_attention",
 ]

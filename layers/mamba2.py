@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recall_lm.kernels.ops import gated_linear_attention
+from recall_lm.kernels.ops import gated_linear_attention, signed_gated_linear_attention
 from recall_lm.layers.contract import Mixer
 from recall_lm.layers.norms import GroupedRMSNorm
 from recall_lm.layers.registry import register_mixer
@@ -39,6 +39,8 @@ class Mamba2(Mixer):
     q = C, k = B, v = Δ·x, g = Δ·A per head and scale 1 (state [N, P] per head). Initialisation as in
     the reference: A ~ U(1, 16), Δ ~ log-uniform [1e-3, 0.1] (dt_bias = softplus⁻¹(Δ)), D = 1; A_log,
     dt_bias and D are never weight-decayed. d_inner = expand · d_model in heads of ``head_dim``.
+    ``allow_neg_eigval`` (Grazzi et al., ICLR 2025): the transition exp(Δ_t A_h) becomes 2·exp(Δ_t A_h) − 1
+    ∈ (−1, 1) (signed_gated_linear_attention), which lets a diagonal model count modulo 2.
     x: [B, T, d_model] -> y: [B, T, d_model].
     """
 
@@ -46,7 +48,8 @@ class Mamba2(Mixer):
     no_weight_decay = ("A_log", "dt_bias", "D")
 
     def __init__(self, d_model: int, d_state: int = 64, head_dim: int = 64, expand: int = 2, d_conv: int = 4,
-                 n_groups: int = 1, norm_eps: float = 1e-5, chunk_size: int = 64):
+                 n_groups: int = 1, norm_eps: float = 1e-5, chunk_size: int = 64,
+                 allow_neg_eigval: bool = False):
         super().__init__()
         d_inner = expand * d_model
         if d_state < 1 or head_dim < 1 or expand < 1:
@@ -63,6 +66,7 @@ class Mamba2(Mixer):
             )
         self.d_model, self.d_state, self.head_dim, self.d_inner = d_model, d_state, head_dim, d_inner
         self.num_heads, self.n_groups, self.chunk_size = d_inner // head_dim, n_groups, chunk_size
+        self.allow_neg_eigval = allow_neg_eigval
         self.conv_dim = d_inner + 2 * n_groups * d_state
         self.in_proj = nn.Linear(d_model, d_inner + self.conv_dim + self.num_heads, bias=False)
         self.conv = ShortConvolution(self.conv_dim, int(d_conv), bias=True, activation="silu")
@@ -94,17 +98,13 @@ class Mamba2(Mixer):
         # head h reads group h // (H / G): [B, T, G, N] -> [B, T, H, N]
         q = Cm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
         k = Bm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
-        y, final = gated_linear_attention(
-            q,
-            k,
-            v,
-            g,
-            scale=1.0,
-            initial_state=None if state is None else state.S,
-            output_final_state=state is not None,
-            chunk_size=self.chunk_size,
-            cu_seqlens=None if documents is None else documents.cu_seqlens,
-        )
+        common = dict(scale=1.0, initial_state=None if state is None else state.S,
+                      output_final_state=state is not None, chunk_size=self.chunk_size,
+                      cu_seqlens=None if documents is None else documents.cu_seqlens)
+        if self.allow_neg_eigval:
+            y, final = signed_gated_linear_attention(q, k, v, 2 * torch.exp(g) - 1, **common)
+        else:
+            y, final = gated_linear_attention(q, k, v, g, **common)
         y = y + self.D.to(y.dtype)[:, None] * x
         y = self.norm(y.reshape(Bsz, T, self.d_inner) * F.silu(z))
         out = self.out_proj(y)

@@ -63,6 +63,7 @@ MIXER_CASES: dict[str, list[dict]] = {
     "mamba2": [
         {"d_state": 8, "head_dim": 16},
         {"d_state": 4, "head_dim": 8, "expand": 1, "d_conv": 3, "chunk_size": 16, "n_groups": 2},
+        {"d_state": 8, "head_dim": 16, "allow_neg_eigval": True},
     ],
     "mamba3": [
         {"d_state": 8, "head_dim": 16},

@@ -31,6 +31,8 @@ def ssd_reference(layer, u):
     ys = []
     for t in range(T):
         decay = torch.exp(dt[:, t] * A)[..., None, None]  # [B, H, 1, 1]
+        if layer.allow_neg_eigval:  # Grazzi et al.'s extended range: 2·exp(ΔA) − 1 ∈ (−1, 1)
+            decay = 2 * decay - 1
         h = decay * h + dt[:, t, :, None, None] * Bm[:, t, group, :, None] * x[:, t, :, None, :]
         ys.append(torch.einsum("bhnp,bhn->bhp", h, Cm[:, t, group]) + layer.D[:, None] * x[:, t])
     y = (torch.stack(ys, 1).reshape(Bsz, T, E) * F.silu(z)).view(Bsz, T, G, E // G)
@@ -47,12 +49,22 @@ def ssd_reference(layer, u):
         {"d_state": 16, "head_dim": 16, "d_conv": 3},
         {"d_state": 4, "head_dim": 32, "expand": 1, "chunk_size": 16},
         {"d_state": 8, "head_dim": 8, "n_groups": 4},
+        {"d_state": 8, "head_dim": 16, "allow_neg_eigval": True, "chunk_size": 16},
     ],
 )
 def test_layer_is_the_ssd_recurrence(kwargs):
+    torch.manual_seed(1)
     layer = build_mixer("mamba2", 32, **kwargs).double()
+    if kwargs.get("allow_neg_eigval"):  # Δ·A across (0, 3): transitions 2·exp(ΔA) − 1 of both signs
+        with torch.no_grad():
+            layer.A_log.zero_()
+            layer.dt_bias.normal_(0.0, 1.0)
     u = torch.randn(2, 70, 32, dtype=torch.float64)
     torch.testing.assert_close(layer(u)[0], ssd_reference(layer, u))
+    if kwargs.get("allow_neg_eigval"):
+        dt = F.softplus(layer.in_proj(u)[..., -layer.num_heads :] + layer.dt_bias)
+        transitions = 2 * torch.exp(-dt) - 1
+        assert (transitions < 0).any() and (transitions > 0).any()
 
 
 def test_initialisation_and_no_weight_decay():
