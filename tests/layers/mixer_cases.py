@@ -5,7 +5,11 @@ A newly registered mixer must add its cases here (test_every_mixer_has_a_case fa
 D_MODEL = 32
 
 MIXER_CASES: dict[str, list[dict]] = {
-    "attention": [{"num_heads": 2}, {"num_heads": 2, "rotary": False, "bias": True, "dropout": 0.1}],
+    "attention": [
+        {"num_heads": 2},
+        {"num_heads": 2, "rotary": False, "bias": True, "dropout": 0.1},
+        {"num_heads": 4, "rotary": False, "hard_alibi_heads": 2},
+    ],
     "linear_attention": [
         {"num_heads": 2, "feature_map": "elu"},
         {"num_heads": 2, "feature_map": "taylor", "feature_dim": 4},

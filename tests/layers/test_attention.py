@@ -116,3 +116,26 @@ def test_kv_cache_under_autograd_appends_out_of_place():
     y = torch.cat([mixer(x[:, :3])[0], y_steps], 1)
     torch.testing.assert_close(y, y_full)
     torch.testing.assert_close(torch.autograd.grad(y.square().sum(), x)[0], g_full)
+
+
+def test_hard_alibi_heads_see_only_their_last_keys():
+    """Jelassi et al.'s Hard-ALiBi: head h < m attends to keys t − h … t, the rest to every key ≤ t;
+    written out with an explicit softmax per head, and decoding step by step gives the same."""
+    torch.manual_seed(0)
+    layer = build_mixer("attention", 16, num_heads=4, rotary=False, hard_alibi_heads=3).double().eval()
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    q, k, v = layer.qkv(x).view(2, 9, 3, 4, 4).unbind(2)
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) / 2.0
+    i, j = torch.arange(9)[:, None], torch.arange(9)[None]
+    for h in range(4):
+        reach = h if h < 3 else 9
+        scores[:, h] = scores[:, h].masked_fill(~((j <= i) & (i - j <= reach)), float("-inf"))
+    o = torch.einsum("bhij,bjhd->bihd", scores.softmax(-1), v).reshape(2, 9, 16)
+    torch.testing.assert_close(layer(x)[0], layer.out(o))
+    state, steps = layer.init_state(2, dtype=torch.float64), []
+    for t in range(9):
+        y, state = layer(x[:, t : t + 1], state)
+        steps.append(y)
+    torch.testing.assert_close(torch.cat(steps, 1), layer.out(o))
+    with pytest.raises(ValueError, match="hard_alibi_heads must be an integer in \\[0, num_heads=4\\]"):
+        build_mixer("attention", 16, num_heads=4, hard_alibi_heads=5)
