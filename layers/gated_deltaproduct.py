@@ -128,6 +128,7 @@ class GatedDeltaProduct(DeltaNet):
             output_final_state=state is not None,
             chunk_size=self.chunk_size,
             cu_seqlens=None if documents is None else documents.cu_seqlens * n,
+            backend="recurrent" if T == 1 else "auto",  # one token's n_h steps: no chunk to pad
         )
         o = o.unflatten(1, (T, n))[:, :, -1]
         y = self.o_proj(self._output(o, x).reshape(B, T, -1))
