@@ -1,13 +1,12 @@
 """Gated DeltaNet: DeltaNet with Mamba-2's data-dependent decay and an output gate."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recall_lm.layers.deltanet import DeltaNet
+from recall_lm.layers.dt_init import fill_dt_bias_
 from recall_lm.layers.registry import register_mixer
 
 
@@ -53,8 +52,7 @@ class GatedDeltaNet(DeltaNet):
     def reset_mixer_parameters(self) -> None:
         """A ~ U(0, 16) (A_log = log A), dt ~ log-uniform [1e-3, 0.1] with dt_bias = softplus⁻¹(dt)."""
         self.A_log.copy_(torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
-        dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
+        fill_dt_bias_(self.dt_bias)
 
     def _log_decay(self, x: torch.Tensor) -> torch.Tensor:
         f32 = torch.promote_types(x.dtype, torch.float32)  # fp32 at least, fp64 stays fp64

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recall_lm.kernels.ops import gated_delta_rule
 from recall_lm.layers.deltanet import DeltaNet, DeltaState
+from recall_lm.layers.dt_init import fill_dt_bias_
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.short_conv import ShortConvolution
 
@@ -88,8 +87,7 @@ class GatedDeltaProduct(DeltaNet):
         [1e-3, 0.1] and at least 1e-4."""
         if self.use_forget_gate:
             self.A_log.copy_(torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
-            dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-            self.dt_bias.copy_(dt.clamp_min(1e-4) + torch.log(-torch.expm1(-dt.clamp_min(1e-4))))
+            fill_dt_bias_(self.dt_bias)
 
     def _interleaved(self, x: torch.Tensor, state: DeltaState | None, documents):
         """The n_h·T steps: q, k [B, n_h·T, H, d_k], v [B, n_h·T, H, d_v], β and g [B, n_h·T, H] (g None

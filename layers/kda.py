@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recall_lm.kernels.ops import kda_delta_rule
 from recall_lm.layers.deltanet import DeltaNet, DeltaState
+from recall_lm.layers.dt_init import fill_dt_bias_
 from recall_lm.layers.registry import register_mixer
 
 GATES = ("softplus", "sigmoid")
@@ -88,9 +87,7 @@ class KimiDeltaAttention(DeltaNet):
             self.A_log.zero_()
         else:
             self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1, 16).log())
-        dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-        dt = dt.clamp_min(1e-4)
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
+        fill_dt_bias_(self.dt_bias)
 
     def _channel_log_decay(self, x: torch.Tensor) -> torch.Tensor:
         """g [B, T, H, d_k] in fp32 at least."""

@@ -1,7 +1,6 @@
 """Mamba-2 (SSD) on the gated linear-attention kernel, with a per-head scalar decay."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +9,7 @@ from torch import nn
 
 from recall_lm.kernels.ops import gated_linear_attention, signed_gated_linear_attention
 from recall_lm.layers.contract import Mixer
+from recall_lm.layers.dt_init import fill_dt_bias_
 from recall_lm.layers.norms import GroupedRMSNorm
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.short_conv import ConvState, ShortConvolution
@@ -80,8 +80,7 @@ class Mamba2(Mixer):
     @torch.no_grad()
     def reset_mixer_parameters(self) -> None:
         self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1, 16).log())
-        dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
+        fill_dt_bias_(self.dt_bias)
         self.D.fill_(1.0)
 
     def forward(self, u: torch.Tensor, state: Mamba2State | None = None, documents=None):

@@ -12,6 +12,7 @@ from torch import nn
 
 from recall_lm.kernels.ops import gated_linear_attention
 from recall_lm.layers.contract import Mixer
+from recall_lm.layers.dt_init import fill_dt_bias_
 from recall_lm.layers.norms import GroupedRMSNorm, RMSNorm
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.state import MixerState
@@ -182,9 +183,7 @@ class Mamba3(Mixer):
 
     @torch.no_grad()
     def reset_mixer_parameters(self) -> None:
-        dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-        dt = dt.clamp_min(1e-4)
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
+        fill_dt_bias_(self.dt_bias)
         for p in (self.B_bias, self.C_bias, self.D):
             p.fill_(1.0)
         if self.mimo:

@@ -2,7 +2,6 @@
 routed to its top-k."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,7 @@ from recall_lm.kernels.ops import (
 )
 from recall_lm.layers.attention import split_heads
 from recall_lm.layers.contract import Mixer
+from recall_lm.layers.dt_init import fill_dt_bias_
 from recall_lm.layers.flops import (
     chunked_delta_rule_flops,
     chunked_linear_attention_flops,
@@ -173,8 +173,7 @@ class MixtureOfMemories(Mixer):
             nn.init.zeros_(self.gate_bias)
             return
         self.A_log.copy_(torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
-        dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        fill_dt_bias_(self.dt_bias)
 
     def forward(self, x: torch.Tensor, state: MemoriesState | None = None, documents=None):
         """``documents`` (packed, no state): every memory keeps one segment per document (the routing

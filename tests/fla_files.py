@@ -87,3 +87,30 @@ def assert_matches_fla(script, tolerance: float, *args: str) -> None:
     for case, diffs in run_fla_comparison(script, *args).items():
         for name, err in diffs.items():
             assert err < tolerance, f"{case} {name}: fla vs ours max abs diff {err:.2e}"
+
+
+def copy_weights_and_compare(fla, ours, x, dy, rename: dict, randomise=("conv1d.weight", "o_norm.weight")):
+    """Give ``ours`` fla's weights (our parameter names mapped by ``rename``, ours -> fla's), first moving
+    fla's parameters whose names end in ``randomise`` away from their inits (norm weights around 1, the
+    rest around 0); run both on x [B, T, d] with the output gradient dy. Returns, per tensor (the output
+    ``y``, ``dx`` and ``d<fla's parameter name>``), the max difference relative to fla's largest entry."""
+    import torch
+
+    fla_params = dict(fla.named_parameters())
+    with torch.no_grad():
+        for name, p in fla_params.items():
+            if name.endswith(randomise):
+                p.copy_(torch.randn_like(p) * 0.3 + (1.0 if name.endswith("norm.weight") else 0.0))
+        assert {rename.get(n, n) for n, _ in ours.named_parameters()} == set(fla_params)
+        for name, p in ours.named_parameters():
+            p.copy_(fla_params[rename.get(name, name)])
+    results = []
+    for module in (fla, ours):
+        xi = x.clone().requires_grad_()
+        y = module(xi)[0]
+        (y * dy).sum().backward()
+        names = rename if module is ours else {}
+        grads = {f"d{names.get(n, n)}": p.grad for n, p in module.named_parameters()}
+        results.append({"y": y.detach(), "dx": xi.grad, **grads})
+    want, got = results
+    return {n: ((want[n] - got[n]).abs().max() / want[n].abs().max()).item() for n in want}

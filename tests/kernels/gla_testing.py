@@ -1,4 +1,5 @@
 """Shared helpers for the gated-linear-attention tests: random inputs and forward+backward runs."""
+
 from __future__ import annotations
 
 import torch
@@ -9,16 +10,34 @@ from recall_lm.kernels.ops import gated_linear_attention
 GATE_RANGES = {"typical": (-3.0, -0.01), "strong": (-21.0, -19.0), "weak": (-2e-4, 0.0), "mild": (-0.6, 0.0)}
 
 
-def make_inputs(B=2, T=15, H=2, K=16, V=8, gate="channel", use_u=False, use_h0=True, N=None,
-                dtype=torch.float64, gate_range="typical", seed=0):
+def make_inputs(
+    B=2,
+    T=15,
+    H=2,
+    K=16,
+    V=8,
+    gate="channel",
+    use_u=False,
+    use_h0=True,
+    N=None,
+    dtype=torch.float64,
+    gate_range="typical",
+    seed=0,
+):
     """Random leaf tensors (requires_grad) for one call; ``gate`` in {None, "head", "channel"}."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape, lo=-1.0, hi=1.0):
         return (torch.rand(*shape, generator=gen, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
 
-    x = {"q": rand(B, T, H, K), "k": rand(B, T, H, K), "v": rand(B, T, H, V), "g": None, "u": None,
-         "initial_state": None}
+    x = {
+        "q": rand(B, T, H, K),
+        "k": rand(B, T, H, K),
+        "v": rand(B, T, H, V),
+        "g": None,
+        "u": None,
+        "initial_state": None,
+    }
     lo, hi = GATE_RANGES[gate_range]
     if gate == "head":
         x["g"] = rand(B, T, H, lo=lo, hi=hi)
@@ -27,32 +46,39 @@ def make_inputs(B=2, T=15, H=2, K=16, V=8, gate="channel", use_u=False, use_h0=T
     if use_u:
         x["u"] = rand(H, K)
     if use_h0:
-        x["initial_state"] = rand(B if N is None else N, H, K, V).float() if dtype != torch.float64 \
+        x["initial_state"] = (
+            rand(B if N is None else N, H, K, V).float()
+            if dtype != torch.float64
             else rand(B if N is None else N, H, K, V)
+        )
     return {name: (t.requires_grad_() if t is not None else None) for name, t in x.items()}
 
 
-def run(inputs, backend, seed=1, **kwargs):
-    """Forward + backward of ``sum(o * do) + sum(final * dfinal)``; returns (o, final, grads dict)."""
-    x = {name: t for name, t in inputs.items()}
-    o, final = gated_linear_attention(
-        x["q"],
-        x["k"],
-        x["v"],
-        x["g"],
-        x["u"],
-        initial_state=x["initial_state"],
-        output_final_state=True,
-        backend=backend,
-        **kwargs,
-    )
-    gen = torch.Generator().manual_seed(seed)
-    do = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)
-    dfinal = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(final.dtype)
-    loss = (o.double() * do.double()).sum() + (final.double() * dfinal.double()).sum()
-    leaves = {name: t for name, t in x.items() if t is not None and t.requires_grad}
-    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    return o.detach(), final.detach(), dict(zip(leaves, grads))
+def op_runner(op, names):
+    """A ``run(inputs, backend, seed=1, **kwargs)`` for ``op``: call it on the inputs named ``names`` (in
+    order) with ``initial_state`` and the final state, then one backward of ``sum(o * do) + sum(final *
+    dfinal)`` (do, dfinal seeded); returns (o, final, grads of every leaf that requires grad)."""
+
+    def run(inputs, backend, seed=1, **kwargs):
+        o, final = op(
+            *(inputs[n] for n in names),
+            initial_state=inputs["initial_state"],
+            output_final_state=True,
+            backend=backend,
+            **kwargs,
+        )
+        gen = torch.Generator().manual_seed(seed)
+        do = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)
+        dfinal = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(final.dtype)
+        loss = (o.double() * do.double()).sum() + (final.double() * dfinal.double()).sum()
+        leaves = {name: t for name, t in inputs.items() if t is not None and t.requires_grad}
+        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        return o.detach(), final.detach(), dict(zip(leaves, grads))
+
+    return run
+
+
+run = op_runner(gated_linear_attention, ("q", "k", "v", "g", "u"))  # forward + backward of one GLA call
 
 
 def assert_close(name, got, want, rtol, atol_scale=None):
@@ -68,8 +94,10 @@ def assert_close(name, got, want, rtol, atol_scale=None):
 def compare_to_naive(inputs, backend, rtol, run_op=run, **kwargs):
     """Forward, final state and every gradient of ``backend`` against the fp64 naive loop; ``run_op``
     runs one op family's forward + backward (this module's ``run`` for gated linear attention)."""
-    ref = {n: (t.detach().double().requires_grad_(t.requires_grad) if t is not None else None)
-           for n, t in inputs.items()}
+    ref = {
+        n: (t.detach().double().requires_grad_(t.requires_grad) if t is not None else None)
+        for n, t in inputs.items()
+    }
     o_ref, s_ref, g_ref = run_op(ref, "naive", cu_seqlens=kwargs.get("cu_seqlens"), scale=kwargs.get("scale"))
     o, s, grads = run_op(inputs, backend, **kwargs)
     assert o.dtype == inputs["q"].dtype

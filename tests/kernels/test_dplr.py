@@ -34,15 +34,7 @@ def make_inputs(
     return {n: None if t is None else t.requires_grad_() for n, t in x.items()}
 
 
-def run(inputs, backend, seed=1, **kwargs):
-    o, final = dplr_delta_rule(*(inputs[n] for n in NAMES), initial_state=inputs["initial_state"],
-                               output_final_state=True, backend=backend, **kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    do = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)
-    dfinal = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(final.dtype)
-    loss = (o.double() * do.double()).sum() + (final.double() * dfinal.double()).sum()
-    leaves = {n: t for n, t in inputs.items() if t is not None and t.requires_grad}
-    return o.detach(), final.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+run = gla_testing.op_runner(dplr_delta_rule, NAMES)
 
 
 def compare_to_naive(inputs, backend, rtol, **kwargs):

@@ -32,7 +32,7 @@ def compare() -> dict:
     from fla.layers import GatedDeltaNet as FlaGatedDeltaNet
 
     from recall_lm.layers.registry import build_mixer
-    from tests.fla_files import install_fla_interpreter_shims
+    from tests.fla_files import copy_weights_and_compare, install_fla_interpreter_shims
 
     install_fla_interpreter_shims()
     torch.set_num_threads(1)
@@ -57,26 +57,8 @@ def compare() -> dict:
                 hidden_size=d, num_heads=H, use_short_conv=conv, allow_neg_eigval=neg, conv_size=4
             )
         ours = build_mixer("gated_deltanet" if gated else "deltanet", d, num_heads=H, **options)
-        fla_params = dict(fla.named_parameters())
-        with torch.no_grad():  # away from the inits (zero-ish convolutions, unit norm weights)
-            for name, p in fla_params.items():
-                if name.endswith("conv1d.weight") or name == "o_norm.weight":
-                    p.copy_(torch.randn_like(p) * 0.3 + (1.0 if name == "o_norm.weight" else 0.0))
-            for name, p in ours.named_parameters():
-                p.copy_(fla_params[CONV_NAMES.get(name, name)])
         x, dy = torch.randn(2, T, d), torch.randn(2, T, d)
-        results = []
-        for module in (fla, ours):
-            xi = x.clone().requires_grad_()
-            y = module(xi)[0]
-            (y * dy).sum().backward()
-            grads = {
-                (CONV_NAMES.get(n, n) if module is ours else n): p.grad for n, p in module.named_parameters()
-            }
-            results.append({"y": y.detach(), "dx": xi.grad, **{f"d{n}": g for n, g in grads.items()}})
-        want, got = results
-        assert set(want) == set(got), (sorted(want), sorted(got))
-        out[case] = {n: ((want[n] - got[n]).abs().max() / want[n].abs().max()).item() for n in want}
+        out[case] = copy_weights_and_compare(fla, ours, x, dy, CONV_NAMES)
     return out
 
 

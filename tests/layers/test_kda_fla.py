@@ -118,7 +118,7 @@ def compare(slow: bool) -> dict:
     import torch
 
     from recall_lm.layers.registry import build_mixer
-    from tests.fla_files import install_fla_interpreter_shims
+    from tests.fla_files import copy_weights_and_compare, install_fla_interpreter_shims
 
     fla_layer("kda", 32, 2, {})  # imports fla's ops before the shims patch them
     install_fla_interpreter_shims()
@@ -132,26 +132,9 @@ def compare(slow: bool) -> dict:
         torch.manual_seed(T)
         fla = fla_layer(name, d, H, options)
         ours = build_mixer(name, d, num_heads=H, **options)
-        fla_params = dict(fla.named_parameters())
-        with torch.no_grad():  # away from the inits (zero-ish convolutions, unit norm weights, zero bias)
-            for pname, p in fla_params.items():
-                if pname.endswith(("conv1d.weight", "o_norm.weight", ".bias")):
-                    p.copy_(torch.randn_like(p) * 0.3 + (1.0 if pname == "o_norm.weight" else 0.0))
-            assert {CONV_NAMES.get(n, n) for n, _ in ours.named_parameters()} == set(fla_params)
-            for pname, p in ours.named_parameters():
-                p.copy_(fla_params[CONV_NAMES.get(pname, pname)])
         x, dy = torch.randn(2, T, d), torch.randn(2, T, d)
-        results = []
-        for module in (fla, ours):
-            xi = x.clone().requires_grad_()
-            y = module(xi)[0]
-            (y * dy).sum().backward()
-            grads = {
-                (CONV_NAMES.get(n, n) if module is ours else n): p.grad for n, p in module.named_parameters()
-            }
-            results.append({"y": y.detach(), "dx": xi.grad, **{f"d{n}": g for n, g in grads.items()}})
-        want, got = results
-        out[case] = {n: ((want[n] - got[n]).abs().max() / want[n].abs().max()).item() for n in want}
+        randomise = ("conv1d.weight", "o_norm.weight", ".bias")  # zero-ish convs, unit norms, zero bias
+        out[case] = copy_weights_and_compare(fla, ours, x, dy, CONV_NAMES, randomise)
     return out
 
 
