@@ -256,7 +256,11 @@ def settings_of(args: list[str]) -> list[str]:
 
 def read_run(path: Path) -> dict:
     """A finished run's result JSON, its point and train_args under today's key names."""
-    row = json.loads(Path(path).read_text())
+    return _under_todays_keys(json.loads(Path(path).read_text()))
+
+
+def _under_todays_keys(row: dict) -> dict:
+    row = dict(row)
     if isinstance(row.get("point"), dict):
         row["point"] = {current_key(k): v for k, v in row["point"].items()}
     if isinstance(row.get("train_args"), list):
@@ -410,12 +414,15 @@ def markdown(header: list[str], cells: list[list[str]], preamble: list[str]) -> 
 
 def write_results(rows: list[dict], sweep: Sweep, out_dir: Path, header_lines: list[str]) -> dict[str, Path]:
     """results.csv/.md (every run, in sweep order), best_lr.csv/.md (one row per model), and each run's
-    result JSON as runs/<run>.json (what train_runs recorded, minus the machine-specific run folder)."""
+    result JSON as runs/<run>.json (what train_runs recorded, minus the machine-specific run folder). A
+    committed record that says the same under today's key names is left as it was written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "runs").mkdir(exist_ok=True)
     for r in rows:
         record = {**r, "train_args": [a for a in r.get("train_args", []) if not a.startswith(LOCATION_ARGS)]}
-        (out_dir / "runs" / f"{r['run']}.json").write_text(json.dumps(record, indent=1) + "\n")
+        path = out_dir / "runs" / f"{r['run']}.json"
+        if not (path.exists() and read_run(path) == _under_todays_keys(record)):
+            path.write_text(json.dumps(record, indent=1) + "\n")
     settings = [f"Sweep `{sweep.name}`" + (f": {sweep.description}" if sweep.description else ""), "",
                 *header_lines]
     head, cells = table(rows, sweep)
