@@ -352,11 +352,12 @@ def _delta_inputs(s: Settings, T: int, op: str, dtype):
     return make
 
 
+KDA_VIA_DPLR = "torch, DPLR path (a = α ⊙ k, b = −β k)"
 DELTA_OPS = {
     "delta rule (DeltaNet)": ("delta", False),
     "gated delta rule (Gated DeltaNet)": ("delta", True),
     "DPLR delta rule (RWKV-7)": ("dplr", None),
-    "KDA (DPLR, a = α ⊙ k, b = −β k)": ("kda", None),
+    "KDA (per-channel gated delta rule)": ("kda", None),
     "Gated DeltaProduct (n_h = 2, delta rule over 2T)": ("product", True),
 }
 
@@ -391,6 +392,8 @@ def delta_section(s: Settings) -> list[Row]:
         for op, (family, gated) in DELTA_OPS.items():
             make = _delta_inputs(s, T, op, dtype)
             cases.append(Case(op, "torch", make, _delta_call(op, "torch")))
+            if family == "kda":  # the same op through the general DPLR path, side by side
+                cases.append(Case(op, KDA_VIA_DPLR, make, _delta_call(op, "dplr_torch")))
             if cuda:
                 cases.append(Case(op, "triton", make, _delta_call(op, "triton")))
             if cuda and family != "dplr":
@@ -451,6 +454,12 @@ def delta_summary(rows: list[Row], s: Settings) -> list[str]:
                 f"faster, forward+backward {rec.fwdbwd_ms * factor / ours.fwdbwd_ms:.0f}x (recurrence at "
                 f"T={rec.T}, extrapolated linearly x{factor:g})"
             )
+        via_dplr = [(t, find(op, "torch", t), find(op, KDA_VIA_DPLR, t)) for t in s.T]
+        via_dplr = [f"T={t} forward {d.fwd_ms / r.fwd_ms:.1f}x, "
+                    f"forward+backward {d.fwdbwd_ms / r.fwdbwd_ms:.1f}x" for t, r, d in via_dplr if r and d]
+        if via_dplr:
+            lines.append(f"- {op}, its own chunked path vs the DPLR path (same inputs, same rounds), "
+                         "faster by: " + "; ".join(via_dplr))
         for t in s.T:  # CUDA only: the target is ≤ 1.0x fla's time
             triton_row, fla = find(op, "triton", t), find(op, "fla", t)
             if triton_row and fla and fla.fwd_ms:

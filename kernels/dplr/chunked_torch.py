@@ -27,7 +27,26 @@ from recall_lm.kernels.triangular import unit_lower_inverse
 from recall_lm.kernels.utils import from_chunks, run_padded_varlen, to_chunks
 
 
-class _Local:
+class LocalMaps:
+    """Chunk-local maps built under autograd: ``NAMES`` are the tensors the backward differentiates,
+    ``KEPT`` the ones computed outside any graph (inverses and their products)."""
+
+    NAMES: tuple[str, ...] = ()
+    KEPT: tuple[str, ...] = ()
+
+    def tensors(self):
+        return [getattr(self, n) for n in self.NAMES]
+
+    def detached(self):
+        view = object.__new__(type(self))
+        for name in self.NAMES:
+            setattr(view, name, getattr(self, name).detach())
+        for name in self.KEPT:
+            setattr(view, name, getattr(self, name))
+        return view
+
+
+class _Local(LocalMaps):
     """Chunk-local maps of chunked q, k, a, b, gk ``[BH, NT, C, K]`` and v ``[BH, NT, C, V]``: the
     solve's matrix −A_ab and right-hand side [a ⊙ e^{G⁻} | A_ak V] ``[.., C, K + V]``, Qg = q ⊙ e^G, A_qk
     and A_qb ``[.., C, C]``, Kd = k ⊙ e^{G_C − G}, Bd = b ⊙ e^{G_C − G}, the chunk decay e^{G_C}
@@ -35,6 +54,7 @@ class _Local:
     graph, T = (I − A_ab)⁻¹ and w, u (T times the right-hand side)."""
 
     NAMES = ("solve_L", "rhs", "Qg", "A_qk", "A_qb", "Kd", "Bd", "decay", "v")
+    KEPT = ("T", "w", "u")
 
     def __init__(self, q, k, v, a, b, gk):
         G = gk.cumsum(-2)
@@ -64,8 +84,6 @@ class _Local:
         self.decay = torch.exp(last).transpose(-1, -2)  # [BH, NT, K, 1]: row scale of the state
         self.v = v
 
-    def tensors(self):
-        return [getattr(self, n) for n in self.NAMES]
 
 
 def _scan(L: _Local, h: torch.Tensor):
@@ -112,68 +130,93 @@ def _scan_backward(L: _Local, states, v2, do, dh, scale):
     return grads, dh
 
 
-class ChunkDPLR(torch.autograd.Function):
-    """With ``keep_graph`` (set when a backward can follow) the forward builds the chunk-local maps under
+class ChunkLocal(torch.autograd.Function):
+    """A chunked op whose chunk-local maps are differentiated by autograd and whose scan over chunks is
+    reversed by hand. ``algo`` gives ``Local(*chunked inputs)`` (a :class:`LocalMaps`),
+    ``forward(L, h0, scale) -> (o, saved, final)`` and ``backward(L, saved, do, dh, scale) -> (grads of
+    L.NAMES, dh0)``, all on chunked ``[BH, NT, C, *]`` tensors.
+
+    With ``keep_graph`` (set when a backward can follow) the forward builds the chunk-local maps under
     autograd and keeps that graph for the backward instead of recomputing them there; a second backward
     through the same graph (``retain_graph``) rebuilds them."""
 
     @staticmethod
-    def forward(ctx, q, k, v, a, b, gk, h0, scale, chunk_size, keep_graph):
+    def forward(ctx, algo, h0, scale, chunk_size, keep_graph, *inputs):
+        q, v = inputs[0], inputs[algo.V_INDEX]
         B, T, H, K = q.shape
         V = v.shape[-1]
         cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-        chunked = [to_chunks(x, chunk_size, cdt) for x in (q, k, v, a, b, gk)]
+        chunked = [to_chunks(x, chunk_size, cdt) for x in inputs]
         ctx.local = ctx.leaves = None
         if keep_graph:
             chunked = [x.requires_grad_() for x in chunked]
             with torch.enable_grad():
-                ctx.local, ctx.leaves = _Local(*chunked), chunked
-            L = _detached(ctx.local)
+                ctx.local, ctx.leaves = algo.Local(*chunked), chunked
+            L = ctx.local.detached()
         else:
-            L = _Local(*chunked)
+            L = algo.Local(*chunked)
         with torch.no_grad():
-            h = (
-                q.new_zeros(B * H, K, V, dtype=cdt)
-                if h0 is None
-                else h0.reshape(B * H, K, V).to(cdt, copy=True)
-            )
-            v2, states, final = _scan(L, h)
-            o = scale * (L.Qg @ states + L.A_qk @ L.v + L.A_qb @ v2)
-        ctx.save_for_backward(q, k, v, a, b, gk, states, v2)
-        ctx.scale, ctx.chunk_size = scale, chunk_size
+            h = (q.new_zeros(B * H, K, V, dtype=cdt) if h0 is None
+                 else h0.reshape(B * H, K, V).to(cdt, copy=True))
+            o, saved, final = algo.forward(L, h, scale)
+        ctx.save_for_backward(*inputs, *saved)
+        ctx.algo, ctx.n_inputs, ctx.scale, ctx.chunk_size = algo, len(inputs), scale, chunk_size
         ctx.h0_meta = None if h0 is None else (h0.dtype, h0.shape)
         return from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        q, k, v, a, b, gk, states, v2 = ctx.saved_tensors
-        B, T, H, K = q.shape
-        V = v.shape[-1]
-        cdt = states.dtype
-        L, inputs = ctx.local, ctx.leaves
+        inputs, saved = ctx.saved_tensors[: ctx.n_inputs], ctx.saved_tensors[ctx.n_inputs :]
+        B, T, H, K = inputs[0].shape
+        V = inputs[ctx.algo.V_INDEX].shape[-1]
+        cdt = saved[0].dtype
+        L, leaves = ctx.local, ctx.leaves
         ctx.local = ctx.leaves = None  # the kept graph goes with the first backward
         if L is None:  # a second backward through the same graph (retain_graph=True): build it again
-            inputs = [to_chunks(x, ctx.chunk_size, cdt).requires_grad_() for x in (q, k, v, a, b, gk)]
+            leaves = [to_chunks(x, ctx.chunk_size, cdt).requires_grad_() for x in inputs]
             with torch.enable_grad():
-                L = _Local(*inputs)
+                L = ctx.algo.Local(*leaves)
         with torch.no_grad():
-            dh = torch.zeros_like(states[:, 0]) if dfinal is None else dfinal.reshape(B * H, K, V).to(cdt)
-            grads, dh0 = _scan_backward(
-                _detached(L), states, v2, to_chunks(do, ctx.chunk_size, cdt), dh, ctx.scale
-            )
-        got = torch.autograd.grad(L.tensors(), inputs, grads, allow_unused=True)
+            dh = (torch.zeros(B * H, K, V, dtype=cdt, device=saved[0].device) if dfinal is None
+                  else dfinal.reshape(B * H, K, V).to(cdt))
+            do_c = to_chunks(do, ctx.chunk_size, cdt)
+            grads, dh0 = ctx.algo.backward(L.detached(), saved, do_c, dh, ctx.scale)
+        got = torch.autograd.grad(L.tensors(), leaves, grads, allow_unused=True)
         out = [from_chunks((torch.zeros_like(x) if g is None else g).contiguous(), B, T, orig.dtype)
-               for g, x, orig in zip(got, inputs, (q, k, v, a, b, gk))]
+               for g, x, orig in zip(got, leaves, inputs)]
         dh0_out = None if ctx.h0_meta is None else dh0.view(ctx.h0_meta[1]).to(ctx.h0_meta[0])
-        return (*out, dh0_out, None, None, None)
+        return (None, dh0_out, None, None, None, *out)
 
 
-def _detached(L: _Local) -> _Local:
-    view = object.__new__(_Local)
-    for name in _Local.NAMES:
-        setattr(view, name, getattr(L, name).detach())
-    view.T, view.w, view.u = L.T, L.w, L.u
-    return view
+class DPLR:
+    """The DPLR delta rule for :class:`ChunkLocal` (inputs q, k, v, a, b, gk)."""
+
+    V_INDEX = 2
+    Local = _Local
+
+    @staticmethod
+    def forward(L: _Local, h, scale):
+        v2, states, final = _scan(L, h)
+        return scale * (L.Qg @ states + L.A_qk @ L.v + L.A_qb @ v2), (states, v2), final
+
+    @staticmethod
+    def backward(L: _Local, saved, do, dh, scale):
+        states, v2 = saved
+        return _scan_backward(L, states, v2, do, dh, scale)
+
+
+def run_chunk_local(algo, inputs, *, scale, initial_state, output_final_state, cu_seqlens, chunk_size):
+    """:class:`ChunkLocal` on ``inputs`` (``[B, T, H, *]``, or packed with ``cu_seqlens``: scattered into
+    zero-padded batches of similar lengths, whose zero inputs must leave the state unchanged)."""
+    keep_graph = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (*inputs, initial_state))
+    if cu_seqlens is None:
+        o, final = ChunkLocal.apply(algo, initial_state, scale, chunk_size, keep_graph, *inputs)
+        return o, (final if output_final_state else None)
+    o, final = run_padded_varlen(
+        lambda padded, h0: ChunkLocal.apply(algo, h0, scale, chunk_size, keep_graph, *padded),
+        cu_seqlens, inputs, initial_state, chunk_size)
+    return o, (final if output_final_state else None)
 
 
 def chunk_dplr_torch(
@@ -181,12 +224,6 @@ def chunk_dplr_torch(
 ):
     """Chunked backend. Shapes as in :func:`kernels.dplr_delta_rule`; packed sequences are scattered into
     zero-padded batches of similar lengths (zero k, v, b and gk leave the state unchanged)."""
-    keep_graph = torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in (q, k, v, a, b, gk, initial_state))
-    if cu_seqlens is None:
-        o, final = ChunkDPLR.apply(q, k, v, a, b, gk, initial_state, scale, chunk_size, keep_graph)
-        return o, (final if output_final_state else None)
-    o, final = run_padded_varlen(
-        lambda padded, h0: ChunkDPLR.apply(*padded, h0, scale, chunk_size, keep_graph),
-        cu_seqlens, (q, k, v, a, b, gk), initial_state, chunk_size)
-    return o, (final if output_final_state else None)
+    return run_chunk_local(DPLR, (q, k, v, a, b, gk), scale=scale, initial_state=initial_state,
+                           output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+                           chunk_size=chunk_size)

@@ -7,16 +7,26 @@ KDA's state update, per head, is the delta rule after a per-key-channel decay:
 Expanding the product, the transition is ``Diag(α_t) − β_t k_t (α_t ⊙ k_t)ᵀ``: the DPLR transition
 ``Diag(exp(gk)) + b aᵀ`` with a = α ⊙ k and b = −β k, and the written key β k. Every backend of
 :func:`recall_lm.kernels.dplr.dplr_delta_rule` (chunked torch, Triton, token loop) therefore runs KDA;
-the gradient of gk reaches both the decay and a = exp(gk) ⊙ k through autograd. ``backend="naive"``
-is the KDA loop above in fp64, written independently of the DPLR code (the reference of the tests).
+the gradient of gk reaches both the decay and a = exp(gk) ⊙ k through autograd. On CPU KDA has its own
+chunked path (:mod:`recall_lm.kernels.dplr.kda_chunked`: two per-channel score matrices instead of the
+DPLR path's four, one state update per chunk instead of two), the default there; ``backend="dplr_torch"``
+keeps the DPLR one. ``backend="naive"`` is the KDA loop above in fp64, written independently of the DPLR
+code (the reference of the tests).
 """
 
 from __future__ import annotations
 
 import torch
 
-from recall_lm.kernels.dplr.interface import dplr_delta_rule, dplr_delta_rule_step
-from recall_lm.kernels.utils import autocast_aware, check_ndim_shape
+from recall_lm.kernels.dplr.interface import (
+    TRITON_MAX_K,
+    _check_inputs,
+    dplr_delta_rule,
+    dplr_delta_rule_step,
+)
+from recall_lm.kernels.utils import autocast_aware, check_ndim_shape, triton_available_for
+
+BACKENDS = ("auto", "torch", "dplr_torch", "triton", "recurrent", "naive")
 
 
 def _as_dplr(k, beta, gk):
@@ -51,13 +61,18 @@ def kda_delta_rule(
         gk: ``[B, T, H, K]`` per-key-channel log-decay (≤ 0, not checked).
         scale, initial_state, output_final_state, cu_seqlens, chunk_size: as in
             :func:`recall_lm.kernels.ops.gated_delta_rule`.
-        backend: ``"auto"``, ``"triton"``, ``"torch"``, ``"recurrent"`` (DPLR's backends, see
-            :func:`recall_lm.kernels.ops.dplr_delta_rule`) or ``"naive"`` (the KDA loop in fp64).
+        backend: ``"auto"`` (recurrent for T = 1, DPLR's triton where :func:`dplr_delta_rule` picks it,
+            else ``"torch"``), ``"torch"`` (KDA's own chunked path,
+            :mod:`recall_lm.kernels.dplr.kda_chunked`), ``"dplr_torch"`` (DPLR's chunked path),
+            ``"triton"``, ``"recurrent"`` (DPLR's, see :func:`recall_lm.kernels.ops.dplr_delta_rule`)
+            or ``"naive"`` (the KDA loop in fp64).
 
     Returns:
         o ``[B, T, H, V]`` in q's dtype, and the final state ``[N, H, K, V]`` in fp32 (fp64 for fp64
         inputs), or None unless ``output_final_state``.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     check_ndim_shape("q", q, (None, None, None, None), "[B, T, H, K]")
     B, T, H, K = q.shape
     check_ndim_shape("beta", beta, (B, T, H), "[B, T, H] (one write strength per token and head)")
@@ -76,6 +91,16 @@ def kda_delta_rule(
             output_final_state=output_final_state,
             cu_seqlens=cu_seqlens,
         )
+    if backend in ("auto", "torch") and T > 1:
+        _check_inputs(q, k, v, k, k, gk, initial_state, cu_seqlens, chunk_size, "torch")
+        fits_triton = chunk_size <= 64 and K <= TRITON_MAX_K and q.dtype != torch.float64
+        if backend == "torch" or not (q.is_cuda and triton_available_for(q) and fits_triton):
+            from recall_lm.kernels.dplr.kda_chunked import chunk_kda_torch
+
+            return chunk_kda_torch(
+                q, k, v, beta, gk, scale=K**-0.5 if scale is None else float(scale),
+                initial_state=initial_state, output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+                chunk_size=chunk_size)
     written, a, b = _as_dplr(k, beta, gk)
     return dplr_delta_rule(
         q,
@@ -89,7 +114,7 @@ def kda_delta_rule(
         output_final_state=output_final_state,
         cu_seqlens=cu_seqlens,
         chunk_size=chunk_size,
-        backend=backend,
+        backend="torch" if backend == "dplr_torch" else backend,
     )
 
 

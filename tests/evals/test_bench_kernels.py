@@ -17,12 +17,14 @@ def test_tiny_run_writes_rows_settings_and_ratios(tmp_path):
         "float32 matmul rate: 512 × 64×64·64×64 ",
         "| per-channel g (GLA) | torch | 64 | float32 |",
         "| DPLR delta rule (RWKV-7) | torch | 64 |",
-        "| KDA (DPLR, a = α ⊙ k, b = −β k) | torch | 64 |",
+        "| KDA (per-channel gated delta rule) | torch | 64 |",
+        "| KDA (per-channel gated delta rule) | torch, DPLR path (a = α ⊙ k, b = −β k) | 64 |",
         "| Gated DeltaProduct (n_h = 2, delta rule over 2T) | torch | 64 |",
         "| Mamba-3 trapezoidal, SISO | torch | 64 |",
         "| Mamba-3 trapezoidal, MIMO R=4 | torch | 64 |",
         "| softmax attention (causal) | torch SDPA | 64 |",
         "backward/forward",
+        "- KDA (per-channel gated delta rule), its own chunked path vs the DPLR path (same inputs, same",
         "chunked (torch, per-channel g (GLA)) vs SDPA causal: T=64 forward",
     ):
         assert needle in text, needle

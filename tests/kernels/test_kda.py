@@ -1,6 +1,7 @@
-"""KDA's op (recall_lm.kernels.dplr.kda) on the DPLR backends against the KDA loop in fp64 written as the
-paper writes it (decay, then the delta-rule write): outputs, final state, every gradient incl. β and the
-gate, odd lengths, strong decays, varlen, initial state; fla's ``naive_recurrent_kda``; decoding steps."""
+"""KDA's op (recall_lm.kernels.dplr.kda) on its own chunked path and the DPLR backends against the KDA
+loop in fp64 written as the paper writes it (decay, then the delta-rule write): outputs, final state,
+every gradient incl. β and the gate, odd lengths, strong decays, varlen, initial state; fla's
+``naive_recurrent_kda``; decoding steps."""
 
 import pytest
 import torch
@@ -56,21 +57,27 @@ def compare_to_naive(inputs, backend, rtol, **kwargs):
     gla_testing.compare_to_naive(inputs, backend, rtol, run_op=run, **kwargs)
 
 
+CHUNKED = ["torch", "dplr_torch"]  # KDA's own chunked path, and through the DPLR one
+
+
+@pytest.mark.parametrize("backend", CHUNKED)
 @pytest.mark.parametrize("T", [1, 15, 64, 65])
 @pytest.mark.parametrize("chunk_size", [16, 64])
-def test_chunked_matches_the_kda_loop(T, chunk_size):
-    compare_to_naive(make_inputs(T=T, seed=T), "torch", 1e-9, chunk_size=chunk_size)
+def test_chunked_matches_the_kda_loop(T, chunk_size, backend):
+    compare_to_naive(make_inputs(T=T, seed=T), backend, 1e-9, chunk_size=chunk_size)
 
 
+@pytest.mark.parametrize("backend", CHUNKED)
 @pytest.mark.parametrize("gate_range", ["strong", "weak"])
-def test_decay_extremes_and_negative_eigenvalues(gate_range):
-    """KDA's gate reaches −exp(A_log)·softplus(…) ≪ −1 per channel; β up to 2 (``allow_neg_eigval``)."""
+def test_decay_extremes_and_negative_eigenvalues(gate_range, backend):
+    """KDA's gate reaches −exp(A_log)·softplus(…) ≪ −1 per channel (the per-channel scores' exact
+    sub-chunk form, not the factored matmul); β up to 2 (``allow_neg_eigval``)."""
     compare_to_naive(
-        make_inputs(B=1, T=70, gate_range=gate_range, beta_max=2.0), "torch", 1e-9, chunk_size=32
+        make_inputs(B=1, T=70, gate_range=gate_range, beta_max=2.0), backend, 1e-9, chunk_size=32
     )
 
 
-@pytest.mark.parametrize("backend", ["recurrent", "torch"])
+@pytest.mark.parametrize("backend", ["recurrent", *CHUNKED])
 def test_fp32_varlen_and_no_initial_state(backend):
     compare_to_naive(make_inputs(B=2, T=50, K=16, V=8, dtype=torch.float32), backend, 2e-4, chunk_size=16)
     cu = torch.tensor([0, 5, 70, 71, 99])
@@ -78,12 +85,13 @@ def test_fp32_varlen_and_no_initial_state(backend):
     compare_to_naive(make_inputs(T=20, use_h0=False), backend, 1e-9, chunk_size=16, scale=1.0)
 
 
-def test_gradcheck():
+@pytest.mark.parametrize("backend", CHUNKED)
+def test_gradcheck(backend):
     x = make_inputs(B=1, T=10, H=1, K=4, V=3)
 
     def f(*tensors):
         return kda_delta_rule(
-            *tensors[:5], initial_state=tensors[5], output_final_state=True, backend="torch", chunk_size=16
+            *tensors[:5], initial_state=tensors[5], output_final_state=True, backend=backend, chunk_size=16
         )
 
     assert torch.autograd.gradcheck(f, tuple(x[n] for n in (*NAMES, "initial_state")))
@@ -121,6 +129,19 @@ def test_bad_shapes_are_named():
         kda_delta_rule(x["q"], x["k"], x["v"], x["beta"], x["gk"][..., :2])
     with pytest.raises(ValueError, match="beta must have"):
         kda_delta_rule(x["q"], x["k"], x["v"], x["gk"], x["gk"])
+    with pytest.raises(ValueError, match="backend must be one of .*'dplr_torch'"):
+        kda_delta_rule(*(x[n] for n in NAMES), backend="chunked")
+
+
+def test_the_default_cpu_path_is_kdas_own(monkeypatch):
+    """``auto`` on CPU runs kda_chunked, not the DPLR path (which this test makes fail)."""
+    import recall_lm.kernels.dplr.kda as kda
+
+    x = {n: t.detach() for n, t in make_inputs(B=1, T=20, dtype=torch.float32).items()}
+    expected, _ = kda_delta_rule(*(x[n] for n in NAMES), backend="dplr_torch")
+    monkeypatch.setattr(kda, "dplr_delta_rule", None)
+    o, _ = kda_delta_rule(*(x[n] for n in NAMES))
+    torch.testing.assert_close(o, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(
