@@ -66,7 +66,8 @@ def learnt(row: dict) -> bool:
 
 
 def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = None,
-           mom_rows: list[dict] | None = None) -> list[tuple[str, str, str]]:
+           mom_rows: list[dict] | None = None,
+           lr_rows: list[dict] | None = None) -> list[tuple[str, str, str]]:
     """(claim, verdict, evidence) for each claim the recall map can speak to. Cells that did not learn
     MQAR within the budget (L64 kv4 < LEARNT) are left out of every verdict and listed on their own.
     ``seed_rows`` (reruns of the best cells with other seeds) only add evidence; verdicts use seed 0.
@@ -215,7 +216,52 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
         out.append(
             ("Reading the context twice helps recurrent models (JRT)", "pending", "no JRT test slices yet")
         )
+    out.append(lr_window(lr_rows or []))
     return out
+
+
+LR_CLAIM = "Recurrent models learn MQAR only inside a narrow learning-rate window (Okpekpe & Orvieto, 2025)"
+
+
+def lr_grid(lr_rows: list[dict]) -> dict[tuple[str, int], list[tuple[float, dict]]]:
+    """(mixer, d_model) → [(lr, row)] in increasing lr, from the ``<sweep>_lr`` sweep."""
+    out: dict[tuple[str, int], list[tuple[float, dict]]] = {}
+    for r in lr_rows:
+        out.setdefault((r["point"]["mixer"], r["d_model"]), []).append((r["point"]["model.lr"], r))
+    return {k: sorted(v, key=lambda x: x[0]) for k, v in sorted(out.items())}
+
+
+def lr_window(lr_rows: list[dict]) -> tuple[str, str, str]:
+    """Agree when every cell that learns at some rate of the finer grid also fails at a neighbouring rate
+    of it (an edge between two adjacent rates, ≤ 2.6× apart) and does not learn at every rate. Cells that
+    learn at no rate say nothing about the window and are listed apart."""
+    grid = lr_grid(lr_rows)
+    if not grid:
+        return LR_CLAIM, "pending", "no finer learning-rate grid yet (configs/sweeps/recall_map_cpu_lr.yaml)"
+    learners, never, edges_ok, open_top = [], [], True, False
+    for (mixer, d), points in grid.items():
+        flags = [learnt(r) for _, r in points]
+        listing = ", ".join(f"{lr:g}: {_fmt(acc(r, 'L64_kv4'))}" for lr, r in points)
+        if not any(flags):
+            never.append(f"{mixer} d{d}")
+            continue
+        edges = [f"{a:g} → {b:g}" for (a, _), (b, _), fa, fb in zip(points, points[1:], flags, flags[1:])
+                 if fa != fb and b / a <= 2.6]
+        top_open = flags[-1]
+        open_top |= top_open
+        edges_ok &= bool(edges) and not all(flags)
+        learners.append(f"{mixer} d{d} (L64 kv4 by lr: {listing}; edge {', '.join(edges) or 'none'}"
+                        + ("; still learns at the grid's largest rate" if top_open else "") + ")")
+    rule = (f"rule: each cell that learns (L64 kv4 ≥ {LEARNT}) at some rate of the grid also fails at "
+            "an adjacent rate ≤ 2.6× away")
+    evidence = rule + ". " + "; ".join(learners) + (
+        f". Learnt at no rate in 1,000 steps (no window seen): {', '.join(never)}" if never else "")
+    if not learners:
+        return LR_CLAIM, "not testable at this scale", evidence
+    if not edges_ok:
+        return LR_CLAIM, "disagree", evidence
+    one_edge = "agree (one edge seen; the other lies beyond the grid)"
+    return LR_CLAIM, one_edge if open_top else "agree", evidence
 
 
 SEEDS = (1,)  # further seeds at each mixer's best cell (the map itself is seed 0)
@@ -274,7 +320,7 @@ def seed_spread(rows_seed0: dict[str, dict], seed_rows: list[dict]) -> dict[str,
 
 
 def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
-             mom_rows: list[dict] | None = None) -> str:
+             mom_rows: list[dict] | None = None, lr_rows: list[dict] | None = None) -> str:
     best = cells(rows)
     slices = sorted({k.split("/", 2)[2] for r in rows for k in r["metrics"] if k.startswith("val/acc/")},
                     key=slice_order)
@@ -339,8 +385,20 @@ def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
                 + ". Within 1,000 steps whether these leave the loss plateau depends "
                 "on the seed, so a single seed's 'did not learn' is weak evidence for them.",
             ]
+    if lr_rows:
+        grid = lr_grid(lr_rows)
+        rates = sorted({lr for points in grid.values() for lr, _ in points})
+        lines += ["", f"The non-learners on a finer learning-rate grid (`configs/sweeps/{sweep}_lr.yaml`, "
+                  "seed 0, the map's budget): accuracy on L64 kv4 / mean over the test slices.", "",
+                  "| mixer | d_model | " + " | ".join(f"lr {r:g}" for r in rates) + " |",
+                  "|---|---|" + "---|" * len(rates)]
+        for (mixer, d), points in grid.items():
+            by_lr = dict(points)
+            lines.append(f"| {mixer} | {d} | " + " | ".join(
+                f"{_fmt(acc(by_lr[r], 'L64_kv4'))} / {_fmt(acc(by_lr[r]))}" if r in by_lr else ""
+                for r in rates) + " |")
     lines += ["", "## The papers' claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
-    lines += [f"| {c} | {v} | {e} |" for c, v, e in claims(best, seed_rows, mom_rows)]
+    lines += [f"| {c} | {v} | {e} |" for c, v, e in claims(best, seed_rows, mom_rows, lr_rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -378,7 +436,8 @@ def main(argv=None) -> str:
     seeds_folder = RESULTS / f"{args.sweep}_seeds" / "runs"
     seed_rows = load_rows(f"{args.sweep}_seeds") if seeds_folder.is_dir() else None
     mom_rows = load_rows(f"{args.sweep}_mom") if (RESULTS / f"{args.sweep}_mom" / "runs").is_dir() else None
-    text = markdown(rows, args.sweep, seed_rows, mom_rows)
+    lr_rows = load_rows(f"{args.sweep}_lr") if (RESULTS / f"{args.sweep}_lr" / "runs").is_dir() else None
+    text = markdown(rows, args.sweep, seed_rows, mom_rows, lr_rows)
     args.out.write_text(text)
     print(text)
     return text

@@ -211,3 +211,19 @@ def test_mom_probe_at_a_wider_width_decides_the_mom_claim():
     )
     assert mom([probe("top2", (0.0, 0.0, 0.0), 86400), probe("one_x5", (1.0, 0.9, 0.9), 84864)])[0] == \
         "not testable at this scale"
+
+
+def test_learning_rate_window_needs_an_edge_between_adjacent_rates():
+    def grid(mixer, accs):
+        rates = (1e-3, 2.5e-3, 6.3e-3, 1.5e-2)
+        return [row(mixer, 64, lr, (a, a / 2, 0.0), 3000) for lr, a in zip(rates, accs)]
+
+    assert rc.lr_window([])[1] == "pending"
+    rows = grid("gated_deltanet", (0.0, 0.9, 0.95, 0.1)) + grid("mamba2", (0,) * 4)
+    _, verdict, evidence = rc.lr_window(rows)
+    assert verdict == "agree" and "edge 0.001 → 0.0025, 0.0063 → 0.015" in evidence
+    assert "Learnt at no rate in 1,000 steps (no window seen): mamba2 d64" in evidence
+    verdict = rc.lr_window(grid("gated_deltanet", (0.0, 0.0, 0.9, 0.95)))[1]
+    assert verdict == "agree (one edge seen; the other lies beyond the grid)"
+    assert rc.lr_window(grid("gated_deltanet", (0.9,) * 4))[1] == "disagree"  # learns at every rate
+    assert rc.lr_window(grid("mamba2", (0.0,) * 4))[1] == "not testable at this scale"
