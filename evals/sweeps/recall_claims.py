@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
 import yaml
 
 from recall_lm.evals.common import ROOT
-from recall_lm.evals.sweeps.sweep import best_lr, expand, load_sweep, read_run, slice_order
+from recall_lm.evals.sweeps.sweep import best_lr, expand, load_sweep, read_run, run_setting, slice_order
 
 RESULTS = ROOT / "evals" / "results" / "sweeps"
 HARDEST = "L256_kv64"
@@ -276,13 +277,11 @@ def best_cells(best: dict[tuple[str, int], dict]) -> dict[str, dict]:
     return out
 
 
-def seeds_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[str]]:
-    """A sweep spec that reruns each mixer's best cell with the seeds in SEEDS: one base entry per mixer
-    (its config, its own settings, and the cell's d_model and lr), the map's fixed settings, a seed axis.
-    Only mixers whose every map run has finished are included (their best cell is final), so the seed
-    reruns can start while the map still trains; rewriting the file later adds the others. Returns the
-    spec and the mixers left out."""
-    source = load_sweep(sweep_path)
+def best_cell_bases(source, rows: list[dict]) -> tuple[dict, list[str]]:
+    """One sweep base entry per mixer at its best cell of ``source`` (its config, its own settings, the
+    cell's d_model and lr). Only mixers whose every map run has finished are included (their best cell is
+    final), so a sweep from them can start while the map still trains. Returns the entries and the mixers
+    left out."""
     planned: dict[str, int] = {}
     for point in expand(source, wandb=False):
         planned[point.values["mixer"]] = planned.get(point.values["mixer"], 0) + 1
@@ -300,6 +299,15 @@ def seeds_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[str]]:
             source.lr_key: r["point"][source.lr_key],
         }
         base[mixer] = {"config": source.base[mixer], "set": settings}
+    return base, waiting
+
+
+def seeds_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[str]]:
+    """A sweep spec that reruns each mixer's best cell with the seeds in SEEDS: the best cells
+    (:func:`best_cell_bases`), the map's fixed settings, a seed axis; rewriting the file later adds the
+    mixers still training. Returns the spec and the mixers left out."""
+    source = load_sweep(sweep_path)
+    base, waiting = best_cell_bases(source, rows)
     return {
         "name": f"{source.name}_seeds",
         "description": f"{source.name}: each mixer's best cell again with seeds {', '.join(map(str, SEEDS))}",
@@ -307,6 +315,32 @@ def seeds_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[str]]:
         "fixed": source.fixed,
         "grid": {"mixer": list(base)},
         "variants": {f"seed{s}": {"seed_everything": s, "data.init_args.train_seed": s} for s in SEEDS},
+    }, waiting
+
+
+MQAR_VARIANTS = {  # Zoology's two newer recall probes, as configs/probes/{forgetting,compositional}_mqar.yaml
+    "forgetting": "configs/probes/forgetting_mqar.yaml",
+    "compositional": "configs/probes/compositional_mqar.yaml",
+}
+
+
+def mqar_variants_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[str]]:
+    """A sweep spec that trains each mixer's best recall-map cell afresh on forgetting and compositional
+    MQAR: the best cells, each probe config's data module, slices and epochs (a variant each), seed 0."""
+    source = load_sweep(sweep_path)
+    base, waiting = best_cell_bases(source, rows)
+    variants = {}
+    for name, path in MQAR_VARIANTS.items():
+        probe = yaml.safe_load((ROOT / path).read_text())
+        variants[name] = {"data": probe["data"], "trainer.max_epochs": 3}
+    return {
+        "name": f"{source.name}_variants",
+        "description": f"{source.name}: each mixer's best cell trained afresh on forgetting and "
+                       "compositional MQAR",
+        "base": base,
+        "fixed": {k: v for k, v in source.fixed.items() if not k.startswith(("data.", "trainer.max_epochs"))},
+        "grid": {"mixer": list(base)},
+        "variants": variants,
     }, waiting
 
 
@@ -319,8 +353,39 @@ def seed_spread(rows_seed0: dict[str, dict], seed_rows: list[dict]) -> dict[str,
     return out
 
 
+def extra_tables(sweep: str, variant_rows: list[dict] | None, long_rows: list[dict] | None) -> list[str]:
+    """Markdown for the forgetting / compositional MQAR runs at each best cell (``<sweep>_variants``) and
+    the longer-budget reruns (``<sweep>_long``), when they exist."""
+    lines = []
+    if variant_rows:
+        lines += ["", f"Forgetting and compositional MQAR at each mixer's best cell, trained afresh "
+                  f"(`configs/sweeps/{sweep}_variants.yaml`, seed 0): accuracy per test slice.", ""]
+        for variant in MQAR_VARIANTS:
+            runs = sorted((r for r in variant_rows if r["point"].get("variant") == variant),
+                          key=lambda r: r["point"]["mixer"])
+            if not runs:
+                continue
+            names = {k.split("/", 2)[2] for r in runs for k in r["metrics"] if k.startswith("val/acc/")}
+            names = sorted(names, key=lambda n: [int(x) for x in re.findall(r"\d+", n)])  # by length, pairs
+            lines += [f"| {variant} MQAR | d_model | lr | " + " | ".join(names) + " | mean |",
+                      "|---|---|---|" + "---|" * (len(names) + 1)]
+            lines += [f"| {r['point']['mixer']} | {r['d_model']} | {float(run_setting(r, 'model.lr')):g} | "
+                      + " | ".join(_fmt(acc(r, n)) for n in names) + f" | {_fmt(acc(r))} |" for r in runs]
+            lines.append("")
+    if long_rows:
+        lines += ["", f"Longer budget for the still-rising non-learners (`configs/sweeps/{sweep}_long.yaml`, "
+                  "16 epochs instead of 4):", "", "| mixer | d_model | lr | steps | L64 kv4 | mean | "
+                  "val/acc per epoch |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['point']['mixer']} | {r['d_model']} | {r['point']['model.lr']:g} | {r['steps']} | "
+                  f"{_fmt(acc(r, 'L64_kv4'))} | {_fmt(acc(r))} | "
+                  + " ".join(f"{x:.3f}" for x in r.get("val_acc_by_epoch", [])) + " |"
+                  for r in sorted(long_rows, key=lambda r: r["point"]["mixer"])]
+    return lines
+
+
 def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
-             mom_rows: list[dict] | None = None, lr_rows: list[dict] | None = None) -> str:
+             mom_rows: list[dict] | None = None, lr_rows: list[dict] | None = None,
+             variant_rows: list[dict] | None = None, long_rows: list[dict] | None = None) -> str:
     best = cells(rows)
     slices = sorted({k.split("/", 2)[2] for r in rows for k in r["metrics"] if k.startswith("val/acc/")},
                     key=slice_order)
@@ -397,6 +462,7 @@ def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
             lines.append(f"| {mixer} | {d} | " + " | ".join(
                 f"{_fmt(acc(by_lr[r], 'L64_kv4'))} / {_fmt(acc(by_lr[r]))}" if r in by_lr else ""
                 for r in rates) + " |")
+    lines += extra_tables(sweep, variant_rows, long_rows)
     lines += ["", "## The papers' claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c} | {v} | {e} |" for c, v, e in claims(best, seed_rows, mom_rows, lr_rows)]
     return "\n".join(lines) + "\n"
@@ -412,32 +478,42 @@ def main(argv=None) -> str:
         default=None,
         help="write the sweep YAML that reruns each mixer's best cell with more seeds, and stop",
     )
+    parser.add_argument(
+        "--write-variants-sweep",
+        type=Path,
+        default=None,
+        help="write the sweep YAML that trains each mixer's best cell on forgetting and compositional MQAR",
+    )
     args = parser.parse_args(argv)
     try:
         rows = load_rows(args.sweep)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    if args.write_seeds_sweep:
-        spec, waiting = seeds_sweep(ROOT / "configs" / "sweeps" / f"{args.sweep}.yaml", rows)
+    if args.write_seeds_sweep or args.write_variants_sweep:
+        out = args.write_seeds_sweep or args.write_variants_sweep
+        make, flag = ((seeds_sweep, "--write-seeds-sweep") if args.write_seeds_sweep
+                      else (mqar_variants_sweep, "--write-variants-sweep"))
+        spec, waiting = make(ROOT / "configs" / "sweeps" / f"{args.sweep}.yaml", rows)
         header = (
-            "# Written by python -m recall_lm.evals.sweeps.recall_claims --write-seeds-sweep from "
+            f"# Written by python -m recall_lm.evals.sweeps.recall_claims {flag} from "
             f"{len(rows)} finished runs of {args.sweep}.\n"
-            f"# Run: python -m recall_lm.evals.sweeps.sweep {args.write_seeds_sweep} --jobs 2\n"
+            f"# Run: python -m recall_lm.evals.sweeps.sweep {out} --jobs 2\n"
         )
         if waiting:
             header += (
                 f"# Not yet here (map runs unfinished): {', '.join(waiting)}; "
                 "rewrite this file when they finish.\n"
             )
-        args.write_seeds_sweep.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120))
-        print(f"wrote {args.write_seeds_sweep} ({len(spec['base'])} cells; waiting for {waiting or 'none'})")
+        out.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120))
+        print(f"wrote {out} ({len(spec['base'])} cells; waiting for {waiting or 'none'})")
         return ""
     seeds_folder = RESULTS / f"{args.sweep}_seeds" / "runs"
     seed_rows = load_rows(f"{args.sweep}_seeds") if seeds_folder.is_dir() else None
     mom_rows = load_rows(f"{args.sweep}_mom") if (RESULTS / f"{args.sweep}_mom" / "runs").is_dir() else None
-    lr_rows = load_rows(f"{args.sweep}_lr") if (RESULTS / f"{args.sweep}_lr" / "runs").is_dir() else None
-    text = markdown(rows, args.sweep, seed_rows, mom_rows, lr_rows)
+    extra = {name: load_rows(f"{args.sweep}_{name}") if (RESULTS / f"{args.sweep}_{name}" / "runs").is_dir()
+             else None for name in ("lr", "variants", "long")}
+    text = markdown(rows, args.sweep, seed_rows, mom_rows, extra["lr"], extra["variants"], extra["long"])
     args.out.write_text(text)
     print(text)
     return text

@@ -227,3 +227,35 @@ def test_learning_rate_window_needs_an_edge_between_adjacent_rates():
     assert verdict == "agree (one edge seen; the other lies beyond the grid)"
     assert rc.lr_window(grid("gated_deltanet", (0.9,) * 4))[1] == "disagree"  # learns at every rate
     assert rc.lr_window(grid("mamba2", (0.0,) * 4))[1] == "not testable at this scale"
+
+
+def test_variants_sweep_trains_each_best_cell_on_forgetting_and_compositional_mqar(tmp_path):
+    import yaml
+
+    from recall_lm.evals.sweeps import sweep as sw
+
+    cells = [(d, lr, a) for d in (64, 128) for lr, a in ((3e-3, 1.0), (1e-3, 0.5))]
+    finished = [row("attention", d, lr, (a, a, a), 1000) for d, lr, a in cells]
+    spec, waiting = rc.mqar_variants_sweep(rc.ROOT / "configs" / "sweeps" / "recall_map_cpu.yaml", finished)
+    assert list(spec["base"]) == ["attention"] and "rwkv6" in waiting
+    assert not any(k.startswith("data.") for k in spec["fixed"])  # the probe's data replaces the map's slices
+    path = tmp_path / "variants.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    points = sw.expand(sw.load_sweep(path), tmp_path / "runs", wandb=False)
+    assert sorted(p.name for p in points) == ["compositional-attention", "forgetting-attention"]
+    data = next(a for a in points[0].args if a.startswith("--data="))
+    assert "ForgettingMQARDataModule" in data and "num_updates" in data
+    sw.check_train_args(points)  # train.py's own parser accepts both probes' data over the map's config
+
+
+def test_variant_and_long_tables_read_their_rows():
+    fgt = row("kda", 128, 3e-3, (0.0, 0.0, 0.0), 9000)
+    fgt["point"] = {"variant": "forgetting", "mixer": "kda"}
+    fgt["train_args"] = ["--model.lr=0.003"]
+    fgt["metrics"] = {"val/acc": 0.7, "val/acc/fmqar_L128_kv8_u4": 0.5, "val/acc/fmqar_L64_kv4_u2": 0.9}
+    long = {**row("mamba2", 64, 1e-2, (0.3, 0.1, 0.0), 2600), "steps": 4000, "val_acc_by_epoch": [0.0, 0.2]}
+    text = "\n".join(rc.extra_tables("toy", [fgt], [long]))
+    assert "| forgetting MQAR | d_model | lr | fmqar_L64_kv4_u2 | fmqar_L128_kv8_u4 | mean |" in text
+    assert "| kda | 128 | 0.003 |" in text and "| 0.700 |" in text
+    assert "| mamba2 | 64 | 0.01 | 4000 | 0.300 |" in text and "0.000 0.200 |" in text
+    assert rc.extra_tables("toy", None, None) == []
