@@ -1,9 +1,11 @@
 """The public ops of every kernel family, in one place:
 ``from recall_lm.kernels.ops import gated_delta_rule``.
 
-One op family per subpackage (``gla``, ``swa``, ``delta``, ``dplr``), each with four backends."""
+One op family per subpackage (``gla``, ``swa``, ``delta``, ``dplr``, ``forgetting_attn``), each with its
+backends (``forgetting_attn``: blocked torch and naive so far; its Triton kernels are still to come)."""
 from recall_lm.kernels.delta import gated_delta_rule, gated_delta_rule_step
 from recall_lm.kernels.dplr import dplr_delta_rule, dplr_delta_rule_step, kda_delta_rule, kda_delta_rule_step
+from recall_lm.kernels.forgetting_attn import forgetting_attention, forgetting_attention_step
 from recall_lm.kernels.gla import (
     gated_linear_attention,
     gated_linear_attention_step,
@@ -15,6 +17,8 @@ from recall_lm.kernels.swa import sliding_window_attention
 __all__ = [
     "dplr_delta_rule",
     "dplr_delta_rule_step",
+    "forgetting_attention",
+    "forgetting_attention_step",
     "gated_delta_rule",
     "gated_delta_rule_step",
     "gated_linear_attention",
