@@ -25,6 +25,7 @@ MIXER_MODULES = (
     "base_conv",
     "based",
     "deltanet",
+    "fox",
     "gated_deltanet",
     "gated_deltaproduct",
     "kda",

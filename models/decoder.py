@@ -246,6 +246,9 @@ class DecoderLM(nn.Module):
         layers = [b.mixer for b in self.blocks] + [b.mlp for b in self.blocks if b.mlp_is_stateful]
         total = 0
         for layer in layers:
+            if hasattr(layer, "state_bytes"):  # a state whose growing tensors differ in dtype says it itself
+                total += layer.state_bytes(seq_len, dtype)
+                continue
             tensors = layer.init_state(1, device="meta", dtype=dtype).tensors()
             total += sum(t[0].numel() * t.element_size() for t in tensors)
             grown = layer.state_size(seq_len) - sum(t[0].numel() for t in tensors)

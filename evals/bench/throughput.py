@@ -58,8 +58,8 @@ from recall_lm.models.generation import decode_step
 from recall_lm.models.state import ModelState
 
 RESULTS_DIR = ROOT / "evals" / "results"
-MODELS = ("attention", "swa", "linear_attention", "based", "retnet", "rwkv6", "rwkv7", "mamba2", "mamba3",
-          "deltanet", "gated_deltanet", "gated_deltaproduct", "kda", "mom", "based+attention")
+MODELS = ("attention", "swa", "fox", "linear_attention", "based", "retnet", "rwkv6", "rwkv7", "mamba2",
+          "mamba3", "deltanet", "gated_deltanet", "gated_deltaproduct", "kda", "mom", "based+attention")
 COLUMNS = (
     "model",
     "mixers",
@@ -124,6 +124,7 @@ def model_config(
                 "swa": {"num_heads": heads, "window_size": 64},
             },
         ),
+        "fox": dict(mixer="fox", mixer_kwargs={"fox": {"num_heads": heads}}),
         "retnet": dict(mixer="retnet", mixer_kwargs={"retnet": {"num_heads": heads}}),
         "rwkv6": dict(mixer="rwkv6", mixer_kwargs={"rwkv6": {"head_size": head_size}}, mlp="rwkv6_cmix"),
         "rwkv7": dict(mixer="rwkv7", mixer_kwargs={"rwkv7": {"head_size": head_size}}, mlp="rwkv7_cmix"),

@@ -22,6 +22,12 @@ MIXER_CASES: dict[str, list[dict]] = {
         {"variant": "zoology", "activation": None},
         {"variant": "zoology", "activation": None, "kernel_size": 4, "bias": False},
     ],
+    "fox": [
+        {"num_heads": 2},
+        {"num_heads": 4, "num_kv_heads": 2, "qk_norm": True, "output_gate": True, "window_size": 7},
+        {"num_heads": 2, "output_norm": True, "output_gate": True, "kv_shift": True, "qkv_bias": True},
+        {"num_heads": 2, "kv_shift": True, "window_size": 5},
+    ],
     "swa": [
         {"num_heads": 2, "window_size": 8},
         {"num_heads": 1, "window_size": 64},
