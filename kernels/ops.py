@@ -2,7 +2,7 @@
 ``from recall_lm.kernels.ops import gated_delta_rule``.
 
 One op family per subpackage (``gla``, ``swa``, ``delta``, ``dplr``, ``forgetting_attn``), each with its
-backends (``forgetting_attn``: blocked torch and naive so far; its Triton kernels are still to come)."""
+backends (``forgetting_attn`` runs its Triton path on ``swa``'s kernels)."""
 from recall_lm.kernels.delta import gated_delta_rule, gated_delta_rule_step
 from recall_lm.kernels.dplr import dplr_delta_rule, dplr_delta_rule_step, kda_delta_rule, kda_delta_rule_step
 from recall_lm.kernels.forgetting_attn import forgetting_attention, forgetting_attention_step

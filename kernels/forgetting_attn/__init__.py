@@ -3,9 +3,12 @@ Gate"): causal softmax attention whose scores carry the cumulative log forget ga
 
     o_i = Σ_{j ≤ i} softmax_j(scale q_i·k_j + c_i − c_j) v_j,   c_t = Σ_{l ≤ t} g_l,   g_t = log f_t ≤ 0.
 
-Backends: ``torch`` (query blocks over the visible keys with a hand-written blocked backward; never a
-T × T tensor: :mod:`recall_lm.kernels.forgetting_attn.blocked_torch`), ``naive`` (fp64 full-mask
-reference for tests). :func:`forgetting_attention_step` decodes one token on a key/value cache.
+Backends: ``triton`` (the sliding-window attention's flash-attention kernels with the gate's bias and
+its gradient: :mod:`recall_lm.kernels.forgetting_attn.triton_autograd`; CUDA or ``TRITON_INTERPRET=1``),
+``torch`` (query blocks over the visible keys with a hand-written blocked backward; never a T × T tensor:
+:mod:`recall_lm.kernels.forgetting_attn.blocked_torch`), ``naive`` (fp64 full-mask reference for
+tests). ``auto`` picks triton on CUDA tensors it fits and torch otherwise.
+:func:`forgetting_attention_step` decodes one token on a key/value cache.
 """
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ import torch
 
 from recall_lm.kernels.forgetting_attn.blocked_torch import forgetting_attention_torch
 from recall_lm.kernels.forgetting_attn.naive import forgetting_attention_naive
-from recall_lm.kernels.utils import autocast_aware, check_cu_seqlens
+from recall_lm.kernels.utils import autocast_aware, check_cu_seqlens, interpreter_enabled, triton_device_error
 
 __all__ = ["forgetting_attention", "forgetting_attention_step"]
 
-BACKENDS = ("auto", "torch", "naive")
+BACKENDS = ("auto", "triton", "torch", "naive")
+TRITON_MAX_HEAD_DIM = 128  # the sliding-window kernels' limit (compiled and checked for sm_80 / sm_90)
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -57,7 +61,8 @@ def forgetting_attention(q, k, v, g, *, scale=None, window_size=None, cu_seqlens
         g: ``[B, T, H]`` log forget gates (≤ 0, not checked), one per query head.
         scale: default ``D ** -0.5``. window_size: keys limited to ``[i − window_size + 1, i]``.
         cu_seqlens: optional ``[N + 1]`` packed-sequence offsets (B = 1).
-        backend: ``"auto"`` (= ``"torch"``), ``"torch"`` or ``"naive"``.
+        backend: ``"auto"`` (triton on CUDA when D = Dv ≤ 128 and the dtype is not fp64, else torch),
+            ``"triton"``, ``"torch"`` or ``"naive"``.
 
     Returns:
         o ``[B, T, H, Dv]`` in q's dtype (computed in fp32, fp64 for fp64 inputs).
@@ -68,6 +73,18 @@ def forgetting_attention(q, k, v, g, *, scale=None, window_size=None, cu_seqlens
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if q.shape[0] * q.shape[1] == 0:
         return q.new_zeros(*q.shape[:3], v.shape[-1]) + (k.sum() + v.sum() + g.sum()) * 0
+    fits_triton = q.shape[-1] == v.shape[-1] <= TRITON_MAX_HEAD_DIM and q.dtype != torch.float64
+    if backend == "auto":
+        backend = "triton" if q.is_cuda and fits_triton else "torch"
+    if backend == "triton":
+        if not fits_triton:
+            raise ValueError(f"backend='triton' needs D = Dv ≤ {TRITON_MAX_HEAD_DIM} and fp16/bf16/fp32 "
+                             f"inputs, got D {q.shape[-1]}, Dv {v.shape[-1]}, {q.dtype}")
+        if not (q.is_cuda or (q.device.type == "cpu" and interpreter_enabled())):
+            raise triton_device_error(q)
+        from recall_lm.kernels.forgetting_attn.triton_autograd import forgetting_attention_triton
+
+        return forgetting_attention_triton(q, k, v, g, scale, window_size, cu_seqlens)
     if backend == "naive":
         return forgetting_attention_naive(q, k, v, g, scale, window_size, cu_seqlens)
     return forgetting_attention_torch(q, k, v, g, scale, window_size, cu_seqlens)

@@ -26,7 +26,9 @@ class SlidingWindowAttentionTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, cu_seqlens, table = ctx.saved_tensors
-        dq, dk, dv = swa_backward(q, k, v, o, lse, do.contiguous(), ctx.window, ctx.scale, cu_seqlens, table)
+        dq, dk, dv, _ = swa_backward(
+            q, k, v, o, lse, do.contiguous(), ctx.window, ctx.scale, cu_seqlens, table
+        )
         return dq, dk, dv, None, None, None
 
 

@@ -6,6 +6,9 @@ With s = scale * q k^T, p = exp(s - lse) (lse from the forward) and delta_i = su
 dq programs own a query block and loop over its window's keys (like the forward); dk/dv programs
 own a key block of one kv head and loop over the G query heads that read it and over the queries
 whose window contains it, [n0, n0 + BLOCK_N - 1 + w). No atomics.
+With ``HAS_GATE`` (the forget gate's bias c_i − c_j in every score) the dq programs also store
+dc_i = Σ_j ds_ij and the dk/dv programs −Σ_i ds_ij for each query head reading their keys; their sum is
+the gradient of c.
 """
 from __future__ import annotations
 
@@ -45,11 +48,12 @@ def swa_bwd_delta_kernel(
 @triton.jit
 def swa_bwd_dq_kernel(
     q, k, v, do, lse, delta, dq,  # q, do, dq [tokens, H, D]; k, v [tokens, H / G, D]; lse, delta [tokens, H]
+    c, dc,  # HAS_GATE only: [tokens, H] fp32 gate bias and the query side of its gradient
     cu_seqlens, table,
     scale, window, T,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, HAS_GATE: tl.constexpr = False,
 ):
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -70,6 +74,9 @@ def swa_bwd_dq_kernel(
     b_delta = tl.load(delta + rows * H + h, mask=row_ok, other=0.0)
     qk_scale = scale * 1.4426950408889634
     b_dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    b_dc = tl.zeros([BLOCK_M], tl.float32)
+    if HAS_GATE:
+        b_cq = tl.load(c + rows * H + h, mask=row_ok, other=0.0) * 1.4426950408889634
 
     lo = tl.maximum(bos, m0 - window + 1)
     hi = tl.minimum(m0 + BLOCK_M, eos)
@@ -81,25 +88,33 @@ def swa_bwd_dq_kernel(
         b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
 
         s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION) * qk_scale
+        if HAS_GATE:
+            b_ck = tl.load(c + cols * H + h, mask=cols < hi, other=0.0) * 1.4426950408889634
+            s += b_cq[:, None] - b_ck[None, :]
         diff = rows[:, None] - cols[None, :]
         allowed = (diff >= 0) & (diff < window) & (cols < hi)[None, :] & row_ok[:, None]
         p = tl.where(allowed, tl.exp2(s - b_lse2[:, None]), 0.0)
         dp = tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
         ds = p * (dp - b_delta[:, None])
         b_dq += tl.dot(ds, b_k, input_precision=DOT_PRECISION)
+        if HAS_GATE:
+            b_dc += tl.sum(ds, axis=1)
 
     tl.store(dq + q_off, (b_dq * scale).to(dq.dtype.element_ty), mask=q_mask)
+    if HAS_GATE:
+        tl.store(dc + rows * H + h, b_dc, mask=row_ok)
 
 
 @triton.autotune(configs=inner_configs("BLOCK_M"), key=["BLOCK_D", "G", "IS_VARLEN", "DOT_PRECISION"])
 @triton.jit
 def swa_bwd_dkdv_kernel(
     q, k, v, do, lse, delta, dk, dv,  # dk, dv: [tokens, H // G, D]
+    c, dc,  # HAS_GATE only: [tokens, H] fp32 gate bias and the key side of its gradient
     cu_seqlens, table,
     scale, window, T,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, HAS_GATE: tl.constexpr = False,
 ):
     HK: tl.constexpr = H // G
     pid_bh = tl.program_id(1)
@@ -124,6 +139,9 @@ def swa_bwd_dkdv_kernel(
     hi = tl.minimum(n0 + BLOCK_N - 1 + window, eos)
     for g in range(G):
         h = hk * G + g
+        b_dc = tl.zeros([BLOCK_N], tl.float32)
+        if HAS_GATE:
+            b_ck = tl.load(c + cols * H + h, mask=col_ok, other=0.0) * 1.4426950408889634
         for start in range(n0, hi, BLOCK_M):
             rows = start + tl.arange(0, BLOCK_M)
             row_ok = rows < hi
@@ -136,6 +154,9 @@ def swa_bwd_dkdv_kernel(
 
             # Transposed scores [BLOCK_N keys, BLOCK_M queries], so dk and dv are plain dots.
             s_t = tl.dot(b_k, tl.trans(b_q), input_precision=DOT_PRECISION) * qk_scale
+            if HAS_GATE:
+                b_cq = tl.load(c + rows * H + h, mask=row_ok, other=0.0) * 1.4426950408889634
+                s_t += b_cq[None, :] - b_ck[:, None]
             diff = rows[None, :] - cols[:, None]
             allowed = (diff >= 0) & (diff < window) & row_ok[None, :] & col_ok[:, None]
             p_t = tl.where(allowed, tl.exp2(s_t - b_lse2[None, :]), 0.0)
@@ -143,15 +164,20 @@ def swa_bwd_dkdv_kernel(
             dp_t = tl.dot(b_v, tl.trans(b_do), input_precision=DOT_PRECISION)
             ds_t = p_t * (dp_t - b_delta[None, :])
             b_dk += tl.dot(ds_t, b_q, input_precision=DOT_PRECISION)
+            if HAS_GATE:
+                b_dc -= tl.sum(ds_t, axis=1)
+        if HAS_GATE:
+            tl.store(dc + cols * H + h, b_dc, mask=col_ok)
 
     tl.store(dk + kv_off, (b_dk * scale).to(dk.dtype.element_ty), mask=kv_mask)
     tl.store(dv + kv_off, b_dv.to(dv.dtype.element_ty), mask=kv_mask)
 
 
-def swa_backward(q, k, v, o, lse, do, window: int, scale: float, cu_seqlens=None, table=None):
+def swa_backward(q, k, v, o, lse, do, window: int, scale: float, cu_seqlens=None, table=None, c=None):
     """Launch delta, dq and dk/dv kernels. Shapes as in ``swa_forward``; do like o.
 
-    Returns dq [B, T, H, D], dk and dv [B, T, Hk, D], in the dtypes of q, k, v.
+    Returns dq [B, T, H, D], dk and dv [B, T, Hk, D], in the dtypes of q, k, v, and with the gate bias
+    ``c`` its gradient dc [B, T, H] fp32 (else None).
     """
     B, T, H, D = q.shape
     Hk = k.shape[2]
@@ -159,8 +185,11 @@ def swa_backward(q, k, v, o, lse, do, window: int, scale: float, cu_seqlens=None
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
+    gated = c is not None
+    dc_q = torch.zeros(B, T, H, device=q.device, dtype=torch.float32) if gated else None
+    dc_k = torch.zeros_like(dc_q) if gated else None
     if B * T == 0:
-        return dq, dk, dv
+        return dq, dk, dv, dc_q
     block_d = head_block(D)
     delta = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
     swa_bwd_delta_kernel[(triton.cdiv(B * T, DELTA_BLOCK), H)](
@@ -168,17 +197,19 @@ def swa_backward(q, k, v, o, lse, do, window: int, scale: float, cu_seqlens=None
     )
     block = outer_block()
     window = min(window, B * T)
-    common = dict(H=H, G=G, D=D, BLOCK_D=block_d, DOT_PRECISION=dot_precision(q.dtype))
+    common = dict(H=H, G=G, D=D, BLOCK_D=block_d, DOT_PRECISION=dot_precision(q.dtype), HAS_GATE=gated)
+    gate_args = (c, dc_q) if gated else (lse, lse)
     grid, cu_seqlens, table = launch_grid(B, T, H, block, cu_seqlens, table, q.device)
     varlen = table.numel() > 0
     if grid[0] > 0:
         swa_bwd_dq_kernel[grid](
-            q, k, v, do, lse, delta, dq, cu_seqlens, table, scale, window, T,
+            q, k, v, do, lse, delta, dq, *gate_args, cu_seqlens, table, scale, window, T,
             BLOCK_M=block, IS_VARLEN=varlen, **common,
         )
         grid = (grid[0], grid[1] // G)  # one program per kv head
         swa_bwd_dkdv_kernel[grid](
-            q, k, v, do, lse, delta, dk, dv, cu_seqlens, table, scale, window, T,
+            q, k, v, do, lse, delta, dk, dv, *((c, dc_k) if gated else gate_args), cu_seqlens, table, scale,
+            window, T,
             BLOCK_N=block, IS_VARLEN=varlen, **common,
         )
-    return dq, dk, dv
+    return dq, dk, dv, (dc_q + dc_k if gated else None)

@@ -4,6 +4,10 @@ One program = one block of BLOCK_M queries of one head. It visits only the key b
 intersect the union of its queries' windows, [m0 - w + 1, m0 + BLOCK_M), with an online
 softmax, and stores o and the natural-log log-sum-exp of the scaled scores (for the backward).
 Token indices are absolute in the flattened [B * T] (or packed varlen) token axis.
+
+With ``HAS_GATE`` the scores carry the Forgetting Transformer's bias c_i − c_j (c [tokens, H] fp32, the
+cumulative log forget gate of each query head: ``recall_lm.kernels.forgetting_attn``); a window of
+B·T tokens is plain causal attention.
 """
 from __future__ import annotations
 
@@ -51,11 +55,12 @@ def sequence_block(pid_blk, b, cu_seqlens, table, T, IS_VARLEN: tl.constexpr):
 @triton.jit
 def swa_fwd_kernel(
     q, k, v, o, lse,  # q, o: [tokens, H, D]; k, v: [tokens, H // G, D]; lse: [tokens, H] fp32
+    c,  # HAS_GATE only: [tokens, H] fp32 cumulative log forget gates
     cu_seqlens, table,  # varlen only: [N + 1] offsets, [blocks, 2] (sequence, block)
     scale, window, T,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, HAS_GATE: tl.constexpr = False,
 ):
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -72,6 +77,8 @@ def swa_fwd_kernel(
     qo_off = rows[:, None] * (H * D) + h * D + dims[None, :]
     b_q = tl.load(q + qo_off, mask=qo_mask, other=0.0).to(tl.float32)
     qk_scale = scale * 1.4426950408889634  # scores in base 2: exp(x) = exp2(x * log2 e)
+    if HAS_GATE:
+        b_cq = tl.load(c + rows * H + h, mask=row_ok, other=0.0) * 1.4426950408889634
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -87,6 +94,9 @@ def swa_fwd_kernel(
         b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
 
         s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION) * qk_scale
+        if HAS_GATE:
+            b_ck = tl.load(c + cols * H + h, mask=cols < hi, other=0.0) * 1.4426950408889634
+            s += b_cq[:, None] - b_ck[None, :]
         diff = rows[:, None] - cols[None, :]
         allowed = (diff >= 0) & (diff < window) & (cols < hi)[None, :]
         s = tl.where(allowed, s, float("-inf"))
@@ -107,12 +117,13 @@ def swa_fwd_kernel(
     tl.store(lse + rows * H + h, b_lse, mask=row_ok)
 
 
-def swa_forward(q, k, v, window: int, scale: float, cu_seqlens=None, table=None):
+def swa_forward(q, k, v, window: int, scale: float, cu_seqlens=None, table=None, c=None):
     """Launch the forward kernel.
 
     q: [B, T, H, D], k, v: [B, T, Hk, D] contiguous; cu_seqlens [N + 1] with B == 1 and its
-    ``block_table`` (built here if not given). Returns o [B, T, H, D] (q's dtype) and
-    lse [B, T, H] fp32 (natural log of the softmax normaliser of the scaled scores).
+    ``block_table`` (built here if not given); c: optional [B, T, H] fp32 contiguous gate bias (the
+    cumulative log forget gate). Returns o [B, T, H, D] (q's dtype) and lse [B, T, H] fp32 (natural log
+    of the softmax normaliser of the scores).
     """
     B, T, H, D = q.shape
     G = H // k.shape[2]
@@ -123,8 +134,8 @@ def swa_forward(q, k, v, window: int, scale: float, cu_seqlens=None, table=None)
     if grid[0] * grid[1] == 0:
         return o, lse
     swa_fwd_kernel[grid](
-        q, k, v, o, lse, cu_seqlens, table, scale, min(window, B * T), T,
+        q, k, v, o, lse, lse if c is None else c, cu_seqlens, table, scale, min(window, B * T), T,
         H=H, G=G, D=D, BLOCK_M=block, BLOCK_D=head_block(D),
-        IS_VARLEN=table.numel() > 0, DOT_PRECISION=dot_precision(q.dtype),
+        IS_VARLEN=table.numel() > 0, DOT_PRECISION=dot_precision(q.dtype), HAS_GATE=c is not None,
     )
     return o, lse

@@ -1,12 +1,14 @@
 """Forgetting attention (recall_lm.kernels.forgetting_attn): the blocked path with its hand-written
-backward against the fp64 full-mask loop (outputs and the gradients of q, k, v and the gate; odd
-lengths, windows, GQA, packed sequences), against fla's ``naive_forgetting_attn``, decoding steps
-against the sequence, long strongly-gated sequences without overflow, and the tiles it forms."""
+backward, and the Triton kernels (under the interpreter or on CUDA), against the fp64 full-mask loop
+(outputs and the gradients of q, k, v and the gate; odd lengths, windows, GQA, packed sequences),
+against fla's ``naive_forgetting_attn``, decoding steps against the sequence, long strongly-gated
+sequences without overflow, and the tiles it forms."""
 
 import pytest
 import torch
 
 from recall_lm.kernels.forgetting_attn import blocked_torch, forgetting_attention, forgetting_attention_step
+from recall_lm.kernels.utils import interpreter_enabled
 from tests.fla_files import load_fla_file
 
 
@@ -109,4 +111,35 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="window_size must be None or an int >= 1"):
         forgetting_attention(*x.values(), window_size=0)
     with pytest.raises(ValueError, match="backend must be one of"):
-        forgetting_attention(*x.values(), backend="triton")
+        forgetting_attention(*x.values(), backend="cuda")
+    with pytest.raises(ValueError, match="backend='triton' needs D = Dv"):
+        forgetting_attention(*x.values(), backend="triton")  # Dv 5 ≠ D 8
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() or interpreter_enabled()), reason="needs CUDA or TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        (dict(B=2, T=45, H=2, Hk=2, D=16, Dv=16), {}),
+        (dict(B=1, T=40, H=4, Hk=2, D=16, Dv=16), {"window_size": 9}),
+        (dict(B=1, T=50, H=2, Hk=1, D=16, Dv=16), {"cu_seqlens": torch.tensor([0, 3, 30, 50])}),
+    ],
+    ids=["causal", "gqa_window", "packed"],
+)
+def test_triton_matches_the_fp64_loop(shape, kwargs):
+    """fp32 (the interpreter's arithmetic); the gate's gradient comes from the kernels' dc."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = {n: t.detach().to(device).requires_grad_() for n, t in make(dtype=torch.float32, **shape).items()}
+    if "cu_seqlens" in kwargs:
+        kwargs = {**kwargs, "cu_seqlens": kwargs["cu_seqlens"].to(device)}
+    inputs = list(x.values())
+    out = forgetting_attention(*inputs, backend="triton", **kwargs)
+    ref = forgetting_attention(*inputs, backend="naive", **kwargs)
+    weight = torch.randn_like(ref)
+    got = torch.autograd.grad((out * weight).sum(), inputs)
+    want = torch.autograd.grad((ref * weight).sum(), inputs)
+    torch.testing.assert_close(out, ref, rtol=2e-4, atol=2e-4)
+    for name, a, b in zip("qkvg", got, want):
+        torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-4, msg=lambda m, name=name: f"d{name}: {m}")

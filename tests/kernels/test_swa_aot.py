@@ -1,4 +1,5 @@
-"""Every SWA Triton kernel compiles for sm_90 and sm_80 at its real block sizes and fits shared memory.
+"""Every SWA Triton kernel compiles for sm_90 and sm_80 at its real block sizes and fits shared memory,
+without and with the forget gate's bias (``HAS_GATE``: recall_lm.kernels.forgetting_attn runs on them).
 
 The test session runs with TRITON_INTERPRET=1, under which ``triton.jit`` (including Triton's own
 ``tl.sum``/``tl.max``) builds interpreter functions that the GPU compiler cannot use. So the
@@ -18,16 +19,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # kernel name -> (pointer args in the input dtype, fp32 pointer args, outer block name, inner block name)
 KERNELS = {
-    "swa_fwd_kernel": (["q", "k", "v", "o"], ["lse"], "BLOCK_M", "BLOCK_N"),
-    "swa_bwd_dq_kernel": (["q", "k", "v", "do", "dq"], ["lse", "delta"], "BLOCK_M", "BLOCK_N"),
-    "swa_bwd_dkdv_kernel": (["q", "k", "v", "do", "dk", "dv"], ["lse", "delta"], "BLOCK_N", "BLOCK_M"),
+    "swa_fwd_kernel": (["q", "k", "v", "o"], ["lse", "c"], "BLOCK_M", "BLOCK_N"),
+    "swa_bwd_dq_kernel": (["q", "k", "v", "do", "dq"], ["lse", "delta", "c", "dc"], "BLOCK_M", "BLOCK_N"),
+    "swa_bwd_dkdv_kernel": (
+        ["q", "k", "v", "do", "dk", "dv"], ["lse", "delta", "c", "dc"], "BLOCK_N", "BLOCK_M"
+    ),
 }
 DTYPES = {"bf16": "tf32", "fp16": "tf32", "fp32": "ieee"}  # input dtype -> triton_common.dot_precision
 
 
-def compile_case(name: str, D: int, dtype: str, configs: str) -> None:
+def compile_case(name: str, D: int, dtype: str, configs: str, gate: str = "plain") -> None:
     """Child side: compile ``name`` at head dim D for sm_90 and sm_80 with each selected autotuning
-    config ("largest": the largest inner block and pipeline depth, i.e. the most shared memory)."""
+    config ("largest": the largest inner block and pipeline depth, i.e. the most shared memory), with the
+    forget gate's bias when ``gate`` is "gated"."""
     from recall_lm.kernels.swa import triton_backward, triton_forward
     from recall_lm.kernels.swa.triton_common import GPU_OUTER_BLOCK
     from tests.kernels.aot import assert_compiles_and_fits
@@ -48,7 +52,7 @@ def compile_case(name: str, D: int, dtype: str, configs: str) -> None:
     assert len(kernel.configs) > 1, "the child must see the GPU autotuning configs, not the interpreter's"
     for config in selected:
         constexprs = {"H": 8, "G": 2, "D": D, "BLOCK_D": D, "IS_VARLEN": True, "DOT_PRECISION": DTYPES[dtype],
-                      outer: GPU_OUTER_BLOCK, **config.kwargs}
+                      "HAS_GATE": gate == "gated", outer: GPU_OUTER_BLOCK, **config.kwargs}
         assert_compiles_and_fits(kernel, signature, constexprs, config.num_warps, config.num_stages)
 
 
@@ -79,10 +83,13 @@ def key(case) -> str:
 
 ALL_KERNELS = [*KERNELS, "swa_bwd_delta_kernel"]
 DEFAULT_CASES = [[name, D, "bf16", "largest"] for name in ALL_KERNELS for D in (64, 128)]
+DEFAULT_CASES += [[name, 128, "bf16", "largest", "gated"] for name in KERNELS]  # FoX's, most shared memory
 # Every autotuning config in bf16, and the largest in fp32 (fp16 differs from bf16 only in the mma
 # type). Cold, this takes about 10 CPU-minutes.
 SLOW_CASES = [[name, D, "bf16", "all"] for name in KERNELS for D in (64, 128)]
 SLOW_CASES += [[name, D, "fp32", "largest"] for name in KERNELS for D in (64, 128)]
+SLOW_CASES += [[name, D, "bf16", "all", "gated"] for name in KERNELS for D in (64, 128)]
+SLOW_CASES += [[name, D, "fp32", "largest", "gated"] for name in KERNELS for D in (64, 128)]
 
 
 @pytest.fixture(scope="module")
