@@ -1,7 +1,8 @@
 """Our ``fox`` layer against fla's ``ForgettingAttention`` given the same weights: the output and the
 gradients of the input and of every parameter, fp32, at an odd T (more options marked slow). fla's layer
 runs its Triton attention kernel, so the comparison runs in a child process under the interpreter
-(tests/fla_files.py): ``TRITON_INTERPRET=1 python -m tests.layers.test_fox_fla [slow]``. The Pro parts fla
+(tests/fla_files.py): ``TRITON_INTERPRET=1 python -m tests.layers.test_fox_fla [slow]``. The same child
+compares the op, ours on both backends against fla's ``parallel_forgetting_attn``. The Pro parts fla
 lacks (``output_norm``, ``kv_shift``) are off here; tests/layers/test_fox.py checks them against the
 paper's equations. ``window_size`` is not compared: fla 0.6.0's layer keeps it for its decoding cache but
 does not pass it to ``parallel_forgetting_attn`` in its forward, so it trains without a window (the op
@@ -55,6 +56,43 @@ def compare(slow: bool) -> dict:
         diffs = copy_weights_and_compare(fla, ours, x, dy, {}, ("norm.weight", ".bias"))
         diffs.pop("dk_proj.bias", None)
         out[case] = diffs
+    out.update(compare_ops())
+    return out
+
+
+def compare_ops() -> dict:
+    """The op: fla's ``parallel_forgetting_attn`` against ours on both backends (torch, triton), outputs
+    and the gradients of q, k, v and g, with GQA, a window and packed sequences."""
+    import torch
+    from fla.ops.forgetting_attn.parallel import parallel_forgetting_attn
+
+    from recall_lm.kernels.ops import forgetting_attention
+
+    out = {}
+    torch.manual_seed(0)
+    for case, (B, HQ, H, window, cu) in {
+        "op_T45_gqa": (2, 4, 2, None, None),
+        "op_T45_window9": (2, 2, 2, 9, None),
+        "op_T45_packed": (1, 2, 2, None, torch.tensor([0, 7, 30, 45])),
+    }.items():
+        q, k, v = torch.randn(B, 45, HQ, 16), torch.randn(B, 45, H, 16), torch.randn(B, 45, H, 16)
+        g = torch.nn.functional.logsigmoid(torch.randn(B, 45, HQ) + 2)
+        do = torch.randn(B, 45, HQ, 16)
+        results = {}
+        options = dict(window_size=window, cu_seqlens=cu)
+        for name, fn in {
+            "fla": lambda *x: parallel_forgetting_attn(*x, **options),
+            "torch": lambda *x: forgetting_attention(*x, **options, backend="torch"),
+            "triton": lambda *x: forgetting_attention(*x, **options, backend="triton"),
+        }.items():
+            inputs = [t.clone().requires_grad_() for t in (q, k, v, g)]
+            o = fn(*inputs)
+            results[name] = [o.detach(), *torch.autograd.grad((o * do).sum(), inputs)]
+        for ours in ("torch", "triton"):
+            out[f"{case}_{ours}"] = {
+                n: ((w - o).abs().max() / w.abs().max()).item()
+                for n, w, o in zip(("o", "dq", "dk", "dv", "dg"), results["fla"], results[ours])
+            }
     return out
 
 
