@@ -471,11 +471,66 @@ def delta_summary(rows: list[Row], s: Settings) -> list[str]:
     return lines
 
 
+FOX_OP = "forgetting attention (FoX)"
+
+
+def _fox_inputs(s: Settings, T: int, dtype):
+    def make():
+        q, k, v = (torch.randn(s.B, T, s.H, s.D, device=s.device, dtype=dtype) for _ in range(3))
+        return q, k, v, F.logsigmoid(torch.randn(s.B, T, s.H, device=s.device) + 3)
+
+    return make
+
+
+def fox_section(s: Settings) -> list[Row]:
+    """Forgetting attention (O(T²) work like softmax attention): ours against SDPA causal and, on CUDA,
+    fla's parallel_forgetting_attn."""
+    from recall_lm.kernels.ops import forgetting_attention
+
+    section, rows = "Forgetting attention", []
+    cuda = s.device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    dname = str(dtype).replace("torch.", "")
+
+    def ours(backend):
+        return lambda *x: (forgetting_attention(*x, backend=backend),)
+
+    for T in s.T:
+        make = _fox_inputs(s, T, dtype)
+        cases = [Case(FOX_OP, "torch", make, ours("torch"))]
+        if cuda:
+            cases.append(Case(FOX_OP, "triton", make, ours("triton")))
+            try:
+                from fla.ops.forgetting_attn.parallel import parallel_forgetting_attn
+
+                cases.append(Case(FOX_OP, "fla", make, lambda *x: (parallel_forgetting_attn(*x),), False))
+            except ImportError as e:
+                rows.append(Row(section, FOX_OP, "fla unavailable", T, dname, None, None, str(e)[:80]))
+        sdpa = _sdpa_inputs(s, T, dtype)
+        cases.append(Case("softmax attention (causal)", "torch SDPA", sdpa, _sdpa, False))
+        rows += timed_rows(section, T, dname, cases, s)
+    return rows
+
+
+def fox_summary(rows: list[Row], s: Settings) -> list[str]:
+    """Our forgetting attention against SDPA causal (the same O(T²) work without the gate) at each T."""
+    impl = "torch" if s.device.type == "cpu" else "triton"
+    lines = []
+    for t in s.T:
+        found = {r.impl: r for r in rows if r.T == t and r.section == "Forgetting attention"}
+        ours, sdpa, fla = found.get(impl), found.get("torch SDPA"), found.get("fla")
+        if ours and sdpa:
+            lines.append(f"- {FOX_OP}, {impl} at T={t}: forward {ours.fwd_ms / sdpa.fwd_ms:.1f}x SDPA "
+                         f"causal's time, forward+backward {ours.fwdbwd_ms / sdpa.fwdbwd_ms:.1f}x"
+                         + (f"; {ours.fwdbwd_ms / fla.fwdbwd_ms:.2f}x fla's forward+backward" if fla else ""))
+    return lines
+
 # Each section: (name, run(settings) -> rows, summary(rows, settings) -> lines). Sliding-window attention
 # has its own command, `python -m recall_lm.evals.bench.swa` (both run in `make bench`).
 SECTIONS = [
     ("Gated linear attention", gla_section, gla_summary),
     ("Delta rules", delta_section, delta_summary),
+    ("Forgetting attention", fox_section, fox_summary),
 ]
 
 

@@ -23,6 +23,8 @@ def test_tiny_run_writes_rows_settings_and_ratios(tmp_path):
         "| Mamba-3 trapezoidal, SISO | torch | 64 |",
         "| Mamba-3 trapezoidal, MIMO R=4 | torch | 64 |",
         "| softmax attention (causal) | torch SDPA | 64 |",
+        "| forgetting attention (FoX) | torch | 64 | float32 |",
+        "- forgetting attention (FoX), torch at T=64: forward",
         "backward/forward",
         "- KDA (per-channel gated delta rule), its own chunked path vs the DPLR path (same inputs, same",
         "chunked (torch, per-channel g (GLA)) vs SDPA causal: T=64 forward",
