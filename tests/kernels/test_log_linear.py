@@ -1,0 +1,93 @@
+"""Log-linear attention (recall_lm.kernels.log_linear): the level partition against a hand-worked
+example, the chunked and recurrent backends against the fp64 H matrix (outputs and the gradients of q, k,
+v, g and λ; odd lengths, several chunk sizes, grouped heads, packed sequences), against fla's
+``naive_log_linear_attn``, decoding steps and prefill-then-continue against the sequence, and the bad
+inputs it refuses."""
+
+import pytest
+import torch
+
+from recall_lm.kernels.log_linear import log_linear_attention, log_linear_attention_step, num_levels
+from recall_lm.kernels.log_linear.levels import level_table, trailing_ones
+from tests.fla_files import load_fla_file
+
+
+def make(B=2, T=37, G=1, H=2, K=4, V=3, L=None, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = {
+        "q": torch.randn(B, T, G, K, generator=gen, dtype=torch.float64),
+        "k": torch.randn(B, T, G, K, generator=gen, dtype=torch.float64),
+        "v": torch.randn(B, T, H, V, generator=gen, dtype=torch.float64),
+        "g": -torch.rand(B, T, H, generator=gen, dtype=torch.float64),
+        "level_scales": torch.rand(B, T, H, L or num_levels(T), generator=gen, dtype=torch.float64),
+    }
+    return {n: t.to(dtype).requires_grad_() for n, t in x.items()}
+
+
+def test_levels_are_the_binary_decomposition_of_the_prefix():
+    """Query 6 = 110₂: itself at level 0, {4, 5} at level 2, {0, 1, 2, 3} at level 3; query 5 = 101₂:
+    {4} at level 1 and {0 … 3} at level 3."""
+    table = level_table(8)
+    assert table[6].tolist() == [3, 3, 3, 3, 2, 2, 0, -1]
+    assert table[5].tolist() == [3, 3, 3, 3, 1, 0, -1, -1]
+    assert [num_levels(T) for T in (1, 2, 3, 4, 5, 64, 65)] == [1, 2, 3, 3, 4, 7, 8]
+    assert [trailing_ones(t) for t in (0, 1, 2, 3, 7, 8)] == [0, 1, 0, 2, 3, 0]
+
+
+def compare(x, backend, rtol, **kwargs):
+    inputs = list(x.values())
+    out, _ = log_linear_attention(*inputs, backend=backend, scale=0.5, **kwargs)
+    ref, _ = log_linear_attention(*inputs, backend="naive", scale=0.5, **kwargs)
+    weight = torch.randn_like(ref)
+    got = torch.autograd.grad((out * weight).sum(), inputs)
+    want = torch.autograd.grad((ref * weight).sum(), inputs)
+    torch.testing.assert_close(out, ref, rtol=rtol, atol=rtol)
+    for name, a, b in zip(x, got, want):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+@pytest.mark.parametrize("T, chunk_size", [(1, 16), (37, 8), (64, 16), (130, 16), (70, 64)])
+def test_chunked_matches_the_h_matrix(T, chunk_size):
+    compare(make(T=T, seed=T), "torch", 1e-10, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("backend", ["torch", "recurrent"])
+def test_grouped_heads_fp32_and_packed_sequences(backend):
+    compare(make(T=45, G=2, H=4, dtype=torch.float32), backend, 2e-5, chunk_size=16)
+    compare(make(B=1, T=70, L=7), backend, 1e-10, chunk_size=8, cu_seqlens=torch.tensor([0, 5, 40, 41, 70]))
+
+
+def test_agrees_with_fla_naive_log_linear_attn():
+    ref = load_fla_file("ops/log_linear_attn/naive.py").naive_log_linear_attn
+    x = {n: t.detach() for n, t in make(T=50, G=1, H=2).items()}
+    o, _ = log_linear_attention(*x.values(), scale=0.7)
+    torch.testing.assert_close(o, ref(*x.values(), scale=0.7), rtol=1e-10, atol=1e-10)
+
+
+def test_steps_and_prefill_then_continue_equal_the_sequence():
+    x = {n: t.detach() for n, t in make(T=23, G=1, H=2, L=num_levels(23)).items()}
+    o, _ = log_linear_attention(*x.values())
+    state = torch.zeros(2, 2, 0, 4, 3, dtype=torch.float64)
+    for t in range(23):
+        o_t, state = log_linear_attention_step(*(x[n][:, t] for n in x), state, t)
+        torch.testing.assert_close(o_t, o[:, t], rtol=1e-10, atol=1e-10)
+    assert state.shape[2] == num_levels(23) - 1  # 23 = 10111₂: levels 1, 2, 3 and 5 live
+    live = [bool(state[0, 0, s].abs().sum()) for s in range(state.shape[2])]
+    assert live == [True, True, True, False, True]
+    first = {n: t[:, :16] for n, t in x.items()}
+    rest = {n: t[:, 16:] for n, t in x.items()}
+    o1, h = log_linear_attention(*first.values(), output_final_state=True)
+    o2, _ = log_linear_attention(*rest.values(), initial_state=h, start=16)
+    torch.testing.assert_close(torch.cat([o1, o2], 1), o, rtol=1e-10, atol=1e-10)
+
+
+def test_bad_inputs_are_named():
+    x = {n: t.detach() for n, t in make(T=20).items()}
+    with pytest.raises(ValueError, match="level_scales has 3 levels; a sequence of 20 tokens needs 6"):
+        log_linear_attention(*list(x.values())[:4], x["level_scales"][..., :3])
+    with pytest.raises(ValueError, match="chunk_size must be a power of two"):
+        log_linear_attention(*x.values(), chunk_size=48)
+    with pytest.raises(ValueError, match="initial_state / output_final_state need backend"):
+        log_linear_attention(*x.values(), output_final_state=True, backend="torch")
+    with pytest.raises(ValueError, match=r"g must have shape \[B, T, H\]"):
+        log_linear_attention(x["q"], x["k"], x["v"], x["g"][..., :1], x["level_scales"])
