@@ -7,13 +7,13 @@ no Triton kernels yet)."""
 from recall_lm.kernels.delta import gated_delta_rule, gated_delta_rule_step
 from recall_lm.kernels.dplr import dplr_delta_rule, dplr_delta_rule_step, kda_delta_rule, kda_delta_rule_step
 from recall_lm.kernels.forgetting_attn import forgetting_attention, forgetting_attention_step
-from recall_lm.kernels.log_linear import log_linear_attention, log_linear_attention_step
 from recall_lm.kernels.gla import (
     gated_linear_attention,
     gated_linear_attention_step,
     signed_gated_linear_attention,
     signed_gated_linear_attention_step,
 )
+from recall_lm.kernels.log_linear import log_linear_attention, log_linear_attention_step
 from recall_lm.kernels.swa import sliding_window_attention
 
 __all__ = [
