@@ -83,11 +83,13 @@ class Mamba2(Mixer):
         fill_dt_bias_(self.dt_bias)
         self.D.fill_(1.0)
 
-    def forward(self, u: torch.Tensor, state: Mamba2State | None = None, documents=None):
+    def _ssm_inputs(self, u: torch.Tensor, conv_state, documents):
+        """u [B, T, d_model] -> z [B, T, d_inner], x [B, T, H, P], the SSD's q = C, k = B ([B, T, H, N]),
+        v = Δ·x [B, T, H, P], g = Δ·A [B, T, H] (fp32), and the convolution's new state."""
         Bsz, T, _ = u.shape
         H, P, N, G = self.num_heads, self.head_dim, self.d_state, self.n_groups
         z, xbc, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, H], -1)
-        xbc, conv_state = self.conv(xbc, None if state is None else ConvState(state.conv), documents)
+        xbc, conv_state = self.conv(xbc, conv_state, documents)
         x, Bm, Cm = xbc.split([self.d_inner, G * N, G * N], -1)
         f32 = torch.promote_types(u.dtype, torch.float32)
         dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # [B, T, H]
@@ -97,6 +99,18 @@ class Mamba2(Mixer):
         # head h reads group h // (H / G): [B, T, G, N] -> [B, T, H, N]
         q = Cm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
         k = Bm.view(Bsz, T, G, 1, N).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N)
+        return z, x, q, k, v, g, conv_state
+
+    def _ssm_output(self, y: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The SSD's y [B, T, H, P] -> the layer's output: D skip, gated RMSNorm, out_proj."""
+        y = y + self.D.to(y.dtype)[:, None] * x
+        y = self.norm(y.reshape(*y.shape[:2], self.d_inner) * F.silu(z))
+        return self.out_proj(y)
+
+    def forward(self, u: torch.Tensor, state: Mamba2State | None = None, documents=None):
+        z, x, q, k, v, g, conv_state = self._ssm_inputs(
+            u, None if state is None else ConvState(state.conv), documents
+        )
         common = dict(scale=1.0, initial_state=None if state is None else state.S,
                       output_final_state=state is not None, chunk_size=self.chunk_size,
                       cu_seqlens=None if documents is None else documents.cu_seqlens)
@@ -104,9 +118,7 @@ class Mamba2(Mixer):
             y, final = signed_gated_linear_attention(q, k, v, 2 * torch.exp(g) - 1, **common)
         else:
             y, final = gated_linear_attention(q, k, v, g, **common)
-        y = y + self.D.to(y.dtype)[:, None] * x
-        y = self.norm(y.reshape(Bsz, T, self.d_inner) * F.silu(z))
-        out = self.out_proj(y)
+        out = self._ssm_output(y, x, z)
         return out, (None if state is None else Mamba2State(final, conv_state.x))
 
     def flops_per_token(self, seq_len: int) -> float:

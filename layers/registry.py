@@ -30,6 +30,7 @@ MIXER_MODULES = (
     "gated_deltaproduct",
     "kda",
     "linear_attention",
+    "loglinear_mamba2",
     "mamba2",
     "mamba3",
     "mom",

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 "slow or not slow",
                 "tests/kernels",
                 "tests/layers/test_mamba3.py::test_matches_fla_mamba3_on_cuda",  # fla: CUDA only
+                "tests/layers/test_loglinear_mamba2.py::test_matches_fla_loglinear_mamba2_on_cuda",
                 "--ignore-glob=*_aot.py",  # the GPU compiles them for real
                 "-p",
                 "no:cacheprovider",

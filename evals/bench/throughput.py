@@ -59,7 +59,8 @@ from recall_lm.models.state import ModelState
 
 RESULTS_DIR = ROOT / "evals" / "results"
 MODELS = ("attention", "swa", "fox", "linear_attention", "based", "retnet", "rwkv6", "rwkv7", "mamba2",
-          "mamba3", "deltanet", "gated_deltanet", "gated_deltaproduct", "kda", "mom", "based+attention")
+          "loglinear_mamba2", "mamba3", "deltanet", "gated_deltanet", "gated_deltaproduct", "kda", "mom",
+          "based+attention")
 COLUMNS = (
     "model",
     "mixers",
@@ -136,6 +137,8 @@ def model_config(
         ),
         "kda": dict(mixer="kda", mixer_kwargs={"kda": {"num_heads": heads}}),
         "mamba3": dict(mixer="mamba3", mixer_kwargs={"mamba3": {"d_state": 64, "head_dim": 64}}),
+        "loglinear_mamba2": dict(mixer="loglinear_mamba2",
+                                 mixer_kwargs={"loglinear_mamba2": {"d_state": 64, "head_dim": 64}}),
         "mom": dict(mixer="mom", mixer_kwargs={"mom": {"num_heads": heads}}),
         # Half BASED layers, half softmax attention: a KV cache on every other layer.
         "based+attention": dict(

@@ -70,6 +70,11 @@ MIXER_CASES: dict[str, list[dict]] = {
         {"num_heads": 2, "gate": "sigmoid", "lower_bound": -3.0, "allow_neg_eigval": True, "chunk_size": 16},
         {"num_heads": 1, "head_dim": 8, "use_short_conv": False, "expand_v": 2},
     ],
+    "loglinear_mamba2": [
+        {"d_state": 8, "head_dim": 16, "chunk_size": 8},
+        {"d_state": 4, "head_dim": 8, "expand": 1, "d_conv": 3, "chunk_size": 4, "n_groups": 2,
+         "num_levels": 8},
+    ],
     "mamba2": [
         {"d_state": 8, "head_dim": 16},
         {"d_state": 4, "head_dim": 8, "expand": 1, "d_conv": 3, "chunk_size": 16, "n_groups": 2},
