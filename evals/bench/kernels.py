@@ -525,12 +525,63 @@ def fox_summary(rows: list[Row], s: Settings) -> list[str]:
                          + (f"; {ours.fwdbwd_ms / fla.fwdbwd_ms:.2f}x fla's forward+backward" if fla else ""))
     return lines
 
+LOG_LINEAR_OP = "log-linear attention (Mamba-2 form)"
+
+
+def log_linear_section(s: Settings) -> list[Row]:
+    """Log-linear attention (O(T log T) work) against SDPA causal and the plain gated linear attention it
+    generalises (one level); on CUDA fla's chunk_log_linear_attn beside it."""
+    from recall_lm.kernels.log_linear import num_levels
+    from recall_lm.kernels.ops import gated_linear_attention, log_linear_attention
+
+    section, rows = "Log-linear attention", []
+    cuda = s.device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    dname = str(dtype).replace("torch.", "")
+    for T in s.T:
+        def make(T=T):
+            q, k, v = (torch.randn(s.B, T, s.H, s.D, device=s.device, dtype=dtype) for _ in range(3))
+            g = F.logsigmoid(torch.randn(s.B, T, s.H, device=s.device)) / 16
+            lam = torch.rand(s.B, T, s.H, num_levels(T), device=s.device)
+            return q, k, v, g, lam
+
+        cases = [Case(LOG_LINEAR_OP, "torch", make, lambda *x: log_linear_attention(*x, backend="torch"))]
+        if cuda:
+            try:
+                from fla.ops.log_linear_attn import chunk_log_linear_attn
+
+                cases.append(Case(LOG_LINEAR_OP, "fla", make, lambda *x: chunk_log_linear_attn(*x), False))
+            except ImportError as e:
+                rows.append(Row(section, LOG_LINEAR_OP, "fla unavailable", T, dname, None, None, str(e)[:80]))
+        cases.append(Case("gated linear attention (per-head g)", "torch", make,
+                          lambda q, k, v, g, lam: gated_linear_attention(q, k, v, g, backend="torch"), False))
+        sdpa = _sdpa_inputs(s, T, dtype)
+        cases.append(Case("softmax attention (causal)", "torch SDPA", sdpa, _sdpa, False))
+        rows += timed_rows(section, T, dname, cases, s)
+    return rows
+
+
+def log_linear_summary(rows: list[Row], s: Settings) -> list[str]:
+    lines = []
+    for t in s.T:
+        found = {(r.op, r.impl): r for r in rows if r.T == t and r.section == "Log-linear attention"}
+        ours = found.get((LOG_LINEAR_OP, "torch"))
+        sdpa = found.get(("softmax attention (causal)", "torch SDPA"))
+        gla = found.get(("gated linear attention (per-head g)", "torch"))
+        if ours and sdpa and gla:
+            lines.append(f"- {LOG_LINEAR_OP}, torch at T={t}: forward+backward "
+                         f"{ours.fwdbwd_ms / sdpa.fwdbwd_ms:.1f}x SDPA causal's time, "
+                         f"{ours.fwdbwd_ms / gla.fwdbwd_ms:.1f}x the one-level gated linear attention's")
+    return lines
+
+
 # Each section: (name, run(settings) -> rows, summary(rows, settings) -> lines). Sliding-window attention
 # has its own command, `python -m recall_lm.evals.bench.swa` (both run in `make bench`).
 SECTIONS = [
     ("Gated linear attention", gla_section, gla_summary),
     ("Delta rules", delta_section, delta_summary),
     ("Forgetting attention", fox_section, fox_summary),
+    ("Log-linear attention", log_linear_section, log_linear_summary),
 ]
 
 

@@ -25,6 +25,8 @@ def test_tiny_run_writes_rows_settings_and_ratios(tmp_path):
         "| softmax attention (causal) | torch SDPA | 64 |",
         "| forgetting attention (FoX) | torch | 64 | float32 |",
         "- forgetting attention (FoX), torch at T=64: forward",
+        "| log-linear attention (Mamba-2 form) | torch | 64 | float32 |",
+        "- log-linear attention (Mamba-2 form), torch at T=64: forward+backward",
         "backward/forward",
         "- KDA (per-channel gated delta rule), its own chunked path vs the DPLR path (same inputs, same",
         "chunked (torch, per-channel g (GLA)) vs SDPA causal: T=64 forward",
