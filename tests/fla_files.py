@@ -114,3 +114,17 @@ def copy_weights_and_compare(fla, ours, x, dy, rename: dict, randomise=("conv1d.
         results.append({"y": y.detach(), "dx": xi.grad, **grads})
     want, got = results
     return {n: ((want[n] - got[n]).abs().max() / want[n].abs().max()).item() for n in want}
+
+
+def relative_errors_on_cuda(fla, ours, u) -> tuple[float, float]:
+    """Run fla's layer and ours on u (CUDA) with the loss mean(y²); the max differences of the output and
+    of the input gradient, each relative to fla's largest entry."""
+    results = []
+    for layer in (fla, ours):
+        ui = u.clone().requires_grad_()
+        y = layer(ui)[0]
+        y.float().square().mean().backward()
+        results.append((y.float(), ui.grad.float()))
+    (y_fla, dx_fla), (y, dx) = results
+    return (((y - y_fla).abs().max() / y_fla.abs().max()).item(),
+            ((dx - dx_fla).abs().max() / dx_fla.abs().max()).item())

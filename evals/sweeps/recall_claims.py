@@ -44,6 +44,15 @@ def load_rows(sweep: str) -> list[dict]:
     return [read_run(p) for p in sorted(folder.glob("*.json"))]
 
 
+def load_rows_or_exit(sweep: str) -> list[dict]:
+    """:func:`load_rows`, or one line on stderr and exit status 2 when the sweep has no committed runs."""
+    try:
+        return load_rows(sweep)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def acc(row: dict, slice_name: str | None = None) -> float:
     value = row["metrics"].get("val/acc" if slice_name is None else f"val/acc/{slice_name}")
     return math.nan if value is None else float(value)
@@ -485,11 +494,7 @@ def main(argv=None) -> str:
         help="write the sweep YAML that trains each mixer's best cell on forgetting and compositional MQAR",
     )
     args = parser.parse_args(argv)
-    try:
-        rows = load_rows(args.sweep)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    rows = load_rows_or_exit(args.sweep)
     if args.write_seeds_sweep or args.write_variants_sweep:
         out = args.write_seeds_sweep or args.write_variants_sweep
         make, flag = ((seeds_sweep, "--write-seeds-sweep") if args.write_seeds_sweep

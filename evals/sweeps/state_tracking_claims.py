@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from recall_lm.evals.common import ROOT
-from recall_lm.evals.sweeps.recall_claims import RESULTS, load_rows
+from recall_lm.evals.sweeps.recall_claims import RESULTS, load_rows_or_exit
 
 SOLVED = 0.9  # a cell solves a task when its best seed reaches this (scaled for parity and mod 5)
 FAILED = 0.5  # ... and fails it when its best seed stays below this
@@ -382,11 +381,7 @@ def main(argv=None) -> str:
     parser.add_argument("--sweep", default="state_tracking_cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "state_tracking.md")
     args = parser.parse_args(argv)
-    try:
-        rows = load_rows(args.sweep)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    rows = load_rows_or_exit(args.sweep)
     from recall_lm.evals.sweeps.state_tracking_plots import plot_grid, plot_length
 
     folder = RESULTS / args.sweep
