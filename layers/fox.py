@@ -23,6 +23,7 @@ from recall_lm.kernels.ops import forgetting_attention
 from recall_lm.layers.attention import split_heads
 from recall_lm.layers.contract import Mixer
 from recall_lm.layers.flops import causal_attention_core_flops, linear_flops, window_attention_core_flops
+from recall_lm.layers.norms import GroupedRMSNorm
 from recall_lm.layers.registry import register_mixer
 from recall_lm.layers.state import MixerState
 
@@ -42,22 +43,6 @@ class ForgettingCache(MixerState):
     @property
     def length(self) -> int:
         return self.k.shape[1]
-
-
-class HeadRMSNorm(nn.Module):
-    """RMSNorm over each head's channels of ``[..., H·D]``, a learnt weight per channel (fla's GroupNorm
-    with ``is_rms_norm``)."""
-
-    def __init__(self, num_heads: int, width: int, eps: float):
-        super().__init__()
-        self.num_heads, self.eps = num_heads, eps
-        self.weight = nn.Parameter(torch.ones(width))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cdt = torch.promote_types(x.dtype, torch.float32)
-        heads = x.unflatten(-1, (self.num_heads, -1)).to(cdt)
-        normed = heads * torch.rsqrt(heads.square().mean(-1, keepdim=True) + self.eps)
-        return (normed.flatten(-2) * self.weight.to(cdt)).to(x.dtype)
 
 
 @register_mixer("fox")
@@ -102,9 +87,9 @@ class ForgettingAttention(Mixer):
         self.f_proj = nn.Linear(d_model, num_heads, bias=True)
         self.g_proj = nn.Linear(d_model, d_model, bias=False) if output_gate else None
         self.o_proj = nn.Linear(d_model, d_model, bias=False)
-        self.q_norm = HeadRMSNorm(num_heads, d_model, norm_eps) if qk_norm else None
-        self.k_norm = HeadRMSNorm(num_kv_heads, kv_dim, norm_eps) if qk_norm else None
-        self.o_norm = HeadRMSNorm(num_heads, d_model, norm_eps) if output_norm else None
+        self.q_norm = GroupedRMSNorm(d_model, num_heads, norm_eps) if qk_norm else None
+        self.k_norm = GroupedRMSNorm(kv_dim, num_kv_heads, norm_eps) if qk_norm else None
+        self.o_norm = GroupedRMSNorm(d_model, num_heads, norm_eps) if output_norm else None
         self.k_shift_proj = nn.Linear(d_model, num_kv_heads, bias=False) if kv_shift else None
         self.v_shift_proj = nn.Linear(d_model, num_kv_heads, bias=False) if kv_shift else None
 

@@ -114,7 +114,24 @@ def log_linear_attention_step(q, k, v, g, level_scales, state, t: int, *, scale=
     """One decoding step at position t (every sequence of the batch at the same position): q, k
     ``[B, G, K]``, v ``[B, H, V]``, g ``[B, H]``, level_scales ``[B, H, L]``, state ``[B, H, S, K, V]`` fp32
     (S = 0 at t = 0). Returns o ``[B, H, V]`` (v's dtype) and the new state."""
-    group = v.shape[1] // q.shape[1]
+    B, H, V = v.shape
+    if (
+        q.ndim != 3
+        or q.shape != k.shape
+        or q.shape[0] != B
+        or H % q.shape[1]
+        or tuple(g.shape) != (B, H)
+        or level_scales.shape[:2] != (B, H)
+        or state.shape[:2] != (B, H)
+        or state.shape[3:] != (q.shape[2], V)
+    ):
+        raise ValueError(
+            "step shapes: q, k [B, G, K], v [B, H, V], g [B, H], level_scales [B, H, L], "
+            f"state [B, H, S, K, V]; "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, g {tuple(g.shape)}, "
+            f"level_scales {tuple(level_scales.shape)}, state {tuple(state.shape)}"
+        )
+    group = H // q.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     o, state = log_linear_step(
         q.repeat_interleave(group, 1), k.repeat_interleave(group, 1), v, g, level_scales, state, t, scale

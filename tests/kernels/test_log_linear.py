@@ -89,5 +89,15 @@ def test_bad_inputs_are_named():
         log_linear_attention(*x.values(), chunk_size=48)
     with pytest.raises(ValueError, match="initial_state / output_final_state need backend"):
         log_linear_attention(*x.values(), output_final_state=True, backend="torch")
+    with pytest.raises(
+        ValueError, match=r"step shapes: .* got q \(2, 1, 4\), k \(2, 1, 4\), v \(2, 2, 3\), g \(2, 1\)"
+    ):
+        log_linear_attention_step(
+            *(t[:, 0] for t in list(x.values())[:3]),
+            x["g"][:, 0, :1],
+            x["level_scales"][:, 0],
+            torch.zeros(2, 2, 0, 4, 3, dtype=torch.float64),
+            0,
+        )
     with pytest.raises(ValueError, match=r"g must have shape \[B, T, H\]"):
         log_linear_attention(x["q"], x["k"], x["v"], x["g"][..., :1], x["level_scales"])
