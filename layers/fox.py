@@ -25,24 +25,29 @@ from recall_lm.layers.contract import Mixer
 from recall_lm.layers.flops import causal_attention_core_flops, linear_flops, window_attention_core_flops
 from recall_lm.layers.norms import GroupedRMSNorm
 from recall_lm.layers.registry import register_mixer
-from recall_lm.layers.state import MixerState
+from recall_lm.layers.state import KVCache
 
 
 @dataclass
-class ForgettingCache(MixerState):
-    """k ``[B, L, Hk, D]`` and v ``[B, L, Hk, D]`` of the L tokens kept (all, or the last ``window_size``),
-    bias ``[B, L, H]`` = c_last − c_j (fp32, ≤ 0: the gate's bias of each key for the next query before
-    its own gate), and with ``kv_shift`` the last token's unshifted k̃, ṽ ``[B, Hk, D]`` (else empty)."""
+class ForgettingCache(KVCache):
+    """A :class:`~recall_lm.layers.state.KVCache` (keys, values ``[B, Hk, capacity, D]`` grown in place, of
+    the ``length`` tokens kept: all, or the last ``window_size``) plus bias ``[B, H, length]`` = c_last − c_j
+    (fp32, ≤ 0: each key's gate bias for the next query before its own gate), and with ``kv_shift`` the
+    last token's unshifted k̃, ṽ ``[B, Hk, D]`` (else empty)."""
 
-    k: torch.Tensor
-    v: torch.Tensor
-    bias: torch.Tensor
-    k_prev: torch.Tensor
-    v_prev: torch.Tensor
+    bias: torch.Tensor | None = None
+    k_prev: torch.Tensor | None = None
+    v_prev: torch.Tensor | None = None
 
-    @property
-    def length(self) -> int:
-        return self.k.shape[1]
+    def numel_per_sequence(self) -> int:
+        return 2 * self.length * self.k.shape[1] * self.k.shape[3] + sum(t[0].numel() for t in self._extra())
+
+    def nbytes_per_sequence(self) -> int:
+        kv = 2 * self.length * self.k.shape[1] * self.k.shape[3] * self.k.element_size()
+        return kv + sum(t[0].numel() * t.element_size() for t in self._extra())
+
+    def _extra(self) -> tuple[torch.Tensor, ...]:
+        return self.bias, self.k_prev, self.v_prev
 
 
 @register_mixer("fox")
@@ -118,14 +123,14 @@ class ForgettingAttention(Mixer):
             k = self.k_norm(k.flatten(-2)).unflatten(-1, (self.num_kv_heads, self.head_dim))
         q = q.unflatten(-1, (self.num_heads, self.head_dim))
         log_f = F.logsigmoid(self.f_proj(x).to(torch.promote_types(x.dtype, torch.float32)))  # [B, T, H]
-        new_state = None
+        new_state = None if state is None else self._advance(state, k, v, log_f, k_raw, v_raw)
         if state is None or state.length == 0:
             cu = None if documents is None else documents.cu_seqlens
             o = forgetting_attention(q, k, v, log_f, window_size=self.window_size, cu_seqlens=cu)
         else:
-            o = self._continue(q, k, v, log_f, state)
-        if state is not None:
-            new_state = self._advance(state, k, v, log_f, k_raw, v_raw)
+            o = self._continue(q, new_state)
+        if new_state is not None:
+            new_state = self._trim(new_state)
         o = o.flatten(-2)
         if self.o_norm is not None:
             o = self.o_norm(o)
@@ -133,50 +138,54 @@ class ForgettingAttention(Mixer):
             o = o * torch.sigmoid(self.g_proj(x))
         return self.o_proj(o), new_state
 
-    def _continue(self, q, k, v, log_f, state: ForgettingCache) -> torch.Tensor:
-        """New queries ``[B, T, H, D]`` after the cached tokens: scores against the cache and the new keys,
-        the gate's bias relative to the last cached token (cached keys: its stored bias; new ones: the
-        new gates' cumulative sum), causal and windowed by absolute position. Returns ``[B, T, H, D]``."""
+    def _continue(self, q, state: ForgettingCache) -> torch.Tensor:
+        """New queries ``[B, T, H, D]`` after the tokens before them, against ``state`` already advanced
+        over the new tokens: bias c_i − c_j = (c_last − c_j) − (c_last − c_i) from the stored biases, causal
+        and windowed by absolute position, one SDPA call on the cache's buffers. Returns ``[B, T, H, D]``."""
         T, L = q.shape[1], state.length
         fdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-        cs = log_f.to(fdt).cumsum(1)  # c_i − c_last for the new tokens
-        c_keys = torch.cat([-state.bias.to(fdt), cs], 1)  # c_j − c_last for every key [B, L + T, H]
-        group = self.num_heads // self.num_kv_heads
-        keys = torch.cat([state.k.to(k.dtype), k], 1).repeat_interleave(group, 2)
-        values = torch.cat([state.v.to(v.dtype), v], 1).repeat_interleave(group, 2)
-        scores = torch.einsum("bihd,bjhd->bhij", q.to(fdt), keys.to(fdt)) * self.head_dim**-0.5
-        scores = scores + cs.transpose(1, 2)[..., :, None] - c_keys.transpose(1, 2)[..., None, :]
-        i = L + torch.arange(T, device=q.device)[:, None]
-        j = torch.arange(L + T, device=q.device)[None, :]
-        # cached keys are the last L tokens; a window keeps at most window_size of them
-        allowed = j <= i
+        bias = state.bias.to(fdt)  # [B, H, L]
+        mask = bias[:, :, None, :] - bias[:, :, L - T :, None]  # [B, H, T, L]
+        i = torch.arange(L - T, L, device=q.device)[:, None]  # query i sits at cache position L − T + i
+        j = torch.arange(L, device=q.device)[None, :]
+        hidden = j > i
         if self.window_size is not None:
-            allowed &= i - j < self.window_size
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        o = torch.einsum("bhij,bjhd->bihd", torch.softmax(scores, -1), values.to(fdt))
-        return o.to(q.dtype)
+            hidden |= i - j >= self.window_size
+        if T > 1 or self.window_size is not None:
+            mask = mask.masked_fill(hidden, float("-inf"))
+        keys, values = state.keys().to(fdt), state.values().to(fdt)
+        o = F.scaled_dot_product_attention(q.to(fdt).transpose(1, 2), keys, values, attn_mask=mask,
+                                           enable_gqa=self.num_heads != self.num_kv_heads)
+        return o.transpose(1, 2).to(q.dtype)
 
     def _advance(self, state: ForgettingCache, k, v, log_f, k_raw, v_raw) -> ForgettingCache:
+        """The cache after T new tokens (k, v ``[B, T, Hk, D]``, log_f ``[B, T, H]``), before any window
+        trims it: the new queries may look back ``window_size − 1`` tokens past the kept ones."""
         fdt = state.bias.dtype
-        cs = log_f.to(fdt).cumsum(1)
-        last = cs[:, -1:]
-        bias = torch.cat([state.bias + last, last - cs], 1)  # c_new_last − c_j
-        keys = torch.cat([state.k, k.to(state.k.dtype)], 1)
-        values = torch.cat([state.v, v.to(state.v.dtype)], 1)
-        if self.window_size is not None:
-            keys, values, bias = (t[:, -self.window_size:] for t in (keys, values, bias))
+        cs = log_f.to(fdt).cumsum(1).transpose(1, 2)  # [B, H, T]
+        last = cs[..., -1:]
+        bias = torch.cat([state.bias + last, last - cs], -1)  # c_new_last − c_j
+        kv = state.append(k.transpose(1, 2), v.transpose(1, 2))
         k_prev, v_prev = state.k_prev, state.v_prev
         if self.kv_shift:
             k_prev, v_prev = k_raw[:, -1].to(state.k.dtype), v_raw[:, -1].to(state.v.dtype)
-        return ForgettingCache(keys, values, bias, k_prev, v_prev)
+        return ForgettingCache(kv.k, kv.v, kv.length, kv.frontier, bias, k_prev, v_prev)
+
+    def _trim(self, state: ForgettingCache) -> ForgettingCache:
+        """With a window, only the last ``window_size`` tokens (copied: O(window) per step); else as is."""
+        W = self.window_size
+        if W is None or state.length <= W:
+            return state
+        keys, values = (t[:, :, state.length - W : state.length].clone() for t in (state.k, state.v))
+        return ForgettingCache(keys, values, W, [W], state.bias[..., -W:], state.k_prev, state.v_prev)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ForgettingCache:
-        kv = torch.zeros(batch_size, 0, self.num_kv_heads, self.head_dim, device=device, dtype=dtype)
+        kv = torch.zeros(batch_size, self.num_kv_heads, 0, self.head_dim, device=device, dtype=dtype)
         fdt = torch.float64 if dtype == torch.float64 else torch.float32
-        bias = torch.zeros(batch_size, 0, self.num_heads, device=device, dtype=fdt)
+        bias = torch.zeros(batch_size, self.num_heads, 0, device=device, dtype=fdt)
         prev_shape = (batch_size, self.num_kv_heads, self.head_dim) if self.kv_shift else (batch_size, 0)
         prev = torch.zeros(*prev_shape, device=device, dtype=dtype)
-        return ForgettingCache(kv, kv.clone(), bias, prev, prev.clone())
+        return ForgettingCache(kv, kv.clone(), 0, [0], bias, prev, prev.clone())
 
     def state_size(self, seq_len: int = 1) -> int:
         """Numbers held per sequence after ``seq_len`` tokens: keys, values and one gate bias per query head
