@@ -530,7 +530,7 @@ LOG_LINEAR_OP = "log-linear attention (Mamba-2 form)"
 
 def log_linear_section(s: Settings) -> list[Row]:
     """Log-linear attention (O(T log T) work) against SDPA causal and the plain gated linear attention it
-    generalises (one level); on CUDA fla's chunk_log_linear_attn beside it."""
+    generalises (one level); on CUDA our Triton kernels and fla's chunk_log_linear_attn beside it."""
     from recall_lm.kernels.log_linear import num_levels
     from recall_lm.kernels.ops import gated_linear_attention, log_linear_attention
 
@@ -547,6 +547,8 @@ def log_linear_section(s: Settings) -> list[Row]:
 
         cases = [Case(LOG_LINEAR_OP, "torch", make, lambda *x: log_linear_attention(*x, backend="torch"))]
         if cuda:
+            triton_op = lambda *x: log_linear_attention(*x, backend="triton")  # noqa: E731
+            cases.append(Case(LOG_LINEAR_OP, "triton", make, triton_op))
             try:
                 from fla.ops.log_linear_attn import chunk_log_linear_attn
 
@@ -562,16 +564,19 @@ def log_linear_section(s: Settings) -> list[Row]:
 
 
 def log_linear_summary(rows: list[Row], s: Settings) -> list[str]:
+    impl = "torch" if s.device.type == "cpu" else "triton"
     lines = []
     for t in s.T:
         found = {(r.op, r.impl): r for r in rows if r.T == t and r.section == "Log-linear attention"}
-        ours = found.get((LOG_LINEAR_OP, "torch"))
+        ours, fla = found.get((LOG_LINEAR_OP, impl)), found.get((LOG_LINEAR_OP, "fla"))
         sdpa = found.get(("softmax attention (causal)", "torch SDPA"))
         gla = found.get(("gated linear attention (per-head g)", "torch"))
         if ours and sdpa and gla:
-            lines.append(f"- {LOG_LINEAR_OP}, torch at T={t}: forward+backward "
+            lines.append(f"- {LOG_LINEAR_OP}, {impl} at T={t}: forward+backward "
                          f"{ours.fwdbwd_ms / sdpa.fwdbwd_ms:.1f}x SDPA causal's time, "
-                         f"{ours.fwdbwd_ms / gla.fwdbwd_ms:.1f}x the one-level gated linear attention's")
+                         f"{ours.fwdbwd_ms / gla.fwdbwd_ms:.1f}x the one-level gated linear attention's"
+                         + (f"; {ours.fwdbwd_ms / fla.fwdbwd_ms:.2f}x fla's forward+backward"
+                            if fla and fla.fwdbwd_ms else ""))
     return lines
 
 

@@ -6,10 +6,12 @@ with ℓ(t, c) the level of key c in query t's Fenwick partition of its prefix (
 one weight per level: O(T log T) work, O(log T) states while decoding. fla's ``chunk_log_linear_attn``
 computes the same (its ``naive_log_linear_attn`` is the H matrix written out).
 
-Backends: ``torch`` (chunked: intra-chunk hierarchical mask, per-level chunk states;
+Backends: ``triton`` (chunked kernels with a hand-written backward; the level tree of block states in
+PyTorch: :mod:`recall_lm.kernels.log_linear.triton_autograd`; CUDA or ``TRITON_INTERPRET=1``), ``torch``
+(chunked: intra-chunk hierarchical mask, per-level chunk states;
 :mod:`recall_lm.kernels.log_linear.chunked_torch`), ``recurrent`` (the token loop on the Fenwick
 states, with initial and final states), ``naive`` (fp64 reference). :func:`log_linear_attention_step`
-decodes one token. Triton kernels: not yet.
+decodes one token.
 """
 
 from __future__ import annotations
@@ -20,11 +22,28 @@ from recall_lm.kernels.log_linear.chunked_torch import log_linear_attention_chun
 from recall_lm.kernels.log_linear.levels import num_levels
 from recall_lm.kernels.log_linear.naive import log_linear_attention_naive
 from recall_lm.kernels.log_linear.recurrent import log_linear_attention_recurrent, log_linear_step
-from recall_lm.kernels.utils import autocast_aware, check_cu_seqlens
+from recall_lm.kernels.utils import (
+    autocast_aware,
+    check_cu_seqlens,
+    triton_available_for,
+    triton_device_error,
+)
 
 __all__ = ["log_linear_attention", "log_linear_attention_step", "num_levels"]
 
-BACKENDS = ("auto", "torch", "recurrent", "naive")
+BACKENDS = ("auto", "triton", "torch", "recurrent", "naive")
+TRITON_MAX_DIM = 128  # K and V; compiled and checked for sm_80 / sm_90 (tests/kernels/test_log_linear_aot.py)
+
+
+def _triton_limits(q, v, chunk_size) -> str | None:
+    """Why the Triton backend cannot take these inputs, or None."""
+    if q.dtype == torch.float64:
+        return "it computes in fp32 (use backend='torch' for fp64)"
+    if max(q.shape[-1], v.shape[-1]) > TRITON_MAX_DIM:
+        return f"K and V ≤ {TRITON_MAX_DIM}, got K {q.shape[-1]}, V {v.shape[-1]}"
+    if not 16 <= chunk_size <= 64:
+        return f"16 ≤ chunk_size ≤ 64, got {chunk_size}"
+    return None
 
 
 def _check_inputs(q, k, v, g, level_scales, cu_seqlens, chunk_size, backend) -> None:
@@ -86,8 +105,8 @@ def log_linear_attention(
             sequence (recurrent backend); ``start``: how many tokens they hold (0 without a state).
         output_final_state: return the states after the last token (recurrent backend).
         cu_seqlens: optional ``[N + 1]`` packed-sequence offsets (B = 1).
-        backend: ``"auto"`` (recurrent when a state is passed or asked for, else torch), ``"torch"``,
-            ``"recurrent"`` or ``"naive"``.
+        backend: ``"auto"`` (recurrent when a state is passed or asked for; else triton on CUDA tensors
+            it fits, torch otherwise), ``"triton"``, ``"torch"``, ``"recurrent"`` or ``"naive"``.
 
     Returns:
         o ``[B, T, H, V]`` in v's dtype, and the final states (or None).
@@ -96,7 +115,8 @@ def log_linear_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     stateful = initial_state is not None or output_final_state
     if backend == "auto":
-        backend = "recurrent" if stateful else "torch"
+        fits_triton = q.is_cuda and _triton_limits(q, v, chunk_size) is None
+        backend = "recurrent" if stateful else "triton" if fits_triton else "torch"
     if stateful and backend != "recurrent":
         raise ValueError(
             f"initial_state / output_final_state need backend 'recurrent' or 'auto', got {backend!r}"
@@ -105,6 +125,15 @@ def log_linear_attention(
         return log_linear_attention_recurrent(
             q, k, v, g, level_scales, scale, initial_state, output_final_state, cu_seqlens, start
         )
+    if backend == "triton":
+        if not triton_available_for(q):
+            raise triton_device_error(q)
+        why = _triton_limits(q, v, chunk_size)
+        if why:
+            raise ValueError(f"backend='triton' needs {why}")
+        from recall_lm.kernels.log_linear.triton_autograd import log_linear_attention_triton
+
+        return log_linear_attention_triton(q, k, v, g, level_scales, scale, cu_seqlens, chunk_size), None
     if backend == "naive":
         return log_linear_attention_naive(q, k, v, g, level_scales, scale, cu_seqlens), None
     return log_linear_attention_chunked(q, k, v, g, level_scales, scale, cu_seqlens, chunk_size), None
