@@ -80,6 +80,12 @@ MIXERS = {
     "gdp_nh1": "Gated DeltaProduct n_h=1",
     "gdp_nh2": "Gated DeltaProduct n_h=2",
     "gdp_nh3": "Gated DeltaProduct n_h=3",
+    "gated_deltanet": "Gated DeltaNet β∈(0,1)",
+    "gated_deltanet_neg": "Gated DeltaNet β∈(0,2)",
+    "rwkv7": "RWKV-7",
+    "kda_neg": "KDA β∈(0,2)",
+    "fox": "FoX",
+    "loglinear_mamba2": "log-linear Mamba-2",
 }
 
 
@@ -199,6 +205,12 @@ def claims(rows: list[dict]) -> list[tuple[str, str, str]]:
             cells,
             "parity-deltanet_neg",
             "parity-deltanet",
+        ),
+        solved_vs_failed(
+            "Parity needs negative eigenvalues: gated Householder (Grazzi et al.'s claim on Gated DeltaNet)",
+            cells,
+            "parity-gated_deltanet_neg",
+            "parity-gated_deltanet",
         ),
         solved_vs_failed(
             "Mamba-3 solves parity where Mamba-2 fails (Mamba-3)", cells, "parity-mamba3", "parity-mamba2"

@@ -117,8 +117,6 @@ def test_markdown_and_plots_from_rows(tmp_path):
     rows += [run("S3-gdp_nh2", s, {"S3_L32": 0.99, "S3_L64": 0.9, "S3_L128": 0.7}) for s in (0, 1)]
     text = stc.markdown(rows, "toy")
     assert "| parity | Mamba-2 [−1,1] | 1,000 | 64 | seed0 | 1.00 | 0.96 |" in text
-    assert (
-        text.count("| pending |") == 6
-    )  # all but the diagonal parity claim
+    assert text.count("| pending |") == 7  # all but the diagonal parity claim
     for path in (plot_length(rows, tmp_path / "a.png"), plot_grid(rows, tmp_path / "b.png")):
         assert path.stat().st_size > 5000
