@@ -89,7 +89,7 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
         out.append(("(cells that did not learn MQAR within the training budget; left out below)", "—",
                     f"L64 kv4 accuracy < {LEARNT}: " + ", ".join(
                         f"{m} d{d} ({_fmt(acc(best[(m, d)], 'L64_kv4'))})" for m, d in failed)))
-    ran = set(best)
+    ran, every = set(best), dict(best)
     best = {k: r for k, r in best.items() if learnt(r)}
     d_models = sorted({d for _, d in best})
 
@@ -204,7 +204,10 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
         out.append(("Several routed memories beat one memory of the same state (MoM)", "pending",
                     "mom_gdn / mom_one_x5 runs missing"))
     once, twice = "L256_kv32", "L256_kv32_x2"
-    jrt = [(k, r) for k, r in sorted(best.items()) if not k[0].startswith(("attention", "swa"))
+    # JRT's argument is about a fixed-size memory: the growing states (attention, its window, FoX,
+    # log-linear's levels) are left out
+    jrt = [(k, r) for k, r in sorted(best.items())
+           if not k[0].startswith(("attention", "swa", "fox", "loglinear"))
            and f"val/acc/{twice}" in r["metrics"]]
     if jrt:
         room = [
@@ -226,8 +229,62 @@ def claims(best: dict[tuple[str, int], dict], seed_rows: list[dict] | None = Non
         out.append(
             ("Reading the context twice helps recurrent models (JRT)", "pending", "no JRT test slices yet")
         )
+    out.append(log_linear_vs_mamba2(every, seed_rows or []))
+    out.append(fox_vs_attention(every, seed_rows or []))
     out.append(lr_window(lr_rows or []))
     return out
+
+
+def _other_seeds(seed_rows: list[dict], mixer: str, d_model: int) -> str:
+    found = [r for r in seed_rows if r["point"].get("mixer") == mixer and r["d_model"] == d_model]
+    return "".join(f"; {mixer} d{d_model} {r['point'].get('variant', 'another seed')}: mean {_fmt(acc(r))}"
+                   for r in found)
+
+
+def log_linear_vs_mamba2(cells_: dict[tuple[str, int], dict], seed_rows: list[dict]) -> tuple[str, str, str]:
+    """Guo et al. (2025): log-linear Mamba-2 recalls better than Mamba-2. Rule: at each d_model where either
+    learnt MQAR (L64 kv4 ≥ LEARNT), the log-linear form's mean accuracy over the test slices is higher by
+    ≥ 0.05; not testable where neither learnt (non-learners count here: the claim is which one learns)."""
+    claim = "Log-linear Mamba-2 recalls better than Mamba-2 at the same width (Guo et al., 2025)"
+    pairs = [(d, cells_[("loglinear_mamba2", d)], cells_[("mamba2", d)])
+             for d in sorted({d for m, d in cells_ if m == "loglinear_mamba2"}) if ("mamba2", d) in cells_]
+    if not pairs:
+        return claim, "pending", "loglinear_mamba2 / mamba2 runs missing"
+    decided = [(d, a, b) for d, a, b in pairs if learnt(a) or learnt(b)]
+    if not decided:
+        verdict = "not testable at this scale"
+    else:
+        verdict = "agree" if all(acc(a) - acc(b) >= 0.05 for _, a, b in decided) else "disagree"
+    evidence = (f"rule: mean test accuracy higher by ≥ 0.05 wherever either learnt (L64 kv4 ≥ {LEARNT}); "
+                + "; ".join(f"d{d}: log-linear {_fmt(acc(a))} (L256 kv64 {_fmt(acc(a, HARDEST))}, state "
+                            f"{_state(a):,}) vs Mamba-2 {_fmt(acc(b))} ({_fmt(acc(b, HARDEST))}, state "
+                            f"{_state(b):,})" + ("" if learnt(a) or learnt(b) else ", neither learnt")
+                            for d, a, b in pairs)
+                + "".join(_other_seeds(seed_rows, m, d) for d, _, _ in decided
+                          for m in ("loglinear_mamba2", "mamba2")))
+    return claim, verdict, evidence
+
+
+def fox_vs_attention(cells_: dict[tuple[str, int], dict], seed_rows: list[dict]) -> tuple[str, str, str]:
+    """Lin et al. (ICLR 2025): the forget gate costs softmax attention none of its recall. Rule: FoX's best
+    cell at each d_model reaches ≥ 0.99 on every slice, as attention does."""
+    claim = "FoX keeps softmax attention's recall (Lin et al., ICLR 2025)"
+    fox = [(d, r) for (m, d), r in sorted(cells_.items()) if m == "fox"]
+    if not fox:
+        return claim, "pending", "fox runs missing"
+    worst = {d: min(acc(r, k.split("/", 2)[2]) for k in r["metrics"] if k.startswith("val/acc/"))
+             for d, r in fox}
+    verdict = "agree" if min(worst.values()) >= 0.99 else "disagree"
+    attention = [(d, cells_[("attention", d)]) for d, _ in fox if ("attention", d) in cells_]
+    return claim, verdict, ("rule: min accuracy over slices ≥ 0.99 at each d_model; FoX "
+                            + ", ".join(f"d{d} {_fmt(w)}" for d, w in worst.items())
+                            + "".join(f"; attention d{d} mean {_fmt(acc(r))}" for d, r in attention)
+                            + "".join(_other_seeds(seed_rows, "fox", d) for d, _ in fox))
+
+
+def _state(row: dict) -> int:
+    """The row's decoding state (numbers) at the longest test length."""
+    return row["state_sizes"][max(row["state_sizes"], key=int)]
 
 
 LR_CLAIM = "Recurrent models learn MQAR only inside a narrow learning-rate window (Okpekpe & Orvieto, 2025)"

@@ -259,3 +259,23 @@ def test_variant_and_long_tables_read_their_rows():
     assert "| kda | 128 | 0.003 |" in text and "| 0.700 |" in text
     assert "| mamba2 | 64 | 0.01 | 4000 | 0.300 |" in text and "0.000 0.200 |" in text
     assert rc.extra_tables("toy", None, None) == []
+
+
+def test_log_linear_and_fox_verdicts():
+    """Log-linear vs Mamba-2 is decided only where either learnt (L64 kv4 ≥ LEARNT); FoX needs ≥ 0.99 on
+    every slice. Neither learnt anywhere: not testable."""
+    def verdict(rows_, prefix):
+        return next((v, e) for c, v, e in rc.claims(rc.cells(rows_)) if c.startswith(prefix))
+
+    none = [row(m, 64, 3e-3, (0.0, 0.0, 0.0), 3000) for m in ("mamba2", "loglinear_mamba2")]
+    assert verdict(none, "Log-linear")[0] == "not testable at this scale"
+    learnt = none + [row("mamba2", 128, 3e-3, (0.2, 0.0, 0.0), 5000),
+                     row("loglinear_mamba2", 128, 3e-3, (0.9, 0.3, 0.1), 30000)]
+    v, e = verdict(learnt, "Log-linear")
+    assert v == "agree" and "d64: log-linear 0.000" in e and "neither learnt" in e
+    worse = none + [row("mamba2", 128, 3e-3, (0.9, 0.5, 0.3), 5000),
+                    row("loglinear_mamba2", 128, 3e-3, (0.9, 0.3, 0.1), 30000)]
+    assert verdict(worse, "Log-linear")[0] == "disagree"
+    assert verdict([row("fox", 64, 3e-3, (1.0, 0.999, 0.991), 9000)], "FoX")[0] == "agree"
+    assert verdict([row("fox", 64, 3e-3, (1.0, 0.999, 0.9), 9000)], "FoX")[0] == "disagree"
+    assert verdict(rows(), "FoX")[0] == "pending"
