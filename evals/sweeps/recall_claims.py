@@ -392,9 +392,12 @@ MQAR_VARIANTS = {  # Zoology's two newer recall probes, as configs/probes/{forge
 
 def mqar_variants_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[str]]:
     """A sweep spec that trains each mixer's best recall-map cell afresh on forgetting and compositional
-    MQAR: the best cells, each probe config's data module, slices and epochs (a variant each), seed 0."""
+    MQAR: the best cells, each probe config's data module, slices and epochs (a variant each), seed 0.
+    Mixers whose best cell did not learn plain MQAR (:func:`non_learners`) are left out: their harder
+    variants would only repeat that."""
     source = load_sweep(sweep_path)
     base, waiting = best_cell_bases(source, rows)
+    base = {m: b for m, b in base.items() if m not in non_learners(rows)}
     variants = {}
     for name, path in MQAR_VARIANTS.items():
         probe = yaml.safe_load((ROOT / path).read_text())
@@ -410,6 +413,11 @@ def mqar_variants_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[
     }, waiting
 
 
+def non_learners(rows: list[dict]) -> list[str]:
+    """Mixers whose best recall-map cell did not learn MQAR (L64 kv4 < LEARNT)."""
+    return sorted(m for m, r in best_cells(cells(rows)).items() if not learnt(r))
+
+
 def seed_spread(rows_seed0: dict[str, dict], seed_rows: list[dict]) -> dict[str, list[float]]:
     """mixer -> the mean accuracies of its best cell over seed 0 and the seed reruns."""
     out = {m: [acc(r)] for m, r in rows_seed0.items()}
@@ -419,13 +427,17 @@ def seed_spread(rows_seed0: dict[str, dict], seed_rows: list[dict]) -> dict[str,
     return out
 
 
-def extra_tables(sweep: str, variant_rows: list[dict] | None, long_rows: list[dict] | None) -> list[str]:
+def extra_tables(sweep: str, variant_rows: list[dict] | None, long_rows: list[dict] | None,
+                 skipped: list[str] = ()) -> list[str]:
     """Markdown for the forgetting / compositional MQAR runs at each best cell (``<sweep>_variants``) and
-    the longer-budget reruns (``<sweep>_long``), when they exist."""
+    the longer-budget reruns (``<sweep>_long``), when they exist; ``skipped``: the mixers the variants
+    sweep leaves out (their best cell did not learn plain MQAR)."""
     lines = []
     if variant_rows:
         lines += ["", f"Forgetting and compositional MQAR at each mixer's best cell, trained afresh "
-                  f"(`configs/sweeps/{sweep}_variants.yaml`, seed 0): accuracy per test slice.", ""]
+                  f"(`configs/sweeps/{sweep}_variants.yaml`, seed 0): accuracy per test slice."
+                  + (f" Not trained: {', '.join(skipped)} (their best cell did not learn plain MQAR)."
+                     if skipped else ""), ""]
         for variant in MQAR_VARIANTS:
             runs = sorted((r for r in variant_rows if r["point"].get("variant") == variant),
                           key=lambda r: r["point"]["mixer"])
@@ -528,7 +540,7 @@ def markdown(rows: list[dict], sweep: str, seed_rows: list[dict] | None = None,
             lines.append(f"| {mixer} | {d} | " + " | ".join(
                 f"{_fmt(acc(by_lr[r], 'L64_kv4'))} / {_fmt(acc(by_lr[r]))}" if r in by_lr else ""
                 for r in rates) + " |")
-    lines += extra_tables(sweep, variant_rows, long_rows)
+    lines += extra_tables(sweep, variant_rows, long_rows, non_learners(rows))
     lines += ["", "## The papers' claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c} | {v} | {e} |" for c, v, e in claims(best, seed_rows, mom_rows, lr_rows)]
     return "\n".join(lines) + "\n"

@@ -236,8 +236,9 @@ def test_variants_sweep_trains_each_best_cell_on_forgetting_and_compositional_mq
 
     cells = [(d, lr, a) for d in (64, 128) for lr, a in ((3e-3, 1.0), (1e-3, 0.5))]
     finished = [row("attention", d, lr, (a, a, a), 1000) for d, lr, a in cells]
+    finished += [row("mamba2", d, lr, (0.01, 0.0, 0.0), 1000) for d, lr, _ in cells]  # never learnt
     spec, waiting = rc.mqar_variants_sweep(rc.ROOT / "configs" / "sweeps" / "recall_map_cpu.yaml", finished)
-    assert list(spec["base"]) == ["attention"] and "rwkv6" in waiting
+    assert list(spec["base"]) == ["attention"] and "rwkv6" in waiting and "mamba2" not in waiting
     assert not any(k.startswith("data.") for k in spec["fixed"])  # the probe's data replaces the map's slices
     path = tmp_path / "variants.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -254,7 +255,8 @@ def test_variant_and_long_tables_read_their_rows():
     fgt["train_args"] = ["--model.lr=0.003"]
     fgt["metrics"] = {"val/acc": 0.7, "val/acc/fmqar_L128_kv8_u4": 0.5, "val/acc/fmqar_L64_kv4_u2": 0.9}
     long = {**row("mamba2", 64, 1e-2, (0.3, 0.1, 0.0), 2600), "steps": 4000, "val_acc_by_epoch": [0.0, 0.2]}
-    text = "\n".join(rc.extra_tables("toy", [fgt], [long]))
+    text = "\n".join(rc.extra_tables("toy", [fgt], [long], ["mamba2"]))
+    assert "Not trained: mamba2 (their best cell did not learn plain MQAR)" in text
     assert "| forgetting MQAR | d_model | lr | fmqar_L64_kv4_u2 | fmqar_L128_kv8_u4 | mean |" in text
     assert "| kda | 128 | 0.003 |" in text and "| 0.700 |" in text
     assert "| mamba2 | 64 | 0.01 | 4000 | 0.300 |" in text and "0.000 0.200 |" in text
