@@ -26,6 +26,7 @@ from recall_lm.kernels.log_linear.triton_forward import (
     chunk_gates,
     chunk_levels,
     chunk_tile,
+    lam_column,
     level_weights,
 )
 
@@ -42,17 +43,16 @@ def read_grad_kernel(q, do, gam, lam, Gs, D, T, NT, J, H: tl.constexpr, K: tl.co
     b_q = chunk_tile(q, i_b, i_h, i_c, T, H, K, C, BK, 0)
     b_do = chunk_tile(do, i_b, i_h, i_c, T, H, V, C, BV, i_v * BV)
     b_gam, _, gs = chunk_gates(gam, Gs, i_b, i_h, i_c, T, NT, H, C)
-    rows = i_c * C + tl.arange(0, C)
     q_decayed = b_q * tl.exp(b_gam)[:, None]
     o_k, o_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     state_mask = (o_k < K)[:, None] & (o_v < V)[None, :]
     for j in range(J):
         if (i_c >> j) & 1:
             fac = tl.exp(gs - tl.load(Gs + i_bh * NT + ((i_c >> j) << j)))
-            lam_j = tl.load(lam + ((i_b * T + rows) * H + i_h) * L + LOG_C + 1 + j, mask=rows < T, other=0.0)
-            b_D = tl.dot(tl.trans(q_decayed * (lam_j.to(tl.float32) * fac)[:, None]), b_do,
+            lam_j = lam_column(lam, i_b, i_h, i_c, T, LOG_C + 1 + j, H, L, C)
+            b_D = tl.dot(tl.trans(q_decayed * (lam_j * fac)[:, None]), b_do,
                          input_precision=DOT)
-            p_D = D + ((i_bh * NT + i_c) * J + j) * K * V
+            p_D = D + ((i_bh * NT + i_c) * J + j).to(tl.int64) * K * V
             tl.store(p_D + o_k[:, None] * V + o_v[None, :], b_D, mask=state_mask)
 
 
@@ -89,7 +89,7 @@ def dq_dlam_kernel(q, k, v, do, gam, lam, Gs, W, dq, dlam, T, NT, NW, J, H: tl.c
         q, k, v, do, gam, lam, Gs, i_b, i_h, i_c, T, NT, H, K, V, L, C, LOG_C, BK, BV)
     b_dq = tl.dot(dP * decay * weight, b_k, input_precision=DOT)
     rows = i_c * C + tl.arange(0, C)
-    lam_row = ((i_b * T + rows) * H + i_h) * L
+    lam_row = ((i_b * T + rows).to(tl.int64) * H + i_h) * L
     per_level = tl.where(causal, dP * scores, 0.0)
     for lv in tl.static_range(LOG_C + 1):
         d_lv = tl.sum(tl.where(level == lv, per_level, 0.0), axis=1)
@@ -99,7 +99,7 @@ def dq_dlam_kernel(q, k, v, do, gam, lam, Gs, W, dq, dlam, T, NT, NW, J, H: tl.c
     for j in range(J):
         if (i_c >> j) & 1:
             fac = tl.exp(gs - tl.load(Gs + i_bh * NT + ((i_c >> j) << j)))
-            lam_j = tl.load(lam + lam_row + LOG_C + 1 + j, mask=rows < T, other=0.0).to(tl.float32)
+            lam_j = lam_column(lam, i_b, i_h, i_c, T, LOG_C + 1 + j, H, L, C)
             p_W = block_state_offset(W, i_bh, i_c, j, NT, NW, K, V)
             d_read = tl.zeros([C], dtype=tl.float32)
             dq_read = tl.zeros([C, BK], dtype=tl.float32)
@@ -112,7 +112,7 @@ def dq_dlam_kernel(q, k, v, do, gam, lam, Gs, W, dq, dlam, T, NT, NW, J, H: tl.c
                 dq_read += tl.dot(b_do, tl.trans(b_W), input_precision=DOT)
             b_dq += (lam_j * fac * tl.exp(b_gam))[:, None] * dq_read
             tl.store(dlam + lam_row + LOG_C + 1 + j, d_read * fac, mask=rows < T)
-    offs = ((i_b * T + rows) * H + i_h)[:, None] * K + o_k[None, :]
+    offs = ((i_b * T + rows).to(tl.int64) * H + i_h)[:, None] * K + o_k[None, :]
     tl.store(dq + offs, b_dq, mask=(rows < T)[:, None] & (o_k < K)[None, :])
 
 
@@ -132,7 +132,7 @@ def dk_dv_kernel(q, k, v, do, gam, lam, Gs, dU, dk, dv, T, NT, H: tl.constexpr, 
     tail = tl.exp(g_last - b_gam)[:, None]  # k_c's weight in its chunk's own state
     rows = i_c * C + tl.arange(0, C)
     o_k = tl.arange(0, BK)
-    p_dU = dU + (i_bh * NT + i_c) * K * V
+    p_dU = dU + (i_bh * NT + i_c).to(tl.int64) * K * V
     for i_v in range(tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         b_dU = tl.load(p_dU + o_k[:, None] * V + o_v[None, :], mask=(o_k < K)[:, None] & (o_v < V)[None, :],
@@ -142,7 +142,7 @@ def dk_dv_kernel(q, k, v, do, gam, lam, Gs, dU, dk, dv, T, NT, H: tl.constexpr, 
         b_dv = tl.dot(tl.trans(P), b_do, input_precision=DOT)
         b_dv += tl.dot(b_k * tail, b_dU, input_precision=DOT)
         b_dk += tail * tl.dot(b_v, tl.trans(b_dU), input_precision=DOT)
-        offs = ((i_b * T + rows) * H + i_h)[:, None] * V + o_v[None, :]
+        offs = ((i_b * T + rows).to(tl.int64) * H + i_h)[:, None] * V + o_v[None, :]
         tl.store(dv + offs, b_dv, mask=(rows < T)[:, None] & (o_v < V)[None, :])
-    offs = ((i_b * T + rows) * H + i_h)[:, None] * K + o_k[None, :]
+    offs = ((i_b * T + rows).to(tl.int64) * H + i_h)[:, None] * K + o_k[None, :]
     tl.store(dk + offs, b_dk, mask=(rows < T)[:, None] & (o_k < K)[None, :])

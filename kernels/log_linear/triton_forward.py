@@ -35,7 +35,7 @@ def chunk_tile(x, i_b, i_h, i_c, T, H: tl.constexpr, D: tl.constexpr, C: tl.cons
     """``[C, BD]`` fp32 rows of chunk i_c of x ``[B, T, H, D]``, columns col0 … col0 + BD (zero past T, D)."""
     rows = i_c * C + tl.arange(0, C)
     cols = col0 + tl.arange(0, BD)
-    offs = ((i_b * T + rows) * H + i_h)[:, None] * D + cols[None, :]
+    offs = ((i_b * T + rows).to(tl.int64) * H + i_h)[:, None] * D + cols[None, :]  # int64: no overflow
     mask = (rows < T)[:, None] & (cols < D)[None, :]
     return tl.load(x + offs, mask=mask, other=0.0).to(tl.float32)
 
@@ -53,11 +53,19 @@ def chunk_levels(C: tl.constexpr, LOG_C: tl.constexpr):
 
 
 @triton.jit
+def lam_column(lam, i_b, i_h, i_c, T, col, H: tl.constexpr, L: tl.constexpr, C: tl.constexpr):
+    """``[C]`` fp32: λ_t[col] of the chunk's rows (0 past T)."""
+    rows = i_c * C + tl.arange(0, C)
+    offs = ((i_b * T + rows).to(tl.int64) * H + i_h) * L + col
+    return tl.load(lam + offs, mask=rows < T, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def level_weights(lam, i_b, i_h, i_c, T, level, H: tl.constexpr, L: tl.constexpr, C: tl.constexpr,
                   LOG_C: tl.constexpr):
     """``[C, C]`` fp32: λ_t[ℓ(t, c)] for the intra-chunk levels 0 … LOG_C (0 for levels L lacks)."""
     rows = i_c * C + tl.arange(0, C)
-    base = ((i_b * T + rows) * H + i_h) * L
+    base = ((i_b * T + rows).to(tl.int64) * H + i_h) * L
     weight = tl.zeros([C, C], dtype=tl.float32)
     for lv in tl.static_range(LOG_C + 1):
         col = tl.load(lam + base + lv, mask=(rows < T) & (lv < L), other=0.0).to(tl.float32)
@@ -69,9 +77,9 @@ def level_weights(lam, i_b, i_h, i_c, T, level, H: tl.constexpr, L: tl.constexpr
 def chunk_gates(gam, Gs, i_b, i_h, i_c, T, NT, H: tl.constexpr, C: tl.constexpr):
     """γ of the chunk's rows ``[C]`` (0 past T), γ at its last real row, and Gs_n."""
     rows = i_c * C + tl.arange(0, C)
-    b_gam = tl.load(gam + (i_b * T + rows) * H + i_h, mask=rows < T, other=0.0)
+    b_gam = tl.load(gam + (i_b * T + rows).to(tl.int64) * H + i_h, mask=rows < T, other=0.0)
     last_row = tl.minimum(i_c * C + C, T) - 1
-    g_last = tl.load(gam + (i_b * T + last_row) * H + i_h)
+    g_last = tl.load(gam + (i_b * T + last_row).to(tl.int64) * H + i_h)
     gs = tl.load(Gs + (i_b * H + i_h) * NT + i_c)
     return b_gam, g_last, gs
 
@@ -89,7 +97,7 @@ def chunk_state_kernel(k, v, gam, Gs, U, T, NT, H: tl.constexpr, K: tl.constexpr
     b_k = b_k * tl.exp(g_last - b_gam)[:, None]
     b_U = tl.dot(tl.trans(b_k), b_v, input_precision=DOT)
     o_k, o_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
-    offs = ((i_bh * NT + i_c) * K + o_k[:, None]) * V + o_v[None, :]
+    offs = ((i_bh * NT + i_c).to(tl.int64) * K + o_k[:, None]) * V + o_v[None, :]
     tl.store(U + offs, b_U, mask=(o_k < K)[:, None] & (o_v < V)[None, :])
 
 
@@ -99,7 +107,7 @@ def block_state_offset(W, i_bh, i_c, j, NT, NW, K: tl.constexpr, V: tl.constexpr
     level_start = 0
     for i in range(j):
         level_start += NT >> i
-    return W + (i_bh * NW + level_start + (i_c >> j) - 1) * K * V
+    return W + (i_bh * NW + level_start + (i_c >> j) - 1).to(tl.int64) * K * V
 
 
 @triton.autotune(configs=autotune_configs(), key=["C", "BK", "BV", "L"])
@@ -128,10 +136,10 @@ def output_kernel(q, k, v, gam, lam, Gs, W, o, scale, T, NT, NW, J, H: tl.conste
         if (i_c >> j) & 1:
             start = (i_c >> j) << j
             fac = tl.exp(gs - tl.load(Gs + i_bh * NT + start))
-            lam_j = tl.load(lam + ((i_b * T + rows) * H + i_h) * L + LOG_C + 1 + j, mask=rows < T, other=0.0)
+            lam_j = lam_column(lam, i_b, i_h, i_c, T, LOG_C + 1 + j, H, L, C)
             p_W = block_state_offset(W, i_bh, i_c, j, NT, NW, K, V)
             b_W = tl.load(p_W + o_k[:, None] * V + o_v[None, :], mask=state_mask, other=0.0)
             read = tl.dot(q_decayed, b_W, input_precision=DOT)
-            b_o += (lam_j.to(tl.float32) * fac)[:, None] * read
-    offs = ((i_b * T + rows) * H + i_h)[:, None] * V + o_v[None, :]
+            b_o += (lam_j * fac)[:, None] * read
+    offs = ((i_b * T + rows).to(tl.int64) * H + i_h)[:, None] * V + o_v[None, :]
     tl.store(o + offs, (scale * b_o).to(o.dtype.element_ty), mask=(rows < T)[:, None] & (o_v < V)[None, :])
