@@ -78,18 +78,20 @@ def _chunked(q, k, v, g, lam, scale: float, C: int):
 
 
 def log_linear_attention_chunked(
-    q, k, v, g, level_scales, scale: float, cu_seqlens=None, chunk_size: int = 64
+    q, k, v, g, level_scales, scale: float, cu_seqlens=None, chunk_size: int = 64, core=None
 ):
     """Chunked backend. Shapes as in :func:`recall_lm.kernels.log_linear.log_linear_attention`; packed
     sequences are scattered into zero-padded batches (each sequence from position 0, so its levels are
-    its own; zero k, v and g add nothing)."""
+    its own; zero k, v and g add nothing). ``core(q, k, v, g, lam, scale, C)`` computes one dense batch
+    with heads expanded (default: this module's PyTorch path; the Triton backend passes its own)."""
+    core = _chunked if core is None else core
     group = v.shape[2] // q.shape[2]
     q, k = (x.repeat_interleave(group, 2) for x in (q, k))
     if cu_seqlens is None:
-        return _chunked(q, k, v, g, level_scales, scale, chunk_size)
+        return core(q, k, v, g, level_scales, scale, chunk_size)
 
     def run(padded, h0):
-        o = _chunked(*padded, scale, chunk_size)
+        o = core(*padded, scale, chunk_size)
         return o, o.new_zeros(o.shape[0], 1, 1, 1)
 
     o, _ = run_padded_varlen(run, cu_seqlens, (q, k, v, g, level_scales), None, chunk_size)

@@ -122,18 +122,9 @@ class LogLinearTriton(torch.autograd.Function):
 
 
 def log_linear_attention_triton(q, k, v, g, level_scales, scale: float, cu_seqlens=None, chunk_size=64):
-    """Triton backend. Shapes as in :func:`recall_lm.kernels.log_linear.log_linear_attention`; packed
-    sequences run as zero-padded batches, as in the chunked PyTorch backend."""
-    from recall_lm.kernels.utils import run_padded_varlen
+    """Triton backend. Shapes as in :func:`recall_lm.kernels.log_linear.log_linear_attention`; grouped heads
+    and packed sequences as in the chunked PyTorch backend (zero-padded batches)."""
+    from recall_lm.kernels.log_linear.chunked_torch import log_linear_attention_chunked
 
-    group = v.shape[2] // q.shape[2]
-    q, k = (x.repeat_interleave(group, 2) for x in (q, k))
-    if cu_seqlens is None:
-        return LogLinearTriton.apply(q, k, v, g, level_scales, scale, chunk_size)
-
-    def run(padded, h0):
-        o = LogLinearTriton.apply(*padded, scale, chunk_size)
-        return o, o.new_zeros(o.shape[0], 1, 1, 1)
-
-    o, _ = run_padded_varlen(run, cu_seqlens, (q, k, v, g, level_scales), None, chunk_size)
-    return o
+    return log_linear_attention_chunked(q, k, v, g, level_scales, scale, cu_seqlens, chunk_size,
+                                        core=LogLinearTriton.apply)

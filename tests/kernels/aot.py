@@ -42,3 +42,31 @@ def assert_compiles_and_fits(
         assert compiled.asm.get("cubin"), f"no cubin for sm_{capability}"
         shared = compiled.metadata.shared
         assert shared <= limit, f"{kernel} needs {shared} B shared memory on sm_{capability} (limit {limit})"
+
+
+def compile_in_pool(compile_case, cases: list) -> int:
+    """Run ``compile_case`` (a module-level function, so it pickles) over ``cases`` on every core; returns
+    the number of cases. An exception in any case propagates."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for _ in pool.map(compile_case, cases):
+            pass
+    return len(cases)
+
+
+def run_compile_child(module: str, full: bool) -> None:
+    """``python -m <module> [--all]`` with the interpreter off (the GPU compiler needs real ``triton.jit``
+    functions), from the repository root; asserts it exits 0 and reports "compiled"."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", module] + (["--all"] if full else [])
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=3000)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    assert "compiled" in result.stdout

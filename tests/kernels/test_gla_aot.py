@@ -6,14 +6,9 @@ child process with the interpreter off: ``python tests/kernels/test_gla_aot.py [
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 POINTER_TYPES = {name: "*bf16" for name in ("q", "k", "v", "g", "u", "do", "o", "dq", "dk", "dv")}
 POINTER_TYPES.update({name: "*i32" for name in ("cu_seqlens", "chunk_indices", "chunk_offsets")})
@@ -106,21 +101,15 @@ def compile_case(case) -> str:
 
 def compile_all(full: bool) -> int:
     """Compile every case on all cores; returns the number of cases."""
-    from concurrent.futures import ProcessPoolExecutor
+    from tests.kernels.aot import compile_in_pool
 
-    cases = list(_cases(full))
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for _ in pool.map(compile_case, cases):
-            pass
-    return len(cases)
+    return compile_in_pool(compile_case, list(_cases(full)))
 
 
 def _run_child(full: bool):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", __name__] + (["--all"] if full else [])
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3000)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    assert "compiled" in result.stdout
+    from tests.kernels.aot import run_compile_child
+
+    run_compile_child(__name__, full)
 
 
 def test_kernels_compile_for_sm90_sm80():

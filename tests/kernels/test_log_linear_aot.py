@@ -6,14 +6,9 @@ process with the interpreter off: ``python -m tests.kernels.test_log_linear_aot 
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 INPUTS = ("q", "k", "v", "o", "do")  # in the activations' dtype; every other pointer is fp32
 SCALARS = {"T": "i32", "NT": "i32", "NW": "i32", "J": "i32", "scale": "fp32"}
@@ -54,21 +49,16 @@ def _cases(full: bool):
 
 
 def compile_all(full: bool) -> int:
-    from concurrent.futures import ProcessPoolExecutor
+    """Compile every case on all cores; returns the number of cases."""
+    from tests.kernels.aot import compile_in_pool
 
-    cases = _cases(full)
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for _ in pool.map(compile_case, cases):
-            pass
-    return len(cases)
+    return compile_in_pool(compile_case, list(_cases(full)))
 
 
 def _run_child(full: bool):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "tests.kernels.test_log_linear_aot"] + (["--all"] if full else [])
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3000)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    assert "compiled" in result.stdout
+    from tests.kernels.aot import run_compile_child
+
+    run_compile_child("tests.kernels.test_log_linear_aot", full)
 
 
 def test_kernels_compile_for_sm90_sm80():
