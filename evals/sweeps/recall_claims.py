@@ -408,7 +408,8 @@ def mqar_variants_sweep(sweep_path: Path, rows: list[dict]) -> tuple[dict, list[
                        "compositional MQAR",
         "base": base,
         "fixed": {k: v for k, v in source.fixed.items() if not k.startswith(("data.", "trainer.max_epochs"))},
-        "grid": {"mixer": list(base)},
+        # MoM last: one of its steps costs about ten of the others', so a sweep stopped early has the rest
+        "grid": {"mixer": sorted(base, key=lambda m: (m.startswith("mom"), m))},
         "variants": variants,
     }, waiting
 
