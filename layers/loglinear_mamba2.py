@@ -62,6 +62,12 @@ class LogLinearMamba2(Mamba2):
             self.L.fill_(1.0)
 
     def forward(self, u: torch.Tensor, state: LogLinearState | None = None, documents=None):
+        end = u.shape[1] + (0 if state is None else state.seen)
+        needed = max(end - 1, 0).bit_length() + 1
+        if documents is None and needed > self.num_levels:
+            raise ValueError(f"loglinear_mamba2: num_levels={self.num_levels} covers "
+                             f"{2 ** (self.num_levels - 1):,} tokens, this call reaches token {end:,}: set "
+                             f"num_levels ≥ {needed}")
         z, x, q, k, v, g, conv_state = self._ssm_inputs(
             u, None if state is None else ConvState(state.conv), documents
         )

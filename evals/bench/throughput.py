@@ -137,8 +137,9 @@ def model_config(
         ),
         "kda": dict(mixer="kda", mixer_kwargs={"kda": {"num_heads": heads}}),
         "mamba3": dict(mixer="mamba3", mixer_kwargs={"mamba3": {"d_state": 64, "head_dim": 64}}),
-        "loglinear_mamba2": dict(mixer="loglinear_mamba2",
-                                 mixer_kwargs={"loglinear_mamba2": {"d_state": 64, "head_dim": 64}}),
+        # 20 levels: contexts up to 2^19 tokens (the layer's default 15 stops at 16,384)
+        "loglinear_mamba2": dict(mixer="loglinear_mamba2", mixer_kwargs={
+            "loglinear_mamba2": {"d_state": 64, "head_dim": 64, "num_levels": 20}}),
         "mom": dict(mixer="mom", mixer_kwargs={"mom": {"num_heads": heads}}),
         # Half BASED layers, half softmax attention: a KV cache on every other layer.
         "based+attention": dict(

@@ -51,8 +51,12 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="chunk_size must be a power of two"):
         build_mixer("loglinear_mamba2", 32, chunk_size=48)
     layer = build_mixer("loglinear_mamba2", 32, d_state=8, head_dim=16, chunk_size=8, num_levels=3)
-    with pytest.raises(ValueError, match="level_scales has 3 levels; a sequence of 9 tokens needs 5"):
+    with pytest.raises(ValueError, match="num_levels=3 covers 4 tokens, this call reaches token 9: set "
+                                         "num_levels ≥ 5"):
         layer(torch.randn(1, 9, 32))
+    _, state = layer(torch.randn(1, 4, 32), layer.init_state(1))  # decoding past the levels: named too
+    with pytest.raises(ValueError, match="num_levels=3 covers 4 tokens, this call reaches token 5"):
+        layer(torch.randn(1, 1, 32), state)
 
 
 @pytest.mark.skipif(
