@@ -10,6 +10,7 @@ from torch import nn
 from recall_lm.layers.state import MixerState
 
 ACTIVATIONS = {None: lambda x: x, "silu": F.silu}
+LOOP_TAPS = 4  # packed documents: filters up to this long run tap by tap, longer ones one padded row per document
 
 
 @dataclass
@@ -69,6 +70,13 @@ class ShortConvolution(nn.Module):
     def _within_documents(self, x: torch.Tensor, documents) -> torch.Tensor:
         """Σ_j w_{K-1-j} ⊙ x_{t-j} over the taps j ≤ t's position in its document (+ bias)."""
         K, T = self.kernel_size, x.shape[1]
+        if K > LOOP_TAPS and T:  # a long filter: each document in its own zero-padded row, one convolution
+            rows = x.new_zeros(len(documents.lengths), max(documents.lengths), self.dim)
+            rows = rows.index_put((documents.index, documents.positions), x[0])  # [N, longest, D]
+            padded = F.pad(rows.transpose(1, 2), (K - 1, 0))
+            bias = None if self.conv.bias is None else self.conv.bias.to(x.dtype)
+            y = F.conv1d(padded, self.conv.weight.to(x.dtype), bias, groups=self.dim).transpose(1, 2)
+            return y[documents.index, documents.positions][None]
         w = self.conv.weight[:, 0, :].to(x.dtype)  # [D, K], last tap = current token
         y = x * w[:, K - 1]
         for j in range(1, min(K, T)):

@@ -16,10 +16,14 @@ The threshold scales with the training set: ``auto`` keeps Zoology's rate of 1,2
 
 The contexts are consecutive windows of ``seq_len + 1`` tokens of the held-out split of the data config
 (the same tokenizer and documents as training); each window is one sequence to the model, and "earlier in
-the context" means earlier in the window. Counted on subword tokens only: a byte tokenizer is refused
+the context" means earlier in the window. When the config trains document-masked (``document_mask``, the
+default), the windows run as training runs them: each document of a window is its own sequence, the context
+is the window's part of that document, and the token after an EOS (never scored in training) is left out.
+Counted on subword tokens only: a byte tokenizer is refused
 (almost every byte completes a bigram seen before).
 
-Per model: mean loss (nats) on AR hits, frequent repeats, other tokens and all; against the reference
+Per model: mean loss (nats) on AR hits, frequent repeats, other tokens and all, and bits per byte (the
+summed loss in bits over the UTF-8 bytes the predicted tokens decode to); against the reference
 model, the gap per category and the share of the summed gap on AR hits:
 ``share = n_AR · Δ_AR / Σ_c n_c · Δ_c`` (Δ_c the category's mean-loss gap, n_c its token count).
 Writes ``ar_hits.csv``, ``ar_hits.md`` and ``ar_hits.png`` (loss on AR hits vs other tokens per model).
@@ -38,7 +42,7 @@ import torch
 
 ZOOLOGY_THRESHOLD = 1250  # occurrences in training of a bigram still counted as rare (Zoology, Section 3)
 ZOOLOGY_TRAIN_TOKENS = 10e9  # the training tokens those counts came from (Zoology's Pile models)
-OTHER, AR_HIT, FREQUENT_REPEAT = 0, 1, 2
+OTHER, AR_HIT, FREQUENT_REPEAT, UNSCORED = 0, 1, 2, -1
 CATEGORIES = {AR_HIT: "AR hits", FREQUENT_REPEAT: "frequent repeats", OTHER: "other"}
 
 
@@ -72,38 +76,90 @@ def auto_threshold(train_tokens: int) -> int:
     return max(1, round(ZOOLOGY_THRESHOLD * train_tokens / ZOOLOGY_TRAIN_TOKENS))
 
 
-def categories(window: np.ndarray, counts: BigramCounts, threshold: int) -> np.ndarray:
-    """``[len(window) − 1]`` int8: the category of each predicted token ``window[i + 1]`` (the bigram
-    (window[i], window[i + 1])): AR_HIT when the same bigram ends at an earlier position of the window and
-    occurs ≤ threshold times in training, FREQUENT_REPEAT when it repeats but is more frequent, OTHER
-    otherwise (the first occurrence of a bigram in the window, or a window of one token)."""
+NOT_REPEATED, NOT_SCORED = -1, -2  # repeat_counts' marks for a first occurrence and an unscored token
+
+
+def repeat_counts(window: np.ndarray, counts: BigramCounts, eos: int | None = None) -> np.ndarray:
+    """``[len(window) − 1]`` int64, one entry per predicted token ``window[i + 1]`` (the bigram
+    (window[i], window[i + 1])): the bigram's training count when the same bigram ends at an earlier position
+    of the same context, NOT_REPEATED otherwise (its first occurrence in the context).
+
+    With ``eos`` (document-masked models, as trained): the context is the window's part of one document;
+    the token after an EOS (the next document's first, which training never scores) is NOT_SCORED."""
     window = np.asarray(window, dtype=np.int64)
     if len(window) < 2:
-        return np.zeros(0, dtype=np.int8)
-    keys = window[:-1] * counts.vocab_size + window[1:]
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    repeat = np.arange(len(keys)) > first[inverse]
-    rare = counts.lookup(window[:-1], window[1:]) <= threshold
-    out = np.full(len(keys), OTHER, dtype=np.int8)
-    out[repeat & rare] = AR_HIT
-    out[repeat & ~rare] = FREQUENT_REPEAT
+        return np.zeros(0, dtype=np.int64)
+    first_tokens = window[:-1]
+    document = np.zeros(len(first_tokens), dtype=np.int64)
+    if eos is not None:  # the document of bigram i: the EOS tokens before position i
+        document[1:] = np.cumsum(first_tokens[:-1] == eos)
+    bigram = first_tokens * counts.vocab_size + window[1:]
+    keys = np.stack([document, bigram], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    repeat = np.arange(len(bigram)) > first[inverse.reshape(-1)]
+    out = np.where(repeat, counts.lookup(first_tokens, window[1:]), NOT_REPEATED)
+    if eos is not None:
+        out[first_tokens == eos] = NOT_SCORED
+    return out
+
+
+def categories(window: np.ndarray, counts: BigramCounts, threshold: int,
+               eos: int | None = None) -> np.ndarray:
+    """``[len(window) − 1]`` int8: the category of each predicted token: AR_HIT when its bigram repeats in
+    the context (:func:`repeat_counts`) and occurs ≤ threshold times in training, FREQUENT_REPEAT when it
+    repeats but is more frequent, OTHER otherwise (the first occurrence of a bigram in the context, or a
+    window of one token), UNSCORED for the token after an EOS when ``eos`` is given."""
+    return categories_of(repeat_counts(window, counts, eos), threshold)
+
+
+def categories_of(repeats: np.ndarray, threshold: int) -> np.ndarray:
+    out = np.full(repeats.shape, OTHER, dtype=np.int8)
+    out[(repeats >= 0) & (repeats <= threshold)] = AR_HIT
+    out[repeats > threshold] = FREQUENT_REPEAT
+    out[repeats == NOT_SCORED] = UNSCORED
+    return out
+
+
+def by_training_count(losses: np.ndarray, repeats: np.ndarray, edges: list[int]) -> dict:
+    """Mean loss and count of the repeated bigrams in each training-count bucket (edges[i−1], edges[i]]
+    (the first from 0), and the last bucket above edges[-1]: ``{"repeats_le1_loss": …, "repeats_le1_n": …}``."""
+    out = {}
+    lows = [-1, *edges]
+    for lo, hi in zip(lows, [*edges, None]):
+        mask = (repeats > lo) if hi is None else (repeats > lo) & (repeats <= hi)
+        key = f"repeats_gt{lo}" if hi is None else f"repeats_le{hi}"
+        out[f"{key}_n"] = int(mask.sum())
+        out[f"{key}_loss"] = float(losses[mask].mean()) if mask.any() else float("nan")
     return out
 
 
 # ------------------------------------------------------------------------------------------------ scoring
 @torch.inference_mode()
-def token_losses(model, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """windows ``[N, T + 1]`` -> per-token cross-entropy (nats) ``[N, T]`` of predicting tokens 1 … T."""
+def token_losses(model, windows: torch.Tensor, batch_size: int = 8, eos: int | None = None) -> torch.Tensor:
+    """windows ``[N, T + 1]`` -> per-token cross-entropy (nats) ``[N, T]`` of predicting tokens 1 … T.
+
+    With ``eos`` the windows run as training runs document-masked blocks: each window's documents (a new
+    one after every EOS) packed into one row with ``cu_seqlens``, so no token sees another document."""
+    from recall_lm.layers.documents import Documents
+
     out = []
     for batch in windows.split(batch_size):
-        logits = model(batch[:, :-1]).logits.float()
-        out.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none"))
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        if eos is None:
+            logits = model(inputs).logits.float()
+        else:
+            starts = torch.cat([torch.ones_like(inputs[:, :1], dtype=torch.bool), inputs[:, :-1] == eos], 1)
+            cu_seqlens = Documents.from_starts(starts).cu_seqlens
+            packed = model(inputs.reshape(1, -1), cu_seqlens=cu_seqlens).logits.float()
+            logits = packed.view(*inputs.shape, -1)
+        out.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none"))
     return torch.cat(out)
 
 
 def summarize(losses: np.ndarray, cats: np.ndarray) -> dict:
-    """Mean loss and token count per category, and over all tokens."""
-    row = {"all_loss": float(losses.mean()), "all_n": int(losses.size)}
+    """Mean loss and token count per category, and over all scored tokens (UNSCORED left out)."""
+    scored = cats != UNSCORED
+    row = {"all_loss": float(losses[scored].mean()), "all_n": int(scored.sum())}
     for code, name in CATEGORIES.items():
         mask = cats == code
         key = name.replace(" ", "_")
@@ -153,7 +209,7 @@ def _check_tokenizer(ckpt: str, dm) -> None:
     from recall_lm.data.tokenizers import tokenizer_for_checkpoint
 
     saved = tokenizer_for_checkpoint(ckpt)
-    if saved is not None and saved.fingerprint() != dm.tokenizer.fingerprint():
+    if saved is not None and saved.fingerprint != dm.tokenizer.fingerprint:
         raise SystemExit(f"error: --ckpt {ckpt} was trained with tokenizer {saved.name!r}, the data config "
                          f"uses {dm.tokenizer.name!r}: the AR-hit split needs the model's own tokens")
 
@@ -185,19 +241,28 @@ def run(ckpts: list[str], config: Path, reference: str | None, seq_len: int | No
     if n == 0:
         raise SystemExit(f"error: the held-out split has {len(val)} tokens, fewer than one window of {block}")
     windows = np.asarray(val[: n * block], dtype=np.int64).reshape(n, block)
-    cats = np.stack([categories(w, counts, limit) for w in windows])
+    eos = dm.tokenizer.eos_token_id if dm.document_mask else None
+    repeats = np.stack([repeat_counts(w, counts, eos) for w in windows])
+    cats = categories_of(repeats, limit)
+    edges = [limit, *[e for e in (10, 100, 1000, 10000) if e > limit]]
+    scored = cats != UNSCORED
+    n_bytes = sum(len(dm.tokenizer.decode(w[1:][keep].tolist()).encode("utf-8"))
+                  for w, keep in zip(windows, scored))
     rows = []
     for name, ckpt in zip(names, ckpts):
         model, _ = load_checkpoint_model(ckpt)
-        losses = token_losses(model, torch.from_numpy(windows), batch_size).numpy()
+        losses = token_losses(model, torch.from_numpy(windows), batch_size, eos).numpy()
         row = {"model": name, "parameters": sum(p.numel() for p in model.parameters()),
-               "state_bytes": model.state_bytes(dm.seq_len), **summarize(losses, cats)}
+               "state_bytes": model.state_bytes(dm.seq_len), **summarize(losses, cats),
+               "bits_per_byte": float(losses[scored].sum() / np.log(2) / n_bytes),
+               **by_training_count(losses, repeats, edges)}
         rows.append(row)
     ref = next(r for r in rows if r["model"] == reference)
     for row in rows:
         row.update(gap_share(row, ref))
     settings = {"config": str(config), "reference": reference, "windows": n, "seq_len": dm.seq_len,
-                "tokenizer": dm.tokenizer.name, "train_tokens": len(train), "threshold": limit,
+                "tokenizer": dm.tokenizer.name, "train_tokens": len(train), "bytes": n_bytes,
+                "document_mask": eos is not None, "threshold": limit,
                 "threshold_rule": threshold}
     write(rows, settings, out_dir)
     return rows
@@ -213,7 +278,9 @@ def markdown(rows: list[dict], s: dict) -> str:
         "# Where the perplexity gap lies: Zoology's AR-hit split",
         "",
         f"- data: `{s['config']}` (held-out split), {s['windows']} windows of {s['seq_len']} predicted "
-        f"tokens ({n_tokens:,} tokens); tokenizer `{s['tokenizer']}`",
+        f"tokens ({n_tokens:,} scored tokens); tokenizer `{s['tokenizer']}`"
+        + ("; document-masked as trained (the context: the window's part of one document)"
+           if s.get("document_mask") else ""),
         f"- AR hit: the second token of a bigram seen earlier in the window and seen ≤ {s['threshold']:,} "
         f"times in the {s['train_tokens']:,} training tokens (threshold {s['threshold_rule']}: Zoology's "
         f"1,250 per 10¹⁰ training tokens scaled to this corpus when 'auto'); frequent repeat: seen earlier "
@@ -221,20 +288,35 @@ def markdown(rows: list[dict], s: dict) -> str:
         f"- tokens: AR hits {rows[0]['AR_hits_n']:,} ({rows[0]['AR_hits_n'] / n_tokens:.1%}), frequent "
         f"repeats {rows[0]['frequent_repeats_n']:,} ({rows[0]['frequent_repeats_n'] / n_tokens:.1%}), other "
         f"{rows[0]['other_n']:,} (Zoology on the Pile: 6.4 % AR hits)",
+        f"- bits per byte: the summed loss (in bits) over the UTF-8 bytes those tokens decode to "
+        f"({s['bytes']:,} bytes, {s['bytes'] / n_tokens:.2f} per token)",
         f"- gap: mean loss minus the reference's (`{s['reference']}`) per category; share on AR hits = "
         f"n_AR·Δ_AR / Σ_c n_c·Δ_c",
         "",
-        "| model | parameters | state (bytes) at T | loss: all | AR hits | frequent repeats | other | "
-        "gap: all | AR hits | other | share of the gap on AR hits |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | parameters | state (bytes) at T | bits per byte | loss: all | AR hits | "
+        "frequent repeats | other | gap: all | AR hits | other | share of the gap on AR hits |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['parameters']:,} | {r['state_bytes']:,} | {_fmt(r['all_loss'])} | "
+            f"| {r['model']} | {r['parameters']:,} | {r['state_bytes']:,} | {_fmt(r['bits_per_byte'])} | "
+            f"{_fmt(r['all_loss'])} | "
             f"{_fmt(r['AR_hits_loss'])} | {_fmt(r['frequent_repeats_loss'])} | {_fmt(r['other_loss'])} | "
             f"{_fmt(r['all_gap'])} | {_fmt(r['AR_hits_gap'])} | {_fmt(r['other_gap'])} | "
             + ("–" if r["model"] == s["reference"] else f"{_fmt(r['ar_share'], 2)}") + " |"
         )
+    buckets = [k[: -len("_n")] for k in rows[0] if k.startswith("repeats_") and k.endswith("_n")]
+    names = [b.replace("repeats_le", "≤ ").replace("repeats_gt", "> ") for b in buckets]
+    lines += [
+        "",
+        "Loss on the repeated bigrams (AR hits and frequent repeats together) by the bigram's training count "
+        "(tokens per bucket in the header): how in-context recall shades into memorised statistics.",
+        "",
+        "| model | " + " | ".join(f"{n} ({rows[0][b + '_n']:,})" for n, b in zip(names, buckets)) + " |",
+        "|---|" + "---:|" * len(buckets),
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | " + " | ".join(_fmt(r[b + "_loss"]) for b in buckets) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -171,7 +171,7 @@ def plot_all(rows: list[dict], sweep, out_dir: Path) -> dict[str, Path]:
     """The three plots of a sweep's best-lr runs into ``out_dir``."""
     from recall_lm.evals.sweeps.sweep import best_lr
 
-    best = best_lr(rows, sweep.lr_key)
+    best = best_lr(rows, sweep.lr_key, sweep.select)
     return {
         "acc_vs_dmodel.png": plot_acc_vs_dmodel(
             best,

@@ -66,7 +66,10 @@ from recall_lm.training.config_checks import config_tree, current_key
 
 RESULTS = ROOT / "evals" / "results" / "sweeps"
 RUNS = ROOT / "runs" / "sweeps"
-SWEEP_KEYS = {"name", "base", "fixed", "grid", "exclude", "lr_key", "project", "description", "variants"}
+SWEEP_KEYS = {"name", "base", "fixed", "grid", "exclude", "lr_key", "select", "project", "description",
+              "variants"}
+SELECT = {"val/acc": "the highest final validation accuracy `val/acc`, as Zoology does",
+          "val/loss": "the lowest final validation loss `val/loss`"}  # what picks the best learning rate
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Sweep:
     fixed: dict = field(default_factory=dict)
     exclude: list[dict] = field(default_factory=list)
     lr_key: str = "model.lr"
+    select: str = "val/acc"  # a key of SELECT
     project: str = "recall-lm"
     description: str = ""
     source: Path | None = None
@@ -163,11 +167,15 @@ def load_sweep(path: Path | str) -> Sweep:
     varied = sorted({k for v in variants.values() for k in v} & (set(fixed) | set(grid)))
     if varied:
         raise ValueError(f"{path}: keys {varied} are set by variants and also fixed or in the grid")
+    select = spec.get("select", "val/acc")
+    if select not in SELECT:
+        raise ValueError(f"{path}: 'select' is one of {sorted(SELECT)}, got {select!r}")
     exclude = spec.get("exclude") or []
     if not isinstance(exclude, list) or any(not isinstance(e, dict) or set(e) - set(grid) for e in exclude):
         raise ValueError(f"{path}: 'exclude' is a list of maps over grid keys {sorted(grid)}")
     return Sweep(name=str(spec.get("name", path.stem)), base=base, grid=grid, fixed=fixed, exclude=exclude,
-                 lr_key=spec.get("lr_key", "model.lr"), project=spec.get("project", "recall-lm"),
+                 lr_key=spec.get("lr_key", "model.lr"), select=select,
+                 project=spec.get("project", "recall-lm"),
                  description=spec.get("description", ""), source=path, variants=variants, base_sets=base_sets)
 
 
@@ -311,17 +319,20 @@ def model_key(row: dict, lr_key: str) -> tuple:
     return tuple((k, json.dumps(v, sort_keys=True)) for k, v in row["point"].items() if k != lr_key)
 
 
-def best_lr(rows: list[dict], lr_key: str = "model.lr") -> list[dict]:
+def best_lr(rows: list[dict], lr_key: str = "model.lr", select: str = "val/acc") -> list[dict]:
     """Per model (every grid value but ``lr_key``), the run with the highest final ``val/acc``
-    (Zoology's selection); ties go to the earlier run. NaN accuracies lose to any number. Each
-    returned row gains ``lrs_tried``: how many runs competed."""
+    (Zoology's selection), or with ``select="val/loss"`` the lowest final ``val/loss`` (language
+    models); ties go to the earlier run. NaN or missing values lose to any number. Each returned row
+    gains ``lrs_tried``: how many runs competed."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(model_key(row, lr_key), []).append(row)
 
+    sign = -1.0 if select == "val/loss" else 1.0
+
     def score(row):
-        acc = row["metrics"].get("val/acc", float("nan"))
-        return -math.inf if math.isnan(acc) else acc
+        value = row["metrics"].get(select, float("nan"))
+        return -math.inf if math.isnan(value) else sign * value
 
     best = []
     for group in groups.values():
@@ -363,7 +374,8 @@ def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[
     keys += [k for k in RUN_KEYS if k not in keys]
     slices = slices_of(rows)
     lengths = sorted({int(n) for r in rows for n in r.get("state_sizes", {})})
-    history = any(r.get("val_acc_by_epoch") for r in rows)
+    lm = sweep.select == "val/loss"  # language models: their loss first, its history instead of accuracy's
+    history = any(r.get("val_loss_by_step" if lm else "val_acc_by_epoch") for r in rows)
     byte_lengths = sorted({int(n) for r in rows for n in r.get("state_bytes", {})})[-1:]  # the longest test
     header = [
         "run",
@@ -371,9 +383,10 @@ def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[
         "params",
         *[f"state L={n}" for n in lengths],
         *[f"state bytes L={n}" for n in byte_lengths],
+        *(["val/loss"] if lm else []),
         "val/acc",
         *[f"acc {s}" for s in slices],
-        *(["val/acc per validation"] if history else []),
+        *([f"{sweep.select} per validation"] if history else []),
         "steps",
         "time (s)",
         *extra_cols,
@@ -389,9 +402,12 @@ def table(rows: list[dict], sweep: Sweep, extra_cols: tuple = ()) -> tuple[list[
         ]
         state_bytes = [f"{r['state_bytes'][str(n)]:,}" if str(n) in r.get("state_bytes", {}) else ""
                        for n in byte_lengths]
-        cells.append([r["run"], *point, f"{r['params']:,}", *states, *state_bytes, _fmt_acc(m.get("val/acc")),
+        per_validation = ([v for _, v in r.get("val_loss_by_step", [])] if lm
+                          else r.get("val_acc_by_epoch", []))
+        cells.append([r["run"], *point, f"{r['params']:,}", *states, *state_bytes,
+                      *([_fmt_acc(m.get("val/loss"))] if lm else []), _fmt_acc(m.get("val/acc")),
                       *[_fmt_acc(m.get(f"val/acc/{s}")) for s in slices],
-                      *([" ".join(_fmt_acc(a) for a in r.get("val_acc_by_epoch", []))] if history else []),
+                      *([" ".join(_fmt_acc(a) for a in per_validation)] if history else []),
                       str(r["steps"]), str(r["seconds"]),
                       *[str(r.get(c, "")) for c in extra_cols]])
     return header, cells
@@ -429,11 +445,12 @@ def write_results(rows: list[dict], sweep: Sweep, out_dir: Path, header_lines: l
     paths = {"results.csv": write_csv(out_dir / "results.csv", head, cells)}
     (out_dir / "results.md").write_text(markdown(head, cells, [f"# {sweep.name}: every run", "", *settings]))
     paths["results.md"] = out_dir / "results.md"
-    best = best_lr(rows, sweep.lr_key)
+    best = best_lr(rows, sweep.lr_key, sweep.select)
     head, cells = table(best, sweep, extra_cols=("lrs_tried",))
     paths["best_lr.csv"] = write_csv(out_dir / "best_lr.csv", head, cells)
-    note = (f"Best `{sweep.lr_key}` per model (every other grid key fixed), chosen by the final validation "
-            "accuracy `val/acc` as Zoology does; `lrs_tried` = runs that competed.")
+    note = (f"Best `{sweep.lr_key}` per model (every other grid key fixed), chosen by "
+            f"{SELECT[sweep.select]}; "
+            "`lrs_tried` = runs that competed.")
     (out_dir / "best_lr.md").write_text(
         markdown(head, cells, [f"# {sweep.name}: best learning rate per model", "", *settings, "", note])
     )
@@ -638,7 +655,8 @@ def main(argv: list[str] | None = None):
     paths = write_results(rows, sweep, out_dir, header)
     from recall_lm.evals.sweeps import plots as sweep_plots
 
-    paths.update(sweep_plots.plot_all(rows, sweep, out_dir))
+    if sweep.select == "val/acc":  # the recall plots (accuracy vs d_model, state, time)
+        paths.update(sweep_plots.plot_all(rows, sweep, out_dir))
     print((out_dir / "best_lr.md").read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     if any(runs_dir.glob("*/wandb/offline-run-*")):

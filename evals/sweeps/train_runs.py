@@ -8,7 +8,9 @@ stays in it); the child trains in-process through ``train_cli.main`` and writes 
      "state_sizes": {"64": ..., "256": ...}, "state_bytes": {"64": ..., "256": ...},
      "slice_lengths": {"L64_kv4": 64, ...}, "steps": 891,
      "seconds": 358.1,
-     "metrics": {"val/acc": 0.73, "val/acc/L64_kv4": 0.88, ...}, "val_acc_by_epoch": [0.41, 0.73],
+     "metrics": {"val/acc": 0.73, "val/acc/L64_kv4": 0.88, "val/loss": 0.9, ...},
+     "val_acc_by_epoch": [0.41, 0.73],
+     "val_loss_by_step": [[250, 1.3], [500, 0.9]],
      "train_args": [...]}
 
 The JSON is written last, so its presence marks a finished run (the sweep skips those).
@@ -51,15 +53,21 @@ def config_of(args: list[str]) -> str | None:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def validation_history(run_dir: Path) -> list[float]:
-    """val/acc of each validation in the run's CSV log (``<run>/csv/metrics.csv``), in order."""
+def validation_rows(run_dir: Path, key: str = "val/acc") -> list[tuple[int, float]]:
+    """(training steps done, value of ``key``) of each validation in the run's CSV log
+    (``<run>/csv/metrics.csv``, whose ``step`` column counts from 0), in order."""
     import csv
 
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return [round(float(r["val/acc"]), 4) for r in csv.DictReader(fh) if r.get("val/acc")]
+        return [(int(r["step"]) + 1, float(r[key])) for r in csv.DictReader(fh) if r.get(key)]
+
+
+def validation_history(run_dir: Path) -> list[float]:
+    """val/acc of each validation in the run's CSV log, in order."""
+    return [round(v, 4) for _, v in validation_rows(run_dir)]
 
 
 def train_and_measure(args: list[str], out_json: Path) -> dict:
@@ -85,8 +93,11 @@ def train_and_measure(args: list[str], out_json: Path) -> dict:
         "state_bytes": {str(n): model.state_bytes(n) for n in lengths},  # in the parameters' dtype
         "steps": cli.trainer.global_step,
         "seconds": round(time.time() - start, 1),
-        "metrics": {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/acc")},
+        "metrics": {k: float(v) for k, v in cli.trainer.callback_metrics.items()
+                    if k.startswith(("val/acc", "val/loss"))},
         "val_acc_by_epoch": validation_history(Path(cli.trainer.default_root_dir)),
+        "val_loss_by_step": [[step, round(v, 5)]
+                             for step, v in validation_rows(Path(cli.trainer.default_root_dir), "val/loss")],
         "train_args": list(args),
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +108,10 @@ def train_and_measure(args: list[str], out_json: Path) -> dict:
 
 
 def threads_per_job(jobs: int) -> int:
-    """Torch/OpenMP threads for each of ``jobs`` simultaneous runs: the cores split between them."""
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    """Torch/OpenMP threads for each of ``jobs`` simultaneous runs: the cores this process may use (its CPU
+    affinity, so that ``taskset -c 1 python -m …sweep`` keeps to core 1) split between them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, jobs))
 
 
 def running_marker(run: TrainRun) -> Path:

@@ -3,6 +3,8 @@ whose repeated bigrams and training counts are known, the threshold's scaling, t
 command end to end on a small BPE corpus with two toy models (and the byte tokenizer it refuses)."""
 
 import csv
+import math
+import re
 
 import numpy as np
 import pytest
@@ -26,6 +28,43 @@ def test_categories_of_a_hand_made_sequence():
     assert ar_hits.categories(np.array([5, 6, 7, 5, 6, 8, 5, 6, 7]), counts, threshold=3).tolist() == [
         o, o, o, a, o, o, a, a]
     assert ar_hits.categories(np.array([4]), counts, 2).tolist() == []
+    # the repeats' training counts, and their buckets: (5,6) seen 3 times (twice repeated), (6,7) never
+    repeats = ar_hits.repeat_counts(np.array([5, 6, 7, 5, 6, 8, 5, 6, 7]), counts)
+    assert repeats.tolist() == [-1, -1, -1, 3, -1, -1, 3, 0]
+    buckets = ar_hits.by_training_count(np.arange(8.0), repeats, [0, 2])
+    assert buckets == {"repeats_le0_n": 1, "repeats_le0_loss": 7.0, "repeats_le2_n": 0,
+                       "repeats_le2_loss": pytest.approx(float("nan"), nan_ok=True),
+                       "repeats_gt2_n": 2, "repeats_gt2_loss": 4.5}
+
+
+def test_categories_keep_to_one_document():
+    """Window 6 7 0 6 7 3 6 7 with EOS 0 (training counts as above, (6,7) unseen): the second (6,7) opens
+    a new document, so only the third is an AR hit; the token after the EOS is unscored, as in training."""
+    counts = ar_hits.BigramCounts.of(np.array([5, 6, 1, 5, 6, 1, 5, 6]), vocab_size=10)
+    window = np.array([6, 7, 0, 6, 7, 3, 6, 7])
+    o, a, u = ar_hits.OTHER, ar_hits.AR_HIT, ar_hits.UNSCORED
+    assert ar_hits.categories(window, counts, 2, eos=0).tolist() == [o, o, u, o, o, o, a]
+    assert ar_hits.categories(window, counts, 2).tolist() == [o, o, o, a, o, o, a]
+    summary = ar_hits.summarize(np.arange(7.0), ar_hits.categories(window, counts, 2, eos=0))
+    assert summary["all_n"] == 6 and summary["all_loss"] == pytest.approx((21 - 2) / 6)
+
+
+def test_document_masked_losses_equal_each_document_alone():
+    """With ``eos`` a window's documents run apart: the losses equal each document's own forward."""
+    torch.manual_seed(0)
+    model = DecoderLM(ModelConfig(vocab_size=16, d_model=16, n_layers=2, mixer="gated_deltanet",
+                                  mixer_kwargs={"gated_deltanet": {"num_heads": 1}})).eval()
+    windows = torch.tensor([[1, 2, 3, 0, 4, 5, 6], [7, 8, 9, 10, 11, 12, 13]])
+    losses = ar_hits.token_losses(model, windows, batch_size=2, eos=0)
+
+    def alone(inputs, targets):
+        logits = model(torch.tensor([inputs])).logits[0]
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(targets), reduction="none")
+
+    torch.testing.assert_close(losses[0, :4], alone([1, 2, 3, 0], [2, 3, 0, 4]))
+    torch.testing.assert_close(losses[0, 4:], alone([4, 5], [5, 6]))
+    torch.testing.assert_close(losses[1], alone([7, 8, 9, 10, 11, 12], [8, 9, 10, 11, 12, 13]))
+    assert not torch.allclose(ar_hits.token_losses(model, windows[:1])[0, 4:], losses[0, 4:])
 
 
 def test_threshold_scales_zoologys_rate():
@@ -78,7 +117,10 @@ def test_command_end_to_end_on_a_bpe_corpus(tmp_path):
     ar_hits.main(args)
     rows = list(csv.DictReader((out / "ar_hits.csv").open()))
     assert [r["model"] for r in rows] == ["attn", "lin"]
-    assert int(rows[0]["AR_hits_n"]) > 0 and int(rows[0]["all_n"]) == 6 * 32  # documents repeat 3 times
+    assert int(rows[0]["AR_hits_n"]) > 0  # documents repeat their line 3 times
+    # 6 windows of 32 predictions, less the first token of each new document (one EOS at most per window:
+    # a document is ~100 tokens)
+    assert 6 * 32 - 6 <= int(rows[0]["all_n"]) < 6 * 32
     assert float(rows[0]["all_gap"]) == 0.0 and float(rows[1]["all_gap"]) != 0.0
     # the per-category means recombine into the mean over all tokens
     r = rows[1]
@@ -87,6 +129,16 @@ def test_command_end_to_end_on_a_bpe_corpus(tmp_path):
     assert parts / int(r["all_n"]) == pytest.approx(float(r["all_loss"]), rel=1e-5)
     text = (out / "ar_hits.md").read_text()
     assert "| lin |" in text and "share of the gap on AR hits" in text
+    # the buckets by training count partition the repeats: AR hits (≤ threshold) and frequent repeats
+    assert sum(int(r[k]) for k in r if k.startswith("repeats_") and k.endswith("_n")) == (
+        int(r["AR_hits_n"]) + int(r["frequent_repeats_n"]))
+    assert int(r["repeats_le1_n"]) == int(r["AR_hits_n"])  # auto threshold on a tiny corpus: 1
+    # bits per byte: the same summed loss in bits over the bytes the 192 predicted tokens decode to
+    n_bytes = int(re.search(r"\(([\d,]+) bytes", text).group(1).replace(",", ""))
+    assert int(r["all_n"]) < n_bytes < 8 * int(r["all_n"])  # BPE merges: more than one byte per token
+    for r in rows:
+        assert float(r["bits_per_byte"]) == pytest.approx(
+            float(r["all_loss"]) * int(r["all_n"]) / math.log(2) / n_bytes, rel=1e-5)
     assert (out / "ar_hits.png").stat().st_size > 3000
 
 

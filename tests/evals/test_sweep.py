@@ -183,6 +183,28 @@ def test_best_lr_selection():
     assert best[("b", 32)]["point"]["model.lr"] == 3e-3  # NaN (diverged) loses to 0.0
 
 
+def test_best_lr_by_lowest_validation_loss():
+    """Language-model sweeps (``select: val/loss``) keep the lowest final loss; NaN (diverged) loses."""
+    rows = [row("a", 32, lr, 0.5) for lr in (1e-3, 3e-3, 1e-2)]
+    for r, loss in zip(rows, (3.2, 3.1, float("nan"))):
+        r["metrics"]["val/loss"] = loss
+    assert sw.best_lr(rows, select="val/loss")[0]["point"]["model.lr"] == 3e-3
+    rows[1]["metrics"]["val/acc"] = 0.9  # accuracy alone would pick the other way round
+    rows[0]["metrics"]["val/acc"] = 0.95
+    assert sw.best_lr(rows)[0]["point"]["model.lr"] == 1e-3
+    assert sw.best_lr(rows, select="val/loss")[0]["point"]["model.lr"] == 3e-3
+
+
+def test_select_must_be_a_known_metric(tmp_path):
+    path = tmp_path / "s.yaml"
+    spec = "name: s\nbase: configs/mqar/attention.yaml\ngrid: {model.lr: [0.001]}\nselect: "
+    path.write_text(spec + "val/ppl\n")
+    with pytest.raises(ValueError, match="'select' is one of"):
+        sw.load_sweep(path)
+    path.write_text(spec + "val/loss\n")
+    assert sw.load_sweep(path).select == "val/loss"
+
+
 def synthetic_rows():
     out = []
     for mixer, base in (("attention", 0.9), ("based", 0.5)):
@@ -474,3 +496,17 @@ def test_collect_rebuilds_the_tables_from_the_committed_files_alone(tmp_path):
     assert (out / "results.csv").read_text() == (COMMITTED / "results.csv").read_text()
     assert (out / "best_lr.csv").read_text() == (COMMITTED / "best_lr.csv").read_text()
     assert "Trained 31 runs on 2026-12-01" in (out / "results.md").read_text()  # the committed invocation log
+
+
+def test_validation_rows_read_each_validation_with_its_step(tmp_path):
+    """Training rows have no val/loss; each validation row gives (steps done, value) in order (the CSV's
+    step column counts from 0: a validation after 50 steps is logged at step 49)."""
+    from recall_lm.evals.sweeps.train_runs import validation_history, validation_rows
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/acc,val/loss\n0,24,7.1,,\n0,49,6.2,0.31,5.9\n0,74,5.5,,\n1,99,5.0,0.35,5.25\n"
+    )
+    assert validation_rows(tmp_path, "val/loss") == [(50, 5.9), (100, 5.25)]
+    assert validation_history(tmp_path) == [0.31, 0.35]
+    assert validation_rows(tmp_path / "absent") == []

@@ -19,6 +19,7 @@ MIXER_CASES: dict[str, list[dict]] = {
     "base_conv": [
         {"kernel_size": 3},
         {"kernel_size": 4, "expand": 4, "activation": None, "bias": False},
+        {"kernel_size": 24},  # a long filter (Zoology's gated convolutions): longer than most documents
         {"variant": "zoology", "activation": None},
         {"variant": "zoology", "activation": None, "kernel_size": 4, "bias": False},
     ],

@@ -1,0 +1,359 @@
+"""The same-budget language-model comparison's verdicts (issue 34): \
+``python -m recall_lm.evals.sweeps.lm_compare_claims [--sweep lm_compare_cpu]``.
+
+    python -m recall_lm.evals.sweeps.sweep configs/sweeps/lm_compare_cpu.yaml --jobs 2   # the models
+    python -m recall_lm.evals.probes.ar_hits --config configs/lm/compare.yaml \\
+        --reference attention-seed_everything=0 \\
+        --max-windows 258 --out-dir evals/results/lm_compare --ckpt runs/sweeps/lm_compare_cpu/<run> ...
+    python -m recall_lm.evals.sweeps.lm_compare_claims                                    # this file
+
+Reads the sweep's committed per-run JSON (``evals/results/sweeps/<sweep>/runs/*.json``: parameters, steps,
+validation loss per validation) and the AR-hit split of the same runs' checkpoints
+(``evals/results/lm_compare/ar_hits.csv``, one row per run), and the recall map's MQAR accuracy at each
+family's best d_model-128 cell (``evals/results/sweeps/recall_map_cpu``). Writes ``verdict.md`` (a table
+per family: learning rate, parameters, decoding state, tokens, validation loss, bits per byte, loss on AR
+hits and other tokens, the share of the gap to attention on AR hits; then the two verdicts) and
+``loss_curves.png`` beside the AR-hit files, and prints the verdicts.
+
+1. **Zoology's claim** (Arora et al., 2023, Section 3: 82 % of the gap between gated convolutions and
+   attention falls on AR hits): per family, the share of its gap to attention that falls on AR hits,
+   n_AR·Δ_AR / Σ_c n_c·Δ_c, from the seed means, with each seed pairing's share (family seed s against
+   attention seed s) as the spread. The claim is judged on the gated-convolution stack (BaseConv): agree
+   when the share exceeds 1/2 in the seed means and in every pairing, disagree when it is below 1/2 in all of
+   them, mixed otherwise; not testable when attention's AR-hit loss is not below BaseConv's for every pair of
+   seeds (attention has not yet learnt to recall at this budget).
+2. **Does AR-hit loss follow the recall map's MQAR ordering?** Spearman's ρ between each family's mean
+   AR-hit loss and its MQAR accuracy (mean over the map's test slices) at its best d_model-128 cell, over the
+   families in both (BaseConv has no recall-map cell), with the exact one-sided permutation p-value; agree
+   when ρ ≤ −ρ* such that p < 0.05 (lower loss where recall is higher), disagree when ρ ≥ 0, weak otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import math
+import sys
+from pathlib import Path
+
+from recall_lm.evals.common import ROOT
+
+RESULTS = ROOT / "evals" / "results"
+REFERENCE = "attention"
+GATED_CONVOLUTION = "base_conv"
+ZOOLOGY_SHARE = 0.82  # the share of the gap Zoology found on AR hits (abstract and Section 3)
+RECALL_MAP_D_MODEL = 128
+RECALL_MAP_CELL = {  # the LM family → its recall-map mixer (the same layer; BASED with feature_dim 16)
+    "attention": "attention",
+    "based": "based_f16",
+    "rwkv7": "rwkv7",
+    "mamba2": "mamba2",
+    "gated_deltanet": "gated_deltanet",
+    "kda": "kda",
+}
+CATEGORIES = ("AR_hits", "frequent_repeats", "other")
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def ranks(values: list[float]) -> list[float]:
+    """Ranks 1 … n of ``values``, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's ρ: Pearson's correlation of the ranks (average ranks for ties)."""
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    norm = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / norm if norm else math.nan
+
+
+def p_value_negative(x: list[float], y: list[float]) -> float:
+    """Exact one-sided p-value of ρ(x, y) this negative or more, over every permutation of y (n ≤ 8)."""
+    observed = spearman(x, y)
+    perms = list(itertools.permutations(y))
+    return sum(spearman(x, list(p)) <= observed + 1e-12 for p in perms) / len(perms)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def read_ar_hits(path: Path) -> dict[str, dict]:
+    """ar_hits.csv → run name → its row, numbers as floats."""
+    with open(path, newline="") as fh:
+        return {
+            r["model"]: {k: (v if k == "model" else float(v)) for k, v in r.items()}
+            for r in csv.DictReader(fh)
+        }
+
+
+def tokens_per_step(run: dict) -> int:
+    from recall_lm.evals.sweeps.sweep import run_setting
+
+    return int(run_setting(run, "data.init_args.batch_size")) * int(
+        run_setting(run, "data.init_args.seq_len")
+    )
+
+
+def families(runs: list[dict], ar: dict[str, dict]) -> dict[str, dict]:
+    """Family → its seeds' numbers: lr, parameters, state bytes, tokens, validation loss (final and by
+    step), and the AR-hit row of each seed (runs without an AR-hit row are left out)."""
+    from recall_lm.evals.sweeps.sweep import run_setting
+
+    out: dict[str, dict] = {}
+    for run in sorted(runs, key=lambda r: r["run"]):
+        if run["run"] not in ar:
+            continue
+        fam = out.setdefault(run["point"]["mixer"], {"seeds": []})
+        fam["seeds"].append(
+            {
+                "run": run["run"],
+                "seed": run_setting(run, "seed_everything"),
+                "lr": run_setting(run, "model.lr"),
+                "tokens": run["steps"] * tokens_per_step(run),
+                "val_loss": run["metrics"].get("val/loss", math.nan),
+                "curve": [
+                    (step * tokens_per_step(run), loss) for step, loss in run.get("val_loss_by_step", [])
+                ],
+                "ar": ar[run["run"]],
+            }
+        )
+    return out
+
+
+def mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def share(rows: list[dict], refs: list[dict], on: tuple[str, ...] = ("AR_hits",)) -> float:
+    """The share of the summed gap between the category means of ``rows`` and of ``refs`` that falls on the
+    categories ``on`` (AR hits; or AR hits and frequent repeats: every bigram repeated in its context)."""
+    gaps = {c: mean(r[f"{c}_loss"] for r in rows) - mean(r[f"{c}_loss"] for r in refs) for c in CATEGORIES}
+    counts = {c: mean(r[f"{c}_n"] for r in rows) for c in CATEGORIES}
+    part = {c: counts[c] * gaps[c] if counts[c] else 0.0 for c in CATEGORIES}
+    total = sum(part.values())
+    return sum(part[c] for c in on) / total if total else math.nan
+
+
+def summary(fams: dict[str, dict]) -> dict[str, dict]:
+    """Per family: seed means and spreads, the gap to attention and its share on AR hits (seed means and
+    per seed pairing)."""
+    ref = [s["ar"] for s in fams[REFERENCE]["seeds"]]
+    ref_by_seed = {s["seed"]: s["ar"] for s in fams[REFERENCE]["seeds"]}
+    out = {}
+    for name, fam in fams.items():
+        rows = [s["ar"] for s in fam["seeds"]]
+        row = {
+            "seeds": [s["seed"] for s in fam["seeds"]],
+            "lr": fam["seeds"][0]["lr"],
+            "parameters": int(rows[0]["parameters"]),
+            "state_bytes": int(rows[0]["state_bytes"]),
+            "tokens": fam["seeds"][0]["tokens"],
+            "val_loss": [s["val_loss"] for s in fam["seeds"]],
+            "bits_per_byte": [r["bits_per_byte"] for r in rows],
+            "all_loss": [r["all_loss"] for r in rows],
+            "AR_hits_loss": [r["AR_hits_loss"] for r in rows],
+            "other_loss": [r["other_loss"] for r in rows],
+        }
+        if name != REFERENCE:
+            row["gap"] = mean(row["all_loss"]) - mean(r["all_loss"] for r in ref)
+            row["AR_gap"] = mean(row["AR_hits_loss"]) - mean(r["AR_hits_loss"] for r in ref)
+            row["other_gap"] = mean(row["other_loss"]) - mean(r["other_loss"] for r in ref)
+            row["share"] = share(rows, ref)
+            row["share_repeats"] = share(rows, ref, on=("AR_hits", "frequent_repeats"))
+            row["share_by_seed"] = [
+                share([s["ar"]], [ref_by_seed[s["seed"]]]) for s in fam["seeds"] if s["seed"] in ref_by_seed
+            ]
+        out[name] = row
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ verdicts
+def _fmt(x: float, digits: int = 3) -> str:
+    return "–" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def _spread(xs: list[float], digits: int = 3) -> str:
+    """mean (min–max) of a seed list."""
+    if len(xs) == 1:
+        return _fmt(xs[0], digits)
+    return f"{_fmt(mean(xs), digits)} ({_fmt(min(xs), digits)}–{_fmt(max(xs), digits)})"
+
+
+def zoology_verdict(s: dict[str, dict]) -> tuple[str, str]:
+    if GATED_CONVOLUTION not in s or REFERENCE not in s:
+        return "pending", f"needs the AR-hit rows of {REFERENCE} and {GATED_CONVOLUTION}"
+    conv, att = s[GATED_CONVOLUTION], s[REFERENCE]
+    shares = [conv["share"], *conv["share_by_seed"]]
+    numbers = (
+        f"BaseConv's gap to attention {_fmt(conv['gap'])} nats/token, on AR hits "
+        f"{_fmt(conv['AR_gap'])}, on other tokens {_fmt(conv['other_gap'])}; share of the gap on AR hits "
+        f"{_fmt(conv['share'], 2)} (seed pairings: {', '.join(_fmt(x, 2) for x in conv['share_by_seed'])}); "
+        f"Zoology: {ZOOLOGY_SHARE:.2f}"
+    )
+    if not max(att["AR_hits_loss"]) < min(conv["AR_hits_loss"]):
+        return "not testable at this scale", (
+            f"attention's AR-hit loss ({_spread(att['AR_hits_loss'])}) is not below BaseConv's "
+            f"({_spread(conv['AR_hits_loss'])}) for every pair of seeds; {numbers}"
+        )
+    if all(x > 0.5 for x in shares):
+        return "agree", numbers
+    if all(x < 0.5 for x in shares):
+        return "disagree", numbers
+    return "mixed", numbers
+
+
+def ordering_verdict(s: dict[str, dict], recall: dict[str, float]) -> tuple[str, str]:
+    names = [f for f in s if f in recall]
+    if len(names) < 4:
+        return "pending", f"needs ≥ 4 families with both numbers, have {names}"
+    ar = [mean(s[f]["AR_hits_loss"]) for f in names]
+    mqar = [recall[f] for f in names]
+    rho, p = spearman(ar, mqar), p_value_negative(ar, mqar)
+    pairs = "; ".join(
+        f"{f} {_fmt(a)} / {_fmt(m)}" for f, a, m in sorted(zip(names, ar, mqar), key=lambda t: t[1])
+    )
+    detail = (
+        f"Spearman ρ(AR-hit loss, MQAR accuracy) = {rho:.2f} over {len(names)} families, one-sided exact "
+        f"p = {p:.3f} (AR-hit loss / recall-map mean MQAR accuracy at d_model {RECALL_MAP_D_MODEL}: {pairs})"
+    )
+    if p < 0.05:
+        return "agree", detail
+    return ("disagree" if rho >= 0 else "weak (the sign agrees, p ≥ 0.05)"), detail
+
+
+def recall_map_accuracy(sweep: str = "recall_map_cpu") -> dict[str, float]:
+    """LM family → mean MQAR accuracy of its recall-map mixer's best d_model-128 cell."""
+    from recall_lm.evals.sweeps.recall_claims import acc, cells, load_rows
+
+    best = cells(load_rows(sweep))
+    return {
+        fam: acc(best[(mixer, RECALL_MAP_D_MODEL)])
+        for fam, mixer in RECALL_MAP_CELL.items()
+        if (mixer, RECALL_MAP_D_MODEL) in best
+    }
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def plot_curves(fams: dict[str, dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, fam in fams.items():
+        curves = [s["curve"] for s in fam["seeds"] if s["curve"]]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        x = [curves[0][i][0] / 1e6 for i in range(n)]
+        ys = [[c[i][1] for c in curves] for i in range(n)]
+        (line,) = ax.plot(x, [mean(y) for y in ys], label=name, marker="." if n < 8 else None)
+        ax.fill_between(x, [min(y) for y in ys], [max(y) for y in ys], color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("training tokens (millions)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def markdown(s: dict[str, dict], verdicts: list[tuple[str, str, str]], sweep: str) -> str:
+    lines = [
+        "# Text LMs at the same budget: where the gap to attention lies",
+        "",
+        f"Written by `python -m recall_lm.evals.sweeps.lm_compare_claims --sweep {sweep}` from the sweep's "
+        "committed runs and the AR-hit split of their checkpoints (`ar_hits.md` beside this file). "
+        "Numbers are seed means with (min–max) over the seeds; losses in nats per token on the held-out "
+        "split.",
+        "",
+        "| family | lr | parameters | decoding state (bytes, T = 256) | tokens | seeds | val loss | "
+        "bits per byte "
+        "| loss on AR hits | other tokens | gap to attention | on AR hits | share of the gap on AR hits "
+        "| on all repeated bigrams |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in s.items():
+        ref = name == REFERENCE
+        lines.append(
+            f"| {name} | {r['lr']:g} | {r['parameters']:,} | {r['state_bytes']:,} | {r['tokens']:,} | "
+            f"{len(r['seeds'])} | {_spread(r['val_loss'])} | {_spread(r['bits_per_byte'])} | "
+            f"{_spread(r['AR_hits_loss'])} | {_spread(r['other_loss'])} | "
+            + (
+                "– | – | – | – |"
+                if ref
+                else f"{_fmt(r['gap'])} | {_fmt(r['AR_gap'])} | {_fmt(r['share'], 2)} "
+                f"({', '.join(_fmt(x, 2) for x in r['share_by_seed'])}) | {_fmt(r['share_repeats'], 2)} |"
+            )
+        )
+    lines += ["", "| claim | verdict | evidence |", "|---|---|---|"]
+    lines += [f"| {claim} | {verdict} | {evidence} |" for claim, verdict, evidence in verdicts]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sweep",
+        default="lm_compare_cpu",
+        help="a sweep's name under evals/results/sweeps/, or its results folder",
+    )
+    parser.add_argument("--ar-hits", type=Path, default=RESULTS / "lm_compare" / "ar_hits.csv")
+    parser.add_argument("--recall-map", default="recall_map_cpu")
+    args = parser.parse_args(argv)
+    from recall_lm.evals.sweeps.sweep import read_run
+
+    if not args.ar_hits.is_file():
+        raise SystemExit(
+            f"error: --ar-hits {args.ar_hits} is not a file: run recall_lm.evals.probes.ar_hits on "
+            f"the sweep's checkpoints first (see this command's --help)"
+        )
+    folder = Path(args.sweep) if Path(args.sweep).is_dir() else RESULTS / "sweeps" / args.sweep
+    runs = [read_run(p) for p in sorted((folder / "runs").glob("*.json"))]
+    if not runs:
+        raise SystemExit(
+            f"error: --sweep {args.sweep}: no runs in {folder / 'runs'}; collect the sweep first "
+            f"(python -m recall_lm.evals.sweeps.sweep configs/sweeps/{folder.name}.yaml --collect)"
+        )
+    fams = families(runs, read_ar_hits(args.ar_hits))
+    if REFERENCE not in fams:
+        raise SystemExit(
+            f"error: {args.ar_hits} has no row for a run of the {REFERENCE} family of {args.sweep}"
+        )
+    s = summary(fams)
+    verdicts = [
+        (
+            "Most of the gated-convolution stack's gap to attention falls on AR hits "
+            "(Zoology, Arora et al. 2023, "
+            "Section 3)",
+            *zoology_verdict(s),
+        ),
+        (
+            "The families' order on AR-hit loss follows their MQAR order in the recall map",
+            *ordering_verdict(s, recall_map_accuracy(args.recall_map)),
+        ),
+    ]
+    out = args.ar_hits.parent
+    text = markdown(s, verdicts, args.sweep)
+    (out / "verdict.md").write_text(text)
+    plot_curves(fams, out / "loss_curves.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
