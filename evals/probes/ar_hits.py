@@ -122,7 +122,8 @@ def categories_of(repeats: np.ndarray, threshold: int) -> np.ndarray:
 
 def by_training_count(losses: np.ndarray, repeats: np.ndarray, edges: list[int]) -> dict:
     """Mean loss and count of the repeated bigrams in each training-count bucket (edges[i−1], edges[i]]
-    (the first from 0), and the last bucket above edges[-1]: ``{"repeats_le1_loss": …, "repeats_le1_n": …}``."""
+    (the first from 0), and the last bucket above edges[-1]:
+    ``{"repeats_le1_loss": …, "repeats_le1_n": …, …}``."""
     out = {}
     lows = [-1, *edges]
     for lo, hi in zip(lows, [*edges, None]):

@@ -245,6 +245,49 @@ def recall_map_accuracy(sweep: str = "recall_map_cpu") -> dict[str, float]:
     }
 
 
+# ------------------------------------------------------------------------------------------- the final sweep
+FINAL_STEPS = 1000  # the final runs' budget: 4.1 M tokens each, the most that 2 cores give 14 runs in ~2 h
+FINAL_SEEDS = (0, 1)
+FINAL_VAL_EVERY = 125
+
+
+def final_sweep(lr_sweep_path: Path, lr_rows: list[dict]) -> tuple[dict, list[str]]:
+    """The final sweep's spec: each family of the learning-rate sweep with its best rate by final validation
+    loss (the lr sweep's own ``select``), FINAL_SEEDS seeds, FINAL_STEPS steps, checkpoints kept for the
+    AR-hit split. Families whose lr runs have not all finished are left out (rewrite the file when they
+    have). Returns the spec and the families left out."""
+    import yaml
+
+    from recall_lm.evals.sweeps.sweep import best_lr, load_sweep
+
+    source = load_sweep(lr_sweep_path)
+    spec = yaml.safe_load(lr_sweep_path.read_text())
+    lrs = source.grid[source.lr_key]
+    done = {f: [r for r in lr_rows if r["point"]["mixer"] == f] for f in source.grid["mixer"]}
+    ready = [f for f in source.grid["mixer"] if len(done[f]) == len(lrs)]
+    best = {r["point"]["mixer"]: r["point"][source.lr_key]
+            for r in best_lr([r for f in ready for r in done[f]], source.lr_key, source.select)}
+    base = {}
+    for family in ready:
+        entry = spec["base"][family]
+        if isinstance(entry, str):
+            entry = {"config": entry, "set": {}}
+        entry = {**entry, "set": dict(entry.get("set") or {})}
+        entry["set"][source.lr_key] = best[family]
+        base[family] = entry
+    fixed = {**source.fixed, "trainer.max_steps": FINAL_STEPS, "trainer.val_check_interval": FINAL_VAL_EVERY,
+             "trainer.enable_checkpointing": True}
+    return {
+        "name": source.name.removesuffix("_lr"),
+        "description": f"{source.name}'s families at their best lr, {FINAL_STEPS} steps, seeds "
+                       f"{', '.join(map(str, FINAL_SEEDS))}",
+        "base": base,
+        "fixed": fixed,
+        "grid": {"mixer": ready, "seed_everything": list(FINAL_SEEDS)},
+        "select": source.select,
+    }, [f for f in source.grid["mixer"] if f not in ready]
+
+
 # ------------------------------------------------------------------------------------------------ writing
 def plot_curves(fams: dict[str, dict], path: Path) -> Path:
     import matplotlib
@@ -314,8 +357,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ar-hits", type=Path, default=RESULTS / "lm_compare" / "ar_hits.csv")
     parser.add_argument("--recall-map", default="recall_map_cpu")
+    parser.add_argument("--write-final-sweep", type=Path, default=None, metavar="YAML",
+                        help="write the final sweep (each family at its best lr of --lr-sweep) and stop")
+    parser.add_argument("--lr-sweep", type=Path,
+                        default=ROOT / "configs" / "sweeps" / "lm_compare_cpu_lr.yaml")
     args = parser.parse_args(argv)
     from recall_lm.evals.sweeps.sweep import read_run
+
+    if args.write_final_sweep:
+        import yaml
+
+        folder = RESULTS / "sweeps" / args.lr_sweep.stem / "runs"
+        lr_rows = [read_run(p) for p in sorted(folder.glob("*.json"))]
+        spec, waiting = final_sweep(args.lr_sweep, lr_rows)
+        header = (f"# Written by python -m recall_lm.evals.sweeps.lm_compare_claims --write-final-sweep from "
+                  f"{len(lr_rows)} finished runs of {args.lr_sweep.stem}.\n"
+                  f"# Run: python -m recall_lm.evals.sweeps.sweep {args.write_final_sweep} --jobs 2\n")
+        if waiting:
+            header += (f"# Not yet here (lr runs unfinished): {', '.join(waiting)}; rewrite this file when "
+                       "they finish.\n")
+        args.write_final_sweep.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=110))
+        print(f"wrote {args.write_final_sweep} ({len(spec['base'])} families; "
+              f"waiting for {waiting or 'none'})")
+        return 0
 
     if not args.ar_hits.is_file():
         raise SystemExit(

@@ -78,7 +78,7 @@ def train_and_measure(args: list[str], out_json: Path) -> dict:
     cli = train_cli.main(["fit", *args, "--trainer.enable_progress_bar=false"])
     model = cli.model.model
     test_slices = getattr(cli.datamodule, "test_slices", [])
-    lengths = sorted({s.seq_len for s in test_slices}) or [1]
+    lengths = sorted({s.seq_len for s in test_slices}) or [getattr(cli.datamodule, "seq_len", 1)]  # text: T
     mixer = model.config.mixer
     result = {
         "config": config_of(args),

@@ -14,6 +14,7 @@ import yaml
 from recall_lm.evals.probes import ar_hits
 from recall_lm.models.config import ModelConfig
 from recall_lm.models.decoder import DecoderLM
+from tests.evals.toy_text import toy_documents
 
 
 def test_categories_of_a_hand_made_sequence():
@@ -86,14 +87,7 @@ def test_gap_share_by_hand():
 
 
 def corpus_config(tmp_path, tokenizer):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    rng = np.random.default_rng(0)
-    words = [f"name{i}" for i in range(40)]
-    for d in range(30):
-        picked = rng.choice(words, 6)
-        text = " ".join(f"{a} = {b}" for a, b in zip(picked, rng.permutation(picked)))
-        (docs / f"d{d}.txt").write_text((text + "\n") * 3)
+    docs = toy_documents(tmp_path)
     config = {"data": {"class_path": "recall_lm.data.text_datamodule.TextDataModule",
                        "init_args": {"sources": str(docs), "tokenizer": tokenizer, "seq_len": 32,
                                      "val_fraction": 0.3, "cache_dir": str(tmp_path / "cache")}}}

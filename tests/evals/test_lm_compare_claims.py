@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import yaml
 
 from recall_lm.evals.common import ROOT
 from recall_lm.evals.sweeps import lm_compare_claims as lc
-from recall_lm.evals.sweeps.sweep import read_run
+from recall_lm.evals.sweeps.sweep import load_sweep, read_run
+from tests.evals.toy_text import toy_documents
 
 
 def test_ranks_spearman_and_exact_p_by_hand():
@@ -106,14 +106,7 @@ def test_ordering_rule():
 
 
 def toy_corpus(tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    rng = np.random.default_rng(0)
-    words = [f"name{i}" for i in range(40)]
-    for d in range(30):
-        picked = rng.choice(words, 6)
-        text = " ".join(f"{a} = {b}" for a, b in zip(picked, rng.permutation(picked)))
-        (docs / f"d{d}.txt").write_text((text + "\n") * 3)
+    docs = toy_documents(tmp_path)
     config = {
         "seed_everything": 0,
         "model": {
@@ -238,3 +231,35 @@ def test_the_comparison_end_to_end_at_toy_size(tmp_path):
         )
     )["base_conv"]
     assert len(att["share_by_seed"]) == 2 and not math.isnan(att["share"])
+
+
+def test_final_sweep_takes_each_familys_lowest_loss_rate(tmp_path):
+    """The final sweep keeps each family's lr-sweep base entry, adds the rate with the lower final
+    validation loss, and leaves out a family whose lr runs have not all finished."""
+    lr_sweep = ROOT / "configs" / "sweeps" / "lm_compare_cpu_lr.yaml"
+
+    def run(mixer, lr, loss):
+        return {"run": f"{mixer}-lr={lr:g}", "point": {"mixer": mixer, "model.lr": lr},
+                "metrics": {"val/loss": loss, "val/acc": 0.3}}
+
+    rows = [run("attention", 3e-3, 3.7), run("attention", 1e-3, 3.9), run("rwkv7", 3e-3, 4.2),
+            run("rwkv7", 1e-3, 4.0), run("kda", 3e-3, 4.0)]
+    spec, waiting = lc.final_sweep(lr_sweep, rows)
+    assert spec["grid"] == {"mixer": ["attention", "rwkv7"], "seed_everything": [0, 1]}
+    assert spec["base"]["attention"] == {"config": "configs/lm/compare.yaml", "set": {"model.lr": 3e-3}}
+    assert spec["base"]["rwkv7"]["set"]["model.lr"] == 1e-3
+    assert spec["base"]["rwkv7"]["set"]["model.architecture.mixer"] == "rwkv7"  # the lr sweep's own settings
+    assert "kda" in waiting and "based" in waiting
+    assert spec["fixed"]["trainer.max_steps"] == lc.FINAL_STEPS
+    assert spec["fixed"]["trainer.enable_checkpointing"]
+
+
+def test_the_committed_final_sweep_follows_the_committed_lr_runs():
+    """configs/sweeps/lm_compare_cpu.yaml is what --write-final-sweep writes from the committed lr runs."""
+    folder = ROOT / "evals" / "results" / "sweeps" / "lm_compare_cpu_lr" / "runs"
+    rows = [read_run(p) for p in sorted(folder.glob("*.json"))]
+    spec, _ = lc.final_sweep(ROOT / "configs" / "sweeps" / "lm_compare_cpu_lr.yaml", rows)
+    committed = yaml.safe_load((ROOT / "configs" / "sweeps" / "lm_compare_cpu.yaml").read_text())
+    assert committed == spec
+    sw_spec = load_sweep(ROOT / "configs" / "sweeps" / "lm_compare_cpu.yaml")
+    assert sw_spec.select == "val/loss" and set(sw_spec.grid["mixer"]) <= set(sw_spec.base)

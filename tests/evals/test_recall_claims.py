@@ -281,3 +281,18 @@ def test_log_linear_and_fox_verdicts():
     assert verdict([row("fox", 64, 3e-3, (1.0, 0.999, 0.991), 9000)], "FoX")[0] == "agree"
     assert verdict([row("fox", 64, 3e-3, (1.0, 0.999, 0.9), 9000)], "FoX")[0] == "disagree"
     assert verdict(rows(), "FoX")[0] == "pending"
+
+
+def test_a_longer_run_stands_in_for_a_cell_that_learnt_only_there():
+    """Mamba-2 d64 failed in the map; its 4,000-step rerun learnt and joins the gated-recurrence claim
+    (a rerun that did not learn either still reads 'did not learn')."""
+    base = rows() + [row("mamba2", 64, 3e-3, (0.01, 0.0, 0.0), 2600),
+                     row("retnet", 64, 3e-3, (0.02, 0.0, 0.0), 4000)]
+    long = [{**row("mamba2", 64, 1e-2, (0.9, 0.5, 0.15), 2600), "steps": 4000},
+            {**row("retnet", 64, 1e-2, (0.2, 0.0, 0.0), 4000), "steps": 4000}]
+    gated = next((v, e) for c, v, e in rc.claims(rc.cells(base), long_rows=long) if c.startswith("Gated"))
+    assert gated[0] == "agree" and "mamba2 (4,000 steps) 0.900 → 0.150" in gated[1]
+    assert "retnet d64 did not learn (left out)" in gated[1] and "mamba2 d64 did not learn" not in gated[1]
+    long[0]["metrics"]["val/acc/L256_kv64"] = 0.8  # a drop of 0.1 < 0.3: the claim no longer holds for it
+    gated = next((v, e) for c, v, e in rc.claims(rc.cells(base), long_rows=long) if c.startswith("Gated"))
+    assert gated[0] == "disagree"
