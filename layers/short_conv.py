@@ -10,7 +10,7 @@ from torch import nn
 from recall_lm.layers.state import MixerState
 
 ACTIVATIONS = {None: lambda x: x, "silu": F.silu}
-LOOP_TAPS = 4  # packed documents: filters up to this long run tap by tap, longer ones one padded row per document
+LOOP_TAPS = 4  # packed documents: filters this short run tap by tap, longer ones one padded row a document
 
 
 @dataclass
