@@ -170,7 +170,8 @@ def summarize(losses: np.ndarray, cats: np.ndarray) -> dict:
 
 
 def gap_share(row: dict, ref: dict) -> dict:
-    """Gaps to the reference per category and the share of the summed gap that falls on AR hits."""
+    """Gaps to the reference per category and the share of the summed gap that falls on AR hits (NaN
+    when the summed gap is not positive)."""
     gaps = {}
     total = 0.0
     for name in CATEGORIES.values():
@@ -179,7 +180,8 @@ def gap_share(row: dict, ref: dict) -> dict:
         gaps[f"{key}_gap"] = delta
         total += row[f"{key}_n"] * delta
     gaps["all_gap"] = row["all_loss"] - ref["all_loss"]
-    gaps["ar_share"] = row["AR_hits_n"] * gaps["AR_hits_gap"] / total if total else float("nan")
+    # a share of a gap only where there is one: a model not behind the reference has none to split
+    gaps["ar_share"] = row["AR_hits_n"] * gaps["AR_hits_gap"] / total if total > 0 else float("nan")
     return gaps
 
 
@@ -292,7 +294,7 @@ def markdown(rows: list[dict], s: dict) -> str:
         f"- bits per byte: the summed loss (in bits) over the UTF-8 bytes those tokens decode to "
         f"({s['bytes']:,} bytes, {s['bytes'] / n_tokens:.2f} per token)",
         f"- gap: mean loss minus the reference's (`{s['reference']}`) per category; share on AR hits = "
-        f"n_AR·Δ_AR / Σ_c n_c·Δ_c",
+        f"n_AR·Δ_AR / Σ_c n_c·Δ_c, for a model behind the reference (Σ_c n_c·Δ_c > 0)",
         "",
         "| model | parameters | state (bytes) at T | bits per byte | loss: all | AR hits | "
         "frequent repeats | other | gap: all | AR hits | other | share of the gap on AR hits |",
@@ -304,7 +306,12 @@ def markdown(rows: list[dict], s: dict) -> str:
             f"{_fmt(r['all_loss'])} | "
             f"{_fmt(r['AR_hits_loss'])} | {_fmt(r['frequent_repeats_loss'])} | {_fmt(r['other_loss'])} | "
             f"{_fmt(r['all_gap'])} | {_fmt(r['AR_hits_gap'])} | {_fmt(r['other_gap'])} | "
-            + ("–" if r["model"] == s["reference"] else f"{_fmt(r['ar_share'], 2)}") + " |"
+            + (
+                "–"
+                if r["model"] == s["reference"]
+                else "– (not behind)" if r["ar_share"] != r["ar_share"] else _fmt(r["ar_share"], 2)
+            )
+            + " |"
         )
     buckets = [k[: -len("_n")] for k in rows[0] if k.startswith("repeats_") and k.endswith("_n")]
     names = [b.replace("repeats_le", "≤ ").replace("repeats_gt", "> ") for b in buckets]

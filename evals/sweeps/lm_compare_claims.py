@@ -21,8 +21,12 @@ hits and other tokens, the share of the gap to attention on AR hits; then the tw
    attention seed s) as the spread. The claim is judged on the gated-convolution stack (BaseConv): agree
    when the share exceeds 1/2 in the seed means and in every pairing, disagree when it is below 1/2 in all of
    them, mixed otherwise; not testable when attention's AR-hit loss is not below BaseConv's for every pair of
-   seeds (attention has not yet learnt to recall at this budget).
-2. **Does AR-hit loss follow the recall map's MQAR ordering?** Spearman's ρ between each family's mean
+   seeds (attention has not yet learnt to recall at this budget) or when BaseConv is not behind attention
+   overall (no gap to share; the evidence then says whether its loss on AR hits is still the higher one).
+2. **Each family**: agree when every family behind attention overall has share > 1/2, disagree when every one
+   has share < 1/2, mixed otherwise; a family ahead of attention overall has no gap to share and is listed
+   with its gaps on AR hits and on other tokens.
+3. **Does AR-hit loss follow the recall map's MQAR ordering?** Spearman's ρ between each family's mean
    AR-hit loss and its MQAR accuracy (mean over the map's test slices) at its best d_model-128 cell, over the
    families in both (BaseConv has no recall-map cell), with the exact one-sided permutation p-value; agree
    when ρ ≤ −ρ* such that p < 0.05 (lower loss where recall is higher), disagree when ρ ≥ 0, weak otherwise.
@@ -138,12 +142,13 @@ def mean(xs) -> float:
 
 def share(rows: list[dict], refs: list[dict], on: tuple[str, ...] = ("AR_hits",)) -> float:
     """The share of the summed gap between the category means of ``rows`` and of ``refs`` that falls on the
-    categories ``on`` (AR hits; or AR hits and frequent repeats: every bigram repeated in its context)."""
+    categories ``on`` (AR hits; or AR hits and frequent repeats: every bigram repeated in its context); NaN
+    when ``rows`` are not behind ``refs`` (the summed gap is not positive)."""
     gaps = {c: mean(r[f"{c}_loss"] for r in rows) - mean(r[f"{c}_loss"] for r in refs) for c in CATEGORIES}
     counts = {c: mean(r[f"{c}_n"] for r in rows) for c in CATEGORIES}
     part = {c: counts[c] * gaps[c] if counts[c] else 0.0 for c in CATEGORIES}
     total = sum(part.values())
-    return sum(part[c] for c in on) / total if total else math.nan
+    return sum(part[c] for c in on) / total if total > 0 else math.nan  # no gap, nothing to share
 
 
 def summary(fams: dict[str, dict]) -> dict[str, dict]:
@@ -179,6 +184,35 @@ def summary(fams: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def by_budget(s: dict[str, dict], earlier: dict[str, dict]) -> dict[str, list[tuple[int, float, int]]]:
+    """Family → [(tokens, mean AR-hit loss, seeds)] at each budget: ``earlier`` (the families of a shorter
+    sweep, e.g. the lr sweep, from ``families``) at the final run's learning rate, then the final runs.
+    Each point is its own run with its own schedule: a loss per budget, not one run's trajectory."""
+    out = {}
+    for name, r in s.items():
+        points = []
+        for seed in (earlier.get(name) or {}).get("seeds", []):
+            if seed["lr"] == r["lr"]:
+                points.append((seed["tokens"], seed["ar"]["AR_hits_loss"], 1))
+        points.append((r["tokens"], mean(r["AR_hits_loss"]), len(r["seeds"])))
+        out[name] = sorted(points)
+    return out
+
+
+def attention_lead(budget: dict[str, list[tuple[int, float, int]]]) -> list[tuple[int, float, str]]:
+    """At each of attention's budgets: attention's AR-hit loss minus the lowest other family's at the same
+    tokens, and that family (negative: attention recalls rare bigrams best)."""
+    out = []
+    for tokens, loss, _ in budget.get(REFERENCE, []):
+        others = [
+            (other, f) for f, pts in budget.items() if f != REFERENCE for t, other, _ in pts if t == tokens
+        ]
+        if others:
+            best, fam = min(others)
+            out.append((tokens, loss - best, fam))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ verdicts
 def _fmt(x: float, digits: int = 3) -> str:
     return "–" if x is None or x != x else f"{x:.{digits}f}"
@@ -202,16 +236,54 @@ def zoology_verdict(s: dict[str, dict]) -> tuple[str, str]:
         f"{_fmt(conv['share'], 2)} (seed pairings: {', '.join(_fmt(x, 2) for x in conv['share_by_seed'])}); "
         f"Zoology: {ZOOLOGY_SHARE:.2f}"
     )
+    reasons = []
     if not max(att["AR_hits_loss"]) < min(conv["AR_hits_loss"]):
-        return "not testable at this scale", (
+        reasons.append(
             f"attention's AR-hit loss ({_spread(att['AR_hits_loss'])}) is not below BaseConv's "
-            f"({_spread(conv['AR_hits_loss'])}) for every pair of seeds; {numbers}"
+            f"({_spread(conv['AR_hits_loss'])}) for every pair of seeds"
         )
+    if not conv["gap"] > 0:
+        # a share of a gap that is not there: Zoology's claim presumes attention ahead overall
+        reasons.append(
+            f"BaseConv is not behind attention overall (gap {_fmt(conv['gap'])}), so no gap is there to share"
+            + (
+                "; what it loses is on AR hits and it gains on other tokens, the direction Zoology found"
+                if conv["AR_gap"] > 0 > conv["other_gap"]
+                else ""
+            )
+        )
+    if reasons:
+        return "not testable at this scale", "; ".join(reasons) + f"; {numbers}"
     if all(x > 0.5 for x in shares):
         return "agree", numbers
     if all(x < 0.5 for x in shares):
         return "disagree", numbers
     return "mixed", numbers
+
+
+def each_family_verdict(s: dict[str, dict]) -> tuple[str, str]:
+    """Does most of each family's gap to attention fall on AR hits? Judged on the families behind attention
+    overall (seed means): agree when every one has share > ½, disagree when every one has share < ½;
+    families ahead of attention have no gap to share and are listed with their AR-hit gap."""
+    others = {f: r for f, r in s.items() if f != REFERENCE}
+    if not others:
+        return "pending", f"needs families besides {REFERENCE}"
+    behind = {f: r for f, r in others.items() if r["gap"] > 0}
+    ahead = {f: r for f, r in others.items() if not r["gap"] > 0}
+    parts = [f"{f}: gap {_fmt(r['gap'])}, share on AR hits {_fmt(r['share'], 2)}" for f, r in behind.items()]
+    if ahead:
+        parts.append(
+            "ahead of attention overall (no gap to share; gap on AR hits, other tokens): "
+            + ", ".join(f"{f} ({_fmt(r['AR_gap'])}, {_fmt(r['other_gap'])})" for f, r in ahead.items())
+        )
+    detail = "; ".join(parts)
+    if not behind:
+        return "not testable at this scale", "no family is behind attention overall; " + detail
+    if all(r["share"] > 0.5 for r in behind.values()):
+        return "agree", detail
+    if all(r["share"] < 0.5 for r in behind.values()):
+        return "disagree", detail
+    return "mixed", detail
 
 
 def ordering_verdict(s: dict[str, dict], recall: dict[str, float]) -> tuple[str, str]:
@@ -289,13 +361,19 @@ def final_sweep(lr_sweep_path: Path, lr_rows: list[dict]) -> tuple[dict, list[st
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def plot_curves(fams: dict[str, dict], path: Path) -> Path:
+def plot_curves(
+    fams: dict[str, dict], path: Path, budget: dict[str, list[tuple[int, float, int]]] | None = None
+) -> Path:
+    """Validation loss against training tokens per family (seed mean, min–max band); with ``budget``, a
+    second panel: loss on AR hits against tokens."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, axes = plt.subplots(1, 2 if budget else 1, figsize=(11.0 if budget else 6.4, 4.0), squeeze=False)
+    ax = axes[0][0]
+    colours = {}
     for name, fam in fams.items():
         curves = [s["curve"] for s in fam["seeds"] if s["curve"]]
         if not curves:
@@ -305,17 +383,32 @@ def plot_curves(fams: dict[str, dict], path: Path) -> Path:
         ys = [[c[i][1] for c in curves] for i in range(n)]
         (line,) = ax.plot(x, [mean(y) for y in ys], label=name, marker="." if n < 8 else None)
         ax.fill_between(x, [min(y) for y in ys], [max(y) for y in ys], color=line.get_color(), alpha=0.2)
+        colours[name] = line.get_color()
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("validation loss (nats/token)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    if budget:
+        ax = axes[0][1]
+        for name, pts in budget.items():
+            ax.plot([t / 1e6 for t, _, _ in pts], [loss for _, loss, _ in pts], marker="o", label=name,
+                    color=colours.get(name))
+        ax.set_xlabel("training tokens (millions; one run per budget)")
+        ax.set_ylabel("loss on AR hits (nats/token)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def markdown(s: dict[str, dict], verdicts: list[tuple[str, str, str]], sweep: str) -> str:
+def markdown(
+    s: dict[str, dict],
+    verdicts: list[tuple[str, str, str]],
+    sweep: str,
+    budget: dict[str, list[tuple[int, float, int]]] | None = None,
+) -> str:
     lines = [
         "# Text LMs at the same budget: where the gap to attention lies",
         "",
@@ -339,10 +432,41 @@ def markdown(s: dict[str, dict], verdicts: list[tuple[str, str, str]], sweep: st
             + (
                 "– | – | – | – |"
                 if ref
-                else f"{_fmt(r['gap'])} | {_fmt(r['AR_gap'])} | {_fmt(r['share'], 2)} "
-                f"({', '.join(_fmt(x, 2) for x in r['share_by_seed'])}) | {_fmt(r['share_repeats'], 2)} |"
+                else f"{_fmt(r['gap'])} | {_fmt(r['AR_gap'])} | "
+                + (
+                    f"{_fmt(r['share'], 2)} ({', '.join(_fmt(x, 2) for x in r['share_by_seed'])}) | "
+                    f"{_fmt(r['share_repeats'], 2)} |"
+                    if r["gap"] > 0
+                    else "– (ahead: no gap) | – |"
+                )
             )
         )
+    if budget and any(len(p) > 1 for p in budget.values()):
+        sizes = sorted({t for pts in budget.values() for t, _, _ in pts})
+        lines += [
+            "",
+            "Loss on AR hits by training tokens: each budget is its own run with its own learning-rate "
+            "schedule (the shorter one is the lr sweep's run at the family's chosen rate); seed mean "
+            "(seeds):",
+            "",
+            "| family | " + " | ".join(f"{t / 1e6:.1f} M tokens" for t in sizes) + " |",
+            "|---|" + "---:|" * len(sizes),
+        ]
+        for name, pts in budget.items():
+            at = {t: (loss, n) for t, loss, n in pts}
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{_fmt(at[t][0])} ({at[t][1]})" if t in at else "–" for t in sizes)
+                + " |"
+            )
+        lead = attention_lead(budget)
+        if lead:
+            lines += [
+                "",
+                "Attention's AR-hit loss minus the lowest other family's: "
+                + "; ".join(f"{_fmt(d)} at {t / 1e6:.1f} M tokens ({f})" for t, d, f in lead)
+                + " (below zero once attention recalls rare bigrams best).",
+            ]
     lines += ["", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {claim} | {verdict} | {evidence} |" for claim, verdict, evidence in verdicts]
     return "\n".join(lines) + "\n"
@@ -357,6 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ar-hits", type=Path, default=RESULTS / "lm_compare" / "ar_hits.csv")
     parser.add_argument("--recall-map", default="recall_map_cpu")
+    parser.add_argument(
+        "--earlier",
+        nargs=2,
+        metavar=("SWEEP", "AR_HITS_CSV"),
+        default=None,
+        help="a shorter sweep of the same families and the AR-hit split of its checkpoints, for AR-hit loss "
+        "by training tokens (default: lm_compare_cpu_lr and lr_sweep/ar_hits.csv beside --ar-hits, when "
+        "that file exists)",
+    )
     parser.add_argument("--write-final-sweep", type=Path, default=None, metavar="YAML",
                         help="write the final sweep (each family at its best lr of --lr-sweep) and stop")
     parser.add_argument("--lr-sweep", type=Path,
@@ -369,7 +502,17 @@ def main(argv: list[str] | None = None) -> int:
 
         folder = RESULTS / "sweeps" / args.lr_sweep.stem / "runs"
         lr_rows = [read_run(p) for p in sorted(folder.glob("*.json"))]
+        if not lr_rows:
+            raise SystemExit(
+                f"error: --lr-sweep {args.lr_sweep}: no finished runs in {folder}; run it first "
+                f"(python -m recall_lm.evals.sweeps.sweep {args.lr_sweep} --jobs 2)"
+            )
         spec, waiting = final_sweep(args.lr_sweep, lr_rows)
+        if not spec["base"]:
+            raise SystemExit(
+                f"error: --lr-sweep {args.lr_sweep}: no family has finished all its learning rates yet "
+                f"(waiting for {', '.join(waiting)})"
+            )
         header = (f"# Written by python -m recall_lm.evals.sweeps.lm_compare_claims --write-final-sweep from "
                   f"{len(lr_rows)} finished runs of {args.lr_sweep.stem}.\n"
                   f"# Run: python -m recall_lm.evals.sweeps.sweep {args.write_final_sweep} --jobs 2\n")
@@ -399,6 +542,20 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {args.ar_hits} has no row for a run of the {REFERENCE} family of {args.sweep}"
         )
     s = summary(fams)
+    earlier_sweep, earlier_csv = args.earlier or (
+        "lm_compare_cpu_lr",
+        args.ar_hits.parent / "lr_sweep" / "ar_hits.csv",
+    )
+    earlier_csv = Path(earlier_csv)
+    if args.earlier and not earlier_csv.is_file():
+        raise SystemExit(f"error: --earlier {earlier_sweep} {earlier_csv}: {earlier_csv} is not a file")
+    budget = None
+    if earlier_csv.is_file():
+        earlier_folder = (
+            Path(earlier_sweep) if Path(earlier_sweep).is_dir() else RESULTS / "sweeps" / earlier_sweep
+        )
+        earlier_runs = [read_run(p) for p in sorted((earlier_folder / "runs").glob("*.json"))]
+        budget = by_budget(s, families(earlier_runs, read_ar_hits(earlier_csv)))
     verdicts = [
         (
             "Most of the gated-convolution stack's gap to attention falls on AR hits "
@@ -407,14 +564,18 @@ def main(argv: list[str] | None = None) -> int:
             *zoology_verdict(s),
         ),
         (
+            "Most of each family's gap to attention falls on AR hits",
+            *each_family_verdict(s),
+        ),
+        (
             "The families' order on AR-hit loss follows their MQAR order in the recall map",
             *ordering_verdict(s, recall_map_accuracy(args.recall_map)),
         ),
     ]
     out = args.ar_hits.parent
-    text = markdown(s, verdicts, args.sweep)
+    text = markdown(s, verdicts, args.sweep, budget)
     (out / "verdict.md").write_text(text)
-    plot_curves(fams, out / "loss_curves.png")
+    plot_curves(fams, out / "loss_curves.png", budget)
     print(text)
     return 0
 

@@ -84,6 +84,9 @@ def test_gap_share_by_hand():
     assert gaps["AR_hits_gap"] == pytest.approx(1.0) and gaps["other_gap"] == pytest.approx(0.1)
     assert gaps["ar_share"] == pytest.approx(10 / 19)
     assert gaps["all_gap"] == pytest.approx(0.19)
+    # ahead of the reference overall (AR hits +10, other 90 × −0.2 = −18): no gap, no share
+    ahead = ar_hits.summarize(np.where(cats == ar_hits.AR_HIT, 3.0, 1.8), cats)
+    assert math.isnan(ar_hits.gap_share(ahead, ref)["ar_share"])
 
 
 def corpus_config(tmp_path, tokenizer):

@@ -76,6 +76,7 @@ def test_share_from_seed_means_and_the_zoology_rule():
                     [{**ar_row(1.0, 3.0), "frequent_repeats_n": 10, "frequent_repeats_loss": 2.0}],
                     on=("AR_hits", "frequent_repeats"))
     assert both == pytest.approx((20 + 5) / (20 + 5 + 9))
+    assert math.isnan(lc.share([ar_row(3.0, 2.0)], [ar_row(1.0, 3.0)]))  # ahead overall: 20 − 90 < 0
     assert lc.zoology_verdict(s)[0] == "agree"
     # the gap mostly on other tokens
     assert lc.zoology_verdict(lc.summary(fams([ar_row(1.5, 3.5), ar_row(1.5, 3.5)])))[0] == "disagree"
@@ -83,6 +84,25 @@ def test_share_from_seed_means_and_the_zoology_rule():
     assert lc.zoology_verdict(lc.summary(fams([ar_row(1.1, 3.5), ar_row(2.0, 3.5)])))[0].startswith(
         "not testable"
     )
+    # BaseConv ahead overall (+1.0 × 10 on AR hits, −0.2 × 90 elsewhere): no gap to share, direction stated
+    verdict, detail = lc.zoology_verdict(lc.summary(fams([ar_row(2.1, 2.8), ar_row(2.1, 2.8)])))
+    assert verdict == "not testable at this scale"
+    assert "not behind attention overall (gap -0.080)" in detail and "the direction Zoology found" in detail
+    assert "for every pair of seeds" not in detail
+
+
+def test_each_family_rule_judges_the_families_behind_attention():
+    def row(gap, share, ar_gap=0.1, other_gap=0.1):
+        return {"gap": gap, "share": share, "AR_gap": ar_gap, "other_gap": other_gap}
+
+    att = {"attention": {}}
+    assert lc.each_family_verdict({**att, "a": row(0.2, 0.7), "b": row(0.1, 0.6)})[0] == "agree"
+    assert lc.each_family_verdict({**att, "a": row(0.2, 0.7), "b": row(0.1, 0.3)})[0] == "mixed"
+    verdict, detail = lc.each_family_verdict({**att, "a": row(0.2, 0.1), "b": row(-0.1, 9.0, 0.3, -0.2)})
+    assert verdict == "disagree"  # b is ahead overall: listed, not judged
+    assert "a: gap 0.200, share on AR hits 0.10" in detail and "b (0.300, -0.200)" in detail
+    assert lc.each_family_verdict({**att, "b": row(-0.1, 0.9)})[0] == "not testable at this scale"
+    assert lc.each_family_verdict(att)[0] == "pending"
 
 
 def test_ordering_rule():
@@ -225,6 +245,14 @@ def test_the_comparison_end_to_end_at_toy_size(tmp_path):
     assert "| 512 | 2 |" in text  # 4 steps × 4 × 32 tokens, two seeds
     assert "Most of the gated-convolution stack's gap" in text and "| pending |" in text  # 2 families < 4
     assert (ar_out / "loss_curves.png").stat().st_size > 3000
+    assert "Loss on AR hits by training tokens" not in text  # no shorter sweep given or found
+    # the same runs as their own shorter sweep: the wiring of --earlier (each seed one more point)
+    assert lc.main(["--sweep", str(out), "--ar-hits", str(ar_out / "ar_hits.csv"),
+                    "--earlier", str(out), str(ar_out / "ar_hits.csv")]) == 0
+    assert "Loss on AR hits by training tokens" in (ar_out / "verdict.md").read_text()
+    with pytest.raises(SystemExit, match="^error: --earlier .* is not a file$"):
+        lc.main(["--sweep", str(out), "--ar-hits", str(ar_out / "ar_hits.csv"),
+                 "--earlier", str(out), str(tmp_path / "missing.csv")])
     att = lc.summary(
         lc.families(
             [read_run(p) for p in (out / "runs").glob("*.json")], lc.read_ar_hits(ar_out / "ar_hits.csv")
@@ -263,3 +291,36 @@ def test_the_committed_final_sweep_follows_the_committed_lr_runs():
     assert committed == spec
     sw_spec = load_sweep(ROOT / "configs" / "sweeps" / "lm_compare_cpu.yaml")
     assert sw_spec.select == "val/loss" and set(sw_spec.grid["mixer"]) <= set(sw_spec.base)
+
+
+def test_write_final_sweep_without_finished_lr_runs_stops_in_one_line(tmp_path):
+    """--write-final-sweep from an lr sweep with no finished runs names the setting and writes nothing."""
+    lr_sweep = tmp_path / "no_runs_yet_lr.yaml"
+    lr_sweep.write_text((ROOT / "configs" / "sweeps" / "lm_compare_cpu_lr.yaml").read_text())
+    out = tmp_path / "final.yaml"
+    with pytest.raises(SystemExit) as stop:
+        lc.main(["--write-final-sweep", str(out), "--lr-sweep", str(lr_sweep)])
+    message = str(stop.value)
+    assert message.startswith("error: --lr-sweep") and "no finished runs" in message and "\n" not in message
+    assert not out.exists()
+
+
+def test_ar_hit_loss_by_budget_takes_the_shorter_run_at_the_chosen_rate(tmp_path):
+    """The shorter sweep adds one point per family, from its run at the final lr only; attention's lead is
+    its AR-hit loss minus the lowest other family's at the same tokens."""
+    s = lc.summary(fams([ar_row(3.0, 3.1), ar_row(2.8, 3.1)]))  # attention lr 3e-3, BaseConv lr 1e-3
+    earlier = fams([ar_row(4.0, 3.5), ar_row(9.9, 3.5)], att_rows=[ar_row(3.5, 3.3), ar_row(9.9, 3.3)])
+    for fam, wrong_lr in (("attention", 1e-3), ("base_conv", 3e-3)):
+        for seed in earlier[fam]["seeds"]:
+            seed["tokens"] = 2048
+        earlier[fam]["seeds"][1]["lr"] = wrong_lr  # the 9.9 rows: another rate, left out
+    budget = lc.by_budget(s, earlier)
+    assert budget["attention"] == [(2048, 3.5, 1), (4096, pytest.approx(1.1), 2)]
+    assert budget["base_conv"] == [(2048, 4.0, 1), (4096, pytest.approx(2.9), 2)]
+    lead = lc.attention_lead(budget)
+    assert [(t, f) for t, _, f in lead] == [(2048, "base_conv"), (4096, "base_conv")]
+    assert [d for _, d, _ in lead] == pytest.approx([-0.5, -1.8])
+    text = lc.markdown(s, [], "toy", budget)
+    assert "| base_conv | 4.000 (1) | 2.900 (2) |" in text
+    assert "-0.500 at 0.0 M tokens (base_conv)" in text
+    assert lc.plot_curves(fams([ar_row(3.0, 3.1)]), tmp_path / "c.png", budget).stat().st_size > 3000
