@@ -472,6 +472,11 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def sweep_folder(sweep: str) -> Path:
+    """A sweep's results folder: the path itself, or its name under evals/results/sweeps/."""
+    return Path(sweep) if Path(sweep).is_dir() else RESULTS / "sweeps" / sweep
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -529,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             f"error: --ar-hits {args.ar_hits} is not a file: run recall_lm.evals.probes.ar_hits on "
             f"the sweep's checkpoints first (see this command's --help)"
         )
-    folder = Path(args.sweep) if Path(args.sweep).is_dir() else RESULTS / "sweeps" / args.sweep
+    folder = sweep_folder(args.sweep)
     runs = [read_run(p) for p in sorted((folder / "runs").glob("*.json"))]
     if not runs:
         raise SystemExit(
@@ -551,10 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --earlier {earlier_sweep} {earlier_csv}: {earlier_csv} is not a file")
     budget = None
     if earlier_csv.is_file():
-        earlier_folder = (
-            Path(earlier_sweep) if Path(earlier_sweep).is_dir() else RESULTS / "sweeps" / earlier_sweep
-        )
-        earlier_runs = [read_run(p) for p in sorted((earlier_folder / "runs").glob("*.json"))]
+        earlier_runs = [read_run(p) for p in sorted((sweep_folder(earlier_sweep) / "runs").glob("*.json"))]
         budget = by_budget(s, families(earlier_runs, read_ar_hits(earlier_csv)))
     verdicts = [
         (
